@@ -1,0 +1,183 @@
+//! Client routes: `/health`, `/kv/{key}` (GET on every node; PUT and DELETE on the leader) and
+//! `/dump`.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{any, get};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{AppState, Json, Key, Leader, Query};
+use crate::error::{Error, Result};
+use crate::replication::Replicator;
+use crate::store::Version;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/kv/{*key}", get(read).put(put).delete(delete))
+        .route("/kv", any(empty_key))
+        .route("/kv/", any(empty_key))
+        .route("/dump", get(dump))
+}
+
+/// Body of `GET /health`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "ok" when the node answers.
+    pub status: String,
+    /// "leader" or "follower".
+    pub role: String,
+    /// The node's id.
+    pub node_id: String,
+    /// Highest version the node has applied.
+    pub version: Version,
+    /// Number of live keys.
+    pub keys: usize,
+}
+
+async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+    let (version, keys) = {
+        let store = state.store();
+        (store.latest_version(), store.len())
+    };
+    axum::Json(Health {
+        status: "ok".into(),
+        role: state.inner.role.as_str().into(),
+        node_id: state.node_id().into(),
+        version,
+        keys,
+    })
+}
+
+/// Body of a successful `GET /kv/{key}`.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReadResponse {
+    key: String,
+    value: String,
+    version: Version,
+}
+
+async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json<ReadResponse>> {
+    let (value, version) = {
+        let store = state.store();
+        let (value, version) = store
+            .get(&key)
+            .ok_or_else(|| Error::NotFound { key: key.clone() })?;
+        (value.to_owned(), version)
+    };
+    Ok(axum::Json(ReadResponse {
+        key,
+        value,
+        version,
+    }))
+}
+
+async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
+    axum::Json(state.store().dump())
+}
+
+async fn empty_key() -> Error {
+    Error::InvalidKey("key must not be empty: use /kv/{key}".into())
+}
+
+/// Body of `PUT /kv/{key}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: String,
+}
+
+/// Query string of a write.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteParams {
+    /// Overrides `WRITE_QUORUM` for this write.
+    quorum: Option<usize>,
+}
+
+/// Body of a successful write (PUT or DELETE): the quorum was reached.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteResponse {
+    /// The key written.
+    pub key: String,
+    /// The value written; `null` for a delete.
+    pub value: Option<String>,
+    /// The version the leader assigned to the write.
+    pub version: Version,
+    /// Acks the write waited for.
+    pub quorum: usize,
+    /// Acks received before the answer.
+    pub acks: usize,
+    /// Node ids of the followers that acknowledged, in arrival order.
+    pub acked_by: Vec<String>,
+    /// Time from receiving the request to the answer, in milliseconds.
+    pub latency_ms: f64,
+}
+
+async fn put(
+    Leader(replicator): Leader,
+    State(state): State<AppState>,
+    Key(key): Key,
+    Query(params): Query<WriteParams>,
+    Json(body): Json<PutBody>,
+) -> Result<axum::Json<WriteResponse>> {
+    state.check_value(Some(&body.value))?;
+    write(&state, &replicator, key, params, Some(body.value)).await
+}
+
+async fn delete(
+    Leader(replicator): Leader,
+    State(state): State<AppState>,
+    Key(key): Key,
+    Query(params): Query<WriteParams>,
+) -> Result<axum::Json<WriteResponse>> {
+    write(&state, &replicator, key, params, None).await
+}
+
+/// The leader's write path: assign a version and apply locally, then wait for the quorum.
+async fn write(
+    state: &AppState,
+    replicator: &Replicator,
+    key: String,
+    params: WriteParams,
+    value: Option<String>,
+) -> Result<axum::Json<WriteResponse>> {
+    let started = Instant::now();
+    let followers = replicator.follower_count();
+    let quorum = params.quorum.unwrap_or(state.inner.write_quorum);
+    if quorum > followers {
+        return Err(Error::InvalidQuery(format!(
+            "quorum must be between 0 and {followers} (the number of followers), got {quorum}"
+        )));
+    }
+
+    // The guard is dropped at the end of this statement, before any `.await`.
+    let entry = state.store().write(&key, value);
+    let outcome = replicator.replicate(&key, &entry, quorum).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    debug!(%key, version = entry.version, acks = outcome.acks(), quorum, latency_ms, "write");
+
+    if !outcome.reached() {
+        return Err(Error::QuorumTimeout {
+            key,
+            version: entry.version,
+            quorum,
+            acks: outcome.acks(),
+            acked_by: outcome.acked_by,
+            timeout_ms: replicator.timeout().as_millis() as u64,
+        });
+    }
+    Ok(axum::Json(WriteResponse {
+        key,
+        value: entry.value,
+        version: entry.version,
+        quorum,
+        acks: outcome.acks(),
+        acked_by: outcome.acked_by,
+        latency_ms,
+    }))
+}

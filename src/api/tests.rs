@@ -1,0 +1,391 @@
+//! Router tests without sockets: every status code and error shape of the API, through
+//! `tower::ServiceExt::oneshot`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, router};
+use crate::config::{Config, Role, parse_base_url};
+
+/// Nothing listens on port 1: messages to this "follower" fail at once.
+const DEAD_FOLLOWER: &str = "http://127.0.0.1:1";
+
+fn config(role: Role) -> Config {
+    Config {
+        role,
+        node_id: Some(format!("{}-1", role.as_str())),
+        listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        followers: match role {
+            Role::Leader => vec![parse_base_url(DEAD_FOLLOWER).expect("valid URL")],
+            Role::Follower => vec![],
+        },
+        leader_url: Some(parse_base_url("http://leader:8000").expect("valid URL")),
+        write_quorum: 0,
+        min_delay_ms: 0,
+        max_delay_ms: 0,
+        replicate_timeout_ms: 100,
+        max_value_bytes: 16,
+    }
+}
+
+fn app(role: Role) -> Router {
+    router(AppState::new(&config(role)))
+}
+
+/// Sends one request and returns the status and the JSON body.
+async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body.map_or_else(Body::empty, |text| Body::from(text.to_owned())))
+        .expect("valid request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|err| panic!("{method} {uri}: body is not JSON ({err}): {bytes:?}"));
+    (status, json)
+}
+
+/// Asserts an error response: its status, its stable code, and a non-empty message.
+async fn assert_error(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    status: u16,
+    code: &str,
+) -> Value {
+    let (got, json) = call(app, method, uri, body).await;
+    assert_eq!(got.as_u16(), status, "{method} {uri} {body:?}: {json}");
+    assert_eq!(json["error"], code, "{method} {uri} {body:?}: {json}");
+    assert!(
+        json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{json}"
+    );
+    json
+}
+
+#[tokio::test]
+async fn health_names_role_and_node() {
+    let (status, json) = call(&app(Role::Leader), "GET", "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["status"], "ok");
+    assert_eq!(json["role"], "leader");
+    assert_eq!(json["node_id"], "leader-1");
+    let (_, json) = call(&app(Role::Follower), "GET", "/health", None).await;
+    assert_eq!(json["role"], "follower");
+}
+
+#[tokio::test]
+async fn put_then_get_then_delete_on_the_leader() {
+    let app = app(Role::Leader);
+    assert_error(&app, "GET", "/kv/a", None, 404, "not_found").await;
+
+    let (status, json) = call(&app, "PUT", "/kv/a", Some(r#"{"value":"1"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["key"], "a");
+    assert_eq!(json["value"], "1");
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["quorum"], 0);
+    assert_eq!(json["acks"], 0);
+    assert_eq!(json["acked_by"], json!([]));
+    assert!(json["latency_ms"].is_number());
+
+    let (status, json) = call(&app, "GET", "/kv/a", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json, json!({"key": "a", "value": "1", "version": 1}));
+
+    let (status, json) = call(&app, "GET", "/dump", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json, json!({"a": "1"}));
+
+    let (status, json) = call(&app, "DELETE", "/kv/a", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["version"], 2);
+    assert_eq!(json["value"], Value::Null);
+    assert_error(&app, "GET", "/kv/a", None, 404, "not_found").await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+
+    let (status, _) = call(&app, "DELETE", "/kv/never-written", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "deleting a missing key is not an error"
+    );
+}
+
+#[tokio::test]
+async fn keys_may_contain_slashes_and_percent_escapes() {
+    let app = app(Role::Leader);
+    let (status, json) = call(&app, "PUT", "/kv/users/42%20x", Some(r#"{"value":"v"}"#)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["key"], "users/42 x");
+    assert_eq!(
+        call(&app, "GET", "/kv/users/42%20x", None).await.1["value"],
+        "v"
+    );
+}
+
+#[tokio::test]
+async fn quorum_timeout_is_503_and_the_write_stays_applied() {
+    let app = app(Role::Leader);
+    let json = assert_error(
+        &app,
+        "PUT",
+        "/kv/k?quorum=1",
+        Some(r#"{"value":"v"}"#),
+        503,
+        "quorum_timeout",
+    )
+    .await;
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["quorum"], 1);
+    assert_eq!(json["acks"], 0);
+    assert_eq!(json["acked_by"], json!([]));
+    assert_eq!(json["applied_on_leader"], true);
+    assert!(
+        json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not rolled back")),
+        "{json}"
+    );
+    let (status, json) = call(&app, "GET", "/kv/k", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a timed-out write is not rolled back: {json}"
+    );
+
+    assert_error(
+        &app,
+        "DELETE",
+        "/kv/k?quorum=1",
+        None,
+        503,
+        "quorum_timeout",
+    )
+    .await;
+    assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn writes_to_a_follower_are_refused_and_change_nothing() {
+    let app = app(Role::Follower);
+    let json = assert_error(
+        &app,
+        "PUT",
+        "/kv/a",
+        Some(r#"{"value":"1"}"#),
+        421,
+        "not_leader",
+    )
+    .await;
+    assert_eq!(json["leader"], "http://leader:8000/");
+    assert_error(&app, "DELETE", "/kv/a", None, 421, "not_leader").await;
+    // Refused before the body is even read.
+    assert_error(&app, "PUT", "/kv/a", Some("garbage"), 421, "not_leader").await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+}
+
+#[tokio::test]
+async fn bad_bodies_are_400_or_413() {
+    let app = app(Role::Leader);
+    let cases: [(&str, u16, &str); 9] = [
+        ("", 400, "invalid_json"),
+        ("{", 400, "invalid_json"),
+        ("not json", 400, "invalid_json"),
+        (r#"{"value":5}"#, 400, "invalid_body"),
+        (r#"{"value":null}"#, 400, "invalid_body"),
+        (r#"{}"#, 400, "invalid_body"),
+        (r#"["value"]"#, 400, "invalid_body"),
+        (r#"{"value":"v","extra":1}"#, 400, "invalid_body"),
+        (r#"{"value":"01234567890123456"}"#, 413, "payload_too_large"),
+    ];
+    for (body, status, code) in cases {
+        assert_error(&app, "PUT", "/kv/a", Some(body), status, code).await;
+    }
+    let huge = format!(r#"{{"value":"{}"}}"#, "x".repeat(10_000));
+    let json = assert_error(&app, "PUT", "/kv/a", Some(&huge), 413, "payload_too_large").await;
+    assert!(json["limit_bytes"].is_number());
+    assert_eq!(
+        call(&app, "GET", "/dump", None).await.1,
+        json!({}),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_value_at_the_limit_is_accepted() {
+    let app = app(Role::Leader);
+    let (status, json) = call(
+        &app,
+        "PUT",
+        "/kv/a",
+        Some(r#"{"value":"0123456789abcdef"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+#[tokio::test]
+async fn bad_keys_and_query_strings_are_400() {
+    let app = app(Role::Leader);
+    let long_key = format!("/kv/{}", "k".repeat(1025));
+    let ok_key = format!("/kv/{}", "k".repeat(1024));
+    assert_error(&app, "GET", &long_key, None, 400, "invalid_key").await;
+    assert_error(
+        &app,
+        "PUT",
+        &long_key,
+        Some(r#"{"value":"v"}"#),
+        400,
+        "invalid_key",
+    )
+    .await;
+    assert_error(&app, "GET", &ok_key, None, 404, "not_found").await;
+    assert_error(&app, "GET", "/kv/", None, 400, "invalid_key").await;
+    assert_error(
+        &app,
+        "PUT",
+        "/kv",
+        Some(r#"{"value":"v"}"#),
+        400,
+        "invalid_key",
+    )
+    .await;
+    assert_error(&app, "GET", "/kv/%FF", None, 400, "invalid_key").await;
+    for query in ["quorum=2", "quorum=-1", "quorum=abc", "quorum=", "qourum=1"] {
+        let uri = format!("/kv/a?{query}");
+        assert_error(
+            &app,
+            "PUT",
+            &uri,
+            Some(r#"{"value":"v"}"#),
+            400,
+            "invalid_query",
+        )
+        .await;
+        assert_error(&app, "DELETE", &uri, None, 400, "invalid_query").await;
+    }
+    assert_eq!(
+        call(&app, "GET", "/dump", None).await.1,
+        json!({}),
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = app(Role::Leader);
+    assert_error(&app, "GET", "/nope", None, 404, "route_not_found").await;
+    assert_error(&app, "PATCH", "/kv/a", None, 405, "method_not_allowed").await;
+    assert_error(&app, "POST", "/health", None, 405, "method_not_allowed").await;
+    assert_error(
+        &app,
+        "GET",
+        "/internal/replicate",
+        None,
+        405,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn follower_applies_replicated_writes_by_version() {
+    let app = app(Role::Follower);
+    let (status, ack) = call(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(r#"{"key":"k","value":"new","version":5}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ack,
+        json!({"node_id": "follower-1", "version": 5, "applied": true})
+    );
+
+    let (status, ack) = call(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(r#"{"key":"k","value":"old","version":4}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a late message is acknowledged");
+    assert_eq!(ack["applied"], false);
+    assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "new");
+
+    let (_, ack) = call(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(r#"{"key":"k","value":null,"version":6}"#),
+    )
+    .await;
+    assert_eq!(ack["applied"], true);
+    assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
+    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 6);
+}
+
+#[tokio::test]
+async fn replication_input_is_validated() {
+    let app = app(Role::Follower);
+    let cases: [(&str, u16, &str); 6] = [
+        ("nope", 400, "invalid_json"),
+        (r#"{"key":"k","version":1}"#, 400, "invalid_body"),
+        (
+            r#"{"key":"k","value":"v","version":-1}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"key":"k","value":"v","version":0}"#,
+            400,
+            "invalid_body",
+        ),
+        (r#"{"key":"","value":"v","version":1}"#, 400, "invalid_key"),
+        (
+            r#"{"key":"k","value":"01234567890123456","version":1}"#,
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (body, status, code) in cases {
+        assert_error(
+            &app,
+            "POST",
+            "/internal/replicate",
+            Some(body),
+            status,
+            code,
+        )
+        .await;
+    }
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+
+    let leader = super::router(AppState::new(&config(Role::Leader)));
+    let body = r#"{"key":"k","value":"v","version":1}"#;
+    assert_error(
+        &leader,
+        "POST",
+        "/internal/replicate",
+        Some(body),
+        409,
+        "not_follower",
+    )
+    .await;
+    assert_error(&leader, "GET", "/kv/k", None, 404, "not_found").await;
+}

@@ -1,0 +1,235 @@
+//! A node's configuration: every setting is a command-line flag and an environment variable, and
+//! [`Config::validate`] refuses combinations that cannot work before the node starts.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use reqwest::Url;
+
+/// What a node does in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Accepts writes and replicates them to the followers.
+    Leader,
+    /// Applies the leader's writes and serves reads.
+    Follower,
+}
+
+impl Role {
+    /// The role as it appears in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// Settings of `semisync-kv serve`.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Role of this node: leader or follower.
+    #[arg(long, env = "ROLE", value_enum)]
+    pub role: Role,
+
+    /// Name of this node, used in logs, /health, acks and errors [default: the host name].
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+    pub listen_addr: SocketAddr,
+
+    /// Comma-separated base URLs of the followers (leader only), e.g.
+    /// http://follower1:8000,http://follower2:8000.
+    #[arg(long, env = "FOLLOWERS", value_delimiter = ',', value_parser = parse_base_url)]
+    pub followers: Vec<Url>,
+
+    /// Base URL of the leader as a follower sees it; named in a follower's "not the leader" errors.
+    #[arg(long, env = "LEADER_URL", value_parser = parse_base_url)]
+    pub leader_url: Option<Url>,
+
+    /// Follower acknowledgements a write waits for, 0..=number of followers (0 = asynchronous).
+    #[arg(long, env = "WRITE_QUORUM", default_value_t = 3)]
+    pub write_quorum: usize,
+
+    /// Smallest simulated network lag before each message to each follower, in milliseconds.
+    #[arg(long, env = "MIN_DELAY_MS", default_value_t = 0)]
+    pub min_delay_ms: u64,
+
+    /// Largest simulated network lag before each message to each follower, in milliseconds.
+    #[arg(long, env = "MAX_DELAY_MS", default_value_t = 1000)]
+    pub max_delay_ms: u64,
+
+    /// How long a write waits for its quorum before the leader answers 503, in milliseconds.
+    #[arg(long, env = "REPLICATE_TIMEOUT_MS", default_value_t = 5000)]
+    pub replicate_timeout_ms: u64,
+
+    /// Largest accepted value, in bytes.
+    #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1_048_576)]
+    pub max_value_bytes: usize,
+}
+
+impl Config {
+    /// Checks the rules that involve more than one setting; the message says what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.role == Role::Leader {
+            if self.followers.is_empty() {
+                return Err(
+                    "FOLLOWERS (--followers) is empty: a leader needs at least one \
+                            follower URL, e.g. FOLLOWERS=http://follower1:8000"
+                        .into(),
+                );
+            }
+            if self.write_quorum > self.followers.len() {
+                return Err(format!(
+                    "WRITE_QUORUM (--write-quorum) is {} but there are only {} followers: set it \
+                     to at most {}",
+                    self.write_quorum,
+                    self.followers.len(),
+                    self.followers.len()
+                ));
+            }
+        }
+        if self.min_delay_ms > self.max_delay_ms {
+            return Err(format!(
+                "MIN_DELAY_MS ({}) is above MAX_DELAY_MS ({}): lower MIN_DELAY_MS or raise \
+                 MAX_DELAY_MS",
+                self.min_delay_ms, self.max_delay_ms
+            ));
+        }
+        if self.replicate_timeout_ms == 0 {
+            return Err("REPLICATE_TIMEOUT_MS (--replicate-timeout-ms) must be at least 1".into());
+        }
+        if self.max_value_bytes == 0 {
+            return Err("MAX_VALUE_BYTES (--max-value-bytes) must be at least 1".into());
+        }
+        if matches!(&self.node_id, Some(id) if id.trim().is_empty()) {
+            return Err("NODE_ID (--node-id) must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The node's name: `NODE_ID`, else the host name, else "node".
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "node".to_owned())
+    }
+
+    /// The simulated lag range.
+    pub fn lag_ms(&self) -> RangeInclusive<u64> {
+        self.min_delay_ms..=self.max_delay_ms
+    }
+
+    /// How long a write waits for its quorum.
+    pub fn replicate_timeout(&self) -> Duration {
+        Duration::from_millis(self.replicate_timeout_ms)
+    }
+}
+
+/// Parses an `http://` or `https://` base URL with a host, for `FOLLOWERS` and `LEADER_URL`.
+pub fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|err| format!("{text:?} is not a URL ({err})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{text:?} is not an http:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} must be a base URL without query or fragment"
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|err| err.to_string())?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = parse(&["--role", "follower"]).expect("valid");
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8000");
+        assert_eq!(config.write_quorum, 3);
+        assert_eq!(config.lag_ms(), 0..=1000);
+        assert_eq!(config.replicate_timeout(), Duration::from_secs(5));
+        assert_eq!(config.max_value_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn leader_takes_a_comma_separated_follower_list() {
+        let config = parse(&[
+            "--role",
+            "leader",
+            "--followers",
+            "http://a:8000,http://b:8000,http://c:8000",
+        ])
+        .expect("valid");
+        assert_eq!(config.followers.len(), 3);
+        assert_eq!(config.followers[1].as_str(), "http://b:8000/");
+    }
+
+    #[test]
+    fn bad_configurations_name_the_setting() {
+        let cases: [(&[&str], &str); 7] = [
+            (&["--role", "boss"], "--role"),
+            (&["--role", "leader"], "FOLLOWERS"),
+            (
+                &[
+                    "--role",
+                    "leader",
+                    "--followers",
+                    "http://a:1",
+                    "--write-quorum",
+                    "2",
+                ],
+                "WRITE_QUORUM",
+            ),
+            (
+                &["--role", "leader", "--followers", "not a url"],
+                "not a URL",
+            ),
+            (&["--role", "leader", "--followers", "ftp://a:1"], "http://"),
+            (
+                &[
+                    "--role",
+                    "follower",
+                    "--min-delay-ms",
+                    "5",
+                    "--max-delay-ms",
+                    "4",
+                ],
+                "MIN_DELAY_MS",
+            ),
+            (
+                &["--role", "follower", "--replicate-timeout-ms", "0"],
+                "REPLICATE_TIMEOUT_MS",
+            ),
+        ];
+        for (args, expected) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} must be refused"));
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+}

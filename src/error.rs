@@ -1,0 +1,163 @@
+//! The crate's one error type and the single table that maps it to HTTP.
+//!
+//! Every error leaves a node as a JSON object with a stable machine-readable `error` code and a
+//! `message` for people, plus fields specific to the error (the leader's URL, the acks so far).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::store::Version;
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key does not exist (or was deleted).
+    #[error("key {key:?} not found")]
+    NotFound {
+        /// The key that was asked for.
+        key: String,
+    },
+
+    /// The key in the path is empty or too long.
+    #[error("{0}")]
+    InvalidKey(String),
+
+    /// The request body is not valid JSON.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+
+    /// The body is JSON but not of the expected shape.
+    #[error("{0}")]
+    InvalidBody(String),
+
+    /// The query string could not be understood.
+    #[error("{0}")]
+    InvalidQuery(String),
+
+    /// The body or the value is larger than allowed.
+    #[error("{what} is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// What was too large: "request body" or "value".
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// A write was sent to a follower.
+    #[error("this node is a follower and does not accept writes; send writes to the leader{}",
+        leader.as_ref().map(|url| format!(" at {url}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader's base URL, when this follower knows it.
+        leader: Option<String>,
+    },
+
+    /// A replication message was sent to the leader.
+    #[error("this node is the leader; replication messages are only accepted by followers")]
+    NotFollower,
+
+    /// The write quorum was not reached in time. The write is NOT rolled back.
+    #[error(
+        "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
+             was applied on the leader (version {version}) and keeps replicating to the followers; \
+             it is not rolled back, only not yet confirmed"
+    )]
+    QuorumTimeout {
+        /// The key written.
+        key: String,
+        /// The version the leader assigned to the write.
+        version: Version,
+        /// Acks required.
+        quorum: usize,
+        /// Acks received before the deadline.
+        acks: usize,
+        /// Node ids of the followers that acknowledged in time.
+        acked_by: Vec<String>,
+        /// The deadline that passed, in milliseconds.
+        timeout_ms: u64,
+    },
+
+    /// No route matches the path.
+    #[error("no route for {method} {path}")]
+    RouteNotFound {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+
+    /// The route exists but not with this method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+}
+
+impl Error {
+    /// The one table from error to HTTP status and stable error code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            Error::InvalidKey(_) => (StatusCode::BAD_REQUEST, "invalid_key"),
+            Error::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Error::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
+            Error::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
+            Error::NotFollower => (StatusCode::CONFLICT, "not_follower"),
+            Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
+            Error::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
+            Error::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+        }
+    }
+
+    /// Fields added to the JSON body beside `error` and `message`.
+    fn details(&self) -> Map<String, Value> {
+        let details = match self {
+            Error::NotFound { key } => json!({ "key": key }),
+            Error::PayloadTooLarge { limit, .. } => json!({ "limit_bytes": limit }),
+            Error::NotLeader { leader } => json!({ "leader": leader }),
+            Error::QuorumTimeout {
+                key,
+                version,
+                quorum,
+                acks,
+                acked_by,
+                timeout_ms,
+            } => json!({
+                "key": key,
+                "version": version,
+                "quorum": quorum,
+                "acks": acks,
+                "acked_by": acked_by,
+                "timeout_ms": timeout_ms,
+                "applied_on_leader": true,
+            }),
+            _ => json!({}),
+        };
+        match details {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut body = Map::new();
+        body.insert("error".into(), code.into());
+        body.insert("message".into(), self.to_string().into());
+        body.extend(self.details());
+        (status, Json(Value::Object(body))).into_response()
+    }
+}

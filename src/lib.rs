@@ -1,0 +1,27 @@
+//! semisync-kv: a single-leader, semi-synchronously replicated in-memory key-value store, built to
+//! learn, demonstrate and measure replication.
+//!
+//! The leader assigns every write a version, applies it, and fans it out to every follower with a
+//! simulated network lag; it answers once `WRITE_QUORUM` followers have acknowledged, or with 503
+//! after `REPLICATE_TIMEOUT_MS`, while replication to the rest goes on. Followers keep the newest
+//! version of each key, so they converge on the leader's state whatever order messages arrive in.
+//!
+//! # Layout
+//! - [`store`]: the versioned map with tombstones; pure and synchronous. Start reading here.
+//! - [`replication`]: the leader-to-follower wire format and the leader's quorum fan-out.
+//! - [`api`]: the axum routers (client routes, internal routes) and their extractors.
+//! - [`error`]: the one error enum and its HTTP status table.
+//! - [`config`]: settings from flags and environment variables, and their validation.
+//! - [`server`]: binding, serving until shutdown, and the shutdown signal.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod replication;
+pub mod server;
+pub mod store;
+
+pub use config::{Config, Role};
+pub use error::{Error, Result};
+pub use replication::Replicator;
+pub use store::{Entry, Store, Version};

@@ -1,0 +1,236 @@
+//! The versioned in-memory map every node holds: pure, synchronous, no I/O. Start reading here.
+//!
+//! Every write carries a [`Version`] assigned by the leader, and a replica keeps, for each key, only
+//! the entry with the highest version it has seen (last writer wins, where "last" means the
+//! leader's order, not arrival order). Deletes are kept as versioned tombstones so that a delayed,
+//! older write can never bring a deleted key back. Applying the same set of writes in any order,
+//! with any duplicates, therefore ends in the same state: that is what makes replicas converge.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// Write sequence number assigned by the leader; it only grows. 0 means "nothing written yet".
+pub type Version = u64;
+
+/// What a key holds at a given version: a value, or a tombstone left by a delete.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The value, or `None` for a tombstone (the key was deleted at this version).
+    pub value: Option<String>,
+    /// The leader's version of this write.
+    pub version: Version,
+}
+
+impl Entry {
+    /// An entry holding `value`.
+    pub fn value(value: impl Into<String>, version: Version) -> Self {
+        Self {
+            value: Some(value.into()),
+            version,
+        }
+    }
+
+    /// A tombstone: the key was deleted at `version`.
+    pub fn tombstone(version: Version) -> Self {
+        Self {
+            value: None,
+            version,
+        }
+    }
+}
+
+/// The key-value map with per-key versions and tombstones.
+#[derive(Debug, Default)]
+pub struct Store {
+    entries: HashMap<String, Entry>,
+    /// Highest version applied so far, across all keys.
+    latest: Version,
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Leader only: assigns the next version to a write of `value` (`None` deletes) and applies it.
+    /// Assigning and applying in one step keeps the leader's own state in version order.
+    pub fn write(&mut self, key: &str, value: Option<String>) -> Entry {
+        let entry = Entry {
+            value,
+            version: self.latest + 1,
+        };
+        self.entries.insert(key.to_owned(), entry.clone());
+        self.latest = entry.version;
+        entry
+    }
+
+    /// Applies a replicated write if it is newer than what the store holds for `key`.
+    ///
+    /// Returns whether the entry was applied. An older or equal version is ignored, which makes
+    /// duplicates and late arrivals harmless.
+    pub fn apply(&mut self, key: &str, entry: Entry) -> bool {
+        self.latest = self.latest.max(entry.version);
+        match self.entries.get_mut(key) {
+            Some(current) if current.version >= entry.version => false,
+            Some(current) => {
+                *current = entry;
+                true
+            }
+            None => {
+                self.entries.insert(key.to_owned(), entry);
+                true
+            }
+        }
+    }
+
+    /// The live value and version of `key`; `None` when absent or deleted.
+    pub fn get(&self, key: &str) -> Option<(&str, Version)> {
+        let entry = self.entries.get(key)?;
+        Some((entry.value.as_deref()?, entry.version))
+    }
+
+    /// Every live key with its value, sorted by key; tombstones are left out.
+    pub fn dump(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .filter_map(|(key, entry)| Some((key.clone(), entry.value.clone()?)))
+            .collect()
+    }
+
+    /// The highest version this store has applied or seen.
+    pub fn latest_version(&self) -> Version {
+        self.latest
+    }
+
+    /// Number of live keys (tombstones not counted).
+    pub fn len(&self) -> usize {
+        self.entries
+            .values()
+            .filter(|entry| entry.value.is_some())
+            .count()
+    }
+
+    /// Whether the store holds no live key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leader_writes_get_increasing_versions() {
+        let mut store = Store::new();
+        assert_eq!(store.write("a", Some("1".into())).version, 1);
+        assert_eq!(store.write("b", Some("2".into())).version, 2);
+        assert_eq!(store.write("a", Some("3".into())).version, 3);
+        assert_eq!(store.get("a"), Some(("3", 3)));
+        assert_eq!(store.latest_version(), 3);
+    }
+
+    #[test]
+    fn apply_keeps_the_newest_version_per_key() {
+        let mut store = Store::new();
+        assert!(store.apply("k", Entry::value("new", 5)));
+        assert!(
+            !store.apply("k", Entry::value("old", 4)),
+            "older version must be ignored"
+        );
+        assert!(
+            !store.apply("k", Entry::value("dup", 5)),
+            "equal version is a duplicate"
+        );
+        assert_eq!(store.get("k"), Some(("new", 5)));
+        assert!(store.apply("k", Entry::value("newer", 6)));
+        assert_eq!(store.get("k"), Some(("newer", 6)));
+    }
+
+    #[test]
+    fn tombstone_hides_the_key_and_blocks_older_writes() {
+        let mut store = Store::new();
+        store.apply("k", Entry::value("v", 1));
+        assert!(store.apply("k", Entry::tombstone(3)));
+        assert_eq!(store.get("k"), None);
+        assert!(
+            !store.apply("k", Entry::value("late", 2)),
+            "a late PUT must not resurrect"
+        );
+        assert_eq!(store.get("k"), None);
+        assert!(store.dump().is_empty());
+        assert_eq!(store.len(), 0);
+        assert!(store.apply("k", Entry::value("again", 4)));
+        assert_eq!(store.get("k"), Some(("again", 4)));
+    }
+
+    #[test]
+    fn tombstone_for_an_unknown_key_is_remembered() {
+        let mut store = Store::new();
+        assert!(store.apply("k", Entry::tombstone(7)));
+        assert!(!store.apply("k", Entry::value("v", 6)));
+        assert_eq!(store.get("k"), None);
+        assert_eq!(store.latest_version(), 7);
+    }
+
+    #[test]
+    fn leader_delete_of_a_missing_key_still_takes_a_version() {
+        let mut store = Store::new();
+        let entry = store.write("missing", None);
+        assert_eq!(entry, Entry::tombstone(1));
+        assert_eq!(store.get("missing"), None);
+    }
+
+    /// Every permutation of a history containing overwrites, deletes and a duplicate ends in the
+    /// leader's state.
+    #[test]
+    fn any_arrival_order_converges_to_the_leader_state() {
+        let mut leader = Store::new();
+        let ops: [(&str, Option<&str>); 6] = [
+            ("a", Some("1")),
+            ("b", Some("2")),
+            ("a", None),
+            ("b", Some("3")),
+            ("a", Some("4")),
+            ("c", None),
+        ];
+        let mut history: Vec<(String, Entry)> = ops
+            .iter()
+            .map(|(key, value)| (key.to_string(), leader.write(key, value.map(String::from))))
+            .collect();
+        history.push(history[1].clone());
+
+        let mut order: Vec<usize> = (0..history.len()).collect();
+        let mut permutations = 0;
+        loop {
+            let mut replica = Store::new();
+            for &i in &order {
+                let (key, entry) = &history[i];
+                replica.apply(key, entry.clone());
+            }
+            assert_eq!(replica.dump(), leader.dump(), "order {order:?}");
+            assert_eq!(replica.latest_version(), leader.latest_version());
+            permutations += 1;
+            if !next_permutation(&mut order) {
+                break;
+            }
+        }
+        assert_eq!(permutations, 5040);
+    }
+
+    /// Lexicographic next permutation; false once the last one has been produced.
+    fn next_permutation(items: &mut [usize]) -> bool {
+        let Some(i) = items.windows(2).rposition(|w| w[0] < w[1]) else {
+            return false;
+        };
+        let j = items
+            .iter()
+            .rposition(|&x| x > items[i])
+            .expect("exists since items[i+1] > items[i]");
+        items.swap(i, j);
+        items[i + 1..].reverse();
+        true
+    }
+}

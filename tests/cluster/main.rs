@@ -1,0 +1,330 @@
+//! Cluster tests: a leader and five followers as real processes on loopback.
+
+mod helpers;
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use helpers::{Settings, TestCluster, eventually, send};
+use nix::sys::signal::Signal;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// The lab's two quorum cases with follower5 stopped, then follower5 back.
+#[tokio::test]
+async fn quorum_cases_with_a_stopped_follower() {
+    let mut cluster = TestCluster::start(Settings {
+        replicate_timeout_ms: 800,
+        ..Settings::default()
+    });
+    cluster.followers[4].kill();
+
+    // Case A: quorum 3 of the four followers still up.
+    let (status, body) = cluster.put("a", "1", Some(3)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["acks"], 3);
+    assert!(
+        !body["acked_by"]
+            .as_array()
+            .expect("list")
+            .contains(&json!("follower5"))
+    );
+
+    // Case B: quorum 5 cannot be reached; 503 once the timeout passed, and nothing rolled back.
+    let started = Instant::now();
+    let (status, body) = cluster.put("b", "2", Some(5)).await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "quorum_timeout");
+    assert_eq!(body["quorum"], 5);
+    assert_eq!(
+        body["acks"], 4,
+        "the four live followers acknowledged: {body}"
+    );
+    assert_eq!(body["acked_by"].as_array().expect("list").len(), 4);
+    assert!(body["version"].as_u64().is_some());
+    assert!(
+        waited >= Duration::from_millis(800),
+        "answered before the timeout: {waited:?}"
+    );
+    let (status, read) = cluster.get(&cluster.leader.url(), "/kv/b").await;
+    assert_eq!(
+        (status, &read["value"]),
+        (StatusCode::OK, &json!("2")),
+        "applied on the leader"
+    );
+
+    // follower5 back: quorum 5 succeeds again.
+    cluster.followers[4].restart();
+    let (status, body) = cluster.put("c", "3", Some(5)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["acks"], 5);
+}
+
+/// `?quorum=N` overrides `WRITE_QUORUM` for one write.
+#[tokio::test]
+async fn per_request_quorum_override() {
+    let mut cluster = TestCluster::start(Settings {
+        write_quorum: 5,
+        replicate_timeout_ms: 500,
+        ..Settings::default()
+    });
+    cluster.followers[0].kill();
+
+    let (status, body) = cluster.put("k", "default", None).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "WRITE_QUORUM=5 applies: {body}"
+    );
+    assert_eq!(body["quorum"], 5);
+
+    let (status, body) = cluster.put("k", "two", Some(2)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["quorum"].clone(), body["acks"].clone()),
+        (json!(2), json!(2))
+    );
+
+    let (status, body) = cluster.put("k", "async", Some(0)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["acks"], 0, "quorum 0 answers without waiting: {body}");
+
+    let (status, body) = cluster.delete("k", Some(4)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["acks"], 4);
+
+    let (status, body) = cluster.put("k", "x", Some(6)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "invalid_query");
+}
+
+/// PUT and DELETE on a follower are refused with the leader's URL and change nothing.
+#[tokio::test]
+async fn followers_refuse_writes() {
+    let cluster = TestCluster::start(Settings::default());
+    let (status, _) = cluster.put("k", "v", None).await;
+    assert_eq!(status, StatusCode::OK);
+    cluster
+        .converged(Duration::from_secs(5))
+        .await
+        .expect("converged");
+
+    for follower in &cluster.followers {
+        let url = format!("{}/kv/k", follower.url());
+        for request in [
+            cluster.http.put(&url).json(&json!({"value": "evil"})),
+            cluster.http.delete(&url),
+        ] {
+            let (status, body) = send(request).await;
+            assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+            assert_eq!(body["error"], "not_leader");
+            assert_eq!(body["leader"], format!("{}/", cluster.leader.url()));
+        }
+        let (status, body) = cluster.get(&follower.url(), "/kv/k").await;
+        assert_eq!(
+            (status, body["value"].clone()),
+            (StatusCode::OK, json!("v")),
+            "{}",
+            follower.id
+        );
+    }
+}
+
+/// Hundreds of concurrent writes and deletes to three keys under random lag reach the followers
+/// in every order, yet every follower ends with the leader's state.
+#[tokio::test]
+async fn followers_converge_after_concurrent_writes_under_random_lag() {
+    let settings = Settings {
+        write_quorum: 1,
+        max_delay_ms: 50,
+        ..Settings::default()
+    };
+    let cluster = TestCluster::start(settings.clone());
+    let keys = ["x", "y", "z"];
+    let writes = (0..300).map(|i| {
+        let cluster = &cluster;
+        async move {
+            let key = keys[i % keys.len()];
+            let (status, body) = if i % 7 == 6 {
+                cluster.delete(key, None).await
+            } else {
+                cluster.put(key, &format!("v{i}"), None).await
+            };
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["version"].as_u64().expect("version")
+        }
+    });
+    let mut versions = join_all(writes).await;
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 300, "every write got its own version");
+
+    let allowed = Duration::from_millis(settings.max_delay_ms) + Duration::from_secs(5);
+    let state = cluster
+        .converged(allowed)
+        .await
+        .expect("followers converge");
+    let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
+    assert_eq!(health["version"], 300);
+    assert!(state.len() <= keys.len());
+}
+
+/// Bad input gets a 4xx JSON error from a real node, and changes nothing.
+#[tokio::test]
+async fn bad_input_table() {
+    let cluster = TestCluster::start(Settings {
+        followers: 1,
+        write_quorum: 1,
+        ..Settings::default()
+    });
+    let leader = cluster.leader.url();
+    let follower = cluster.followers[0].url();
+    let http = &cluster.http;
+    let cases = [
+        (
+            http.put(format!("{leader}/kv/a")).body("{"),
+            400,
+            "invalid_json",
+        ),
+        (
+            http.put(format!("{leader}/kv/a")).body(r#"{"value":1}"#),
+            400,
+            "invalid_body",
+        ),
+        (
+            http.put(format!("{leader}/kv/a?quorum=2"))
+                .body(r#"{"value":"v"}"#),
+            400,
+            "invalid_query",
+        ),
+        (
+            http.put(format!("{leader}/kv/a?quorum=x"))
+                .body(r#"{"value":"v"}"#),
+            400,
+            "invalid_query",
+        ),
+        (
+            http.put(format!("{leader}/kv/{}", "k".repeat(1025)))
+                .body(r#"{"value":"v"}"#),
+            400,
+            "invalid_key",
+        ),
+        (
+            http.put(format!("{leader}/kv/")).body(r#"{"value":"v"}"#),
+            400,
+            "invalid_key",
+        ),
+        (http.get(format!("{leader}/kv/missing")), 404, "not_found"),
+        (
+            http.get(format!("{leader}/nowhere")),
+            404,
+            "route_not_found",
+        ),
+        (
+            http.post(format!("{leader}/kv/a")),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http.put(format!("{follower}/kv/a"))
+                .body(r#"{"value":"v"}"#),
+            421,
+            "not_leader",
+        ),
+        (
+            http.post(format!("{follower}/internal/replicate"))
+                .body("[]"),
+            400,
+            "invalid_body",
+        ),
+        (
+            http.post(format!("{leader}/internal/replicate")).body("{}"),
+            409,
+            "not_follower",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, body) = send(request).await;
+        assert_eq!(
+            (got.as_u16(), body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(body["message"].is_string(), "{body}");
+    }
+    // A huge declared body is refused from its headers alone, before any of it is sent.
+    let mut stream = TcpStream::connect(cluster.leader.addr)
+        .await
+        .expect("connect");
+    let head = "PUT /kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n";
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .expect("send headers");
+    let mut answer = vec![0; 4096];
+    let n = stream.read(&mut answer).await.expect("read answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains(r#""error":"payload_too_large""#),
+        "{answer}"
+    );
+
+    for node in [&leader, &follower] {
+        assert_eq!(
+            cluster.dump(node).await,
+            Some(Default::default()),
+            "nothing was written"
+        );
+    }
+}
+
+/// SIGTERM stops a node promptly, even with a write still waiting for its quorum.
+#[tokio::test]
+async fn sigterm_stops_a_node_with_a_write_in_flight() {
+    let mut cluster = TestCluster::start(Settings {
+        followers: 1,
+        write_quorum: 1,
+        replicate_timeout_ms: 30_000,
+        ..Settings::default()
+    });
+    cluster.followers[0].kill();
+    let url = format!("{}/kv/k", cluster.leader.url());
+    let pending = tokio::spawn(cluster.http.put(url).json(&json!({"value": "v"})).send());
+    // The leader applies a write before waiting for its quorum: version 1 means it is waiting.
+    eventually(Duration::from_secs(5), || async {
+        let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
+        if health["version"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("not yet applied: {health}"))
+        }
+    })
+    .await
+    .expect("write in flight");
+
+    cluster.leader.signal(Signal::SIGTERM);
+    // Far less than the 30 s the write would otherwise wait.
+    let status = cluster
+        .leader
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("leader exited");
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        pending.await.expect("join").is_err(),
+        "the pending write's connection was closed"
+    );
+
+    cluster.followers[0].restart();
+    cluster.followers[0].signal(Signal::SIGTERM);
+    let status = cluster.followers[0]
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("follower exited");
+    assert!(status.success(), "clean exit: {status:?}");
+}
