@@ -13,8 +13,10 @@
 //! - [`error`]: the one error enum and its HTTP status table.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
+//! - [`client`]: a client of the public API, for the command line.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod replication;

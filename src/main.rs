@@ -1,6 +1,7 @@
 //! The `semisync-kv` command line: parses arguments, starts tracing, and calls the library.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,16 @@ struct Cli {
 enum Command {
     /// Run a node (leader or follower).
     Serve(Config),
+    /// Probe a node's /health and exit 0 if it answers "ok", 1 otherwise (for container
+    /// healthchecks: the image has no shell and no curl).
+    Health {
+        /// Base URL of the node to probe [default: the port of LISTEN_ADDR on 127.0.0.1].
+        #[arg(long, value_parser = semisync_kv::config::parse_base_url)]
+        url: Option<reqwest::Url>,
+        /// The address the node listens on, used when --url is not given.
+        #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+        listen_addr: SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -33,7 +44,41 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Health { url, listen_addr } => {
+            let url = url.unwrap_or_else(|| local_url(listen_addr));
+            match runtime().and_then(|rt| rt.block_on(semisync_kv::client::health(&url))) {
+                Ok(health) => {
+                    println!(
+                        "ok: {} {} at version {}",
+                        health.role, health.node_id, health.version
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("unhealthy: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
+}
+
+/// The URL of a node listening on `addr`, reached from the same host.
+fn local_url(addr: SocketAddr) -> reqwest::Url {
+    let ip = if addr.ip().is_unspecified() {
+        [127, 0, 0, 1].into()
+    } else {
+        addr.ip()
+    };
+    let text = format!("http://{}", SocketAddr::new(ip, addr.port()));
+    reqwest::Url::parse(&text).unwrap_or_else(|_| unreachable!("an IP address and port form a URL"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the async runtime: {err}"))
 }
 
 fn serve(config: Config) -> ExitCode {
@@ -41,7 +86,10 @@ fn serve(config: Config) -> ExitCode {
         eprintln!("error: invalid configuration: {message}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

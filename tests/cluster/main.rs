@@ -1,5 +1,7 @@
 //! Cluster tests: a leader and five followers as real processes on loopback.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 
 use std::time::Duration;

@@ -1,0 +1,291 @@
+//! Compose tests: the real `docker-compose.yml` and the real image (built by the no-registry path)
+//! against this machine's Docker engine, driven the way the lab drives it: `docker stop`,
+//! `docker start`, and the leader recreated with another `WRITE_QUORUM`.
+//!
+//! The scenarios share one stack and run in order inside one test. The stack is torn down
+//! (`down -v`) when the test ends, whether it passed or failed.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{eventually, send};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::time::Instant;
+
+/// The compose project the test runs under; the containers keep their lab names (kv-leader, ...).
+const PROJECT: &str = "semisync-kv-test";
+const LEADER: &str = "http://127.0.0.1:8000";
+const CONTAINERS: [&str; 6] = [
+    "kv-leader",
+    "kv-follower1",
+    "kv-follower2",
+    "kv-follower3",
+    "kv-follower4",
+    "kv-follower5",
+];
+/// Lag settings that keep the test quick; the lab's defaults are 0..1000 ms and 5000 ms.
+const MAX_DELAY_MS: u64 = 200;
+const REPLICATE_TIMEOUT_MS: u64 = 1500;
+/// Time allowed for containers to become healthy.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
+
+fn follower_url(i: usize) -> String {
+    format!("http://127.0.0.1:{}", 8000 + i)
+}
+
+/// Settle time for convergence: the largest lag plus a margin.
+fn settle() -> Duration {
+    Duration::from_millis(MAX_DELAY_MS) + Duration::from_secs(5)
+}
+
+/// The compose stack of this repository, under [`PROJECT`]. Dropping it runs `down -v`.
+struct Stack {
+    compose: Vec<String>,
+    dir: PathBuf,
+}
+
+impl Stack {
+    /// Checks Docker, builds the image by the no-registry path, and starts the six containers.
+    fn up() -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let docker = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        if !docker.as_ref().is_ok_and(|out| out.status.success()) {
+            panic!(
+                "no Docker engine answers: start it (e.g. `sudo systemctl start docker` or \
+                 `dockerd &`), or run only the tests that need no Docker: `cargo test --lib --test cluster`"
+            );
+        }
+        let existing = run_ok(Command::new("docker").args(["ps", "-aq", "--filter", "name=^kv-"]));
+        assert!(
+            existing.trim().is_empty(),
+            "containers named kv-* already exist (is the lab cluster running? `docker compose down`)"
+        );
+
+        let stack = Stack {
+            compose: compose_command(),
+            dir,
+        };
+        run_ok(Command::new(stack.dir.join("scripts/build-static.sh")).current_dir(&stack.dir));
+        run_ok(&mut stack.command(&["build"]));
+        run_ok(&mut stack.command(&["up", "-d"]));
+        stack
+    }
+
+    /// `docker compose -p PROJECT ARGS...` in the repository, with the no-registry image path
+    /// and the test's lag settings in the environment.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.compose[0]);
+        command
+            .args(&self.compose[1..])
+            .args(["-p", PROJECT])
+            .args(args)
+            .current_dir(&self.dir)
+            .env("KV_IMAGE_TARGET", "prebuilt")
+            .env("MAX_DELAY_MS", MAX_DELAY_MS.to_string())
+            .env("REPLICATE_TIMEOUT_MS", REPLICATE_TIMEOUT_MS.to_string())
+            .env_remove("WRITE_QUORUM")
+            .env_remove("MIN_DELAY_MS");
+        command
+    }
+
+    /// The lab's `WRITE_QUORUM=N docker compose up -d --no-deps --force-recreate leader`.
+    async fn recreate_leader(&self, write_quorum: usize) {
+        let mut command = self.command(&["up", "-d", "--no-deps", "--force-recreate", "leader"]);
+        run_ok(command.env("WRITE_QUORUM", write_quorum.to_string()));
+        wait_healthy(&["kv-leader"]).await;
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let out = self
+            .command(&["down", "-v", "--remove-orphans", "-t", "2"])
+            .output();
+        if !out.as_ref().is_ok_and(|out| out.status.success()) {
+            eprintln!("compose down failed: {out:?}");
+        }
+    }
+}
+
+/// `docker compose` where the plugin exists, else the older `docker-compose`.
+fn compose_command() -> Vec<String> {
+    let plugin = Command::new("docker").args(["compose", "version"]).output();
+    if plugin.is_ok_and(|out| out.status.success()) {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// Runs a command, panics with its output unless it succeeds, returns its stdout.
+fn run_ok(command: &mut Command) -> String {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    assert!(
+        status.success(),
+        "{command:?} failed: {status}\n{stdout}\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+    stdout
+}
+
+fn docker(args: &[&str]) -> String {
+    run_ok(Command::new("docker").args(args))
+}
+
+/// Polls until every container in `names` reports healthy.
+async fn wait_healthy(names: &[&str]) {
+    eventually(HEALTHY_WITHIN, || async {
+        for name in names {
+            let health = docker(&["inspect", "-f", "{{.State.Health.Status}}", name]);
+            if health.trim() != "healthy" {
+                return Err(format!("{name} is {}", health.trim()));
+            }
+        }
+        Ok(())
+    })
+    .await
+    .expect("containers healthy");
+}
+
+async fn dump(http: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
+    http.get(format!("{base}/dump"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Polls until every follower's `/dump` equals the leader's.
+async fn converged(http: &reqwest::Client) -> BTreeMap<String, String> {
+    eventually(settle(), || async {
+        let leader = dump(http, LEADER).await.ok_or("leader does not answer")?;
+        for i in 1..=5 {
+            let follower = dump(http, &follower_url(i)).await;
+            if follower.as_ref() != Some(&leader) {
+                return Err(format!("follower{i}: {follower:?}\nleader: {leader:?}"));
+            }
+        }
+        Ok(leader)
+    })
+    .await
+    .expect("followers converge on the leader's state")
+}
+
+async fn put(http: &reqwest::Client, key: &str, value: &str) -> (StatusCode, serde_json::Value) {
+    send(
+        http.put(format!("{LEADER}/kv/{key}"))
+            .json(&json!({ "value": value })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn lab_scenarios_against_the_compose_cluster() {
+    let stack = Stack::up();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    // All six containers become healthy.
+    wait_healthy(&CONTAINERS).await;
+
+    // A write on the leader is readable on every follower.
+    let (status, body) = put(&http, "greeting", "hello").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["quorum"], 3);
+    for i in 1..=5 {
+        eventually(settle(), || async {
+            let (status, body) = send(http.get(format!("{}/kv/greeting", follower_url(i)))).await;
+            if body["value"] == "hello" {
+                Ok(())
+            } else {
+                Err(format!("follower{i}: {status} {body}"))
+            }
+        })
+        .await
+        .expect("replicated to every follower");
+    }
+
+    // A write to a follower is refused and changes nothing.
+    let (status, body) = send(
+        http.put(format!("{}/kv/greeting", follower_url(2)))
+            .json(&json!({"value": "evil"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+    assert_eq!(body["error"], "not_leader");
+    assert_eq!(body["leader"], "http://localhost:8000/");
+
+    // More writes; every follower's /dump equals the leader's after the settle time.
+    for i in 0..20 {
+        let (status, body) = put(&http, &format!("k{}", i % 5), &format!("v{i}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let state = converged(&http).await;
+    assert_eq!(state.len(), 6);
+
+    // Case A: one follower stopped, leader recreated with WRITE_QUORUM=3: writes succeed.
+    docker(&["stop", "kv-follower5"]);
+    stack.recreate_leader(3).await;
+    let (status, body) = put(&http, "case", "A").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["quorum"], 3);
+
+    // Case B: WRITE_QUORUM=5 with one follower stopped: 503 after the timeout, 4 acks.
+    stack.recreate_leader(5).await;
+    let (status, body) = put(&http, "case", "B").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "quorum_timeout");
+    assert_eq!(
+        (body["quorum"].clone(), body["acks"].clone()),
+        (json!(5), json!(4)),
+        "{body}"
+    );
+
+    // The follower back: a quorum-5 write succeeds again.
+    docker(&["start", "kv-follower5"]);
+    wait_healthy(&["kv-follower5"]).await;
+    let (status, body) = put(&http, "case", "B again").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["acks"], 5);
+
+    // `docker stop` is answered by the binary itself (PID 1 handles SIGTERM): exit code 0, not
+    // the 137 of the SIGKILL that Docker sends when the grace period runs out.
+    for name in ["kv-follower3", "kv-leader"] {
+        let started = Instant::now();
+        docker(&["stop", "-t", "10", name]);
+        let took = started.elapsed();
+        let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", name]);
+        assert_eq!(
+            code.trim(),
+            "0",
+            "{name} did not stop on SIGTERM (took {took:?})"
+        );
+        eprintln!("docker stop {name}: {took:?}");
+    }
+    drop(stack);
+    assert!(
+        docker(&["ps", "-aq", "--filter", "name=^kv-"])
+            .trim()
+            .is_empty(),
+        "compose down left containers behind"
+    );
+}
