@@ -67,6 +67,11 @@ pub struct Config {
     #[arg(long, env = "REPLICATE_TIMEOUT_MS", default_value_t = 5000)]
     pub replicate_timeout_ms: u64,
 
+    /// Most writes that may be pending (in flight or retrying) for one follower; past it the
+    /// leader drops them and sends that follower a full state transfer instead.
+    #[arg(long, env = "REPLICATION_BACKLOG", default_value_t = 10_000)]
+    pub replication_backlog: usize,
+
     /// Largest accepted value, in bytes.
     #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1_048_576)]
     pub max_value_bytes: usize,
@@ -102,6 +107,9 @@ impl Config {
         }
         if self.replicate_timeout_ms == 0 {
             return Err("REPLICATE_TIMEOUT_MS (--replicate-timeout-ms) must be at least 1".into());
+        }
+        if self.replication_backlog == 0 {
+            return Err("REPLICATION_BACKLOG (--replication-backlog) must be at least 1".into());
         }
         if self.max_value_bytes == 0 {
             return Err("MAX_VALUE_BYTES (--max-value-bytes) must be at least 1".into());

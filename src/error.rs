@@ -60,6 +60,17 @@ pub enum Error {
     #[error("this node is the leader; replication messages are only accepted by followers")]
     NotFollower,
 
+    /// A replicated write came from a leader this follower is not synchronized with (it
+    /// restarted, or the leader did); the leader's state transfer fixes that.
+    #[error(
+        "this follower is not synchronized with the sending leader yet; it accepts its writes \
+             after the leader's state transfer"
+    )]
+    NotSynced {
+        /// The leader incarnation this follower does follow, if any.
+        following: Option<u64>,
+    },
+
     /// The write quorum was not reached in time. The write is NOT rolled back.
     #[error(
         "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
@@ -112,6 +123,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             Error::NotFollower => (StatusCode::CONFLICT, "not_follower"),
+            Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
             Error::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Error::MethodNotAllowed { .. } => {
@@ -126,6 +138,7 @@ impl Error {
             Error::NotFound { key } => json!({ "key": key }),
             Error::PayloadTooLarge { limit, .. } => json!({ "limit_bytes": limit }),
             Error::NotLeader { leader } => json!({ "leader": leader }),
+            Error::NotSynced { following } => json!({ "following": following }),
             Error::QuorumTimeout {
                 key,
                 version,

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`store`]: the versioned map with tombstones; pure and synchronous. Start reading here.
 //! - [`replication`]: the leader-to-follower wire format and the leader's quorum fan-out.
+//! - [`recovery`]: heartbeats, state transfers to followers that fell behind, leader restart.
 //! - [`api`]: the axum routers (client routes, internal routes) and their extractors.
 //! - [`error`]: the one error enum and its HTTP status table.
 //! - [`config`]: settings from flags and environment variables, and their validation.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod recovery;
 pub mod replication;
 pub mod server;
 pub mod store;

@@ -97,10 +97,11 @@ fn serve(config: Config) -> ExitCode {
         }
     };
     let listen_addr = config.listen_addr;
-    match runtime.block_on(semisync_kv::server::serve(
-        config,
-        semisync_kv::server::shutdown_signal(),
-    )) {
+    let result = runtime.block_on(async {
+        let shutdown = semisync_kv::server::shutdown_signal()?;
+        semisync_kv::server::serve(config, shutdown).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: cannot serve on {listen_addr}: {err}");

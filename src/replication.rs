@@ -17,8 +17,10 @@
 //! semi-sync, Redis `WAIT` or MongoDB's `wtimeout`).
 //!
 //! A failed message (connection refused, timeout, non-2xx answer) is retried with exponential
-//! backoff and jitter until the write's deadline; a follower that comes back within the deadline
-//! still receives it and still counts towards the quorum.
+//! backoff and jitter, also after the client got its answer, so a follower that was briefly away
+//! still receives every write. What one follower may have in flight is bounded
+//! (`REPLICATION_BACKLOG`): past the bound the leader stops queueing for it and marks it for a
+//! full state transfer instead (see [`recovery`](crate::recovery)).
 //!
 //! Because every task sleeps its own random lag, two writes to the same key can reach a follower in
 //! either order. The follower applies a write only when its version is newer than what it holds
@@ -26,31 +28,63 @@
 //! not matter and every follower converges on the leader's state.
 
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::store::{Entry, Version};
+use crate::store::{Entry, Store, Version};
 
 /// The follower route that receives replicated writes.
 pub const REPLICATE_PATH: &str = "/internal/replicate";
+/// The follower route the leader's heartbeat reads.
+pub const STATUS_PATH: &str = "/internal/status";
+/// The follower route that returns its whole state (read by a restarting leader).
+pub const SNAPSHOT_PATH: &str = "/internal/snapshot";
+/// The follower route that receives a full state transfer.
+pub const SYNC_PATH: &str = "/internal/sync";
 
 /// How long the leader waits to connect to a follower.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one replication request may take in all.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest pause between two attempts to deliver the same message.
-const RETRY_BACKOFF: RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(1);
+const RETRY_BACKOFF: RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(2);
 
-/// What the leader sends a follower for each write: `POST /internal/replicate`.
+/// Identifies one run of a node: a random number drawn at start-up. A follower that restarts
+/// comes back with a new one, and a follower remembers the incarnation of the leader whose
+/// state it holds.
+pub type Incarnation = u64;
+
+/// A node's replicated state: its store and, on a follower, the leader incarnation it has been
+/// synchronized with (`None` until the first full state transfer). One lock guards both, so that
+/// "am I synced with this leader?" and "apply" happen together.
+#[derive(Debug, Default)]
+pub struct Replica {
+    /// The versioned map.
+    pub store: Store,
+    /// On a follower: the leader whose writes it accepts. Always `None` on the leader.
+    pub following: Option<Incarnation>,
+}
+
+/// A [`Replica`] shared between request handlers and the leader's background tasks. The guard
+/// is held for one synchronous step, never across an `.await`.
+pub type SharedReplica = Arc<Mutex<Replica>>;
+
+/// Locks a shared replica. Every operation under the lock leaves the map consistent (a single
+/// insert or a whole replacement), so a lock poisoned by a panic is safe to keep using.
+pub fn lock(replica: &Mutex<Replica>) -> MutexGuard<'_, Replica> {
+    replica.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One versioned write of a key, as it travels in state transfers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReplicateRequest {
+pub struct Write {
     /// The key written.
     pub key: String,
     /// The new value, or `null` for a delete (a tombstone). Required: a message that leaves it
@@ -61,16 +95,45 @@ pub struct ReplicateRequest {
     pub version: Version,
 }
 
-impl ReplicateRequest {
-    /// The message for `entry` written at `key`.
-    pub fn new(key: &str, entry: &Entry) -> Self {
+impl Write {
+    /// The write of `entry` at `key`.
+    pub fn new(key: String, entry: Entry) -> Self {
         Self {
-            key: key.to_owned(),
-            value: entry.value.clone(),
+            key,
+            value: entry.value,
             version: entry.version,
         }
     }
 
+    /// The key and the store entry this write carries.
+    pub fn into_entry(self) -> (String, Entry) {
+        (
+            self.key,
+            Entry {
+                value: self.value,
+                version: self.version,
+            },
+        )
+    }
+}
+
+/// What the leader sends a follower for each write: `POST /internal/replicate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateRequest {
+    /// The sending leader's incarnation; a follower accepts writes only from the leader it is
+    /// synchronized with.
+    pub leader: Incarnation,
+    /// The key written.
+    pub key: String,
+    /// The new value, or `null` for a delete (a tombstone). Required, as in [`Write`].
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub value: Option<String>,
+    /// The leader's version of this write.
+    pub version: Version,
+}
+
+impl ReplicateRequest {
     /// The store entry this message carries.
     pub fn entry(&self) -> Entry {
         Entry {
@@ -89,6 +152,63 @@ pub struct Ack {
     pub version: Version,
     /// Whether the follower applied it (false: it already held this or a newer version).
     pub applied: bool,
+}
+
+/// A follower's answer to the leader's heartbeat: `GET /internal/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    /// The follower's node id.
+    pub node_id: String,
+    /// The follower's incarnation (new after every restart).
+    pub incarnation: Incarnation,
+    /// The leader incarnation it is synchronized with, if any.
+    pub following: Option<Incarnation>,
+    /// Highest version it has applied.
+    pub version: Version,
+    /// Number of live keys it holds.
+    pub keys: usize,
+}
+
+/// A whole state: the body of a full state transfer (`POST /internal/sync`, with `leader`) and
+/// of a follower's `GET /internal/snapshot` (with `leader: null`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// On a transfer: the sending leader's incarnation. On a follower's snapshot: the leader it
+    /// follows.
+    pub leader: Option<Incarnation>,
+    /// The sender's latest version when the snapshot was taken.
+    pub version: Version,
+    /// Every entry, tombstones included.
+    pub entries: Vec<Write>,
+}
+
+impl Snapshot {
+    /// A snapshot of `store`, sent by (or following) `leader`.
+    pub fn of(store: &Store, leader: Option<Incarnation>) -> Self {
+        let entries = store
+            .snapshot()
+            .into_iter()
+            .map(|(key, entry)| Write::new(key, entry))
+            .collect();
+        Self {
+            leader,
+            version: store.latest_version(),
+            entries,
+        }
+    }
+}
+
+/// A follower's answer to a state transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAck {
+    /// The follower's node id.
+    pub node_id: String,
+    /// True when the follower replaced its state (it followed another leader or none); false
+    /// when it merged the snapshot into what it had.
+    pub replaced: bool,
+    /// The follower's latest version after the transfer.
+    pub version: Version,
 }
 
 /// What became of the quorum wait for one write.
@@ -112,67 +232,232 @@ impl QuorumOutcome {
     }
 }
 
-/// The leader's side of replication: fans each write out to every follower.
+/// How the leader sees one follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowerState {
+    /// Answering and synchronized with this leader.
+    Up,
+    /// Not answering the heartbeat.
+    Down,
+    /// Answering, but waiting for or receiving a full state transfer.
+    CatchingUp,
+}
+
+/// The leader's view of one follower, as `GET /cluster` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FollowerView {
+    /// The follower's node id (its URL's host until it first answers).
+    pub node_id: String,
+    /// The follower's base URL.
+    pub url: String,
+    /// `up`, `down` or `catching_up`.
+    pub state: FollowerState,
+    /// Highest version the follower acknowledged (a write or a state transfer).
+    pub acked_version: Version,
+    /// Highest version the follower reported applying at the last heartbeat.
+    pub applied_version: Version,
+    /// How many versions the follower is behind the leader's latest.
+    pub lag_versions: Version,
+    /// Milliseconds since the follower last answered anything; `null` if it never did.
+    pub last_contact_ms_ago: Option<u64>,
+    /// Time from the write to this follower's ack, for the last ack, in milliseconds
+    /// (simulated lag included).
+    pub last_ack_latency_ms: Option<f64>,
+    /// Writes on their way to this follower (first attempt or retrying).
+    pub pending: usize,
+    /// Of those, the writes being retried after a failure.
+    pub retrying: usize,
+    /// Whether a full state transfer is due (after a restart, or too much pending).
+    pub sync_pending: bool,
+    /// Full state transfers sent to this follower so far.
+    pub syncs: u64,
+    /// The last replication error, if the last message failed.
+    pub last_error: Option<String>,
+}
+
+/// The leader's bookkeeping for one follower.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub(crate) url: Url,
+    replicate_url: Url,
+    pub(crate) state: Mutex<LinkState>,
+    /// Wakes the follower's heartbeat early: a delivery found the follower not synchronized,
+    /// so the state transfer should not wait for the next tick.
+    pub(crate) wake: Notify,
+}
+
+#[derive(Debug)]
+pub(crate) struct LinkState {
+    pub(crate) node_id: Option<String>,
+    pub(crate) health: FollowerState,
+    pub(crate) acked_version: Version,
+    pub(crate) applied_version: Version,
+    pub(crate) last_contact: Option<Instant>,
+    last_ack_latency: Option<Duration>,
+    pending: usize,
+    retrying: usize,
+    /// A full state transfer is due. Set by a delivery that gives up (which it may do only while
+    /// this is set); cleared by the transfer *before* it takes its snapshot, so that every write
+    /// whose delivery gave up is applied on the leader before that snapshot.
+    pub(crate) needs_sync: bool,
+    pub(crate) syncs: u64,
+    pub(crate) last_error: Option<String>,
+}
+
+impl Link {
+    fn new(url: &Url) -> Self {
+        Self {
+            url: url.clone(),
+            replicate_url: url.join(REPLICATE_PATH).unwrap_or_else(|_| url.clone()),
+            wake: Notify::new(),
+            state: Mutex::new(LinkState {
+                node_id: None,
+                // Unknown until the first heartbeat; a follower starts out needing a transfer.
+                health: FollowerState::CatchingUp,
+                acked_version: 0,
+                applied_version: 0,
+                last_contact: None,
+                last_ack_latency: None,
+                pending: 0,
+                retrying: 0,
+                needs_sync: false,
+                syncs: 0,
+                last_error: None,
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn view(&self, leader_version: Version) -> FollowerView {
+        let state = self.state();
+        FollowerView {
+            node_id: state
+                .node_id
+                .clone()
+                .unwrap_or_else(|| self.url.host_str().unwrap_or("").into()),
+            url: self.url.to_string(),
+            state: state.health,
+            acked_version: state.acked_version,
+            applied_version: state.applied_version,
+            lag_versions: leader_version
+                .saturating_sub(state.applied_version.max(state.acked_version)),
+            last_contact_ms_ago: state.last_contact.map(|at| at.elapsed().as_millis() as u64),
+            last_ack_latency_ms: state.last_ack_latency.map(|d| d.as_secs_f64() * 1000.0),
+            pending: state.pending,
+            retrying: state.retrying,
+            sync_pending: state.needs_sync,
+            syncs: state.syncs,
+            last_error: state.last_error.clone(),
+        }
+    }
+}
+
+/// The leader's side of replication: fans each write out to every follower, and keeps the
+/// per-follower bookkeeping that recovery and `GET /cluster` use.
 #[derive(Clone, Debug)]
 pub struct Replicator {
-    followers: Arc<[Url]>,
-    client: reqwest::Client,
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) incarnation: Incarnation,
+    pub(crate) links: Vec<Arc<Link>>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) replica: SharedReplica,
     lag_ms: RangeInclusive<u64>,
     timeout: Duration,
+    backlog: usize,
 }
 
 impl Replicator {
-    /// A replicator for `followers` (base URLs), with a simulated lag range in milliseconds and the
-    /// time a write waits for its quorum.
-    pub fn new(followers: &[Url], lag_ms: RangeInclusive<u64>, timeout: Duration) -> Self {
+    /// A replicator for `followers` (base URLs) that replicates writes applied to `replica`,
+    /// with a simulated lag range in milliseconds, the time a write waits for its quorum, and
+    /// the most writes that may be pending for one follower.
+    pub fn new(
+        followers: &[Url],
+        replica: SharedReplica,
+        lag_ms: RangeInclusive<u64>,
+        timeout: Duration,
+        backlog: usize,
+    ) -> Self {
         // One pooled client for all followers; no proxy, so that a proxy variable in the
         // environment cannot reroute traffic between nodes.
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        let followers = followers
+        let links = followers
             .iter()
-            .map(|base| base.join(REPLICATE_PATH).unwrap_or_else(|_| base.clone()))
+            .map(|url| Arc::new(Link::new(url)))
             .collect();
+        let incarnation = rand::random();
         Self {
-            followers,
-            client,
-            lag_ms,
-            timeout,
+            inner: Arc::new(Inner {
+                incarnation,
+                links,
+                client,
+                replica,
+                lag_ms,
+                timeout,
+                backlog,
+            }),
         }
     }
 
     /// Number of followers.
     pub fn follower_count(&self) -> usize {
-        self.followers.len()
+        self.inner.links.len()
     }
 
     /// How long a write waits for its quorum.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.inner.timeout
+    }
+
+    /// This leader's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.inner.incarnation
+    }
+
+    /// The leader's view of every follower.
+    pub fn followers(&self) -> Vec<FollowerView> {
+        let leader_version = lock(&self.inner.replica).store.latest_version();
+        self.inner
+            .links
+            .iter()
+            .map(|link| link.view(leader_version))
+            .collect()
     }
 
     /// Sends the write to every follower and waits until `quorum` of them acknowledged or the
     /// replication timeout passed. Delivery to the other followers goes on after this returns.
     pub async fn replicate(&self, key: &str, entry: &Entry, quorum: usize) -> QuorumOutcome {
-        let message = Arc::new(ReplicateRequest::new(key, entry));
-        let deadline = Instant::now() + self.timeout;
-        let (acks_tx, mut acks_rx) = mpsc::channel(self.followers.len());
-        for url in self.followers.iter() {
-            let task = Delivery {
-                client: self.client.clone(),
-                url: url.clone(),
+        let message = Arc::new(ReplicateRequest {
+            leader: self.inner.incarnation,
+            key: key.to_owned(),
+            value: entry.value.clone(),
+            version: entry.version,
+        });
+        let started = Instant::now();
+        let deadline = started + self.inner.timeout;
+        let (acks_tx, mut acks_rx) = mpsc::channel(self.inner.links.len());
+        for link in &self.inner.links {
+            let delivery = Delivery {
+                inner: Arc::clone(&self.inner),
+                link: Arc::clone(link),
                 message: Arc::clone(&message),
-                lag_ms: self.lag_ms.clone(),
-                deadline,
+                started,
             };
             let acks_tx = acks_tx.clone();
             tokio::spawn(async move {
-                if let Some(ack) = task.run().await {
-                    // The receiver is gone once the quorum was reached: nobody counts late acks.
+                if let Some(ack) = delivery.run().await {
+                    // The receiver is gone once the answer was sent: nobody counts late acks.
                     let _ = acks_tx.send(ack).await;
                 }
             });
@@ -186,7 +471,8 @@ impl Replicator {
         while !outcome.reached() {
             match tokio::time::timeout_at(deadline, acks_rx.recv()).await {
                 Ok(Some(ack)) => outcome.acked_by.push(ack.node_id),
-                // Every delivery finished (gave up at the deadline) or the deadline passed.
+                // The deadline passed, or every delivery still running ended without an ack
+                // (they gave up in favour of state transfers): no more acks can come.
                 Ok(None) | Err(_) => break,
             }
         }
@@ -196,55 +482,107 @@ impl Replicator {
 
 /// One write on its way to one follower.
 struct Delivery {
-    client: reqwest::Client,
-    url: Url,
+    inner: Arc<Inner>,
+    link: Arc<Link>,
     message: Arc<ReplicateRequest>,
-    lag_ms: RangeInclusive<u64>,
-    deadline: Instant,
+    started: Instant,
 }
 
 impl Delivery {
-    /// Delivers the message, retrying until the deadline; returns the follower's ack.
+    /// Delivers the message, retrying with backoff; returns the follower's ack, or `None` when
+    /// the delivery gave up in favour of a full state transfer.
     async fn run(self) -> Option<Ack> {
+        if !self.enter() {
+            return None;
+        }
         let mut backoff = *RETRY_BACKOFF.start();
-        loop {
-            simulated_lag(&self.lag_ms).await;
+        let mut retrying = false;
+        let result = loop {
+            simulated_lag(&self.inner.lag_ms).await;
             let error = match self.send().await {
-                Ok(ack) => {
-                    debug!(follower = %self.url, version = ack.version, applied = ack.applied, "ack");
-                    return Some(ack);
-                }
+                Ok(ack) => break Some(ack),
                 Err(error) => error,
             };
-            let now = Instant::now();
-            if now >= self.deadline {
-                warn!(
-                    follower = %self.url,
-                    key = %self.message.key,
-                    version = self.message.version,
-                    %error,
-                    "replication failed"
-                );
-                return None;
+            if self.give_up(&error, &mut retrying) {
+                break None;
             }
-            debug!(follower = %self.url, version = self.message.version, %error, "retrying");
-            // Jitter: a random part of the backoff, so that retries from many writes do not hit
-            // a recovering follower in lockstep. The last attempt is made at the deadline.
-            let pause = backoff.mul_f64(rand::random_range(0.5..=1.0));
-            tokio::time::sleep(pause.min(self.deadline - now)).await;
+            debug!(follower = %self.link.url, version = self.message.version, %error, "retrying");
+            // Jitter: a random part of the backoff, so that the retries of many writes do not
+            // hit a recovering follower in lockstep.
+            tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..=1.0))).await;
             backoff = (backoff * 2).min(*RETRY_BACKOFF.end());
+        };
+        self.leave(result.as_ref(), retrying);
+        result
+    }
+
+    /// Counts the delivery as pending, unless a state transfer is already due (it will carry
+    /// this write, which the leader applied before sending it) or the backlog is full.
+    fn enter(&self) -> bool {
+        let mut state = self.link.state();
+        if !state.needs_sync && state.pending >= self.inner.backlog {
+            warn!(follower = %self.link.url, backlog = self.inner.backlog,
+                "replication backlog full; switching to a full state transfer");
+            state.needs_sync = true;
+        }
+        if state.needs_sync {
+            return false;
+        }
+        state.pending += 1;
+        true
+    }
+
+    /// After a failure: records it, and decides whether to stop retrying. A delivery stops only
+    /// when a state transfer is due, which then carries its write.
+    fn give_up(&self, error: &str, retrying: &mut bool) -> bool {
+        let mut state = self.link.state();
+        if state.last_error.is_none() {
+            warn!(follower = %self.link.url, version = self.message.version, %error,
+                "replication failed; retrying");
+        }
+        state.last_error = Some(error.to_owned());
+        if !*retrying {
+            *retrying = true;
+            state.retrying += 1;
+        }
+        if state.pending > self.inner.backlog {
+            state.needs_sync = true;
+        }
+        state.needs_sync
+    }
+
+    fn leave(&self, ack: Option<&Ack>, retrying: bool) {
+        let mut state = self.link.state();
+        state.pending -= 1;
+        if retrying {
+            state.retrying -= 1;
+        }
+        if let Some(ack) = ack {
+            state.acked_version = state.acked_version.max(ack.version);
+            state.last_ack_latency = Some(self.started.elapsed());
+            state.last_contact = Some(Instant::now());
+            state.node_id = Some(ack.node_id.clone());
+            state.last_error = None;
+            debug!(follower = %self.link.url, version = ack.version, applied = ack.applied, "ack");
         }
     }
 
     async fn send(&self) -> Result<Ack, String> {
         let response = self
+            .inner
             .client
-            .post(self.url.clone())
+            .post(self.link.replicate_url.clone())
+            .timeout(REQUEST_TIMEOUT)
             .json(&*self.message)
             .send()
             .await
             .map_err(|err| describe(&err))?;
         let status = response.status();
+        if status == reqwest::StatusCode::CONFLICT {
+            // `not_synced`: the follower restarted, or this leader did. Its heartbeat sends the
+            // state transfer now rather than at the next tick; this delivery retries after it.
+            self.link.wake.notify_one();
+        }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
             return Err(format!("HTTP {status}: {body}"));
@@ -265,7 +603,7 @@ async fn simulated_lag(lag_ms: &RangeInclusive<u64>) {
 }
 
 /// A reqwest error with its causes, which its `Display` alone leaves out.
-fn describe(err: &reqwest::Error) -> String {
+pub(crate) fn describe(err: &reqwest::Error) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {

@@ -34,6 +34,16 @@ pub async fn run(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens after it sent `true`.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
     let state = AppState::new(config);
     info!(
         addr = %listener.local_addr()?,
@@ -48,15 +58,17 @@ pub async fn run(
         "listening"
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        // An error means the sender is gone, which only happens after it sent `true`.
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    if let Some(replicator) = state.replicator() {
+        // Before serving anything: a restarted leader must not issue versions its followers
+        // already hold, nor answer reads with an empty map.
+        tokio::select! {
+            _ = replicator.recover() => replicator.spawn_heartbeats(),
+            () = stopped(stop_rx.clone()) => {
+                info!("stopped during recovery");
+                return Ok(());
+            }
+        }
+    }
 
     let listener = listener.tap_io(|tcp| {
         if let Err(err) = tcp.set_nodelay(true) {
@@ -76,30 +88,30 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what `docker stop` sends to PID 1).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            warn!(%err, "cannot listen for Ctrl-C");
+/// Listens for Ctrl-C (SIGINT) and SIGTERM (what `docker stop` sends to PID 1) from the moment
+/// it is called, and returns a future that resolves on the first of them. Call it inside the
+/// runtime before the node announces itself, so that no early signal takes the default action.
+#[cfg(unix)]
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => info!("Ctrl-C received, shutting down"),
+            _ = terminate.recv() => info!("SIGTERM received, shutting down"),
+        }
+    })
+}
+
+/// Listens for Ctrl-C and returns a future that resolves on it.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            info!("Ctrl-C received, shutting down");
+        } else {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                warn!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("Ctrl-C received, shutting down"),
-        () = terminate => info!("SIGTERM received, shutting down"),
-    }
+    })
 }

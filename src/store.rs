@@ -85,6 +85,36 @@ impl Store {
         }
     }
 
+    /// Applies every entry of a state transfer with [`Store::apply`]; returns how many were
+    /// applied. Merging is safe while live replication goes on, since `apply` is commutative.
+    pub fn merge(&mut self, entries: impl IntoIterator<Item = (String, Entry)>) -> usize {
+        entries
+            .into_iter()
+            .filter(|(key, entry)| self.apply(key, entry.clone()))
+            .count()
+    }
+
+    /// Replaces the whole state with `entries`, as of the sender's `latest` version.
+    pub fn replace(&mut self, entries: impl IntoIterator<Item = (String, Entry)>, latest: Version) {
+        *self = Self::new();
+        self.merge(entries);
+        self.latest = self.latest.max(latest);
+    }
+
+    /// Every entry, tombstones included: what a state transfer sends.
+    pub fn snapshot(&self) -> Vec<(String, Entry)> {
+        self.entries
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect()
+    }
+
+    /// Raises the latest version to at least `version`, so that the next [`Store::write`] issues
+    /// a newer one (a restarted leader continues after what its followers hold).
+    pub fn observe(&mut self, version: Version) {
+        self.latest = self.latest.max(version);
+    }
+
     /// The live value and version of `key`; `None` when absent or deleted.
     pub fn get(&self, key: &str) -> Option<(&str, Version)> {
         let entry = self.entries.get(key)?;
@@ -181,6 +211,55 @@ mod tests {
         let entry = store.write("missing", None);
         assert_eq!(entry, Entry::tombstone(1));
         assert_eq!(store.get("missing"), None);
+    }
+
+    #[test]
+    fn merge_and_replace_of_a_snapshot() {
+        let mut leader = Store::new();
+        leader.write("a", Some("1".into()));
+        leader.write("b", Some("2".into()));
+        leader.write("a", None);
+
+        let mut stale = Store::new();
+        stale.apply("a", Entry::value("0", 1));
+        stale.apply("orphan", Entry::value("x", 9));
+        assert_eq!(
+            stale.merge(leader.snapshot()),
+            2,
+            "the tombstone of a and b are news"
+        );
+        assert_eq!(
+            stale.get("a"),
+            None,
+            "the tombstone travels with the snapshot"
+        );
+        assert_eq!(stale.get("b"), Some(("2", 2)));
+        assert_eq!(
+            stale.get("orphan"),
+            Some(("x", 9)),
+            "merge keeps what the sender lacks"
+        );
+
+        stale.replace(leader.snapshot(), leader.latest_version());
+        assert_eq!(
+            stale.dump(),
+            leader.dump(),
+            "replace drops what the sender lacks"
+        );
+        assert_eq!(stale.latest_version(), 3);
+    }
+
+    #[test]
+    fn observe_moves_the_next_version_past_what_followers_hold() {
+        let mut store = Store::new();
+        store.observe(41);
+        assert_eq!(store.write("k", Some("v".into())).version, 42);
+        store.observe(7);
+        assert_eq!(
+            store.latest_version(),
+            42,
+            "observe never lowers the version"
+        );
     }
 
     /// Every permutation of a history containing overwrites, deletes and a duplicate ends in the

@@ -12,7 +12,7 @@ use tracing::debug;
 
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, Result};
-use crate::replication::Replicator;
+use crate::replication::{FollowerView, Incarnation, Replicator};
 use crate::store::Version;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -22,6 +22,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/kv", any(empty_key))
         .route("/kv/", any(empty_key))
         .route("/dump", get(dump))
+        .route("/cluster", get(cluster))
 }
 
 /// Body of `GET /health`.
@@ -41,8 +42,8 @@ pub struct Health {
 
 async fn health(State(state): State<AppState>) -> axum::Json<Health> {
     let (version, keys) = {
-        let store = state.store();
-        (store.latest_version(), store.len())
+        let replica = state.replica();
+        (replica.store.latest_version(), replica.store.len())
     };
     axum::Json(Health {
         status: "ok".into(),
@@ -63,8 +64,9 @@ struct ReadResponse {
 
 async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json<ReadResponse>> {
     let (value, version) = {
-        let store = state.store();
-        let (value, version) = store
+        let replica = state.replica();
+        let (value, version) = replica
+            .store
             .get(&key)
             .ok_or_else(|| Error::NotFound { key: key.clone() })?;
         (value.to_owned(), version)
@@ -77,7 +79,7 @@ async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json
 }
 
 async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
-    axum::Json(state.store().dump())
+    axum::Json(state.replica().store.dump())
 }
 
 async fn empty_key() -> Error {
@@ -156,7 +158,7 @@ async fn write(
     }
 
     // The guard is dropped at the end of this statement, before any `.await`.
-    let entry = state.store().write(&key, value);
+    let entry = state.replica().store.write(&key, value);
     let outcome = replicator.replicate(&key, &entry, quorum).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     debug!(%key, version = entry.version, acks = outcome.acks(), quorum, latency_ms, "write");
@@ -180,4 +182,40 @@ async fn write(
         acked_by: outcome.acked_by,
         latency_ms,
     }))
+}
+
+/// Body of `GET /cluster`: the leader's replication status, in the spirit of PostgreSQL's
+/// `pg_stat_replication` and Redis `INFO replication`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The leader's node id.
+    pub node_id: String,
+    /// The leader's incarnation (new at every restart).
+    pub incarnation: Incarnation,
+    /// The leader's latest version.
+    pub version: Version,
+    /// Live keys on the leader.
+    pub keys: usize,
+    /// The default write quorum (`WRITE_QUORUM`).
+    pub write_quorum: usize,
+    /// Each follower as the leader sees it.
+    pub followers: Vec<FollowerView>,
+}
+
+async fn cluster(
+    Leader(replicator): Leader,
+    State(state): State<AppState>,
+) -> axum::Json<ClusterStatus> {
+    let (version, keys) = {
+        let replica = state.replica();
+        (replica.store.latest_version(), replica.store.len())
+    };
+    axum::Json(ClusterStatus {
+        node_id: state.node_id().to_owned(),
+        incarnation: replicator.incarnation(),
+        version,
+        keys,
+        write_quorum: state.inner.write_quorum,
+        followers: replicator.followers(),
+    })
 }

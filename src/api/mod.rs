@@ -6,7 +6,7 @@ mod internal;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,16 +18,15 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{Config, Role};
 use crate::error::Error;
-use crate::replication::Replicator;
-use crate::store::Store;
+use crate::replication::{Incarnation, Replica, Replicator, SharedReplica, lock};
 
-pub use client::{Health, WriteResponse};
+pub use client::{ClusterStatus, Health, WriteResponse};
 
 /// Longest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// Everything a request handler can reach: the node's identity, its store and, on the leader,
-/// the replicator.
+/// Everything a request handler can reach: the node's identity, its replica (store) and, on the
+/// leader, the replicator.
 #[derive(Clone, Debug)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -37,7 +36,8 @@ pub struct AppState {
 struct Inner {
     node_id: String,
     role: Role,
-    store: Mutex<Store>,
+    incarnation: Incarnation,
+    replica: SharedReplica,
     replicator: Option<Replicator>,
     leader_url: Option<String>,
     write_quorum: usize,
@@ -48,18 +48,22 @@ impl AppState {
     /// The state of a node configured by `config` (which must have passed
     /// [`Config::validate`]), with an empty store.
     pub fn new(config: &Config) -> Self {
+        let replica = Arc::new(Mutex::new(Replica::default()));
         let replicator = (config.role == Role::Leader).then(|| {
             Replicator::new(
                 &config.followers,
+                Arc::clone(&replica),
                 config.lag_ms(),
                 config.replicate_timeout(),
+                config.replication_backlog,
             )
         });
         Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id(),
                 role: config.role,
-                store: Mutex::new(Store::new()),
+                incarnation: rand::random(),
+                replica,
                 replicator,
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
                 write_quorum: config.write_quorum,
@@ -73,14 +77,14 @@ impl AppState {
         &self.inner.node_id
     }
 
-    /// Locks the store. Callers keep the guard for one synchronous step and never across an
-    /// `.await`. A panic while holding the lock cannot leave the map half-updated (every
-    /// operation is a single insert), so a poisoned lock is safe to keep using.
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.inner
-            .store
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The leader's replicator; `None` on a follower.
+    pub fn replicator(&self) -> Option<&Replicator> {
+        self.inner.replicator.as_ref()
+    }
+
+    /// Locks the replica for one synchronous step; never held across an `.await`.
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        lock(&self.inner.replica)
     }
 
     /// Largest body a request may carry: a value of `MAX_VALUE_BYTES` with every byte escaped by
@@ -210,16 +214,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
                 Error::InvalidBody(rejection.body_text())
             }
         })?;
-        // Through `Value` because serde would also read a struct from a JSON array.
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|err| Error::InvalidJson(err.to_string()))?;
-        if !value.is_object() {
-            return Err(Error::InvalidBody("body must be a JSON object".into()));
-        }
-        serde_json::from_value(value)
-            .map(Json)
-            .map_err(|err| Error::InvalidBody(err.to_string()))
+        parse_json(&bytes).map(Json)
     }
+}
+
+/// Parses a JSON object into `T`; the error says whether the JSON was malformed or of the wrong
+/// shape.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // Through `Value` because serde would also read a struct from a JSON array.
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|err| Error::InvalidJson(err.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::InvalidBody("body must be a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|err| Error::InvalidBody(err.to_string()))
 }
 
 /// Present only on the leader: handlers that take it refuse to run on a follower.

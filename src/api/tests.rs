@@ -28,6 +28,7 @@ fn config(role: Role) -> Config {
         min_delay_ms: 0,
         max_delay_ms: 0,
         replicate_timeout_ms: 100,
+        replication_backlog: 100,
         max_value_bytes: 16,
     }
 }
@@ -301,64 +302,163 @@ async fn unknown_routes_and_methods_get_json_errors() {
     .await;
 }
 
+/// Makes `app` (a follower) follow leader incarnation 7 with an empty state.
+async fn follow_leader_7(app: &Router) {
+    let (status, ack) = call(
+        app,
+        "POST",
+        "/internal/sync",
+        Some(r#"{"leader":7,"version":0,"entries":[]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["replaced"], true);
+}
+
 #[tokio::test]
 async fn follower_applies_replicated_writes_by_version() {
     let app = app(Role::Follower);
-    let (status, ack) = call(
-        &app,
-        "POST",
-        "/internal/replicate",
-        Some(r#"{"key":"k","value":"new","version":5}"#),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    follow_leader_7(&app).await;
+    let write = |value: &str, version: u64| {
+        let value = if value == "null" {
+            "null".to_owned()
+        } else {
+            format!("{value:?}")
+        };
+        format!(r#"{{"leader":7,"key":"k","value":{value},"version":{version}}}"#)
+    };
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("new", 5))).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(
         ack,
         json!({"node_id": "follower-1", "version": 5, "applied": true})
     );
 
-    let (status, ack) = call(
-        &app,
-        "POST",
-        "/internal/replicate",
-        Some(r#"{"key":"k","value":"old","version":4}"#),
-    )
-    .await;
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("old", 4))).await;
     assert_eq!(status, StatusCode::OK, "a late message is acknowledged");
     assert_eq!(ack["applied"], false);
     assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "new");
 
-    let (_, ack) = call(
-        &app,
-        "POST",
-        "/internal/replicate",
-        Some(r#"{"key":"k","value":null,"version":6}"#),
-    )
-    .await;
+    let (_, ack) = call(&app, "POST", "/internal/replicate", Some(&write("null", 6))).await;
     assert_eq!(ack["applied"], true);
     assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
     assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 6);
 }
 
 #[tokio::test]
+async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
+    let app = app(Role::Follower);
+    let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
+    let json = assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(body),
+        409,
+        "not_synced",
+    )
+    .await;
+    assert_eq!(json["following"], Value::Null);
+    follow_leader_7(&app).await;
+    let other = r#"{"leader":8,"key":"k","value":"v","version":1}"#;
+    let json = assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(other),
+        409,
+        "not_synced",
+    )
+    .await;
+    assert_eq!(json["following"], 7);
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+    assert_eq!(
+        call(&app, "POST", "/internal/replicate", Some(body))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
+    let app = app(Role::Follower);
+    let (_, status) = call(&app, "GET", "/internal/status", None).await;
+    assert_eq!(status["following"], Value::Null);
+    assert!(status["incarnation"].is_u64());
+
+    let first = r#"{"leader":7,"version":3,"entries":[
+        {"key":"a","value":"1","version":1},{"key":"b","value":"2","version":2},
+        {"key":"gone","value":null,"version":3}]}"#;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(first)).await;
+    assert_eq!(
+        (ack["replaced"].clone(), ack["version"].clone()),
+        (json!(true), json!(3))
+    );
+    assert_eq!(
+        call(&app, "GET", "/dump", None).await.1,
+        json!({"a": "1", "b": "2"})
+    );
+
+    // The same leader: merged, so a newer live write survives an older transfer.
+    let live = r#"{"leader":7,"key":"a","value":"live","version":5}"#;
+    assert_eq!(
+        call(&app, "POST", "/internal/replicate", Some(live))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let older = r#"{"leader":7,"version":4,"entries":[{"key":"a","value":"x","version":4}]}"#;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(older)).await;
+    assert_eq!(ack["replaced"], false);
+    assert_eq!(
+        call(&app, "GET", "/dump", None).await.1,
+        json!({"a": "live", "b": "2"})
+    );
+
+    // A new leader: replaced, which drops what that leader does not hold.
+    let new_leader = r#"{"leader":9,"version":6,"entries":[{"key":"a","value":"L2","version":6}]}"#;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(new_leader)).await;
+    assert_eq!(ack["replaced"], true);
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
+    let (_, snapshot) = call(&app, "GET", "/internal/snapshot", None).await;
+    assert_eq!(snapshot["leader"], 9);
+    assert_eq!(snapshot["version"], 6);
+    assert_eq!(
+        snapshot["entries"],
+        json!([{"key": "a", "value": "L2", "version": 6}])
+    );
+}
+
+#[tokio::test]
 async fn replication_input_is_validated() {
     let app = app(Role::Follower);
-    let cases: [(&str, u16, &str); 6] = [
+    follow_leader_7(&app).await;
+    let cases: [(&str, u16, &str); 7] = [
         ("nope", 400, "invalid_json"),
-        (r#"{"key":"k","version":1}"#, 400, "invalid_body"),
+        (r#"{"leader":7,"key":"k","version":1}"#, 400, "invalid_body"),
         (
-            r#"{"key":"k","value":"v","version":-1}"#,
+            r#"{"key":"k","value":"v","version":1}"#,
             400,
             "invalid_body",
         ),
         (
-            r#"{"key":"k","value":"v","version":0}"#,
+            r#"{"leader":7,"key":"k","value":"v","version":-1}"#,
             400,
             "invalid_body",
         ),
-        (r#"{"key":"","value":"v","version":1}"#, 400, "invalid_key"),
         (
-            r#"{"key":"k","value":"01234567890123456","version":1}"#,
+            r#"{"leader":7,"key":"k","value":"v","version":0}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"leader":7,"key":"","value":"v","version":1}"#,
+            400,
+            "invalid_key",
+        ),
+        (
+            r#"{"leader":7,"key":"k","value":"01234567890123456","version":1}"#,
             413,
             "payload_too_large",
         ),
@@ -374,10 +474,31 @@ async fn replication_input_is_validated() {
         )
         .await;
     }
+    let bad_syncs: [(&str, u16, &str); 4] = [
+        ("[]", 400, "invalid_body"),
+        (
+            r#"{"leader":null,"version":1,"entries":[]}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"leader":7,"version":1,"entries":[{"key":"","value":"v","version":1}]}"#,
+            400,
+            "invalid_key",
+        ),
+        (
+            r#"{"leader":7,"version":1,"entries":[{"key":"k","value":"v","version":0}]}"#,
+            400,
+            "invalid_body",
+        ),
+    ];
+    for (body, status, code) in bad_syncs {
+        assert_error(&app, "POST", "/internal/sync", Some(body), status, code).await;
+    }
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
 
     let leader = super::router(AppState::new(&config(Role::Leader)));
-    let body = r#"{"key":"k","value":"v","version":1}"#;
+    let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
     assert_error(
         &leader,
         "POST",
@@ -387,5 +508,35 @@ async fn replication_input_is_validated() {
         "not_follower",
     )
     .await;
+    assert_error(
+        &leader,
+        "GET",
+        "/internal/status",
+        None,
+        409,
+        "not_follower",
+    )
+    .await;
     assert_error(&leader, "GET", "/kv/k", None, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn cluster_status_is_the_leaders() {
+    let (status, json) = call(&app(Role::Leader), "GET", "/cluster", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["node_id"], "leader-1");
+    assert_eq!(json["version"], 0);
+    let followers = json["followers"].as_array().expect("followers");
+    assert_eq!(followers.len(), 1);
+    assert_eq!(followers[0]["url"], "http://127.0.0.1:1/");
+    assert_eq!(followers[0]["pending"], 0);
+    assert_error(
+        &app(Role::Follower),
+        "GET",
+        "/cluster",
+        None,
+        421,
+        "not_leader",
+    )
+    .await;
 }

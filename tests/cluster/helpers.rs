@@ -34,7 +34,7 @@ impl Default for Settings {
             write_quorum: 3,
             min_delay_ms: 0,
             max_delay_ms: 20,
-            replicate_timeout_ms: 1000,
+            replicate_timeout_ms: 5000,
         }
     }
 }
@@ -176,6 +176,11 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(settings: Settings) -> Self {
+        Self::start_with(settings, &[])
+    }
+
+    /// Starts a cluster whose leader also gets the environment variables `leader_env`.
+    pub fn start_with(settings: Settings, leader_env: &[(&str, &str)]) -> Self {
         // The followers name the leader in their errors, so its port is chosen first.
         let leader_addr = free_port();
         let followers: Vec<Node> = (1..=settings.followers)
@@ -191,23 +196,29 @@ impl TestCluster {
             })
             .collect();
         let follower_urls: Vec<String> = followers.iter().map(Node::url).collect();
-        let leader = Node::start(
-            "leader",
-            vec![
-                ("ROLE".into(), "leader".into()),
-                ("LISTEN_ADDR".into(), leader_addr.to_string()),
-                ("FOLLOWERS".into(), follower_urls.join(",")),
-                ("WRITE_QUORUM".into(), settings.write_quorum.to_string()),
-                ("MIN_DELAY_MS".into(), settings.min_delay_ms.to_string()),
-                ("MAX_DELAY_MS".into(), settings.max_delay_ms.to_string()),
-                (
-                    "REPLICATE_TIMEOUT_MS".into(),
-                    settings.replicate_timeout_ms.to_string(),
-                ),
-            ],
+        let mut env: Vec<(String, String)> = vec![
+            ("ROLE".into(), "leader".into()),
+            ("LISTEN_ADDR".into(), leader_addr.to_string()),
+            ("FOLLOWERS".into(), follower_urls.join(",")),
+            ("WRITE_QUORUM".into(), settings.write_quorum.to_string()),
+            ("MIN_DELAY_MS".into(), settings.min_delay_ms.to_string()),
+            ("MAX_DELAY_MS".into(), settings.max_delay_ms.to_string()),
+            (
+                "REPLICATE_TIMEOUT_MS".into(),
+                settings.replicate_timeout_ms.to_string(),
+            ),
+        ];
+        env.extend(
+            leader_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        let leader = Node::start("leader", env);
+        // No idle connections kept: a pooled connection to a node that a test killed would
+        // fail the next request that reuses it.
         let http = reqwest::Client::builder()
             .no_proxy()
+            .pool_max_idle_per_host(0)
             .build()
             .expect("client");
         Self {
@@ -224,6 +235,11 @@ impl TestCluster {
         send(self.http.put(url).json(&body)).await
     }
 
+    /// PUT with quorum 1, taking owned strings (for building many writes at once).
+    pub async fn put_q1(&self, key: String, value: String) -> (StatusCode, Value) {
+        self.put(&key, &value, Some(1)).await
+    }
+
     /// DELETE `key` on the leader, with an optional quorum override.
     pub async fn delete(&self, key: &str, quorum: Option<usize>) -> (StatusCode, Value) {
         send(self.http.delete(write_url(&self.leader.url(), key, quorum))).await
@@ -232,6 +248,31 @@ impl TestCluster {
     /// GET `path` on the node at `base`.
     pub async fn get(&self, base: &str, path: &str) -> (StatusCode, Value) {
         send(self.http.get(format!("{base}{path}"))).await
+    }
+
+    /// The leader's `GET /cluster`.
+    pub async fn cluster_status(&self) -> Value {
+        let (status, body) = self.get(&self.leader.url(), "/cluster").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls `/cluster` until follower `i` (0-based) is in `state` (`up`, `down`, `catching_up`).
+    pub async fn wait_follower(&self, i: usize, state: &str, within: Duration) -> Value {
+        eventually(within, || async {
+            let cluster = self.cluster_status().await;
+            let follower = cluster["followers"][i].clone();
+            if follower["state"] == state {
+                Ok(follower)
+            } else {
+                Err(format!(
+                    "{} is not {state}: {follower}",
+                    self.followers[i].id
+                ))
+            }
+        })
+        .await
+        .expect("follower state")
     }
 
     /// A node's `/dump`, or `None` when it does not answer.

@@ -188,6 +188,20 @@ async fn converged(http: &reqwest::Client) -> BTreeMap<String, String> {
     .expect("followers converge on the leader's state")
 }
 
+/// Polls the leader's `/cluster` until the follower with `node_id` is `up`.
+async fn wait_follower_up(http: &reqwest::Client, node_id: &str) {
+    eventually(settle(), || async {
+        let (_, cluster) = send(http.get(format!("{LEADER}/cluster"))).await;
+        let followers = cluster["followers"].as_array().cloned().unwrap_or_default();
+        match followers.iter().find(|f| f["node_id"] == node_id) {
+            Some(f) if f["state"] == "up" => Ok(()),
+            other => Err(format!("{node_id}: {other:?}")),
+        }
+    })
+    .await
+    .expect("follower up");
+}
+
 async fn put(http: &reqwest::Client, key: &str, value: &str) -> (StatusCode, serde_json::Value) {
     send(
         http.put(format!("{LEADER}/kv/{key}"))
@@ -260,12 +274,46 @@ async fn lab_scenarios_against_the_compose_cluster() {
         "{body}"
     );
 
-    // The follower back: a quorum-5 write succeeds again.
+    // The follower back: it comes back empty, the leader catches it up, and a quorum-5 write
+    // succeeds again.
     docker(&["start", "kv-follower5"]);
     wait_healthy(&["kv-follower5"]).await;
+    wait_follower_up(&http, "follower5").await;
     let (status, body) = put(&http, "case", "B again").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["acks"], 5);
+
+    // Recreating the leader kept the data written before, and versions went on growing.
+    let (status, body) = send(http.get(format!("{LEADER}/kv/greeting"))).await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (StatusCode::OK, json!("hello"))
+    );
+    let state = converged(&http).await;
+    assert_eq!(state.len(), 7, "{state:?}");
+    assert_eq!(state["case"], "B again");
+
+    // `docker restart` of a follower: it converges by itself. (The leader runs with
+    // WRITE_QUORUM=5 since case B, so these writes ask for 3.)
+    docker(&["restart", "-t", "2", "kv-follower3"]);
+    for i in 0..10 {
+        let (status, body) = put(&http, &format!("restart{i}?quorum=3"), "x").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    wait_follower_up(&http, "follower3").await;
+    converged(&http).await;
+
+    // A follower cut off from the network while writes go on gets them once reconnected.
+    let network = format!("{}_default", PROJECT);
+    docker(&["network", "disconnect", &network, "kv-follower2"]);
+    for i in 0..10 {
+        let (status, body) = put(&http, &format!("cut{i}?quorum=3"), "y").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    docker(&["network", "connect", &network, "kv-follower2"]);
+    wait_follower_up(&http, "follower2").await;
+    let state = converged(&http).await;
+    assert_eq!(state.len(), 27, "{state:?}");
 
     // `docker stop` is answered by the binary itself (PID 1 handles SIGTERM): exit code 0, not
     // the 137 of the SIGKILL that Docker sends when the grace period runs out.

@@ -1,0 +1,243 @@
+//! Recovery: how a follower that restarted, froze or was cut off catches up, and how a restarted
+//! leader gets its state back, without anyone's help.
+//!
+//! # The mechanism, and why this one
+//!
+//! Real systems keep a log and replay its tail to a replica that fell behind (Redis partial
+//! resync from its backlog, MongoDB's oplog, PostgreSQL streaming from the WAL), and fall back to
+//! copying the whole data set when the tail is gone (Redis full resync from an RDB file, MongoDB
+//! initial sync, `pg_basebackup`). semisync-kv keeps the fallback and replaces the log with the
+//! simplest thing that is still correct: a **full state transfer** of the leader's map, tombstones
+//! included. It is safe to *merge* while live replication goes on, because a follower keeps the
+//! newest version of each key whatever order writes arrive in
+//! ([`Store::apply`](crate::store::Store::apply)): the transfer and the live messages commute.
+//! For an in-memory store of this size a transfer is cheap; a log would only save bandwidth.
+//!
+//! 1. **Short outages** are covered by retries: a failed message is retried with exponential
+//!    backoff and jitter ([`replication`](crate::replication)), also after the client got its
+//!    answer.
+//! 2. **Long outages** are bounded: at most `REPLICATION_BACKLOG` writes may be pending for one
+//!    follower. Past that the leader stops queueing for it, drops the pending messages and marks
+//!    the follower for a state transfer, so its memory stays bounded however long it is away.
+//! 3. **Failure detection**: the leader's heartbeat asks every follower for its status
+//!    (`GET /internal/status`) every 500 ms, and marks it `down` when it does not answer within
+//!    500 ms, so a failure or a return is noticed within about a second.
+//! 4. **Restarted followers**: every node draws a random *incarnation* at start, and a follower
+//!    remembers the incarnation of the leader it is synchronized with. A follower that restarted
+//!    remembers none, and refuses live writes (`409 not_synced`, which the leader retries) until
+//!    the heartbeat has seen that and sent it a state transfer. Then it *replaces* its state with
+//!    the transfer: nothing it held can be newer, since it accepted nothing from this leader.
+//!    A follower already synchronized with this leader that only missed writes *merges* the
+//!    transfer instead, keeping the live writes that arrived meanwhile.
+//! 5. **Leader restart**: the new leader is a new incarnation with an empty map. Before it
+//!    accepts any request it asks every follower for its whole state (`GET /internal/snapshot`,
+//!    waiting up to 2 s for them) and merges what the reachable ones hold: every write that a
+//!    follower still up has acknowledged stays readable, and versions continue after the highest
+//!    one any of them holds, so they never go backwards. Then every follower, synchronized with
+//!    the old incarnation, gets a state transfer that replaces its state, which also removes
+//!    writes that only a follower that was down held ("orphans" the new leader never saw), so all
+//!    nodes converge on the new leader's state.
+//!
+//! What this does not do: a write acknowledged only by followers that are all down while the
+//! leader restarts is lost, and a leader that finds no follower starts empty from version 0.
+//! Surviving that needs persistence or consensus (Raft), which are non-goals here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use crate::replication::{
+    FollowerState, FollowerStatus, Inner, Link, Replicator, SNAPSHOT_PATH, STATUS_PATH, SYNC_PATH,
+    Snapshot, SyncAck, Write, describe, lock,
+};
+
+/// How often the leader asks each follower for its status.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a heartbeat may take before the follower counts as down.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a restarting leader waits for its followers' state.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one state transfer may take.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a restarting leader recovered from its followers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Followers that answered.
+    pub followers: usize,
+    /// Live keys after the merge.
+    pub keys: usize,
+    /// The version new writes continue after.
+    pub version: u64,
+}
+
+impl Replicator {
+    /// Leader start-up: merges the state of every follower that answers within
+    /// [`RECOVERY_TIMEOUT`], and raises the version counter past everything they hold.
+    pub async fn recover(&self) -> Recovered {
+        let deadline = Instant::now() + RECOVERY_TIMEOUT;
+        let mut fetches = JoinSet::new();
+        for link in &self.inner.links {
+            let (client, link) = (self.inner.client.clone(), Arc::clone(link));
+            fetches.spawn(async move {
+                let url = link.url.join(SNAPSHOT_PATH).ok()?;
+                loop {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let response = client.get(url.clone()).timeout(remaining).send().await;
+                    match response.and_then(|r| r.error_for_status()) {
+                        Ok(response) => return response.json::<Snapshot>().await.ok(),
+                        Err(_) if remaining > Duration::from_millis(200) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(err) => {
+                            warn!(follower = %link.url, error = %describe(&err),
+                                "no state recovered from this follower");
+                            return None;
+                        }
+                    }
+                }
+            });
+        }
+        let snapshots: Vec<Snapshot> = fetches.join_all().await.into_iter().flatten().collect();
+
+        let mut replica = lock(&self.inner.replica);
+        for snapshot in &snapshots {
+            replica
+                .store
+                .merge(snapshot.entries.iter().cloned().map(Write::into_entry));
+            replica.store.observe(snapshot.version);
+        }
+        let recovered = Recovered {
+            followers: snapshots.len(),
+            keys: replica.store.len(),
+            version: replica.store.latest_version(),
+        };
+        info!(
+            followers = recovered.followers,
+            keys = recovered.keys,
+            version = recovered.version,
+            "recovered state from followers"
+        );
+        recovered
+    }
+
+    /// Starts one heartbeat task per follower; each also sends the state transfers its follower
+    /// needs. They run as long as the runtime does.
+    pub fn spawn_heartbeats(&self) {
+        for link in &self.inner.links {
+            tokio::spawn(heartbeat(Arc::clone(&self.inner), Arc::clone(link)));
+        }
+    }
+}
+
+/// Watches one follower: marks it up or down, and catches it up when it needs a transfer.
+async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
+    let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = link.wake.notified() => {}
+        }
+        let status = match status(&inner, &link).await {
+            Ok(status) => status,
+            Err(error) => {
+                let mut state = link.state();
+                if state.health != FollowerState::Down {
+                    warn!(follower = %link.url, %error, "follower down");
+                    state.health = FollowerState::Down;
+                }
+                state.last_error = Some(error);
+                continue;
+            }
+        };
+        let must_sync = {
+            let mut state = link.state();
+            state.last_contact = Some(Instant::now());
+            state.node_id = Some(status.node_id.clone());
+            state.applied_version = status.version;
+            state.needs_sync || status.following != Some(inner.incarnation)
+        };
+        if must_sync {
+            sync(&inner, &link).await;
+        } else {
+            let mut state = link.state();
+            if state.health != FollowerState::Up {
+                info!(follower = %link.url, node_id = %status.node_id, "follower up");
+                state.health = FollowerState::Up;
+            }
+        }
+    }
+}
+
+async fn status(inner: &Inner, link: &Link) -> Result<FollowerStatus, String> {
+    let url = link.url.join(STATUS_PATH).map_err(|err| err.to_string())?;
+    let response = inner
+        .client
+        .get(url)
+        .timeout(HEARTBEAT_TIMEOUT)
+        .send()
+        .await;
+    let response = response
+        .and_then(|r| r.error_for_status())
+        .map_err(|err| describe(&err))?;
+    response
+        .json()
+        .await
+        .map_err(|err| format!("unreadable status: {}", describe(&err)))
+}
+
+/// Sends the follower a full state transfer.
+async fn sync(inner: &Inner, link: &Link) {
+    {
+        let mut state = link.state();
+        // Cleared before the snapshot is taken: a delivery that gives up after this point sets
+        // it again, and its write then goes with the next transfer.
+        state.needs_sync = false;
+        state.health = FollowerState::CatchingUp;
+    }
+    let snapshot = Snapshot::of(&lock(&inner.replica).store, Some(inner.incarnation));
+    let (version, entries) = (snapshot.version, snapshot.entries.len());
+    let started = Instant::now();
+    let result = async {
+        let url = link.url.join(SYNC_PATH).map_err(|err| err.to_string())?;
+        let response = inner
+            .client
+            .post(url)
+            .timeout(SYNC_TIMEOUT)
+            .json(&snapshot)
+            .send()
+            .await;
+        let response = response
+            .and_then(|r| r.error_for_status())
+            .map_err(|err| describe(&err))?;
+        response
+            .json::<SyncAck>()
+            .await
+            .map_err(|err| describe(&err))
+    }
+    .await;
+
+    let mut state = link.state();
+    match result {
+        Ok(ack) => {
+            info!(follower = %link.url, node_id = %ack.node_id, entries, version,
+                replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
+                "state transfer done");
+            state.acked_version = state.acked_version.max(version);
+            state.applied_version = state.applied_version.max(ack.version);
+            state.syncs += 1;
+            state.last_contact = Some(Instant::now());
+            state.last_error = None;
+            state.health = FollowerState::Up;
+        }
+        Err(error) => {
+            warn!(follower = %link.url, %error, "state transfer failed; will retry");
+            state.needs_sync = true;
+            state.last_error = Some(error);
+        }
+    }
+}
