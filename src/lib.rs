@@ -15,11 +15,13 @@
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
 //! - [`client`]: a client of the public API, for the command line.
+//! - [`local`]: a local cluster of node processes on loopback, for the benchmark and the tests.
 
 pub mod api;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod recovery;
 pub mod replication;
 pub mod server;

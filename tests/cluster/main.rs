@@ -7,9 +7,10 @@ mod helpers;
 use std::time::Duration;
 
 use futures::future::join_all;
-use helpers::{Settings, TestCluster, eventually, send};
+use helpers::{NodeExt, TestCluster, eventually, send, settings};
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
+use semisync_kv::local::LocalSettings;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,9 +19,9 @@ use tokio::time::Instant;
 /// The lab's two quorum cases with follower5 stopped, then follower5 back.
 #[tokio::test]
 async fn quorum_cases_with_a_stopped_follower() {
-    let mut cluster = TestCluster::start(Settings {
+    let mut cluster = TestCluster::start(LocalSettings {
         replicate_timeout_ms: 800,
-        ..Settings::default()
+        ..settings()
     });
     cluster.followers[4].kill();
 
@@ -60,7 +61,7 @@ async fn quorum_cases_with_a_stopped_follower() {
     );
 
     // follower5 back (empty): once the leader has caught it up, quorum 5 succeeds again.
-    cluster.followers[4].restart();
+    cluster.followers[4].restart().expect("restart");
     cluster.wait_follower(4, "up", Duration::from_secs(5)).await;
     let (status, body) = cluster.put("c", "3", Some(5)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -70,10 +71,10 @@ async fn quorum_cases_with_a_stopped_follower() {
 /// `?quorum=N` overrides `WRITE_QUORUM` for one write.
 #[tokio::test]
 async fn per_request_quorum_override() {
-    let mut cluster = TestCluster::start(Settings {
+    let mut cluster = TestCluster::start(LocalSettings {
         write_quorum: 5,
         replicate_timeout_ms: 500,
-        ..Settings::default()
+        ..settings()
     });
     cluster.followers[0].kill();
 
@@ -108,7 +109,7 @@ async fn per_request_quorum_override() {
 /// PUT and DELETE on a follower are refused with the leader's URL and change nothing.
 #[tokio::test]
 async fn followers_refuse_writes() {
-    let cluster = TestCluster::start(Settings::default());
+    let cluster = TestCluster::start(settings());
     let (status, _) = cluster.put("k", "v", None).await;
     assert_eq!(status, StatusCode::OK);
     cluster
@@ -141,10 +142,10 @@ async fn followers_refuse_writes() {
 /// in every order, yet every follower ends with the leader's state.
 #[tokio::test]
 async fn followers_converge_after_concurrent_writes_under_random_lag() {
-    let settings = Settings {
+    let settings = LocalSettings {
         write_quorum: 1,
         max_delay_ms: 50,
-        ..Settings::default()
+        ..settings()
     };
     let cluster = TestCluster::start(settings.clone());
     let keys = ["x", "y", "z"];
@@ -179,10 +180,10 @@ async fn followers_converge_after_concurrent_writes_under_random_lag() {
 /// Bad input gets a 4xx JSON error from a real node, and changes nothing.
 #[tokio::test]
 async fn bad_input_table() {
-    let cluster = TestCluster::start(Settings {
+    let cluster = TestCluster::start(LocalSettings {
         followers: 1,
         write_quorum: 1,
-        ..Settings::default()
+        ..settings()
     });
     let leader = cluster.leader.url();
     let follower = cluster.followers[0].url();
@@ -289,11 +290,11 @@ async fn bad_input_table() {
 /// SIGTERM stops a node promptly, even with a write still waiting for its quorum.
 #[tokio::test]
 async fn sigterm_stops_a_node_with_a_write_in_flight() {
-    let mut cluster = TestCluster::start(Settings {
+    let mut cluster = TestCluster::start(LocalSettings {
         followers: 1,
         write_quorum: 1,
         replicate_timeout_ms: 30_000,
-        ..Settings::default()
+        ..settings()
     });
     cluster.followers[0].kill();
     let url = format!("{}/kv/k", cluster.leader.url());
@@ -323,7 +324,7 @@ async fn sigterm_stops_a_node_with_a_write_in_flight() {
         "the pending write's connection was closed"
     );
 
-    cluster.followers[0].restart();
+    cluster.followers[0].restart().expect("restart");
     cluster.followers[0].signal(Signal::SIGTERM);
     let status = cluster.followers[0]
         .wait_exit(Duration::from_secs(5))
@@ -359,7 +360,7 @@ async fn write_many(
 /// itself, while writes keep flowing.
 #[tokio::test]
 async fn a_killed_follower_restarts_empty_and_catches_up() {
-    let mut cluster = TestCluster::start(Settings::default());
+    let mut cluster = TestCluster::start(settings());
     assert_eq!(write_many(&cluster, "before", 200, 20).await.len(), 200);
     cluster
         .converged(Duration::from_secs(5))
@@ -374,7 +375,7 @@ async fn a_killed_follower_restarts_empty_and_catches_up() {
     // Restart it while writes flow (the restart blocks until it listens, so off the runtime).
     let mut follower = cluster.followers.remove(2);
     let restart = tokio::task::spawn_blocking(move || {
-        follower.restart();
+        follower.restart().expect("restart");
         follower
     });
     let during = write_many(&cluster, "during", 200, 10).await;
@@ -398,7 +399,7 @@ async fn a_killed_follower_restarts_empty_and_catches_up() {
 /// A follower frozen with SIGSTOP while writes flow gets every write it missed after SIGCONT.
 #[tokio::test]
 async fn a_frozen_follower_catches_up_after_sigcont() {
-    let cluster = TestCluster::start(Settings::default());
+    let cluster = TestCluster::start(settings());
     cluster.followers[0].signal(Signal::SIGSTOP);
     let writes = write_many(&cluster, "k", 300, 10).await;
     assert_eq!(writes.len(), 300);
@@ -434,9 +435,9 @@ async fn a_frozen_follower_catches_up_after_sigcont() {
 /// versions, and every node converges on its state.
 #[tokio::test]
 async fn a_restarted_leader_recovers_from_its_followers() {
-    let mut cluster = TestCluster::start(Settings {
+    let mut cluster = TestCluster::start(LocalSettings {
         write_quorum: 5,
-        ..Settings::default()
+        ..settings()
     });
     let versions = write_many(&cluster, "k", 100, 10).await;
     assert_eq!(versions.len(), 100);
@@ -445,7 +446,7 @@ async fn a_restarted_leader_recovers_from_its_followers() {
     let last_version = 101;
 
     cluster.leader.signal(Signal::SIGKILL);
-    cluster.leader.restart();
+    cluster.leader.restart().expect("restart");
 
     let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
     assert_eq!(
@@ -483,9 +484,9 @@ async fn a_restarted_leader_recovers_from_its_followers() {
 /// leader never saw.
 #[tokio::test]
 async fn a_follower_down_across_a_leader_restart_converges() {
-    let mut cluster = TestCluster::start(Settings {
+    let mut cluster = TestCluster::start(LocalSettings {
         write_quorum: 1,
-        ..Settings::default()
+        ..settings()
     });
     assert_eq!(write_many(&cluster, "a", 50, 10).await.len(), 50);
     cluster
@@ -494,7 +495,7 @@ async fn a_follower_down_across_a_leader_restart_converges() {
         .expect("converged");
     cluster.followers[4].signal(Signal::SIGSTOP);
     cluster.leader.signal(Signal::SIGKILL);
-    cluster.leader.restart();
+    cluster.leader.restart().expect("restart");
     assert_eq!(write_many(&cluster, "b", 50, 10).await.len(), 50);
     cluster.followers[4].signal(Signal::SIGCONT);
     cluster.wait_follower(4, "up", Duration::from_secs(5)).await;
@@ -511,13 +512,11 @@ async fn a_follower_down_across_a_leader_restart_converges() {
 #[tokio::test]
 async fn pending_work_for_an_absent_follower_stays_bounded() {
     const BACKLOG: u64 = 50;
-    let mut cluster = TestCluster::start_with(
-        Settings {
-            write_quorum: 1,
-            ..Settings::default()
-        },
-        &[("REPLICATION_BACKLOG", &BACKLOG.to_string())],
-    );
+    let mut cluster = TestCluster::start(LocalSettings {
+        write_quorum: 1,
+        leader_env: vec![("REPLICATION_BACKLOG".into(), BACKLOG.to_string())],
+        ..settings()
+    });
     cluster.followers[1].kill();
     let mut most_pending = 0;
     for round in 0..10 {
@@ -535,7 +534,7 @@ async fn pending_work_for_an_absent_follower_stays_bounded() {
     let follower = &cluster.cluster_status().await["followers"][1];
     assert_eq!(follower["sync_pending"], true, "{follower}");
 
-    cluster.followers[1].restart();
+    cluster.followers[1].restart().expect("restart");
     cluster.wait_follower(1, "up", Duration::from_secs(5)).await;
     let state = cluster
         .converged(Duration::from_secs(10))

@@ -1,0 +1,229 @@
+//! A local cluster: a leader and its followers as `semisync-kv serve` child processes on
+//! loopback, each bound to port 0 and read back from its "listening" log line. Used by
+//! `semisync-kv bench --local` and by the cluster tests. Dropping a node kills its process.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
+
+/// How long a node may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a local cluster.
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    /// Number of followers.
+    pub followers: usize,
+    /// The leader's `WRITE_QUORUM`.
+    pub write_quorum: usize,
+    /// The leader's `MIN_DELAY_MS`.
+    pub min_delay_ms: u64,
+    /// The leader's `MAX_DELAY_MS`.
+    pub max_delay_ms: u64,
+    /// The leader's `REPLICATE_TIMEOUT_MS`.
+    pub replicate_timeout_ms: u64,
+    /// More environment variables for the leader, e.g. `REPLICATION_BACKLOG`.
+    pub leader_env: Vec<(String, String)>,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            followers: 5,
+            write_quorum: 3,
+            min_delay_ms: 0,
+            max_delay_ms: 1000,
+            replicate_timeout_ms: 5000,
+            leader_env: Vec::new(),
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct LocalNode {
+    /// The node's id (`NODE_ID`).
+    pub id: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LocalNode {
+    /// Starts `binary serve` with `env` and waits until it listens.
+    pub fn start(binary: &Path, id: &str, env: Vec<(String, String)>) -> io::Result<Self> {
+        let mut node = Self {
+            id: id.to_owned(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            binary: binary.to_owned(),
+            env,
+            child: None,
+            log: Arc::default(),
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let mut child = Command::new(&self.binary)
+            .arg("serve")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("NODE_ID", &self.id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr pipe"))?;
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let log = Arc::clone(&self.log);
+        // Keeps draining the node's stderr, so that a chatty node never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    let addr = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next());
+                    if let Some(addr) = addr {
+                        let _ = addr_tx.send(addr.to_owned());
+                    }
+                }
+                log.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(START_TIMEOUT)
+            .ok()
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other(format!(
+                "node {} did not start listening; its log:\n{}",
+                self.id,
+                self.log_text()
+            )));
+        };
+        self.addr = addr;
+        // A restart reuses the address: the leader knows its followers by URL.
+        self.env.retain(|(k, _)| k != "LISTEN_ADDR");
+        self.env.push(("LISTEN_ADDR".into(), addr.to_string()));
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The node's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The process id, while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and not yet seen to exit.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it; the node's memory is lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node again, empty, on the same address.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(None);
+        };
+        let status = child.try_wait()?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
+    }
+
+    /// Everything the node logged so far.
+    pub fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n")
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A leader and its followers on loopback.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The leader.
+    pub leader: LocalNode,
+    /// The followers, `follower1` first.
+    pub followers: Vec<LocalNode>,
+}
+
+impl LocalCluster {
+    /// Starts the followers, then the leader, from `binary` (a `semisync-kv` executable).
+    pub fn start(binary: &Path, settings: &LocalSettings) -> io::Result<Self> {
+        // The followers name the leader in their errors, so its port is chosen first.
+        let leader_addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let followers = (1..=settings.followers)
+            .map(|i| {
+                let env = vec![
+                    ("ROLE".into(), "follower".into()),
+                    ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+                    ("LEADER_URL".into(), format!("http://{leader_addr}")),
+                    ("RUST_LOG".into(), settings.log_filter.clone()),
+                ];
+                LocalNode::start(binary, &format!("follower{i}"), env)
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let follower_urls: Vec<String> = followers.iter().map(LocalNode::url).collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("ROLE".into(), "leader".into()),
+            ("LISTEN_ADDR".into(), leader_addr.to_string()),
+            ("FOLLOWERS".into(), follower_urls.join(",")),
+            ("WRITE_QUORUM".into(), settings.write_quorum.to_string()),
+            ("MIN_DELAY_MS".into(), settings.min_delay_ms.to_string()),
+            ("MAX_DELAY_MS".into(), settings.max_delay_ms.to_string()),
+            (
+                "REPLICATE_TIMEOUT_MS".into(),
+                settings.replicate_timeout_ms.to_string(),
+            ),
+            ("RUST_LOG".into(), settings.log_filter.clone()),
+        ];
+        env.extend(settings.leader_env.iter().cloned());
+        let leader = LocalNode::start(binary, "leader", env)?;
+        Ok(Self { leader, followers })
+    }
+}
