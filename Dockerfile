@@ -22,7 +22,7 @@ RUN apk add --no-cache musl-dev
 WORKDIR /build
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-RUN cargo build --release --locked --bin semisync-kv \
+RUN cargo build --release --locked --no-default-features --bin semisync-kv \
     && cp target/release/semisync-kv /semisync-kv
 
 FROM scratch AS source

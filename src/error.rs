@@ -71,6 +71,11 @@ pub enum Error {
         following: Option<u64>,
     },
 
+    /// A state transfer meant for an earlier run of this follower (it restarted since the
+    /// leader's heartbeat); the leader sends a fresh one.
+    #[error("this state transfer was meant for an earlier run of this follower")]
+    StaleTransfer,
+
     /// The write quorum was not reached in time. The write is NOT rolled back.
     #[error(
         "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
@@ -124,6 +129,7 @@ impl Error {
             Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             Error::NotFollower => (StatusCode::CONFLICT, "not_follower"),
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
+            Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
             Error::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Error::MethodNotAllowed { .. } => {

@@ -14,10 +14,15 @@
 //! - [`error`]: the one error enum and its HTTP status table.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
-//! - [`client`]: a client of the public API, for the command line.
+//! - [`client`]: a client of the public API, for the command line and the benchmark.
+//! - [`cli`]: the command line's client commands (`put`, `get`, `status`, ...).
+//! - `bench` (feature `bench`, on by default): the benchmark and its charts.
 //! - [`local`]: a local cluster of node processes on loopback, for the benchmark and the tests.
 
 pub mod api;
+#[cfg(feature = "bench")]
+pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;

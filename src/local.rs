@@ -27,7 +27,7 @@ pub struct LocalSettings {
     pub replicate_timeout_ms: u64,
     /// More environment variables for the leader, e.g. `REPLICATION_BACKLOG`.
     pub leader_env: Vec<(String, String)>,
-    /// The nodes' `RUST_LOG`.
+    /// The nodes' `RUST_LOG` filter (the start-up line is always logged).
     pub log_filter: String,
 }
 
@@ -54,18 +54,26 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    log_filter: String,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl LocalNode {
-    /// Starts `binary serve` with `env` and waits until it listens.
-    pub fn start(binary: &Path, id: &str, env: Vec<(String, String)>) -> io::Result<Self> {
+    /// Starts `binary serve` with `env`, logging with the `RUST_LOG` filter `log_filter`, and
+    /// waits until it listens.
+    pub fn start(
+        binary: &Path,
+        id: &str,
+        env: Vec<(String, String)>,
+        log_filter: &str,
+    ) -> io::Result<Self> {
         let mut node = Self {
             id: id.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             binary: binary.to_owned(),
             env,
+            log_filter: log_filter.to_owned(),
             child: None,
             log: Arc::default(),
         };
@@ -79,6 +87,11 @@ impl LocalNode {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("NODE_ID", &self.id)
+            // The "listening" line tells the address, whatever the filter asked for.
+            .env(
+                "RUST_LOG",
+                format!("{},semisync_kv::server=info", self.log_filter),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -203,9 +216,8 @@ impl LocalCluster {
                     ("ROLE".into(), "follower".into()),
                     ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
                     ("LEADER_URL".into(), format!("http://{leader_addr}")),
-                    ("RUST_LOG".into(), settings.log_filter.clone()),
                 ];
-                LocalNode::start(binary, &format!("follower{i}"), env)
+                LocalNode::start(binary, &format!("follower{i}"), env, &settings.log_filter)
             })
             .collect::<io::Result<Vec<_>>>()?;
         let follower_urls: Vec<String> = followers.iter().map(LocalNode::url).collect();
@@ -223,7 +235,7 @@ impl LocalCluster {
             ("RUST_LOG".into(), settings.log_filter.clone()),
         ];
         env.extend(settings.leader_env.iter().cloned());
-        let leader = LocalNode::start(binary, "leader", env)?;
+        let leader = LocalNode::start(binary, "leader", env, &settings.log_filter)?;
         Ok(Self { leader, followers })
     }
 }

@@ -1,11 +1,12 @@
 //! The `semisync-kv` command line: parses arguments, starts tracing, and calls the library.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use semisync_kv::Config;
+use semisync_kv::cli::ClientCommand;
 use tracing_subscriber::EnvFilter;
 
 /// A single-leader, semi-synchronously replicated in-memory key-value store.
@@ -20,16 +21,12 @@ struct Cli {
 enum Command {
     /// Run a node (leader or follower).
     Serve(Config),
-    /// Probe a node's /health and exit 0 if it answers "ok", 1 otherwise (for container
-    /// healthchecks: the image has no shell and no curl).
-    Health {
-        /// Base URL of the node to probe [default: the port of LISTEN_ADDR on 127.0.0.1].
-        #[arg(long, value_parser = semisync_kv::config::parse_base_url)]
-        url: Option<reqwest::Url>,
-        /// The address the node listens on, used when --url is not given.
-        #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
-        listen_addr: SocketAddr,
-    },
+    /// Measure write latency per quorum, replica convergence and throughput; write
+    /// artifacts/benchmark_results.json and PNG charts.
+    #[cfg(feature = "bench")]
+    Bench(semisync_kv::bench::BenchArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -41,51 +38,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing();
-    match cli.command {
-        Command::Serve(config) => serve(config),
-        Command::Health { url, listen_addr } => {
-            let url = url.unwrap_or_else(|| local_url(listen_addr));
-            match runtime().and_then(|rt| rt.block_on(semisync_kv::client::health(&url))) {
-                Ok(health) => {
-                    println!(
-                        "ok: {} {} at version {}",
-                        health.role, health.node_id, health.version
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(err) => {
-                    eprintln!("unhealthy: {err}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-/// The URL of a node listening on `addr`, reached from the same host.
-fn local_url(addr: SocketAddr) -> reqwest::Url {
-    let ip = if addr.ip().is_unspecified() {
-        [127, 0, 0, 1].into()
-    } else {
-        addr.ip()
-    };
-    let text = format!("http://{}", SocketAddr::new(ip, addr.port()));
-    reqwest::Url::parse(&text).unwrap_or_else(|_| unreachable!("an IP address and port form a URL"))
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| format!("cannot start the async runtime: {err}"))
-}
-
-fn serve(config: Config) -> ExitCode {
-    if let Err(message) = config.validate() {
-        eprintln!("error: invalid configuration: {message}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,11 +48,33 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match cli.command {
+        Command::Serve(config) => {
+            init_tracing("info");
+            serve(runtime, config)
+        }
+        #[cfg(feature = "bench")]
+        Command::Bench(args) => {
+            init_tracing("warn");
+            runtime.block_on(semisync_kv::bench::run(args))
+        }
+        Command::Client(command) => runtime.block_on(semisync_kv::cli::run(command)),
+    }
+}
+
+fn serve(runtime: tokio::runtime::Runtime, config: Config) -> ExitCode {
+    if let Err(message) = config.validate() {
+        eprintln!("error: invalid configuration: {message}");
+        return ExitCode::from(2);
+    }
     let listen_addr = config.listen_addr;
     let result = runtime.block_on(async {
         let shutdown = semisync_kv::server::shutdown_signal()?;
         semisync_kv::server::serve(config, shutdown).await
     });
+    // Do not wait for stragglers (a DNS lookup of a stopped container, a retry): `docker stop`
+    // must return at once.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -110,9 +84,9 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: info), in colour only on a terminal.
-fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr, filtered by `RUST_LOG` (else `default`), in colour only on a terminal.
+fn init_tracing(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

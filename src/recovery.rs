@@ -17,8 +17,9 @@
 //!    backoff and jitter ([`replication`](crate::replication)), also after the client got its
 //!    answer.
 //! 2. **Long outages** are bounded: at most `REPLICATION_BACKLOG` writes may be pending for one
-//!    follower. Past that the leader stops queueing for it, drops the pending messages and marks
-//!    the follower for a state transfer, so its memory stays bounded however long it is away.
+//!    follower. Past that, or once the follower has been down for 10 s, the leader marks it for
+//!    a state transfer, stops queueing for it, and its pending messages stop retrying at their
+//!    next failure, so its memory stays bounded however long the follower is away.
 //! 3. **Failure detection**: the leader's heartbeat asks every follower for its status
 //!    (`GET /internal/status`) every 500 ms, and marks it `down` when it does not answer within
 //!    500 ms, so a failure or a return is noticed within about a second.
@@ -43,15 +44,15 @@
 //! Surviving that needs persistence or consensus (Raft), which are non-goals here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::replication::{
-    FollowerState, FollowerStatus, Inner, Link, Replicator, SNAPSHOT_PATH, STATUS_PATH, SYNC_PATH,
-    Snapshot, SyncAck, Write, describe, lock,
+    FollowerState, FollowerStatus, Incarnation, Inner, Link, Replicator, SNAPSHOT_PATH,
+    STATUS_PATH, SYNC_PATH, Snapshot, SyncAck, SyncRequest, Write, describe, lock,
 };
 
 /// How often the leader asks each follower for its status.
@@ -60,6 +61,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a restarting leader waits for its followers' state.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between two attempts to reach a follower during recovery.
+const RECOVERY_RETRY: Duration = Duration::from_millis(200);
 /// How long one state transfer may take.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -83,32 +86,28 @@ impl Replicator {
         for link in &self.inner.links {
             let (client, link) = (self.inner.client.clone(), Arc::clone(link));
             fetches.spawn(async move {
-                let url = link.url.join(SNAPSHOT_PATH).ok()?;
-                loop {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    let response = client.get(url.clone()).timeout(remaining).send().await;
-                    match response.and_then(|r| r.error_for_status()) {
-                        Ok(response) => return response.json::<Snapshot>().await.ok(),
-                        Err(_) if remaining > Duration::from_millis(200) => {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(err) => {
-                            warn!(follower = %link.url, error = %describe(&err),
-                                "no state recovered from this follower");
-                            return None;
-                        }
-                    }
+                let fetched = fetch_snapshot(&client, &link, deadline).await;
+                if let Err(error) = &fetched {
+                    warn!(follower = %link.url, %error, "no state recovered from this follower");
                 }
+                fetched.ok()
             });
         }
         let snapshots: Vec<Snapshot> = fetches.join_all().await.into_iter().flatten().collect();
 
         let mut replica = lock(&self.inner.replica);
         for snapshot in &snapshots {
-            replica
-                .store
-                .merge(snapshot.entries.iter().cloned().map(Write::into_entry));
+            let entries = snapshot.entries.iter().cloned().map(Write::into_entry);
+            replica.store.merge(entries);
             replica.store.observe(snapshot.version);
+        }
+        let complete = snapshots.len() == self.inner.links.len();
+        if !complete {
+            // A follower that did not answer may hold versions nobody else has seen. Versions
+            // from the clock are newer than any a previous leader issued (it would have needed
+            // more than a million writes a second to get ahead of the clock), so new writes
+            // still win over such writes and never reuse their versions.
+            replica.store.observe(clock_version());
         }
         let recovered = Recovered {
             followers: snapshots.len(),
@@ -117,6 +116,7 @@ impl Replicator {
         };
         info!(
             followers = recovered.followers,
+            of = self.inner.links.len(),
             keys = recovered.keys,
             version = recovered.version,
             "recovered state from followers"
@@ -131,6 +131,43 @@ impl Replicator {
             tokio::spawn(heartbeat(Arc::clone(&self.inner), Arc::clone(link)));
         }
     }
+}
+
+/// Asks a follower for its whole state until it answers or `deadline` passes. The deadline
+/// bounds the wait for an answer to begin, not the transfer of a large state.
+async fn fetch_snapshot(
+    client: &reqwest::Client,
+    link: &Link,
+    deadline: Instant,
+) -> Result<Snapshot, String> {
+    let url = link
+        .url
+        .join(SNAPSHOT_PATH)
+        .map_err(|err| err.to_string())?;
+    let response = loop {
+        let request = client.get(url.clone()).timeout(SYNC_TIMEOUT).send();
+        match tokio::time::timeout_at(deadline, request).await {
+            Err(_) => return Err(format!("no answer within {RECOVERY_TIMEOUT:?}")),
+            Ok(Ok(response)) => break response,
+            Ok(Err(err)) if Instant::now() + RECOVERY_RETRY < deadline => {
+                debug!(follower = %link.url, error = %describe(&err), "retrying");
+                tokio::time::sleep(RECOVERY_RETRY).await;
+            }
+            Ok(Err(err)) => return Err(describe(&err)),
+        }
+    };
+    let response = response.error_for_status().map_err(|err| describe(&err))?;
+    response
+        .json()
+        .await
+        .map_err(|err| format!("unreadable snapshot: {}", describe(&err)))
+}
+
+/// Microseconds since the Unix epoch: a version floor newer than any earlier leader's versions.
+fn clock_version() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
 }
 
 /// Watches one follower: marks it up or down, and catches it up when it needs a transfer.
@@ -149,6 +186,7 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
                 if state.health != FollowerState::Down {
                     warn!(follower = %link.url, %error, "follower down");
                     state.health = FollowerState::Down;
+                    state.down_since = Some(Instant::now());
                 }
                 state.last_error = Some(error);
                 continue;
@@ -157,12 +195,13 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
         let must_sync = {
             let mut state = link.state();
             state.last_contact = Some(Instant::now());
+            state.down_since = None;
             state.node_id = Some(status.node_id.clone());
             state.applied_version = status.version;
             state.needs_sync || status.following != Some(inner.incarnation)
         };
         if must_sync {
-            sync(&inner, &link).await;
+            sync(&inner, &link, status.incarnation).await;
         } else {
             let mut state = link.state();
             if state.health != FollowerState::Up {
@@ -190,8 +229,8 @@ async fn status(inner: &Inner, link: &Link) -> Result<FollowerStatus, String> {
         .map_err(|err| format!("unreadable status: {}", describe(&err)))
 }
 
-/// Sends the follower a full state transfer.
-async fn sync(inner: &Inner, link: &Link) {
+/// Sends the follower (its run `follower`) a full state transfer.
+async fn sync(inner: &Inner, link: &Link, follower: Incarnation) {
     {
         let mut state = link.state();
         // Cleared before the snapshot is taken: a delivery that gives up after this point sets
@@ -199,7 +238,7 @@ async fn sync(inner: &Inner, link: &Link) {
         state.needs_sync = false;
         state.health = FollowerState::CatchingUp;
     }
-    let snapshot = Snapshot::of(&lock(&inner.replica).store, Some(inner.incarnation));
+    let snapshot = SyncRequest::of(&lock(&inner.replica).store, inner.incarnation, follower);
     let (version, entries) = (snapshot.version, snapshot.entries.len());
     let started = Instant::now();
     let result = async {

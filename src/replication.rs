@@ -54,6 +54,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest pause between two attempts to deliver the same message.
 const RETRY_BACKOFF: RangeInclusive<Duration> = Duration::from_millis(50)..=Duration::from_secs(2);
+/// A follower down for this long stops being retried: it gets a state transfer when it is back.
+pub const GIVE_UP_AFTER_DOWN: Duration = Duration::from_secs(10);
 
 /// Identifies one run of a node: a random number drawn at start-up. A follower that restarts
 /// comes back with a new one, and a follower remembers the incarnation of the leader whose
@@ -169,34 +171,64 @@ pub struct FollowerStatus {
     pub keys: usize,
 }
 
-/// A whole state: the body of a full state transfer (`POST /internal/sync`, with `leader`) and
-/// of a follower's `GET /internal/snapshot` (with `leader: null`).
+/// A follower's whole state: the answer to `GET /internal/snapshot`, read by a restarting
+/// leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    /// On a transfer: the sending leader's incarnation. On a follower's snapshot: the leader it
-    /// follows.
-    pub leader: Option<Incarnation>,
-    /// The sender's latest version when the snapshot was taken.
+    /// The leader incarnation the follower is synchronized with, if any.
+    pub following: Option<Incarnation>,
+    /// The follower's latest version.
     pub version: Version,
     /// Every entry, tombstones included.
     pub entries: Vec<Write>,
 }
 
 impl Snapshot {
-    /// A snapshot of `store`, sent by (or following) `leader`.
-    pub fn of(store: &Store, leader: Option<Incarnation>) -> Self {
-        let entries = store
-            .snapshot()
-            .into_iter()
-            .map(|(key, entry)| Write::new(key, entry))
-            .collect();
+    /// A snapshot of `store`, as held by a follower of `following`.
+    pub fn of(store: &Store, following: Option<Incarnation>) -> Self {
         Self {
-            leader,
+            following,
             version: store.latest_version(),
-            entries,
+            entries: entries(store),
         }
     }
+}
+
+/// A full state transfer from the leader: `POST /internal/sync`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The sending leader's incarnation.
+    pub leader: Incarnation,
+    /// The follower incarnation the transfer is meant for. A follower that restarted since the
+    /// leader's heartbeat refuses it: the transfer might lack writes the earlier run had
+    /// acknowledged after the snapshot was taken, so the leader must take a fresh one.
+    pub follower: Incarnation,
+    /// The leader's latest version when the snapshot was taken.
+    pub version: Version,
+    /// Every entry of the leader, tombstones included.
+    pub entries: Vec<Write>,
+}
+
+impl SyncRequest {
+    /// A transfer of `store` from `leader` to the run `follower` of a follower.
+    pub fn of(store: &Store, leader: Incarnation, follower: Incarnation) -> Self {
+        Self {
+            leader,
+            follower,
+            version: store.latest_version(),
+            entries: entries(store),
+        }
+    }
+}
+
+fn entries(store: &Store) -> Vec<Write> {
+    store
+        .snapshot()
+        .into_iter()
+        .map(|(key, entry)| Write::new(key, entry))
+        .collect()
 }
 
 /// A follower's answer to a state transfer.
@@ -294,6 +326,8 @@ pub(crate) struct LinkState {
     pub(crate) acked_version: Version,
     pub(crate) applied_version: Version,
     pub(crate) last_contact: Option<Instant>,
+    /// Since when the heartbeat has found the follower down.
+    pub(crate) down_since: Option<Instant>,
     last_ack_latency: Option<Duration>,
     pending: usize,
     retrying: usize,
@@ -318,6 +352,7 @@ impl Link {
                 acked_version: 0,
                 applied_version: 0,
                 last_contact: None,
+                down_since: None,
                 last_ack_latency: None,
                 pending: 0,
                 retrying: 0,
@@ -420,6 +455,11 @@ impl Replicator {
         self.inner.timeout
     }
 
+    /// The simulated lag range of replication messages, in milliseconds.
+    pub fn lag_ms(&self) -> RangeInclusive<u64> {
+        self.inner.lag_ms.clone()
+    }
+
     /// This leader's incarnation.
     pub fn incarnation(&self) -> Incarnation {
         self.inner.incarnation
@@ -499,11 +539,12 @@ impl Delivery {
         let mut retrying = false;
         let result = loop {
             simulated_lag(&self.inner.lag_ms).await;
-            let error = match self.send().await {
+            let failure = match self.send().await {
                 Ok(ack) => break Some(ack),
-                Err(error) => error,
+                Err(failure) => failure,
             };
-            if self.give_up(&error, &mut retrying) {
+            let error = &failure.reason;
+            if self.give_up(&failure, &mut retrying) {
                 break None;
             }
             debug!(follower = %self.link.url, version = self.message.version, %error, "retrying");
@@ -533,19 +574,24 @@ impl Delivery {
     }
 
     /// After a failure: records it, and decides whether to stop retrying. A delivery stops only
-    /// when a state transfer is due, which then carries its write.
-    fn give_up(&self, error: &str, retrying: &mut bool) -> bool {
+    /// when a state transfer is due, which then carries its write: after a refusal that a retry
+    /// cannot change, once the follower has been down for [`GIVE_UP_AFTER_DOWN`], or once
+    /// another delivery found the backlog full.
+    fn give_up(&self, failure: &Failure, retrying: &mut bool) -> bool {
         let mut state = self.link.state();
         if state.last_error.is_none() {
-            warn!(follower = %self.link.url, version = self.message.version, %error,
-                "replication failed; retrying");
+            warn!(follower = %self.link.url, version = self.message.version,
+                error = %failure.reason, "replication failed; retrying");
         }
-        state.last_error = Some(error.to_owned());
+        state.last_error = Some(failure.reason.clone());
         if !*retrying {
             *retrying = true;
             state.retrying += 1;
         }
-        if state.pending > self.inner.backlog {
+        let down_long = state
+            .down_since
+            .is_some_and(|since| since.elapsed() >= GIVE_UP_AFTER_DOWN);
+        if failure.permanent || down_long {
             state.needs_sync = true;
         }
         state.needs_sync
@@ -567,7 +613,7 @@ impl Delivery {
         }
     }
 
-    async fn send(&self) -> Result<Ack, String> {
+    async fn send(&self) -> Result<Ack, Failure> {
         let response = self
             .inner
             .client
@@ -576,21 +622,45 @@ impl Delivery {
             .json(&*self.message)
             .send()
             .await
-            .map_err(|err| describe(&err))?;
+            .map_err(|err| Failure::transient(describe(&err)))?;
         let status = response.status();
+        if status.is_success() {
+            return response
+                .json::<Ack>()
+                .await
+                .map_err(|err| Failure::transient(format!("unreadable ack: {}", describe(&err))));
+        }
+        let reason = format!(
+            "HTTP {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
         if status == reqwest::StatusCode::CONFLICT {
             // `not_synced`: the follower restarted, or this leader did. Its heartbeat sends the
             // state transfer now rather than at the next tick; this delivery retries after it.
             self.link.wake.notify_one();
+            return Err(Failure::transient(reason));
         }
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(format!("HTTP {status}: {body}"));
+        // Any other refusal would be refused again: leave the write to a state transfer.
+        Err(Failure {
+            permanent: status.is_client_error(),
+            reason,
+        })
+    }
+}
+
+/// Why a delivery attempt failed.
+struct Failure {
+    /// A retry cannot succeed (the follower refused the message itself).
+    permanent: bool,
+    reason: String,
+}
+
+impl Failure {
+    fn transient(reason: String) -> Self {
+        Self {
+            permanent: false,
+            reason,
         }
-        response
-            .json::<Ack>()
-            .await
-            .map_err(|err| format!("unreadable ack: {}", describe(&err)))
     }
 }
 

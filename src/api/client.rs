@@ -56,10 +56,13 @@ async fn health(State(state): State<AppState>) -> axum::Json<Health> {
 
 /// Body of a successful `GET /kv/{key}`.
 #[derive(Debug, Serialize, Deserialize)]
-struct ReadResponse {
-    key: String,
-    value: String,
-    version: Version,
+pub struct ReadResponse {
+    /// The key read.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// The version of the write that set it.
+    pub version: Version,
 }
 
 async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json<ReadResponse>> {
@@ -198,6 +201,12 @@ pub struct ClusterStatus {
     pub keys: usize,
     /// The default write quorum (`WRITE_QUORUM`).
     pub write_quorum: usize,
+    /// Smallest simulated lag of a replication message (`MIN_DELAY_MS`).
+    pub min_delay_ms: u64,
+    /// Largest simulated lag of a replication message (`MAX_DELAY_MS`).
+    pub max_delay_ms: u64,
+    /// How long a write waits for its quorum (`REPLICATE_TIMEOUT_MS`).
+    pub replicate_timeout_ms: u64,
     /// Each follower as the leader sees it.
     pub followers: Vec<FollowerView>,
 }
@@ -216,6 +225,9 @@ async fn cluster(
         version,
         keys,
         write_quorum: state.inner.write_quorum,
+        min_delay_ms: *replicator.lag_ms().start(),
+        max_delay_ms: *replicator.lag_ms().end(),
+        replicate_timeout_ms: replicator.timeout().as_millis() as u64,
         followers: replicator.followers(),
     })
 }

@@ -5,27 +5,33 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use super::{AppState, Follower, Json, check_key, parse_json};
+use serde::de::DeserializeOwned;
+
+use super::{AppState, Follower, check_key, parse_json};
 use crate::error::{Error, Result};
 use crate::replication::{
     Ack, FollowerStatus, REPLICATE_PATH, ReplicateRequest, SNAPSHOT_PATH, STATUS_PATH, SYNC_PATH,
-    Snapshot, SyncAck, Write,
+    Snapshot, SyncAck, SyncRequest, Write,
 };
 
-/// Largest state transfer a follower accepts, in bytes.
-const SYNC_BODY_LIMIT: usize = 4 << 30;
+/// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
+/// has already checked each value against its own `MAX_VALUE_BYTES`, so a follower configured
+/// with a smaller one still takes every write rather than refusing it forever.
+const INTERNAL_BODY_LIMIT: usize = 4 << 30;
+
+/// Largest version a message may carry: the largest integer JSON numbers hold exactly.
+const MAX_VERSION: u64 = (1 << 53) - 1;
 
 pub(super) fn routes() -> Router<AppState> {
+    let limit = || DefaultBodyLimit::max(INTERNAL_BODY_LIMIT);
     Router::new()
-        .route(REPLICATE_PATH, post(replicate))
+        .route(REPLICATE_PATH, post(replicate).layer(limit()))
+        .route(SYNC_PATH, post(sync).layer(limit()))
         .route(STATUS_PATH, get(status))
         .route(SNAPSHOT_PATH, get(snapshot))
-        .route(
-            SYNC_PATH,
-            post(sync).layer(DefaultBodyLimit::max(SYNC_BODY_LIMIT)),
-        )
 }
 
 /// Applies one replicated write if it is newer than what this follower holds, and acknowledges
@@ -34,11 +40,11 @@ pub(super) fn routes() -> Router<AppState> {
 async fn replicate(
     Follower: Follower,
     State(state): State<AppState>,
-    Json(message): Json<ReplicateRequest>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Ack>> {
+    let message: ReplicateRequest = read_body(body)?;
     check_key(&message.key)?;
     check_version(message.version)?;
-    state.check_value(message.value.as_deref())?;
     let applied = {
         let mut replica = state.replica();
         if replica.following != Some(message.leader) {
@@ -80,30 +86,23 @@ async fn sync(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<SyncAck>> {
-    let body = body.map_err(|_| Error::PayloadTooLarge {
-        what: "state transfer",
-        limit: SYNC_BODY_LIMIT,
-    })?;
-    let snapshot: Snapshot = parse_json(&body)?;
-    let Some(leader) = snapshot.leader else {
-        return Err(Error::InvalidBody(
-            "a state transfer must name its leader".into(),
-        ));
-    };
-    for write in &snapshot.entries {
+    let transfer: SyncRequest = read_body(body)?;
+    if transfer.follower != state.inner.incarnation {
+        return Err(Error::StaleTransfer);
+    }
+    for write in &transfer.entries {
         check_key(&write.key)?;
         check_version(write.version)?;
-        state.check_value(write.value.as_deref())?;
     }
-    let entries = snapshot.entries.into_iter().map(Write::into_entry);
+    let entries = transfer.entries.into_iter().map(Write::into_entry);
     let mut replica = state.replica();
-    let replaced = replica.following != Some(leader);
+    let replaced = replica.following != Some(transfer.leader);
     if replaced {
-        replica.store.replace(entries, snapshot.version);
-        replica.following = Some(leader);
+        replica.store.replace(entries, transfer.version);
+        replica.following = Some(transfer.leader);
     } else {
         replica.store.merge(entries);
-        replica.store.observe(snapshot.version);
+        replica.store.observe(transfer.version);
     }
     let version = replica.store.latest_version();
     Ok(axum::Json(SyncAck {
@@ -113,9 +112,23 @@ async fn sync(
     }))
 }
 
+/// Reads an internal route's JSON body.
+fn read_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
+            what: "request body",
+            limit: INTERNAL_BODY_LIMIT,
+        },
+        _ => Error::InvalidBody(rejection.body_text()),
+    })?;
+    parse_json(&body)
+}
+
 fn check_version(version: u64) -> Result<()> {
-    if version == 0 {
-        return Err(Error::InvalidBody("version must be at least 1".into()));
+    if !(1..=MAX_VERSION).contains(&version) {
+        return Err(Error::InvalidBody(format!(
+            "version must be between 1 and {MAX_VERSION}"
+        )));
     }
     Ok(())
 }

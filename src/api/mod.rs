@@ -20,7 +20,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::replication::{Incarnation, Replica, Replicator, SharedReplica, lock};
 
-pub use client::{ClusterStatus, Health, WriteResponse};
+pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
 
 /// Longest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -302,15 +302,24 @@ async fn unknown_routes_and_methods_get_json_errors() {
     .await;
 }
 
+/// The follower's incarnation, as its heartbeat answer reports it.
+async fn incarnation(app: &Router) -> u64 {
+    let (_, status) = call(app, "GET", "/internal/status", None).await;
+    status["incarnation"].as_u64().expect("incarnation")
+}
+
+/// A state transfer body from `leader` to the follower `app`.
+async fn transfer(app: &Router, leader: u64, version: u64, entries: &str) -> String {
+    let follower = incarnation(app).await;
+    format!(
+        r#"{{"leader":{leader},"follower":{follower},"version":{version},"entries":[{entries}]}}"#
+    )
+}
+
 /// Makes `app` (a follower) follow leader incarnation 7 with an empty state.
 async fn follow_leader_7(app: &Router) {
-    let (status, ack) = call(
-        app,
-        "POST",
-        "/internal/sync",
-        Some(r#"{"leader":7,"version":0,"entries":[]}"#),
-    )
-    .await;
+    let body = transfer(app, 7, 0, "").await;
+    let (status, ack) = call(app, "POST", "/internal/sync", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(ack["replaced"], true);
 }
@@ -385,12 +394,11 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     let app = app(Role::Follower);
     let (_, status) = call(&app, "GET", "/internal/status", None).await;
     assert_eq!(status["following"], Value::Null);
-    assert!(status["incarnation"].is_u64());
 
-    let first = r#"{"leader":7,"version":3,"entries":[
-        {"key":"a","value":"1","version":1},{"key":"b","value":"2","version":2},
-        {"key":"gone","value":null,"version":3}]}"#;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(first)).await;
+    let entries = r#"{"key":"a","value":"1","version":1},{"key":"b","value":"2","version":2},
+        {"key":"gone","value":null,"version":3}"#;
+    let first = transfer(&app, 7, 3, entries).await;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&first)).await;
     assert_eq!(
         (ack["replaced"].clone(), ack["version"].clone()),
         (json!(true), json!(3))
@@ -408,8 +416,8 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
             .0,
         StatusCode::OK
     );
-    let older = r#"{"leader":7,"version":4,"entries":[{"key":"a","value":"x","version":4}]}"#;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(older)).await;
+    let older = transfer(&app, 7, 4, r#"{"key":"a","value":"x","version":4}"#).await;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&older)).await;
     assert_eq!(ack["replaced"], false);
     assert_eq!(
         call(&app, "GET", "/dump", None).await.1,
@@ -417,12 +425,12 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     );
 
     // A new leader: replaced, which drops what that leader does not hold.
-    let new_leader = r#"{"leader":9,"version":6,"entries":[{"key":"a","value":"L2","version":6}]}"#;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(new_leader)).await;
+    let new_leader = transfer(&app, 9, 6, r#"{"key":"a","value":"L2","version":6}"#).await;
+    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&new_leader)).await;
     assert_eq!(ack["replaced"], true);
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
     let (_, snapshot) = call(&app, "GET", "/internal/snapshot", None).await;
-    assert_eq!(snapshot["leader"], 9);
+    assert_eq!(snapshot["following"], 9);
     assert_eq!(snapshot["version"], 6);
     assert_eq!(
         snapshot["entries"],
@@ -431,10 +439,32 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
 }
 
 #[tokio::test]
+async fn a_transfer_meant_for_an_earlier_run_is_refused() {
+    let app = app(Role::Follower);
+    let other_run = incarnation(&app).await.wrapping_add(1);
+    let entries = r#"[{"key":"k","value":"v","version":1}]"#;
+    let body = format!(r#"{{"leader":7,"follower":{other_run},"version":1,"entries":{entries}}}"#);
+    assert_error(
+        &app,
+        "POST",
+        "/internal/sync",
+        Some(&body),
+        409,
+        "stale_transfer",
+    )
+    .await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+    assert_eq!(
+        call(&app, "GET", "/internal/status", None).await.1["following"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
 async fn replication_input_is_validated() {
     let app = app(Role::Follower);
     follow_leader_7(&app).await;
-    let cases: [(&str, u16, &str); 7] = [
+    let cases = [
         ("nope", 400, "invalid_json"),
         (r#"{"leader":7,"key":"k","version":1}"#, 400, "invalid_body"),
         (
@@ -453,14 +483,14 @@ async fn replication_input_is_validated() {
             "invalid_body",
         ),
         (
+            r#"{"leader":7,"key":"k","value":"v","version":9007199254740992}"#,
+            400,
+            "invalid_body",
+        ),
+        (
             r#"{"leader":7,"key":"","value":"v","version":1}"#,
             400,
             "invalid_key",
-        ),
-        (
-            r#"{"leader":7,"key":"k","value":"01234567890123456","version":1}"#,
-            413,
-            "payload_too_large",
         ),
     ];
     for (body, status, code) in cases {
@@ -474,28 +504,37 @@ async fn replication_input_is_validated() {
         )
         .await;
     }
-    let bad_syncs: [(&str, u16, &str); 4] = [
-        ("[]", 400, "invalid_body"),
+    let me = incarnation(&app).await;
+    let bad_syncs = [
+        ("[]".to_owned(), 400, "invalid_body"),
         (
-            r#"{"leader":null,"version":1,"entries":[]}"#,
+            format!(r#"{{"leader":null,"follower":{me},"version":1,"entries":[]}}"#),
             400,
             "invalid_body",
         ),
         (
-            r#"{"leader":7,"version":1,"entries":[{"key":"","value":"v","version":1}]}"#,
+            transfer(&app, 7, 1, r#"{"key":"","value":"v","version":1}"#).await,
             400,
             "invalid_key",
         ),
         (
-            r#"{"leader":7,"version":1,"entries":[{"key":"k","value":"v","version":0}]}"#,
+            transfer(&app, 7, 1, r#"{"key":"k","value":"v","version":0}"#).await,
             400,
             "invalid_body",
         ),
     ];
     for (body, status, code) in bad_syncs {
-        assert_error(&app, "POST", "/internal/sync", Some(body), status, code).await;
+        assert_error(&app, "POST", "/internal/sync", Some(&body), status, code).await;
     }
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+
+    // A value over this follower's own MAX_VALUE_BYTES is still taken: the leader checked it
+    // against its own limit, and refusing it would leave this follower behind for good.
+    let big = r#"{"leader":7,"key":"k","value":"01234567890123456","version":1}"#;
+    assert_eq!(
+        call(&app, "POST", "/internal/replicate", Some(big)).await.0,
+        StatusCode::OK
+    );
 
     let leader = super::router(AppState::new(&config(Role::Leader)));
     let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;

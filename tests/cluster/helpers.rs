@@ -87,6 +87,18 @@ impl TestCluster {
         }
     }
 
+    /// Starts a cluster and waits until the leader has brought every follower up (followers
+    /// refuse writes until the leader's first state transfer).
+    pub async fn start_up(settings: LocalSettings) -> Self {
+        let cluster = Self::start(settings);
+        for i in 0..cluster.followers.len() {
+            cluster
+                .wait_follower(i, "up", Duration::from_secs(10))
+                .await;
+        }
+        cluster
+    }
+
     /// PUT `value` at `key` on the leader, with an optional quorum override.
     pub async fn put(&self, key: &str, value: &str, quorum: Option<usize>) -> (StatusCode, Value) {
         let url = write_url(&self.leader.url(), key, quorum);

@@ -63,6 +63,13 @@ impl Stack {
                  `dockerd &`), or run only the tests that need no Docker: `cargo test --lib --test cluster`"
             );
         }
+        if let Some(port) =
+            (8000..=8005).find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
+        {
+            panic!(
+                "port {port} on 127.0.0.1 is taken: stop what listens there (the lab cluster? `docker compose down`)"
+            );
+        }
         let existing = run_ok(Command::new("docker").args(["ps", "-aq", "--filter", "name=^kv-"]));
         assert!(
             existing.trim().is_empty(),
@@ -188,18 +195,36 @@ async fn converged(http: &reqwest::Client) -> BTreeMap<String, String> {
     .expect("followers converge on the leader's state")
 }
 
-/// Polls the leader's `/cluster` until the follower with `node_id` is `up`.
-async fn wait_follower_up(http: &reqwest::Client, node_id: &str) {
+/// The leader's view of the follower `node_id`.
+async fn follower(http: &reqwest::Client, node_id: &str) -> serde_json::Value {
+    let (_, cluster) = send(http.get(format!("{LEADER}/cluster"))).await;
+    let followers = cluster["followers"].as_array().cloned().unwrap_or_default();
+    followers
+        .into_iter()
+        .find(|f| f["node_id"] == node_id)
+        .unwrap_or_default()
+}
+
+/// Polls the leader's `/cluster` until the follower `node_id` is `up` after more than `syncs`
+/// state transfers: it was caught up since the moment `syncs` was read.
+async fn wait_caught_up(http: &reqwest::Client, node_id: &str, syncs: u64) {
     eventually(settle(), || async {
-        let (_, cluster) = send(http.get(format!("{LEADER}/cluster"))).await;
-        let followers = cluster["followers"].as_array().cloned().unwrap_or_default();
-        match followers.iter().find(|f| f["node_id"] == node_id) {
-            Some(f) if f["state"] == "up" => Ok(()),
-            other => Err(format!("{node_id}: {other:?}")),
+        let f = follower(http, node_id).await;
+        if f["state"] == "up" && f["syncs"].as_u64() > Some(syncs) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{node_id} not caught up since {syncs} transfers: {f}"
+            ))
         }
     })
     .await
-    .expect("follower up");
+    .expect("follower caught up");
+}
+
+/// The number of state transfers the leader has sent to `node_id`.
+async fn syncs(http: &reqwest::Client, node_id: &str) -> u64 {
+    follower(http, node_id).await["syncs"].as_u64().unwrap_or(0)
 }
 
 async fn put(http: &reqwest::Client, key: &str, value: &str) -> (StatusCode, serde_json::Value) {
@@ -276,9 +301,10 @@ async fn lab_scenarios_against_the_compose_cluster() {
 
     // The follower back: it comes back empty, the leader catches it up, and a quorum-5 write
     // succeeds again.
+    let before = syncs(&http, "follower5").await;
     docker(&["start", "kv-follower5"]);
     wait_healthy(&["kv-follower5"]).await;
-    wait_follower_up(&http, "follower5").await;
+    wait_caught_up(&http, "follower5", before).await;
     let (status, body) = put(&http, "case", "B again").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["acks"], 5);
@@ -295,12 +321,13 @@ async fn lab_scenarios_against_the_compose_cluster() {
 
     // `docker restart` of a follower: it converges by itself. (The leader runs with
     // WRITE_QUORUM=5 since case B, so these writes ask for 3.)
+    let before = syncs(&http, "follower3").await;
     docker(&["restart", "-t", "2", "kv-follower3"]);
     for i in 0..10 {
         let (status, body) = put(&http, &format!("restart{i}?quorum=3"), "x").await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    wait_follower_up(&http, "follower3").await;
+    wait_caught_up(&http, "follower3", before).await;
     converged(&http).await;
 
     // A follower cut off from the network while writes go on gets them once reconnected.
@@ -311,7 +338,17 @@ async fn lab_scenarios_against_the_compose_cluster() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     docker(&["network", "connect", &network, "kv-follower2"]);
-    wait_follower_up(&http, "follower2").await;
+    // Its missed writes arrive by retries (or a transfer, had it been away longer).
+    eventually(settle(), || async {
+        let f = follower(&http, "follower2").await;
+        if f["state"] == "up" && f["pending"] == 0 {
+            Ok(())
+        } else {
+            Err(f.to_string())
+        }
+    })
+    .await
+    .expect("nothing pending for follower2");
     let state = converged(&http).await;
     assert_eq!(state.len(), 27, "{state:?}");
 

@@ -1,0 +1,225 @@
+//! The benchmark's PNG charts, sized and lettered for a projector, in the Okabe-Ito palette that
+//! colour-blind viewers can tell apart.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use super::{Results, Throughput};
+
+/// The latency chart's file name.
+pub const LATENCY_FILE: &str = "quorum_latency.png";
+/// The throughput chart's file name.
+pub const THROUGHPUT_FILE: &str = "throughput.png";
+/// Size of both charts, in pixels.
+pub const SIZE: (u32, u32) = (1600, 1000);
+
+const FONT: &str = "sans-serif";
+const ORANGE: RGBColor = RGBColor(230, 159, 0);
+const SKY_BLUE: RGBColor = RGBColor(86, 180, 233);
+const GREEN: RGBColor = RGBColor(0, 158, 115);
+const BLUE: RGBColor = RGBColor(0, 114, 178);
+const VERMILLION: RGBColor = RGBColor(213, 94, 0);
+const PURPLE: RGBColor = RGBColor(204, 121, 167);
+
+/// Registers the embedded DejaVu Sans as the charts' font (plotters draws text with it).
+fn register() -> Result<(), String> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| "the embedded font could not be read".to_owned());
+    });
+    result
+}
+
+/// Latency against quorum: every write, the mean and percentiles per quorum, and the theory.
+pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
+    register()?;
+    let config = &results.config;
+    let quorums = &results.quorums;
+    let highest = quorums.iter().map(|q| q.quorum).max().unwrap_or(1) as f64;
+    let y_max = quorums
+        .iter()
+        .flat_map(|q| q.samples_ms.iter().copied().chain([q.theoretical_mean_ms]))
+        .fold(1.0, f64::max)
+        * 1.1;
+    let title = format!(
+        "Write latency by write quorum: lag uniform in [{}, {}] ms, {} followers, {} writes each",
+        config.min_delay_ms,
+        config.max_delay_ms,
+        config.followers.len(),
+        config.writes
+    );
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 34))
+        .margin(30)
+        .x_label_area_size(90)
+        .y_label_area_size(120)
+        .build_cartesian_2d(0.5..highest + 0.5, 0.0..y_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_labels(highest as usize + 1)
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("write quorum (follower acks the leader waits for)")
+        .y_desc("write latency (ms)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .axis_desc_style((FONT, 30))
+        .label_style((FONT, 26))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_error)?;
+
+    // Every write, spread sideways by its rank so that equal latencies do not hide each other.
+    let samples = quorums.iter().flat_map(|q| {
+        let n = q.samples_ms.len().max(2) as f64;
+        q.samples_ms
+            .iter()
+            .enumerate()
+            .map(move |(i, &ms)| (q.quorum as f64 - 0.2 + 0.4 * i as f64 / (n - 1.0), ms))
+    });
+    chart
+        .draw_series(samples.map(|point| Circle::new(point, 5, SKY_BLUE.mix(0.5).filled())))
+        .map_err(draw_error)?
+        .label("one write")
+        .legend(|(x, y)| Circle::new((x + 15, y), 7, SKY_BLUE.filled()));
+
+    let series = |pick: fn(&super::QuorumResult) -> Option<f64>| -> Vec<(f64, f64)> {
+        quorums
+            .iter()
+            .filter_map(|q| Some((q.quorum as f64, pick(q)?)))
+            .collect()
+    };
+    let lines = [
+        ("mean", ORANGE, series(|q| q.latency_ms.mean)),
+        ("p50", GREEN, series(|q| q.latency_ms.p50)),
+        ("p90", PURPLE, series(|q| q.latency_ms.p90)),
+        ("p99", VERMILLION, series(|q| q.latency_ms.p99)),
+    ];
+    for (label, color, points) in lines {
+        let style = color.stroke_width(4);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(draw_error)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 8, color.filled())),
+            )
+            .map_err(draw_error)?;
+    }
+    let theory: Vec<(f64, f64)> = quorums
+        .iter()
+        .map(|q| (q.quorum as f64, q.theoretical_mean_ms))
+        .collect();
+    let style = BLACK.stroke_width(3);
+    chart
+        .draw_series(DashedLineSeries::new(theory, 14, 10, style))
+        .map_err(draw_error)?
+        .label("theory: a + k(b - a)/(N + 1)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 26))
+        .margin(15)
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
+/// Writes per second against concurrency, one line per quorum.
+pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
+    register()?;
+    let runs = &throughput.runs;
+    let x_max = runs.iter().map(|r| r.concurrency).max().unwrap_or(1) as f64;
+    let y_max = runs.iter().map(|r| r.writes_per_sec).fold(1.0, f64::max) * 1.15;
+    let title = format!(
+        "Throughput: closed-loop writes for {:.0} s per point, lag [{}, {}] ms",
+        throughput.seconds, throughput.min_delay_ms, throughput.max_delay_ms
+    );
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 34))
+        .margin(30)
+        .x_label_area_size(90)
+        .y_label_area_size(130)
+        .build_cartesian_2d(0.0..x_max * 1.05, 0.0..y_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients")
+        .y_desc("successful writes per second")
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .axis_desc_style((FONT, 30))
+        .label_style((FONT, 26))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_error)?;
+
+    let mut quorums: Vec<usize> = runs.iter().map(|r| r.quorum).collect();
+    quorums.dedup();
+    let palette = [BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY_BLUE];
+    for (i, quorum) in quorums.into_iter().enumerate() {
+        let color = palette[i % palette.len()];
+        let points: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|r| r.quorum == quorum)
+            .map(|r| (r.concurrency as f64, r.writes_per_sec))
+            .collect();
+        let style = color.stroke_width(4);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(draw_error)?
+            .label(format!("quorum {quorum}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 8, color.filled())),
+            )
+            .map_err(draw_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .label_font((FONT, 26))
+        .margin(15)
+        .draw()
+        .map_err(draw_error)?;
+    root.present().map_err(draw_error)
+}
+
+fn draw_error(err: impl std::fmt::Display) -> String {
+    format!("cannot draw the chart: {err}")
+}

@@ -1,0 +1,504 @@
+//! `semisync-kv bench`: the lab's benchmark. For each write quorum it sends a fixed number of
+//! writes a few at a time, records each write's latency, and compares every follower's `/dump`
+//! with the leader's right after the writes and again after a settle delay. A throughput mode
+//! runs closed-loop load for a while at several concurrencies. Results go to
+//! `benchmark_results.json` and two PNG charts.
+//!
+//! The quorum is set per write (`?quorum=N`), so no restart is needed between quorums. The
+//! benchmark runs against a running cluster (by default the compose one on localhost) or starts
+//! a local cluster of its own with `--local`.
+
+mod chart;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::client::Client;
+use crate::config::parse_base_url;
+use crate::local::{LocalCluster, LocalSettings};
+pub use stats::Latency;
+
+/// Settings of `semisync-kv bench`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// Base URL of the leader (ignored with --local).
+    #[arg(long, default_value = "http://localhost:8000", value_parser = parse_base_url)]
+    pub leader: Url,
+    /// Comma-separated base URLs of the followers to compare with the leader (ignored with
+    /// --local).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_parser = parse_base_url,
+        default_value = "http://localhost:8001,http://localhost:8002,http://localhost:8003,http://localhost:8004,http://localhost:8005"
+    )]
+    pub followers: Vec<Url>,
+    /// Start a local cluster (a leader and --local-followers followers as processes on
+    /// loopback) with the lag and timeout below, instead of using a running one.
+    #[arg(long)]
+    pub local: bool,
+    /// Followers of the local cluster.
+    #[arg(long, default_value_t = 5)]
+    pub local_followers: usize,
+    /// Smallest simulated lag of the local cluster, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub min_delay_ms: u64,
+    /// Largest simulated lag of the local cluster, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub max_delay_ms: u64,
+    /// REPLICATE_TIMEOUT_MS of the local cluster, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Writes per quorum.
+    #[arg(long, default_value_t = 100)]
+    pub writes: usize,
+    /// Writes in flight at a time.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Number of keys written (k0, k1, ...).
+    #[arg(long, default_value_t = 10)]
+    pub keys: usize,
+    /// Comma-separated write quorums to measure [default: 1 to the number of followers].
+    #[arg(long, value_delimiter = ',')]
+    pub quorums: Vec<usize>,
+    /// Wait before the second comparison of the followers with the leader, in milliseconds
+    /// [default: the cluster's MAX_DELAY_MS + 1000].
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
+    /// Also run the throughput mode (closed-loop load; at zero lag with --local).
+    #[arg(long)]
+    pub throughput: bool,
+    /// Length of each throughput run, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub throughput_seconds: f64,
+    /// Comma-separated concurrencies of the throughput mode.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 64])]
+    pub throughput_concurrency: Vec<usize>,
+    /// Comma-separated quorums of the throughput mode.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 5])]
+    pub throughput_quorums: Vec<usize>,
+    /// Where the JSON and the charts are written.
+    #[arg(long, default_value = "artifacts")]
+    pub out_dir: PathBuf,
+}
+
+/// Everything the benchmark measured: the content of `benchmark_results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// The cluster and the load.
+    pub config: BenchConfig,
+    /// One entry per quorum.
+    pub quorums: Vec<QuorumResult>,
+    /// The throughput mode, when it ran.
+    pub throughput: Option<Throughput>,
+}
+
+/// The cluster and the load of the latency runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchConfig {
+    /// The leader's URL.
+    pub leader: String,
+    /// The followers compared with the leader.
+    pub followers: Vec<String>,
+    /// Whether the benchmark started its own local cluster.
+    pub local: bool,
+    /// The cluster's simulated lag range, in milliseconds.
+    pub min_delay_ms: u64,
+    /// See `min_delay_ms`.
+    pub max_delay_ms: u64,
+    /// The cluster's `REPLICATE_TIMEOUT_MS`.
+    pub replicate_timeout_ms: u64,
+    /// Writes per quorum.
+    pub writes: usize,
+    /// Writes in flight at a time.
+    pub concurrency: usize,
+    /// Number of keys written.
+    pub keys: usize,
+    /// The wait before the second comparison, in milliseconds.
+    pub settle_ms: u64,
+}
+
+/// The latency run of one quorum.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuorumResult {
+    /// The write quorum.
+    pub quorum: usize,
+    /// Writes sent.
+    pub sent: usize,
+    /// Writes answered 200.
+    pub succeeded: usize,
+    /// Writes answered otherwise (503 after the timeout, mostly).
+    pub failed: usize,
+    /// Latency of the successful writes, as the client saw it.
+    pub latency_ms: Latency,
+    /// Expected mean latency for lag uniform in [a, b] with N followers: a + k(b - a)/(N + 1),
+    /// the mean of the k-th smallest of N uniform delays.
+    pub theoretical_mean_ms: f64,
+    /// Followers whose `/dump` differed from the leader's right after the writes.
+    pub immediate_mismatching_followers: usize,
+    /// Followers whose `/dump` differed from the leader's after the settle delay.
+    pub settled_mismatching_followers: usize,
+    /// Every successful write's latency in milliseconds, for the chart.
+    pub samples_ms: Vec<f64>,
+}
+
+/// The throughput mode's runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Throughput {
+    /// The lag range of the cluster it ran against, in milliseconds.
+    pub min_delay_ms: u64,
+    /// See `min_delay_ms`.
+    pub max_delay_ms: u64,
+    /// Length of each run, in seconds.
+    pub seconds: f64,
+    /// One per quorum and concurrency.
+    pub runs: Vec<ThroughputRun>,
+}
+
+/// One closed-loop run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ThroughputRun {
+    /// The write quorum.
+    pub quorum: usize,
+    /// Clients writing in a loop.
+    pub concurrency: usize,
+    /// Writes answered 200.
+    pub succeeded: usize,
+    /// Writes answered otherwise.
+    pub failed: usize,
+    /// Successful writes per second.
+    pub writes_per_sec: f64,
+    /// Latency of the successful writes.
+    pub latency_ms: Latency,
+}
+
+/// Runs the benchmark and returns the exit code.
+pub async fn run(args: BenchArgs) -> ExitCode {
+    match bench(&args).await {
+        Ok(results) => {
+            println!("{}", stats::table(&results));
+            println!(
+                "wrote {}, {}{}",
+                args.out_dir.join(JSON_FILE).display(),
+                args.out_dir.join(chart::LATENCY_FILE).display(),
+                if results.throughput.is_some() {
+                    format!(", {}", args.out_dir.join(chart::THROUGHPUT_FILE).display())
+                } else {
+                    String::new()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The JSON file's name in the output folder.
+pub const JSON_FILE: &str = "benchmark_results.json";
+
+async fn bench(args: &BenchArgs) -> Result<Results, String> {
+    if args.writes == 0 || args.concurrency == 0 || args.keys == 0 {
+        return Err("--writes, --concurrency and --keys must be at least 1".into());
+    }
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
+
+    let lagged = Target::new(args, args.min_delay_ms, args.max_delay_ms)?;
+    let status = lagged
+        .leader
+        .cluster()
+        .await
+        .map_err(|err| err.to_string())?;
+    let followers = lagged.followers.len();
+    let quorums: Vec<usize> = if args.quorums.is_empty() {
+        (1..=followers).collect()
+    } else {
+        args.quorums.clone()
+    };
+    if let Some(q) = quorums.iter().find(|&&q| q > status.followers.len()) {
+        return Err(format!("quorum {q} is above the number of followers"));
+    }
+    let settle_ms = args.settle_ms.unwrap_or(status.max_delay_ms + 1000);
+    let config = BenchConfig {
+        leader: lagged.leader.base().to_string(),
+        followers: lagged
+            .followers
+            .iter()
+            .map(|f| f.base().to_string())
+            .collect(),
+        local: args.local,
+        min_delay_ms: status.min_delay_ms,
+        max_delay_ms: status.max_delay_ms,
+        replicate_timeout_ms: status.replicate_timeout_ms,
+        writes: args.writes,
+        concurrency: args.concurrency,
+        keys: args.keys,
+        settle_ms,
+    };
+
+    let progress = progress_bar((quorums.len() * args.writes) as u64);
+    let mut results = Vec::new();
+    for &quorum in &quorums {
+        progress.set_message(format!("quorum {quorum}"));
+        let writes = lagged
+            .write_batch(args.writes, args.concurrency, args.keys, quorum, &progress)
+            .await;
+        let immediate = lagged.mismatching_followers().await;
+        tokio::time::sleep(Duration::from_millis(settle_ms)).await;
+        let settled = lagged.mismatching_followers().await;
+        let (a, b) = (status.min_delay_ms as f64, status.max_delay_ms as f64);
+        results.push(QuorumResult {
+            quorum,
+            sent: writes.sent,
+            succeeded: writes.latencies_ms.len(),
+            failed: writes.failed,
+            latency_ms: Latency::of(&writes.latencies_ms),
+            theoretical_mean_ms: a + quorum as f64 * (b - a) / (followers as f64 + 1.0),
+            immediate_mismatching_followers: immediate,
+            settled_mismatching_followers: settled,
+            samples_ms: writes.latencies_ms,
+        });
+    }
+    progress.finish_and_clear();
+    drop(lagged);
+
+    let throughput = if args.throughput {
+        Some(throughput(args).await?)
+    } else {
+        None
+    };
+    let results = Results {
+        config,
+        quorums: results,
+        throughput,
+    };
+    let json = serde_json::to_string_pretty(&results).map_err(|err| err.to_string())?;
+    write(&args.out_dir.join(JSON_FILE), json.as_bytes())?;
+    chart::latency(&results, &args.out_dir.join(chart::LATENCY_FILE))?;
+    if let Some(throughput) = &results.throughput {
+        chart::throughput(throughput, &args.out_dir.join(chart::THROUGHPUT_FILE))?;
+    }
+    Ok(results)
+}
+
+async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
+    // With --local the throughput runs get a cluster of their own with no simulated lag.
+    let target = Target::new(args, 0, 0)?;
+    let status = target
+        .leader
+        .cluster()
+        .await
+        .map_err(|err| err.to_string())?;
+    if status.max_delay_ms > 0 {
+        eprintln!(
+            "note: the cluster simulates {}..{} ms of lag; throughput is measured at zero lag \
+             with --local, or with MIN_DELAY_MS=0 MAX_DELAY_MS=0",
+            status.min_delay_ms, status.max_delay_ms
+        );
+    }
+    let duration = Duration::from_secs_f64(args.throughput_seconds.max(0.1));
+    let total = args.throughput_quorums.len() * args.throughput_concurrency.len();
+    let progress = progress_bar(total as u64);
+    let mut runs = Vec::new();
+    for &quorum in &args.throughput_quorums {
+        for &concurrency in &args.throughput_concurrency {
+            progress.set_message(format!(
+                "throughput: quorum {quorum}, {concurrency} clients"
+            ));
+            let started = Instant::now();
+            let writes = target
+                .closed_loop(duration, concurrency.max(1), args.keys, quorum)
+                .await;
+            let seconds = started.elapsed().as_secs_f64();
+            runs.push(ThroughputRun {
+                quorum,
+                concurrency,
+                succeeded: writes.latencies_ms.len(),
+                failed: writes.failed,
+                writes_per_sec: writes.latencies_ms.len() as f64 / seconds,
+                latency_ms: Latency::of(&writes.latencies_ms),
+            });
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    Ok(Throughput {
+        min_delay_ms: status.min_delay_ms,
+        max_delay_ms: status.max_delay_ms,
+        seconds: duration.as_secs_f64(),
+        runs,
+    })
+}
+
+/// The cluster under test: clients of its leader and followers, and the local cluster when the
+/// benchmark started one (stopped when this is dropped).
+struct Target {
+    leader: Client,
+    followers: Vec<Client>,
+    _local: Option<LocalCluster>,
+}
+
+impl Target {
+    fn new(args: &BenchArgs, min_delay_ms: u64, max_delay_ms: u64) -> Result<Self, String> {
+        if !args.local {
+            return Ok(Self {
+                leader: Client::new(args.leader.clone()),
+                followers: args.followers.iter().cloned().map(Client::new).collect(),
+                _local: None,
+            });
+        }
+        let binary = std::env::current_exe().map_err(|err| format!("cannot find myself: {err}"))?;
+        let settings = LocalSettings {
+            followers: args.local_followers,
+            write_quorum: 1,
+            min_delay_ms,
+            max_delay_ms,
+            replicate_timeout_ms: args.timeout_ms,
+            leader_env: Vec::new(),
+            log_filter: "warn".into(),
+        };
+        let cluster = LocalCluster::start(&binary, &settings)
+            .map_err(|err| format!("cannot start a local cluster: {err}"))?;
+        let client = |url: String| Url::parse(&url).map(Client::new).map_err(|e| e.to_string());
+        Ok(Self {
+            leader: client(cluster.leader.url())?,
+            followers: cluster
+                .followers
+                .iter()
+                .map(|f| client(f.url()))
+                .collect::<Result<_, _>>()?,
+            _local: Some(cluster),
+        })
+    }
+
+    /// Sends `count` writes over keys `k0..`, `concurrency` at a time, with `quorum`.
+    async fn write_batch(
+        &self,
+        count: usize,
+        concurrency: usize,
+        keys: usize,
+        quorum: usize,
+        progress: &ProgressBar,
+    ) -> Writes {
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = (0..concurrency.min(count)).map(|_| {
+            let (leader, next, progress) =
+                (self.leader.clone(), Arc::clone(&next), progress.clone());
+            tokio::spawn(async move {
+                let mut writes = Writes::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return writes;
+                    }
+                    writes.record(&leader, i, keys, quorum).await;
+                    progress.inc(1);
+                }
+            })
+        });
+        join(workers).await
+    }
+
+    /// `concurrency` clients each writing in a loop until `duration` has passed.
+    async fn closed_loop(
+        &self,
+        duration: Duration,
+        concurrency: usize,
+        keys: usize,
+        quorum: usize,
+    ) -> Writes {
+        let deadline = Instant::now() + duration;
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = (0..concurrency).map(|_| {
+            let (leader, next) = (self.leader.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut writes = Writes::default();
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    writes.record(&leader, i, keys, quorum).await;
+                }
+                writes
+            })
+        });
+        join(workers).await
+    }
+
+    /// How many followers' `/dump` differ from the leader's (an unreachable one counts).
+    async fn mismatching_followers(&self) -> usize {
+        let Ok(leader) = self.leader.dump().await else {
+            return self.followers.len();
+        };
+        let mut mismatching = 0;
+        for follower in &self.followers {
+            if follower.dump().await.ok().as_ref() != Some(&leader) {
+                mismatching += 1;
+            }
+        }
+        mismatching
+    }
+}
+
+/// Outcomes of a set of writes.
+#[derive(Debug, Default)]
+struct Writes {
+    sent: usize,
+    failed: usize,
+    latencies_ms: Vec<f64>,
+}
+
+impl Writes {
+    async fn record(&mut self, leader: &Client, i: usize, keys: usize, quorum: usize) {
+        let started = Instant::now();
+        let result = leader
+            .put(
+                &format!("k{}", i % keys),
+                &format!("q{quorum}-w{i}"),
+                Some(quorum),
+            )
+            .await;
+        self.sent += 1;
+        match result {
+            Ok(_) => self
+                .latencies_ms
+                .push(started.elapsed().as_secs_f64() * 1000.0),
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+async fn join(workers: impl Iterator<Item = tokio::task::JoinHandle<Writes>>) -> Writes {
+    let mut all = Writes::default();
+    for worker in workers.collect::<Vec<_>>() {
+        if let Ok(writes) = worker.await {
+            all.sent += writes.sent;
+            all.failed += writes.failed;
+            all.latencies_ms.extend(writes.latencies_ms);
+        }
+    }
+    all
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let progress = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template("{msg:32} [{bar:40}] {pos}/{len} {elapsed}") {
+        progress.set_style(style.progress_chars("=> "));
+    }
+    progress
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|err| format!("cannot write {}: {err}", path.display()))
+}

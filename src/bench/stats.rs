@@ -1,0 +1,129 @@
+//! Latency summaries and the table printed at the end of a benchmark.
+
+use serde::{Deserialize, Serialize};
+
+use super::Results;
+
+/// Mean and percentiles of a set of latencies, in milliseconds; all `null` when there are none.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Arithmetic mean.
+    pub mean: Option<f64>,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Latency {
+    /// The summary of `samples` (nearest-rank percentiles).
+    pub fn of(samples: &[f64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |p: f64| {
+            let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+            sorted[index.clamp(1, sorted.len()) - 1]
+        };
+        Self {
+            mean: Some(sorted.iter().sum::<f64>() / sorted.len() as f64),
+            p50: Some(rank(50.0)),
+            p90: Some(rank(90.0)),
+            p99: Some(rank(99.0)),
+            max: sorted.last().copied(),
+        }
+    }
+}
+
+/// The results as a text table for the terminal.
+pub fn table(results: &Results) -> String {
+    let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let config = &results.config;
+    let mut lines = vec![
+        format!(
+            "lag {}..{} ms, {} followers, {} writes per quorum, {} in flight, {} keys",
+            config.min_delay_ms,
+            config.max_delay_ms,
+            config.followers.len(),
+            config.writes,
+            config.concurrency,
+            config.keys
+        ),
+        format!(
+            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9}",
+            "quorum",
+            "ok",
+            "failed",
+            "mean ms",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "theory ms",
+            "diff now",
+            "diff later"
+        ),
+    ];
+    for q in &results.quorums {
+        lines.push(format!(
+            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1} {:>9} {:>9}",
+            q.quorum,
+            q.succeeded,
+            q.failed,
+            ms(q.latency_ms.mean),
+            ms(q.latency_ms.p50),
+            ms(q.latency_ms.p90),
+            ms(q.latency_ms.p99),
+            ms(q.latency_ms.max),
+            q.theoretical_mean_ms,
+            q.immediate_mismatching_followers,
+            q.settled_mismatching_followers
+        ));
+    }
+    if let Some(throughput) = &results.throughput {
+        lines.push(format!(
+            "throughput (lag {}..{} ms, {:.0} s per run):",
+            throughput.min_delay_ms, throughput.max_delay_ms, throughput.seconds
+        ));
+        lines.push(format!(
+            "{:>6} {:>8} {:>10} {:>9} {:>9} {:>6}",
+            "quorum", "clients", "writes/s", "p50 ms", "p99 ms", "failed"
+        ));
+        for run in &throughput.runs {
+            lines.push(format!(
+                "{:>6} {:>8} {:>10.0} {:>9} {:>9} {:>6}",
+                run.quorum,
+                run.concurrency,
+                run.writes_per_sec,
+                ms(run.latency_ms.p50),
+                ms(run.latency_ms.p99),
+                run.failed
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).rev().collect();
+        let latency = Latency::of(&samples);
+        assert_eq!(latency.mean, Some(50.5));
+        assert_eq!(latency.p50, Some(50.0));
+        assert_eq!(latency.p90, Some(90.0));
+        assert_eq!(latency.p99, Some(99.0));
+        assert_eq!(latency.max, Some(100.0));
+        assert_eq!(Latency::of(&[7.0]).p99, Some(7.0));
+        assert_eq!(Latency::of(&[]), Latency::default());
+    }
+}

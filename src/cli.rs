@@ -1,0 +1,292 @@
+//! The command line's client commands (`put`, `get`, `delete`, `dump`, `status`, `health`): they
+//! need no JSON quoting, print a clear line, and exit with a code scripts can test.
+//!
+//! Exit codes: 0 success; 1 the node answered with an error (its code and message are printed);
+//! 2 bad usage; 3 the node could not be reached.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use reqwest::Url;
+use serde::Serialize;
+
+use crate::client::{Client, ClientError};
+use crate::config::parse_base_url;
+use crate::replication::FollowerView;
+
+/// Where the CLI finds the cluster unless told otherwise: the compose leader.
+pub const DEFAULT_LEADER: &str = "http://localhost:8000";
+
+/// The client commands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Write KEY = VALUE on the leader and wait for the quorum.
+    Put {
+        /// The key (1 to 1024 bytes; may contain `/`).
+        key: String,
+        /// The value.
+        value: String,
+        /// Follower acks to wait for, overriding the leader's WRITE_QUORUM for this write.
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Read KEY from a node (the leader, or any follower with --node).
+    Get {
+        /// The key.
+        key: String,
+        /// The node to ask.
+        #[command(flatten)]
+        node: NodeArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Delete KEY on the leader and wait for the quorum.
+    Delete {
+        /// The key.
+        key: String,
+        /// Follower acks to wait for, overriding the leader's WRITE_QUORUM for this write.
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Print a node's whole state.
+    Dump {
+        /// The node to ask.
+        #[command(flatten)]
+        node: NodeArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Print the leader's replication status (its GET /cluster) as a table.
+    Status {
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Probe a node's /health and exit 0 if it answers "ok", 1 otherwise (for container
+    /// healthchecks: the image has no shell and no curl).
+    Health {
+        /// Base URL of the node to probe [default: the port of LISTEN_ADDR on 127.0.0.1].
+        #[arg(long, value_parser = parse_base_url)]
+        url: Option<Url>,
+        /// The address the node listens on, used when --url is not given.
+        #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+        listen_addr: SocketAddr,
+    },
+}
+
+/// `--leader URL`.
+#[derive(Debug, Args)]
+pub struct LeaderArg {
+    /// Base URL of the leader.
+    #[arg(long = "leader", default_value = DEFAULT_LEADER, value_parser = parse_base_url)]
+    pub url: Url,
+}
+
+/// `--node URL`.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// Base URL of the node to ask (leader or follower).
+    #[arg(long = "node", default_value = DEFAULT_LEADER, value_parser = parse_base_url)]
+    pub url: Url,
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct OutputArg {
+    /// Print the node's JSON answer instead of a line for people.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a client command and returns the process exit code.
+pub async fn run(command: ClientCommand) -> ExitCode {
+    let result =
+        match command {
+            ClientCommand::Put {
+                key,
+                value,
+                quorum,
+                leader,
+                output,
+            } => {
+                let client = Client::new(leader.url);
+                client.put(&key, &value, quorum).await.map(|w| {
+                    let acked_by = w.acked_by.join(", ");
+                    let line = format!(
+                        "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms)",
+                        w.key,
+                        value,
+                        w.version,
+                        w.acks,
+                        w.quorum,
+                        if acked_by.is_empty() { "" } else { ": " },
+                        acked_by,
+                        w.latency_ms
+                    );
+                    print(&output, &w, line)
+                })
+            }
+            ClientCommand::Get { key, node, output } => {
+                let client = Client::new(node.url);
+                client.get(&key).await.map(|r| {
+                    let line = format!("{} = {:?} (version {})", r.key, r.value, r.version);
+                    print(&output, &r, line)
+                })
+            }
+            ClientCommand::Delete {
+                key,
+                quorum,
+                leader,
+                output,
+            } => {
+                let client = Client::new(leader.url);
+                client.delete(&key, quorum).await.map(|w| {
+                    let line = format!(
+                        "OK deleted {} (version {}; {} of {} acks; {:.1} ms)",
+                        w.key, w.version, w.acks, w.quorum, w.latency_ms
+                    );
+                    print(&output, &w, line)
+                })
+            }
+            ClientCommand::Dump { node, output } => {
+                let client = Client::new(node.url);
+                client.dump().await.map(|dump| {
+                    let lines: Vec<String> = dump
+                        .iter()
+                        .map(|(key, value)| format!("{key} = {value:?}"))
+                        .collect();
+                    let text = if lines.is_empty() {
+                        "(empty)".to_owned()
+                    } else {
+                        lines.join("\n")
+                    };
+                    print(&output, &dump, text)
+                })
+            }
+            ClientCommand::Status { leader, output } => {
+                let client = Client::new(leader.url);
+                client.cluster().await.map(|status| {
+                let head = format!(
+                    "leader {}: version {}, {} keys, write quorum {}, lag {}..{} ms, timeout {} ms",
+                    status.node_id,
+                    status.version,
+                    status.keys,
+                    status.write_quorum,
+                    status.min_delay_ms,
+                    status.max_delay_ms,
+                    status.replicate_timeout_ms
+                );
+                print(&output, &status, format!("{head}\n{}", follower_table(&status.followers)))
+            })
+            }
+            ClientCommand::Health { url, listen_addr } => {
+                let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)));
+                client.health().await.map(|h| {
+                    println!("ok: {} {} at version {}", h.role, h.node_id, h.version);
+                })
+            }
+        };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                ClientError::Unreachable { .. } => ExitCode::from(3),
+                ClientError::Api { .. } | ClientError::BadAnswer { .. } => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Prints the JSON answer with `--json`, else the line for people.
+fn print(output: &OutputArg, answer: &impl Serialize, line: String) {
+    if output.json {
+        match serde_json::to_string_pretty(answer) {
+            Ok(json) => println!("{json}"),
+            Err(err) => eprintln!("error: cannot print JSON: {err}"),
+        }
+    } else {
+        println!("{line}");
+    }
+}
+
+/// The followers as an aligned text table.
+pub fn follower_table(followers: &[FollowerView]) -> String {
+    let header = [
+        "FOLLOWER", "STATE", "ACKED", "LAG", "CONTACT", "LAST ACK", "PENDING", "RETRYING", "SYNCS",
+    ];
+    let rows: Vec<[String; 9]> = followers
+        .iter()
+        .map(|f| {
+            [
+                f.node_id.clone(),
+                serde_json::to_value(f.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                f.acked_version.to_string(),
+                f.lag_versions.to_string(),
+                f.last_contact_ms_ago
+                    .map_or("never".into(), |ms| format!("{ms} ms ago")),
+                f.last_ack_latency_ms
+                    .map_or("-".into(), |ms| format!("{ms:.1} ms")),
+                f.pending.to_string(),
+                f.retrying.to_string(),
+                f.syncs.to_string(),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].len())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    std::iter::once(line(header.to_vec()))
+        .chain(
+            rows.iter()
+                .map(|row| line(row.iter().map(String::as_str).collect())),
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The URL of a node listening on `addr`, reached from the same host.
+fn local_url(addr: SocketAddr) -> Url {
+    let ip = if addr.ip().is_unspecified() {
+        [127, 0, 0, 1].into()
+    } else {
+        addr.ip()
+    };
+    let text = format!("http://{}", SocketAddr::new(ip, addr.port()));
+    Url::parse(&text).unwrap_or_else(|_| unreachable!("an IP address and a port form a URL"))
+}
