@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
+use crate::replication::FollowerState;
 pub use stats::Latency;
 
 /// Settings of `semisync-kv bench`.
@@ -217,6 +218,9 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
 
     let lagged = Target::new(args, args.min_delay_ms, args.max_delay_ms)?;
+    if args.local {
+        lagged.wait_all_up().await?;
+    }
     let status = lagged
         .leader
         .cluster()
@@ -297,6 +301,9 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
 async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
     // With --local the throughput runs get a cluster of their own with no simulated lag.
     let target = Target::new(args, 0, 0)?;
+    if args.local {
+        target.wait_all_up().await?;
+    }
     let status = target
         .leader
         .cluster()
@@ -382,6 +389,26 @@ impl Target {
                 .collect::<Result<_, _>>()?,
             _local: Some(cluster),
         })
+    }
+
+    /// Waits until the leader reports every follower up: a follower takes writes only after
+    /// the leader's first state transfer, which the first writes would otherwise wait for.
+    async fn wait_all_up(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.leader.cluster().await.map_err(|err| err.to_string())?;
+            if status
+                .followers
+                .iter()
+                .all(|f| f.state == FollowerState::Up)
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err("not every follower is up after 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends `count` writes over keys `k0..`, `concurrency` at a time, with `quorum`.
