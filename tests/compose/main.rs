@@ -366,6 +366,10 @@ async fn lab_scenarios_against_the_compose_cluster() {
         );
         eprintln!("docker stop {name}: {took:?}");
     }
+    // Every bash block of the presentation guide, in order, on a fresh stack.
+    run_ok(&mut stack.command(&["down", "-v", "-t", "2"]));
+    run_guide(&stack);
+
     drop(stack);
     assert!(
         docker(&["ps", "-aq", "--filter", "name=^kv-"])
@@ -373,4 +377,77 @@ async fn lab_scenarios_against_the_compose_cluster() {
             .is_empty(),
         "compose down left containers behind"
     );
+}
+
+/// The ```bash blocks of a Markdown file, in order.
+fn bash_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim_end()) {
+            (None, "```bash") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Runs the bash blocks of PRESENTATION_GUIDE.md as a presenter would, against this test's
+/// compose project: `docker compose` is the compose command of this machine with the test's
+/// project name, `semisync-kv` is the binary under test, and `scripts/benchmark.sh` runs that
+/// binary's `bench` (what the script runs through cargo) with its output in a temporary folder.
+fn run_guide(stack: &Stack) {
+    let guide = std::fs::read_to_string(stack.dir.join("PRESENTATION_GUIDE.md")).expect("guide");
+    let blocks = bash_blocks(&guide);
+    assert!(blocks.len() >= 10, "the guide's bash blocks: {blocks:?}");
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_semisync-kv"));
+    let bin_dir = binary.parent().expect("binary folder");
+    let out_dir = std::env::temp_dir().join(format!("semisync-guide-{}", std::process::id()));
+    let prelude = format!(
+        r#"set -euo pipefail
+docker() {{ if [ "$1" = compose ]; then shift; command {compose} -p {PROJECT} "$@"; else command docker "$@"; fi; }}
+function scripts/benchmark.sh {{ semisync-kv bench --out-dir '{out}' "$@"; }}
+"#,
+        compose = stack.compose.join(" "),
+        out = out_dir.display(),
+    );
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (i, block) in blocks.iter().enumerate() {
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg(format!("{prelude}{block}"))
+            .current_dir(&stack.dir)
+            .env("PATH", &path)
+            .env("KV_IMAGE_TARGET", "prebuilt")
+            .env("MAX_DELAY_MS", MAX_DELAY_MS.to_string())
+            .env("REPLICATE_TIMEOUT_MS", REPLICATE_TIMEOUT_MS.to_string())
+            .output()
+            .expect("run bash");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        assert!(
+            output.status.success(),
+            "guide block {i} failed ({}):\n{block}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status,
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        eprintln!("guide block {i} ok:\n{block}{}", text(&output.stdout));
+    }
+    assert!(
+        out_dir.join("quorum_latency.png").exists(),
+        "the guide's benchmark ran"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
 }
