@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -42,8 +43,13 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
 
-    /// Comma-separated base URLs of the followers (leader only), e.g.
-    /// http://follower1:8000,http://follower2:8000.
+    /// Address of the internal listener (followers only): replication, heartbeats and state
+    /// transfers from the leader. Keep it off the public network (compose does not publish it).
+    #[arg(long, env = "INTERNAL_LISTEN_ADDR", default_value = "0.0.0.0:9000")]
+    pub internal_listen_addr: SocketAddr,
+
+    /// Comma-separated base URLs of the followers' internal listeners (leader only), e.g.
+    /// http://follower1:9000,http://follower2:9000.
     #[arg(long, env = "FOLLOWERS", value_delimiter = ',', value_parser = parse_base_url)]
     pub followers: Vec<Url>,
 
@@ -71,6 +77,30 @@ pub struct Config {
     /// leader drops them and sends that follower a full state transfer instead.
     #[arg(long, env = "REPLICATION_BACKLOG", default_value_t = 10_000)]
     pub replication_backlog: usize,
+
+    /// Shared secret every internal request must carry (Authorization: Bearer ...). Without
+    /// one, internal routes accept any request and only the internal listener's address
+    /// protects them [default: none].
+    #[arg(long, env = "CLUSTER_TOKEN", hide_env_values = true)]
+    pub cluster_token: Option<String>,
+
+    /// File holding the shared secret, instead of CLUSTER_TOKEN (e.g. a Docker secret).
+    #[arg(long, env = "CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+
+    /// How long a client may take to send a request's headers, in milliseconds (against
+    /// connections that trickle their headers to hold a connection forever).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 5000)]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a request may take in all before it is answered 408, in milliseconds; must be
+    /// above REPLICATE_TIMEOUT_MS [default: REPLICATE_TIMEOUT_MS + 10000].
+    #[arg(long, env = "REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+
+    /// Requests served at once per listener; more are answered 503 at once instead of queueing.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
 
     /// Largest accepted value, in bytes.
     #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1_048_576)]
@@ -111,6 +141,22 @@ impl Config {
         if self.replication_backlog == 0 {
             return Err("REPLICATION_BACKLOG (--replication-backlog) must be at least 1".into());
         }
+        if let Some(request_timeout_ms) = self
+            .request_timeout_ms
+            .filter(|&ms| ms <= self.replicate_timeout_ms)
+        {
+            return Err(format!(
+                "REQUEST_TIMEOUT_MS ({request_timeout_ms}) must be above REPLICATE_TIMEOUT_MS ({}), \
+                 or writes that wait for their quorum would be cut off",
+                self.replicate_timeout_ms
+            ));
+        }
+        if self.header_read_timeout_ms == 0 || self.max_concurrent_requests == 0 {
+            return Err(
+                "HEADER_READ_TIMEOUT_MS and MAX_CONCURRENT_REQUESTS must be at least 1".into(),
+            );
+        }
+        self.cluster_token()?;
         if self.max_value_bytes == 0 {
             return Err("MAX_VALUE_BYTES (--max-value-bytes) must be at least 1".into());
         }
@@ -118,6 +164,41 @@ impl Config {
             return Err("NODE_ID (--node-id) must not be empty".into());
         }
         Ok(())
+    }
+
+    /// The shared cluster secret, from `CLUSTER_TOKEN` or the file `CLUSTER_TOKEN_FILE` names;
+    /// `None` when neither is set.
+    pub fn cluster_token(&self) -> Result<Option<String>, String> {
+        let token = match (&self.cluster_token, &self.cluster_token_file) {
+            (Some(_), Some(_)) => {
+                return Err("set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE, not both".into());
+            }
+            // Compose passes an unset variable as an empty one: both mean "no token".
+            (Some(token), None) if token.is_empty() => return Ok(None),
+            (Some(token), None) => token.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|err| format!("CLUSTER_TOKEN_FILE {}: {err}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(
+                "the cluster token must be non-empty printable ASCII without spaces".into(),
+            );
+        }
+        Ok(Some(token))
+    }
+
+    /// How long a client may take to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// How long a request may take in all.
+    pub fn request_timeout(&self) -> Duration {
+        let default = self.replicate_timeout_ms.saturating_add(10_000);
+        Duration::from_millis(self.request_timeout_ms.unwrap_or(default))
     }
 
     /// The node's name: `NODE_ID`, else the host name, else "node".

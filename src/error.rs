@@ -97,6 +97,24 @@ pub enum Error {
         timeout_ms: u64,
     },
 
+    /// An internal request without the right cluster token.
+    #[error(
+        "missing or wrong cluster token: internal requests must carry \
+             `Authorization: Bearer <CLUSTER_TOKEN>`"
+    )]
+    Unauthorized,
+
+    /// Too many requests at once (`MAX_CONCURRENT_REQUESTS`).
+    #[error("too many requests at once; try again shortly")]
+    Overloaded,
+
+    /// The request took longer than `REQUEST_TIMEOUT_MS`.
+    #[error("the request took longer than {timeout_ms} ms")]
+    RequestTimeout {
+        /// The limit that passed.
+        timeout_ms: u64,
+    },
+
     /// No route matches the path.
     #[error("no route for {method} {path}")]
     RouteNotFound {
@@ -131,6 +149,9 @@ impl Error {
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
+            Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Error::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")

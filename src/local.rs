@@ -25,6 +25,8 @@ pub struct LocalSettings {
     pub max_delay_ms: u64,
     /// The leader's `REPLICATE_TIMEOUT_MS`.
     pub replicate_timeout_ms: u64,
+    /// The `CLUSTER_TOKEN` of every node, if any.
+    pub cluster_token: Option<String>,
     /// More environment variables for the leader, e.g. `REPLICATION_BACKLOG`.
     pub leader_env: Vec<(String, String)>,
     /// The nodes' `RUST_LOG` filter (the start-up line is always logged).
@@ -39,6 +41,7 @@ impl Default for LocalSettings {
             min_delay_ms: 0,
             max_delay_ms: 1000,
             replicate_timeout_ms: 5000,
+            cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "info".into(),
         }
@@ -50,8 +53,10 @@ impl Default for LocalSettings {
 pub struct LocalNode {
     /// The node's id (`NODE_ID`).
     pub id: String,
-    /// Where it listens.
+    /// Where its public API listens.
     pub addr: SocketAddr,
+    /// Where its internal API listens (followers only).
+    pub internal_addr: Option<SocketAddr>,
     binary: PathBuf,
     env: Vec<(String, String)>,
     log_filter: String,
@@ -71,6 +76,7 @@ impl LocalNode {
         let mut node = Self {
             id: id.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            internal_addr: None,
             binary: binary.to_owned(),
             env,
             log_filter: log_filter.to_owned(),
@@ -106,12 +112,12 @@ impl LocalNode {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("listening") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next());
-                    if let Some(addr) = addr {
-                        let _ = addr_tx.send(addr.to_owned());
+                    let field = |name: &str| {
+                        let value = line.split(&format!(" {name}=")).nth(1)?;
+                        value.split_whitespace().next().map(str::to_owned)
+                    };
+                    if let Some(addr) = field("addr") {
+                        let _ = addr_tx.send((addr, field("internal_addr")));
                     }
                 }
                 log.lock()
@@ -119,11 +125,16 @@ impl LocalNode {
                     .push(line);
             }
         });
-        let addr = addr_rx
+        let addrs = addr_rx
             .recv_timeout(START_TIMEOUT)
             .ok()
-            .and_then(|addr| addr.parse().ok());
-        let Some(addr) = addr else {
+            .and_then(|(addr, internal)| {
+                Some((
+                    addr.parse().ok()?,
+                    internal.and_then(|internal| internal.parse().ok()),
+                ))
+            });
+        let Some((addr, internal_addr)) = addrs else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(io::Error::other(format!(
@@ -133,9 +144,15 @@ impl LocalNode {
             )));
         };
         self.addr = addr;
-        // A restart reuses the address: the leader knows its followers by URL.
-        self.env.retain(|(k, _)| k != "LISTEN_ADDR");
+        self.internal_addr = internal_addr;
+        // A restart reuses the addresses: the leader knows its followers by URL.
+        self.env
+            .retain(|(k, _)| k != "LISTEN_ADDR" && k != "INTERNAL_LISTEN_ADDR");
         self.env.push(("LISTEN_ADDR".into(), addr.to_string()));
+        if let Some(internal) = internal_addr {
+            self.env
+                .push(("INTERNAL_LISTEN_ADDR".into(), internal.to_string()));
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -143,6 +160,11 @@ impl LocalNode {
     /// The node's base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The base URL of the node's internal API (followers only).
+    pub fn internal_url(&self) -> Option<String> {
+        self.internal_addr.map(|addr| format!("http://{addr}"))
     }
 
     /// The process id, while the node runs.
@@ -210,17 +232,26 @@ impl LocalCluster {
     pub fn start(binary: &Path, settings: &LocalSettings) -> io::Result<Self> {
         // The followers name the leader in their errors, so its port is chosen first.
         let leader_addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let token = settings
+            .cluster_token
+            .clone()
+            .map(|token| ("CLUSTER_TOKEN".to_owned(), token));
         let followers = (1..=settings.followers)
             .map(|i| {
-                let env = vec![
+                let mut env = vec![
                     ("ROLE".into(), "follower".into()),
                     ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
+                    ("INTERNAL_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
                     ("LEADER_URL".into(), format!("http://{leader_addr}")),
                 ];
+                env.extend(token.clone());
                 LocalNode::start(binary, &format!("follower{i}"), env, &settings.log_filter)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let follower_urls: Vec<String> = followers.iter().map(LocalNode::url).collect();
+        let follower_urls: Vec<String> = followers
+            .iter()
+            .filter_map(LocalNode::internal_url)
+            .collect();
         let mut env: Vec<(String, String)> = vec![
             ("ROLE".into(), "leader".into()),
             ("LISTEN_ADDR".into(), leader_addr.to_string()),
@@ -234,6 +265,7 @@ impl LocalCluster {
             ),
             ("RUST_LOG".into(), settings.log_filter.clone()),
         ];
+        env.extend(token);
         env.extend(settings.leader_env.iter().cloned());
         let leader = LocalNode::start(binary, "leader", env, &settings.log_filter)?;
         Ok(Self { leader, followers })

@@ -410,21 +410,31 @@ pub(crate) struct Inner {
 }
 
 impl Replicator {
-    /// A replicator for `followers` (base URLs) that replicates writes applied to `replica`,
-    /// with a simulated lag range in milliseconds, the time a write waits for its quorum, and
-    /// the most writes that may be pending for one follower.
+    /// A replicator for `followers` (base URLs of their internal listeners) that replicates
+    /// writes applied to `replica`, with a simulated lag range in milliseconds, the time a write
+    /// waits for its quorum, the most writes that may be pending for one follower, and the
+    /// cluster token its requests carry.
     pub fn new(
         followers: &[Url],
         replica: SharedReplica,
         lag_ms: RangeInclusive<u64>,
         timeout: Duration,
         backlog: usize,
+        cluster_token: Option<String>,
     ) -> Self {
         // One pooled client for all followers; no proxy, so that a proxy variable in the
-        // environment cannot reroute traffic between nodes.
+        // environment cannot reroute traffic between nodes. Every request carries the token.
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = cluster_token {
+            // The configuration only accepts printable ASCII, which is a valid header value.
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
+            .default_headers(headers)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         let links = followers

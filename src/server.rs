@@ -1,36 +1,50 @@
-//! Running a node: bind the listener, serve until a shutdown future resolves, and the signal
-//! future `main` passes in.
+//! Running a node: bind the public and internal listeners, serve each connection with hyper's
+//! limits, stop when a shutdown future resolves, and the signal future `main` passes in.
 
 use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::config::{Config, Role};
 
 /// How long requests still in flight may run after shutdown was asked for. A write waiting for
 /// its quorum would otherwise hold the node up to `REPLICATE_TIMEOUT_MS`; `docker stop` must
 /// return in well under a second.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 64;
+/// Most bytes a request's head (request line and headers) may take; hyper's minimum is 8 KiB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Binds `config.listen_addr` and serves the node until `shutdown` resolves.
+/// Binds the public listener (`LISTEN_ADDR`) and, on a follower, the internal one
+/// (`INTERNAL_LISTEN_ADDR`), and serves the node until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let listener = TcpListener::bind(config.listen_addr).await?;
-    run(listener, &config, shutdown).await
+    let public = TcpListener::bind(config.listen_addr).await?;
+    let internal = match config.role {
+        Role::Follower => Some(TcpListener::bind(config.internal_listen_addr).await?),
+        Role::Leader => None,
+    };
+    run(public, internal, &config, shutdown).await
 }
 
-/// Serves a node configured by `config` on `listener` until `shutdown` resolves, then gives
-/// in-flight requests a short grace period (300 ms) to finish.
+/// Serves a node configured by `config` until `shutdown` resolves: the client API on `public`,
+/// the internal API on `internal`. Then gives requests in flight a short grace period (300 ms).
 pub async fn run(
-    listener: TcpListener,
+    public: TcpListener,
+    internal: Option<TcpListener>,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -39,14 +53,12 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        // An error means the sender is gone, which only happens after it sent `true`.
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
 
     let state = AppState::new(config);
+    let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
     info!(
-        addr = %listener.local_addr()?,
+        addr = %public.local_addr()?,
+        internal_addr = %internal_addr.map_or("none".to_owned(), |addr| addr.to_string()),
         node_id = state.node_id(),
         role = config.role.as_str(),
         followers = ?config.followers.iter().map(|url| url.as_str()).collect::<Vec<_>>(),
@@ -57,6 +69,9 @@ pub async fn run(
         max_value_bytes = config.max_value_bytes,
         "listening"
     );
+    if matches!(config.cluster_token(), Ok(None)) {
+        warn!("no CLUSTER_TOKEN: internal routes accept requests from anyone who reaches them");
+    }
 
     if let Some(replicator) = state.replicator() {
         // Before serving anything: a restarted leader must not issue versions its followers
@@ -70,22 +85,80 @@ pub async fn run(
         }
     }
 
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            warn!(%err, "could not set TCP_NODELAY");
+    let graceful = GracefulShutdown::new();
+    let header_read_timeout = config.header_read_timeout();
+    let public = accept(
+        public,
+        api::client_router(state.clone()),
+        header_read_timeout,
+        &graceful,
+        stop_rx.clone(),
+    );
+    let internal = async {
+        if let Some(listener) = internal {
+            let router = api::internal_router(state);
+            accept(listener, router, header_read_timeout, &graceful, stop_rx).await;
         }
-    });
-    let server =
-        axum::serve(listener, api::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    tokio::select! {
-        result = server => result?,
-        () = async {
-            stopped(stop_rx).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => warn!("requests still in flight at shutdown were cut off"),
+    };
+    tokio::join!(public, internal);
+
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("requests still in flight at shutdown were cut off");
     }
     info!("stopped");
     Ok(())
+}
+
+/// Accepts connections on `listener` and serves `router` on each until `stop` turns true. Each
+/// connection gets hyper's protections that `axum::serve` leaves off: a deadline for the
+/// request headers (against slowloris), and caps on their number and size.
+async fn accept(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    graceful: &GracefulShutdown,
+    stop: watch::Receiver<bool>,
+) {
+    let mut stopping = std::pin::pin!(stopped(stop));
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stopping => return,
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(%err, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Resolves once `stop` has turned true.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent `true`.
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Listens for Ctrl-C (SIGINT) and SIGTERM (what `docker stop` sends to PID 1) from the moment

@@ -7,14 +7,18 @@ mod internal;
 mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Request};
-use axum::http::header::CONTENT_LENGTH;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::config::{Config, Role};
 use crate::error::Error;
@@ -42,6 +46,9 @@ struct Inner {
     leader_url: Option<String>,
     write_quorum: usize,
     max_value_bytes: usize,
+    cluster_token: Option<String>,
+    request_timeout: Duration,
+    max_concurrent_requests: usize,
 }
 
 impl AppState {
@@ -56,6 +63,7 @@ impl AppState {
                 config.lag_ms(),
                 config.replicate_timeout(),
                 config.replication_backlog,
+                config.cluster_token().ok().flatten(),
             )
         });
         Self {
@@ -68,6 +76,9 @@ impl AppState {
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
                 write_quorum: config.write_quorum,
                 max_value_bytes: config.max_value_bytes,
+                cluster_token: config.cluster_token().ok().flatten(),
+                request_timeout: config.request_timeout(),
+                max_concurrent_requests: config.max_concurrent_requests,
             }),
         }
     }
@@ -110,17 +121,80 @@ impl AppState {
     }
 }
 
-/// The whole API of a node: client routes, internal routes, and JSON errors for unknown routes
-/// and methods.
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.body_limit();
-    Router::new()
-        .merge(client::routes())
-        .merge(internal::routes())
+/// The public API of a node: the client routes, with JSON errors for unknown routes and
+/// methods, the body limit, and the request limits.
+pub fn client_router(state: AppState) -> Router {
+    finish(client::routes(), state)
+}
+
+/// The internal API of a follower, for its own listener: the routes the leader calls, behind
+/// the cluster token when one is set.
+pub fn internal_router(state: AppState) -> Router {
+    let routes = internal::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    finish(routes, state)
+}
+
+fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let limits = Limits {
+        permits: Arc::new(Semaphore::new(state.inner.max_concurrent_requests)),
+        timeout: state.inner.request_timeout,
+    };
+    routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(axum::middleware::from_fn_with_state(limits, limit))
         .with_state(state)
+}
+
+/// The per-listener request limits.
+#[derive(Clone, Debug)]
+struct Limits {
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Sheds load past `MAX_CONCURRENT_REQUESTS` with a 503 rather than queueing without bound, and
+/// answers 408 when a request outlives `REQUEST_TIMEOUT_MS`.
+async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = limits.permits.try_acquire_owned() else {
+        return Error::Overloaded.into_response();
+    };
+    match tokio::time::timeout(limits.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Error::RequestTimeout {
+            timeout_ms: limits.timeout.as_millis() as u64,
+        }
+        .into_response(),
+    }
+}
+
+/// Refuses an internal request without the cluster token (when one is set) with a 401. The
+/// comparison takes the same time wherever the first wrong byte is.
+async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    if let Some(expected) = &state.inner.cluster_token {
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+            return Err(Error::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+/// Compares two secrets in a time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 async fn route_not_found(method: Method, OriginalUri(uri): OriginalUri) -> Error {

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{AppState, router};
+use super::{AppState, client_router, internal_router};
 use crate::config::{Config, Role, parse_base_url};
 
 /// Nothing listens on port 1: messages to this "follower" fail at once.
@@ -29,22 +29,62 @@ fn config(role: Role) -> Config {
         max_delay_ms: 0,
         replicate_timeout_ms: 100,
         replication_backlog: 100,
+        internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        cluster_token: None,
+        cluster_token_file: None,
+        header_read_timeout_ms: 1000,
+        request_timeout_ms: None,
+        max_concurrent_requests: 8,
         max_value_bytes: 16,
     }
 }
 
-fn app(role: Role) -> Router {
-    router(AppState::new(&config(role)))
+/// A node's two routers over one state: `call` sends `/internal/...` to the internal one, as
+/// the internal listener would receive it, and everything else to the public one.
+#[derive(Clone)]
+struct Node {
+    public: Router,
+    internal: Router,
+}
+
+fn node(config: &Config) -> Node {
+    let state = AppState::new(config);
+    Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state),
+    }
+}
+
+fn app(role: Role) -> Node {
+    node(&config(role))
 }
 
 /// Sends one request and returns the status and the JSON body.
-async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
+async fn call(app: &Node, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+    call_with(app, method, uri, body, None).await
+}
+
+/// `call` with an optional `Authorization` header.
+async fn call_with(
+    app: &Node,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let request = request
         .body(body.map_or_else(Body::empty, |text| Body::from(text.to_owned())))
         .expect("valid request");
-    let response = app.clone().oneshot(request).await.expect("infallible");
+    let router = if uri.starts_with("/internal/") {
+        &app.internal
+    } else {
+        &app.public
+    };
+    let response = router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let bytes = response
         .into_body()
@@ -59,7 +99,7 @@ async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (Sta
 
 /// Asserts an error response: its status, its stable code, and a non-empty message.
 async fn assert_error(
-    app: &Router,
+    app: &Node,
     method: &str,
     uri: &str,
     body: Option<&str>,
@@ -303,13 +343,13 @@ async fn unknown_routes_and_methods_get_json_errors() {
 }
 
 /// The follower's incarnation, as its heartbeat answer reports it.
-async fn incarnation(app: &Router) -> u64 {
+async fn incarnation(app: &Node) -> u64 {
     let (_, status) = call(app, "GET", "/internal/status", None).await;
     status["incarnation"].as_u64().expect("incarnation")
 }
 
 /// A state transfer body from `leader` to the follower `app`.
-async fn transfer(app: &Router, leader: u64, version: u64, entries: &str) -> String {
+async fn transfer(app: &Node, leader: u64, version: u64, entries: &str) -> String {
     let follower = incarnation(app).await;
     format!(
         r#"{{"leader":{leader},"follower":{follower},"version":{version},"entries":[{entries}]}}"#
@@ -317,7 +357,7 @@ async fn transfer(app: &Router, leader: u64, version: u64, entries: &str) -> Str
 }
 
 /// Makes `app` (a follower) follow leader incarnation 7 with an empty state.
-async fn follow_leader_7(app: &Router) {
+async fn follow_leader_7(app: &Node) {
     let body = transfer(app, 7, 0, "").await;
     let (status, ack) = call(app, "POST", "/internal/sync", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
@@ -536,7 +576,7 @@ async fn replication_input_is_validated() {
         StatusCode::OK
     );
 
-    let leader = super::router(AppState::new(&config(Role::Leader)));
+    let leader = node(&config(Role::Leader));
     let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
     assert_error(
         &leader,
@@ -578,4 +618,120 @@ async fn cluster_status_is_the_leaders() {
         "not_leader",
     )
     .await;
+}
+
+#[tokio::test]
+async fn internal_routes_want_the_cluster_token_when_one_is_set() {
+    let app = node(&Config {
+        cluster_token: Some("s3cret".into()),
+        ..config(Role::Follower)
+    });
+    let status = |authorization| call_with(&app, "GET", "/internal/status", None, authorization);
+    let (code, body) = status(None).await;
+    assert_eq!(
+        (code.as_u16(), body["error"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    for wrong in [
+        "Bearer s3creT",
+        "Bearer s3cret2",
+        "Basic s3cret",
+        "s3cret",
+        "Bearer ",
+    ] {
+        assert_eq!(
+            status(Some(wrong)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{wrong}"
+        );
+    }
+    assert_eq!(status(Some("Bearer s3cret")).await.0, StatusCode::OK);
+
+    // Refused before anything is read or applied.
+    let write = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
+    let (code, _) = call_with(&app, "POST", "/internal/replicate", Some(write), None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    // The client API needs no token.
+    assert_eq!(call(&app, "GET", "/health", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn internal_routes_are_not_on_the_public_router() {
+    let app = app(Role::Follower);
+    let request = Request::builder()
+        .uri("/internal/status")
+        .body(Body::empty())
+        .expect("request");
+    let response = app
+        .public
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn token_comparison() {
+    assert!(super::constant_time_eq(b"abc", b"abc"));
+    assert!(!super::constant_time_eq(b"abc", b"abd"));
+    assert!(!super::constant_time_eq(b"abc", b"abcd"));
+    assert!(!super::constant_time_eq(b"", b"a"));
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_gets_408() {
+    // The write waits 100 ms for a quorum it cannot get; the request may take 50 ms.
+    let app = node(&Config {
+        request_timeout_ms: Some(50),
+        ..config(Role::Leader)
+    });
+    let json = assert_error(
+        &app,
+        "PUT",
+        "/kv/k?quorum=1",
+        Some(r#"{"value":"v"}"#),
+        408,
+        "request_timeout",
+    )
+    .await;
+    assert_eq!(json["message"], "the request took longer than 50 ms");
+}
+
+#[tokio::test]
+async fn requests_past_the_concurrency_limit_get_503() {
+    let app = node(&Config {
+        max_concurrent_requests: 1,
+        ..config(Role::Leader)
+    });
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, "PUT", "/kv/k?quorum=1", Some(r#"{"value":"v"}"#)).await }
+    });
+    // While the slow write holds the only permit (it waits 100 ms for its quorum), a second
+    // request is shed. Poll until it is, up to a deadline.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let shed = loop {
+        let (status, json) = call(&app, "GET", "/health", None).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break json;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never shed: {status} {json}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    };
+    assert_eq!(shed["error"], "overloaded");
+    assert_eq!(
+        slow.await.expect("join").0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the write timed out"
+    );
+    assert_eq!(
+        call(&app, "GET", "/health", None).await.0,
+        StatusCode::OK,
+        "the permit is back"
+    );
 }

@@ -374,6 +374,7 @@ impl Target {
             min_delay_ms,
             max_delay_ms,
             replicate_timeout_ms: args.timeout_ms,
+            cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "warn".into(),
         };

@@ -16,11 +16,15 @@ use tokio::time::Instant;
 
 pub use crate::common::{eventually, send};
 
+/// The cluster token of the test clusters.
+pub const CLUSTER_TOKEN: &str = "test-cluster-token";
+
 /// Lag and timeout settings of a test cluster: quick lag, and a quorum timeout long enough for a
 /// loaded machine, unless a test sets its own.
 pub fn settings() -> LocalSettings {
     LocalSettings {
         max_delay_ms: 20,
+        cluster_token: Some(CLUSTER_TOKEN.into()),
         ..LocalSettings::default()
     }
 }

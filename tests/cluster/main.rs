@@ -7,7 +7,7 @@ mod helpers;
 use std::time::Duration;
 
 use futures::future::join_all;
-use helpers::{NodeExt, TestCluster, eventually, send, settings};
+use helpers::{CLUSTER_TOKEN, NodeExt, TestCluster, eventually, send, settings};
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use semisync_kv::local::LocalSettings;
@@ -190,6 +190,9 @@ async fn bad_input_table() {
     .await;
     let leader = cluster.leader.url();
     let follower = cluster.followers[0].url();
+    let internal = cluster.followers[0]
+        .internal_url()
+        .expect("internal listener");
     let http = &cluster.http;
     let cases = [
         (
@@ -243,15 +246,33 @@ async fn bad_input_table() {
             "not_leader",
         ),
         (
-            http.post(format!("{follower}/internal/replicate"))
+            http.post(format!("{internal}/internal/replicate"))
+                .bearer_auth(CLUSTER_TOKEN)
                 .body("[]"),
             400,
             "invalid_body",
         ),
         (
-            http.post(format!("{leader}/internal/replicate")).body("{}"),
-            409,
-            "not_follower",
+            http.get(format!("{internal}/internal/status")),
+            401,
+            "unauthorized",
+        ),
+        (
+            http.get(format!("{internal}/internal/status"))
+                .bearer_auth("guess"),
+            401,
+            "unauthorized",
+        ),
+        // Internal routes are on their own listener only, which compose does not publish.
+        (
+            http.get(format!("{follower}/internal/status")),
+            404,
+            "route_not_found",
+        ),
+        (
+            http.post(format!("{leader}/internal/replicate")),
+            404,
+            "route_not_found",
         ),
     ];
     for (request, status, code) in cases {
@@ -796,4 +817,35 @@ async fn benchmark_writes_results_and_charts() {
         assert_eq!((frame.width, frame.height), (1600, 1000), "{chart}");
     }
     std::fs::remove_dir_all(&out_dir).expect("clean up");
+}
+
+/// A client that trickles its headers (slowloris) is cut off after HEADER_READ_TIMEOUT_MS
+/// instead of holding a connection forever.
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        followers: 1,
+        write_quorum: 1,
+        leader_env: vec![("HEADER_READ_TIMEOUT_MS".into(), "300".into())],
+        ..settings()
+    })
+    .await;
+    let mut stream = TcpStream::connect(cluster.leader.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("send part");
+    let mut buffer = [0; 1024];
+    // Far longer than the 300 ms allowed; without the limit the read would never return.
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await;
+    match read.expect("the server closed the connection") {
+        Ok(n) => assert!(
+            n == 0 || String::from_utf8_lossy(&buffer[..n]).starts_with("HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&buffer[..n])
+        ),
+        Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+    }
 }

@@ -98,6 +98,7 @@ impl Stack {
             .env("KV_IMAGE_TARGET", "prebuilt")
             .env("MAX_DELAY_MS", MAX_DELAY_MS.to_string())
             .env("REPLICATE_TIMEOUT_MS", REPLICATE_TIMEOUT_MS.to_string())
+            .env("CLUSTER_TOKEN", "compose-test-token")
             .env_remove("WRITE_QUORUM")
             .env_remove("MIN_DELAY_MS");
         command
@@ -245,6 +246,15 @@ async fn lab_scenarios_against_the_compose_cluster() {
 
     // All six containers become healthy.
     wait_healthy(&CONTAINERS).await;
+
+    // Only the public API is published; the internal listener (replication) is not.
+    for name in CONTAINERS {
+        let ports = docker(&["port", name]);
+        assert!(
+            ports.contains("8000/tcp") && !ports.contains("9000"),
+            "{name}: {ports}"
+        );
+    }
 
     // A write on the leader is readable on every follower.
     let (status, body) = put(&http, "greeting", "hello").await;
