@@ -313,3 +313,80 @@ mod tests {
         true
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A client operation on the leader: a PUT (Some) or a DELETE (None) of one of a few keys.
+    fn operation() -> impl Strategy<Value = (String, Option<String>)> {
+        let key = prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(String::from);
+        (key, prop::option::of("[a-z]{0,3}"))
+    }
+
+    proptest! {
+        /// Whatever the writes and deletes, delivered in any order with any duplicates, every
+        /// replica ends in the leader's state.
+        #[test]
+        fn replicas_converge_on_the_leader(
+            operations in prop::collection::vec(operation(), 0..40),
+            replicas in prop::collection::vec(
+                (any::<prop::sample::Index>(), prop::collection::vec(any::<prop::sample::Index>(), 0..80)),
+                1..4,
+            ),
+        ) {
+            let mut leader = Store::new();
+            let history: Vec<(String, Entry)> = operations
+                .into_iter()
+                .map(|(key, value)| { let entry = leader.write(&key, value); (key, entry) })
+                .collect();
+            for (seed, extra) in replicas {
+                // Every message at least once, in a shuffled order, plus duplicates.
+                let mut order: Vec<usize> = (0..history.len()).collect();
+                if !order.is_empty() {
+                    let rotation = seed.index(order.len());
+                    order.rotate_left(rotation);
+                    for (i, pick) in extra.iter().enumerate() {
+                        let len = order.len();
+                        order.swap(i % len, pick.index(len));
+                    }
+                    order.extend(extra.iter().map(|pick| pick.index(history.len())));
+                }
+                let mut replica = Store::new();
+                for i in order {
+                    let (key, entry) = &history[i];
+                    replica.apply(key, entry.clone());
+                }
+                prop_assert_eq!(replica.dump(), leader.dump());
+                prop_assert_eq!(replica.latest_version(), leader.latest_version());
+            }
+        }
+
+        /// A state transfer merged into a replica that already has part of the history, while
+        /// the rest still arrives, changes nothing about the outcome.
+        #[test]
+        fn a_merged_snapshot_commutes_with_live_writes(
+            operations in prop::collection::vec(operation(), 1..40),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut leader = Store::new();
+            let history: Vec<(String, Entry)> = operations
+                .into_iter()
+                .map(|(key, value)| { let entry = leader.write(&key, value); (key, entry) })
+                .collect();
+            let cut = cut.index(history.len());
+            let mut at_cut = Store::new();
+            for (key, entry) in &history[..cut] {
+                at_cut.apply(key, entry.clone());
+            }
+            let mut replica = Store::new();
+            for (key, entry) in history[cut..].iter().rev() {
+                replica.apply(key, entry.clone());
+            }
+            replica.merge(at_cut.snapshot());
+            prop_assert_eq!(replica.dump(), leader.dump());
+        }
+    }
+}
