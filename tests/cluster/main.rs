@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod helpers;
+mod linearizability;
 
 use std::time::Duration;
 
@@ -848,4 +849,162 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
         ),
         Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
     }
+}
+
+/// One operation of a recorded history: on which key, and what it did when.
+type Recorded = (String, linearizability::Operation);
+
+/// Sends `request`, records it as an operation on `key` with its call and return times, and
+/// returns the HTTP status. A write answered 503 is indeterminate: it may have taken effect.
+async fn record(
+    history: &std::sync::Mutex<Vec<Recorded>>,
+    started: Instant,
+    key: &str,
+    write: Option<Option<String>>,
+    request: reqwest::RequestBuilder,
+) -> StatusCode {
+    let call = started.elapsed().as_micros() as u64;
+    let (status, body) = send(request).await;
+    let ret = started.elapsed().as_micros() as u64;
+    let (ret, kind) = match (write, status) {
+        (Some(value), StatusCode::OK) => (Some(ret), linearizability::Kind::Write(value)),
+        (Some(value), StatusCode::SERVICE_UNAVAILABLE) => {
+            (None, linearizability::Kind::Write(value))
+        }
+        (None, StatusCode::OK) => (
+            Some(ret),
+            linearizability::Kind::Read(body["value"].as_str().map(String::from)),
+        ),
+        (None, StatusCode::NOT_FOUND) => (Some(ret), linearizability::Kind::Read(None)),
+        (_, status) => panic!("unexpected answer {status}: {body}"),
+    };
+    let operation = linearizability::Operation { call, ret, kind };
+    history
+        .lock()
+        .expect("history")
+        .push((key.to_owned(), operation));
+    status
+}
+
+/// The operations on `key`, in the order they were recorded.
+fn history_of(history: &[Recorded], key: &str) -> Vec<linearizability::Operation> {
+    history
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, op)| op.clone())
+        .collect()
+}
+
+/// Several clients PUT, DELETE and GET a few keys on the leader while most followers are frozen
+/// for a while, so that some writes time out; every key's history is linearizable, counting a
+/// timed-out write as indeterminate.
+#[tokio::test]
+async fn reads_and_writes_on_the_leader_are_linearizable() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        write_quorum: 2,
+        max_delay_ms: 30,
+        replicate_timeout_ms: 300,
+        ..settings()
+    })
+    .await;
+    let history = std::sync::Mutex::new(Vec::new());
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    let keys = ["x", "y"];
+    let leader = cluster.leader.url();
+
+    let client = |c: usize| {
+        let (history, done, leader, http) = (&history, &done, &leader, &cluster.http);
+        async move {
+            for i in 0..30 {
+                let key = keys[rand::random_range(0..keys.len())];
+                let url = format!("{leader}/kv/{key}");
+                match rand::random_range(0..6) {
+                    0..=2 => {
+                        let value = format!("c{c}-{i}");
+                        let request = http.put(&url).json(&json!({ "value": value }));
+                        record(history, started, key, Some(Some(value)), request).await;
+                    }
+                    3 => {
+                        record(history, started, key, Some(None), http.delete(&url)).await;
+                    }
+                    _ => {
+                        record(history, started, key, None, http.get(&url)).await;
+                    }
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    };
+    // Freeze four followers after 20 operations and thaw them after 70: quorum 2 is out of
+    // reach in between, so writes time out.
+    let chaos = async {
+        let reached = |n: usize| {
+            let done = &done;
+            eventually(Duration::from_secs(30), move || async move {
+                let count = done.load(std::sync::atomic::Ordering::Relaxed);
+                if count >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{count} operations"))
+                }
+            })
+        };
+        reached(20).await.expect("operations");
+        for follower in &cluster.followers[1..] {
+            follower.signal(Signal::SIGSTOP);
+        }
+        reached(70).await.expect("operations");
+        for follower in &cluster.followers[1..] {
+            follower.signal(Signal::SIGCONT);
+        }
+    };
+    tokio::join!(join_all((0..4).map(client)), chaos);
+
+    let history = history.into_inner().expect("history");
+    let timed_out = history.iter().filter(|(_, op)| op.ret.is_none()).count();
+    assert!(
+        timed_out > 0,
+        "some writes timed out while followers were frozen"
+    );
+    for key in keys {
+        let operations = history_of(&history, key);
+        assert!(
+            linearizability::linearizable(&operations),
+            "{key}: {operations:#?}"
+        );
+    }
+}
+
+/// Reads from followers are not linearizable: right after a write returned, a follower that
+/// was not part of its quorum still answers the older value. (What the docs teach.)
+#[tokio::test]
+async fn reads_from_followers_are_not_linearizable() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        write_quorum: 1,
+        min_delay_ms: 200,
+        max_delay_ms: 400,
+        ..settings()
+    })
+    .await;
+    let history = std::sync::Mutex::new(Vec::new());
+    let started = Instant::now();
+    for i in 0..5 {
+        let value = format!("v{i}");
+        let put = cluster
+            .http
+            .put(format!("{}/kv/x", cluster.leader.url()))
+            .json(&json!({ "value": value }));
+        let status = record(&history, started, "x", Some(Some(value)), put).await;
+        assert_eq!(status, StatusCode::OK);
+        for follower in &cluster.followers {
+            let get = cluster.http.get(format!("{}/kv/x", follower.url()));
+            record(&history, started, "x", None, get).await;
+        }
+    }
+    let operations = history_of(&history.into_inner().expect("history"), "x");
+    assert!(
+        !linearizability::linearizable(&operations),
+        "stale follower reads: {operations:#?}"
+    );
 }
