@@ -265,7 +265,7 @@ impl QuorumOutcome {
 }
 
 /// How the leader sees one follower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FollowerState {
     /// Answering and synchronized with this leader.
@@ -277,7 +277,7 @@ pub enum FollowerState {
 }
 
 /// The leader's view of one follower, as `GET /cluster` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FollowerView {
     /// The follower's node id (its URL's host until it first answers).
     pub node_id: String,

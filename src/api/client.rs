@@ -9,7 +9,9 @@ use axum::routing::{any, get};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::debug;
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::ErrorBody;
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, Result};
 use crate::replication::{FollowerView, Incarnation, Replicator};
@@ -23,10 +25,21 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/kv/", any(empty_key))
         .route("/dump", get(dump))
         .route("/cluster", get(cluster))
+        .route("/openapi.json", get(super::openapi::serve))
+}
+
+/// The `{key}` path parameter.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Only describes the parameter; the `Key` extractor reads it.
+pub(super) struct KeyParam {
+    /// The key: 1 to 1024 bytes of UTF-8, `/` allowed (percent-encode it as %2F or not).
+    #[param(min_length = 1, max_length = 256)]
+    key: String,
 }
 
 /// Body of `GET /health`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// Always "ok" when the node answers.
     pub status: String,
@@ -40,7 +53,9 @@ pub struct Health {
     pub keys: usize,
 }
 
-async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+/// The node's role, id and latest version.
+#[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
+pub(super) async fn health(State(state): State<AppState>) -> axum::Json<Health> {
     let (version, keys) = {
         let replica = state.replica();
         (replica.store.latest_version(), replica.store.len())
@@ -55,7 +70,7 @@ async fn health(State(state): State<AppState>) -> axum::Json<Health> {
 }
 
 /// Body of a successful `GET /kv/{key}`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReadResponse {
     /// The key read.
     pub key: String,
@@ -65,7 +80,16 @@ pub struct ReadResponse {
     pub version: Version,
 }
 
-async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json<ReadResponse>> {
+/// The value of a key on this node (a follower may lag behind the leader).
+#[utoipa::path(get, path = "/kv/{key}", params(KeyParam), responses(
+    (status = 200, body = ReadResponse),
+    (status = 400, description = "invalid key", body = ErrorBody),
+    (status = 404, description = "no such key", body = ErrorBody),
+))]
+pub(super) async fn read(
+    State(state): State<AppState>,
+    Key(key): Key,
+) -> Result<axum::Json<ReadResponse>> {
     let (value, version) = {
         let replica = state.replica();
         let (value, version) = replica
@@ -81,7 +105,9 @@ async fn read(State(state): State<AppState>, Key(key): Key) -> Result<axum::Json
     }))
 }
 
-async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
+/// The node's whole state: every live key and its value.
+#[utoipa::path(get, path = "/dump", responses((status = 200, body = BTreeMap<String, String>)))]
+pub(super) async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
     axum::Json(state.replica().store.dump())
 }
 
@@ -90,22 +116,25 @@ async fn empty_key() -> Error {
 }
 
 /// Body of `PUT /kv/{key}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
+pub(super) struct PutBody {
+    /// The value to store.
     value: String,
 }
 
 /// Query string of a write.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct WriteParams {
-    /// Overrides `WRITE_QUORUM` for this write.
+#[into_params(parameter_in = Query)]
+pub(super) struct WriteParams {
+    /// Follower acks to wait for, overriding `WRITE_QUORUM` for this write.
+    #[param(minimum = 0)]
     quorum: Option<usize>,
 }
 
 /// Body of a successful write (PUT or DELETE): the quorum was reached.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WriteResponse {
     /// The key written.
     pub key: String,
@@ -123,7 +152,15 @@ pub struct WriteResponse {
     pub latency_ms: f64,
 }
 
-async fn put(
+/// Writes a value on the leader and waits for the write quorum.
+#[utoipa::path(put, path = "/kv/{key}", params(KeyParam, WriteParams), request_body = PutBody,
+    responses(
+        (status = 200, description = "the quorum acknowledged", body = WriteResponse),
+        (status = 400, description = "invalid key, body or quorum", body = ErrorBody),
+        (status = 413, description = "value or body too large", body = ErrorBody),
+        (status = 503, description = "quorum not reached in time: applied, not rolled back", body = ErrorBody),
+    ))]
+pub(super) async fn put(
     Leader(replicator): Leader,
     State(state): State<AppState>,
     Key(key): Key,
@@ -134,7 +171,13 @@ async fn put(
     write(&state, &replicator, key, params, Some(body.value)).await
 }
 
-async fn delete(
+/// Deletes a key on the leader (a versioned tombstone) and waits for the write quorum.
+#[utoipa::path(delete, path = "/kv/{key}", params(KeyParam, WriteParams), responses(
+    (status = 200, description = "the quorum acknowledged", body = WriteResponse),
+    (status = 400, description = "invalid key or quorum", body = ErrorBody),
+    (status = 503, description = "quorum not reached in time: applied, not rolled back", body = ErrorBody),
+))]
+pub(super) async fn delete(
     Leader(replicator): Leader,
     State(state): State<AppState>,
     Key(key): Key,
@@ -189,7 +232,7 @@ async fn write(
 
 /// Body of `GET /cluster`: the leader's replication status, in the spirit of PostgreSQL's
 /// `pg_stat_replication` and Redis `INFO replication`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClusterStatus {
     /// The leader's node id.
     pub node_id: String,
@@ -211,7 +254,9 @@ pub struct ClusterStatus {
     pub followers: Vec<FollowerView>,
 }
 
-async fn cluster(
+/// The leader's replication status: every follower's state, acks, lag and pending work.
+#[utoipa::path(get, path = "/cluster", responses((status = 200, body = ClusterStatus)))]
+pub(super) async fn cluster(
     Leader(replicator): Leader,
     State(state): State<AppState>,
 ) -> axum::Json<ClusterStatus> {

@@ -3,6 +3,7 @@
 
 mod client;
 mod internal;
+pub mod openapi;
 #[cfg(test)]
 mod tests;
 

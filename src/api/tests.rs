@@ -735,3 +735,36 @@ async fn requests_past_the_concurrency_limit_get_503() {
         "the permit is back"
     );
 }
+
+#[tokio::test]
+async fn each_node_describes_the_api_it_serves() {
+    let (status, leader) = call(&app(Role::Leader), "GET", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(leader["openapi"], "3.1.0");
+    let kv = &leader["paths"]["/kv/{key}"];
+    assert!(
+        kv["get"].is_object() && kv["put"].is_object() && kv["delete"].is_object(),
+        "{kv}"
+    );
+    assert!(leader["paths"]["/cluster"]["get"].is_object());
+    let quorum = kv["put"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "quorum"))
+        .expect("quorum parameter");
+    assert_eq!(
+        quorum["schema"]["maximum"], 1.0,
+        "one follower in this test: {quorum}"
+    );
+    assert!(
+        kv["put"]["responses"]["503"].is_object(),
+        "the timeout is documented"
+    );
+
+    let (_, follower) = call(&app(Role::Follower), "GET", "/openapi.json", None).await;
+    let kv = &follower["paths"]["/kv/{key}"];
+    assert!(
+        kv["get"].is_object() && kv["put"].is_null() && kv["delete"].is_null(),
+        "{kv}"
+    );
+    assert!(follower["paths"]["/cluster"].is_null());
+}

@@ -9,6 +9,7 @@
 //! a local cluster of its own with `--local`.
 
 mod chart;
+mod soak;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -88,6 +89,17 @@ pub struct BenchArgs {
     /// Comma-separated quorums of the throughput mode.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 5])]
     pub throughput_quorums: Vec<usize>,
+    /// Run the soak instead (needs --local): closed-loop writes for this many seconds on the
+    /// --keys key set, sampling every node's memory, file descriptors and threads; writes
+    /// soak_results.json.
+    #[arg(long)]
+    pub soak_seconds: Option<u64>,
+    /// Clients writing in a loop during the soak.
+    #[arg(long, default_value_t = 32)]
+    pub soak_concurrency: usize,
+    /// Seconds between two samples of the soak.
+    #[arg(long, default_value_t = 5)]
+    pub soak_sample_seconds: u64,
     /// Where the JSON and the charts are written.
     #[arg(long, default_value = "artifacts")]
     pub out_dir: PathBuf,
@@ -185,6 +197,19 @@ pub struct ThroughputRun {
 
 /// Runs the benchmark and returns the exit code.
 pub async fn run(args: BenchArgs) -> ExitCode {
+    if let Some(seconds) = args.soak_seconds {
+        return match run_soak(&args, seconds).await {
+            Ok(soak) => {
+                println!("{}", soak::table(&soak));
+                println!("wrote {}", args.out_dir.join(SOAK_FILE).display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match bench(&args).await {
         Ok(results) => {
             println!("{}", stats::table(&results));
@@ -209,6 +234,42 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 
 /// The JSON file's name in the output folder.
 pub const JSON_FILE: &str = "benchmark_results.json";
+/// The soak's JSON file's name in the output folder.
+pub const SOAK_FILE: &str = "soak_results.json";
+
+async fn run_soak(args: &BenchArgs, seconds: u64) -> Result<soak::Soak, String> {
+    if !args.local {
+        return Err("--soak-seconds samples the nodes' processes: run it with --local".into());
+    }
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
+    let target = Target::new(args, args.min_delay_ms, args.max_delay_ms)?;
+    target.wait_all_up().await?;
+    let pids = target.pids();
+    let duration = Duration::from_secs(seconds);
+    let every = Duration::from_secs(args.soak_sample_seconds.max(1));
+    let until = Instant::now() + duration;
+    let (writes, samples) = tokio::join!(
+        target.closed_loop(duration, args.soak_concurrency.max(1), args.keys, 1),
+        soak::sample_until(&pids, every, until),
+    );
+    let nodes = pids
+        .into_iter()
+        .zip(samples)
+        .map(|((id, _), s)| soak::summarize(id, s))
+        .collect();
+    let result = soak::Soak {
+        seconds: seconds as f64,
+        concurrency: args.soak_concurrency,
+        keys: args.keys,
+        writes: writes.latencies_ms.len(),
+        failed: writes.failed,
+        nodes,
+    };
+    let json = serde_json::to_string_pretty(&result).map_err(|err| err.to_string())?;
+    write(&args.out_dir.join(SOAK_FILE), json.as_bytes())?;
+    Ok(result)
+}
 
 async fn bench(args: &BenchArgs) -> Result<Results, String> {
     if args.writes == 0 || args.concurrency == 0 || args.keys == 0 {
@@ -355,7 +416,7 @@ async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
 struct Target {
     leader: Client,
     followers: Vec<Client>,
-    _local: Option<LocalCluster>,
+    local: Option<LocalCluster>,
 }
 
 impl Target {
@@ -364,7 +425,7 @@ impl Target {
             return Ok(Self {
                 leader: Client::new(args.leader.clone()),
                 followers: args.followers.iter().cloned().map(Client::new).collect(),
-                _local: None,
+                local: None,
             });
         }
         let binary = std::env::current_exe().map_err(|err| format!("cannot find myself: {err}"))?;
@@ -388,8 +449,19 @@ impl Target {
                 .iter()
                 .map(|f| client(f.url()))
                 .collect::<Result<_, _>>()?,
-            _local: Some(cluster),
+            local: Some(cluster),
         })
+    }
+
+    /// The node ids and process ids of the local cluster (none for a remote one).
+    fn pids(&self) -> Vec<(String, u32)> {
+        let Some(cluster) = &self.local else {
+            return Vec::new();
+        };
+        std::iter::once(&cluster.leader)
+            .chain(&cluster.followers)
+            .filter_map(|node| Some((node.id.clone(), node.pid()?)))
+            .collect()
     }
 
     /// Waits until the leader reports every follower up: a follower takes writes only after

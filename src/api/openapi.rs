@@ -1,0 +1,77 @@
+//! The OpenAPI description of the public API, generated from the handlers and types by utoipa,
+//! and served at `GET /openapi.json`. Each node describes the API it serves: a follower's has no
+//! writes and no `/cluster`, and the leader's bounds `?quorum` by its number of followers.
+
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
+
+use super::{AppState, client};
+use crate::config::Role;
+
+/// The JSON body of every error: a stable code, a message, and fields specific to the error.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // Describes `Error`'s JSON; `Error::into_response` writes it.
+pub(super) struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `quorum_timeout`.
+    error: String,
+    /// Explanation for people.
+    message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "semisync-kv",
+        description = "A single-leader, semi-synchronously replicated \
+        in-memory key-value store. Errors are JSON objects with `error` and `message`."
+    ),
+    paths(
+        client::health,
+        client::read,
+        client::put,
+        client::delete,
+        client::dump,
+        client::cluster
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// The description of the API a node with this role and number of followers serves.
+pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    match role {
+        Role::Follower => {
+            doc.paths.paths.remove("/cluster");
+            if let Some(item) = doc.paths.paths.get_mut("/kv/{key}") {
+                item.put = None;
+                item.delete = None;
+            }
+        }
+        Role::Leader => {
+            let item = doc.paths.paths.get_mut("/kv/{key}");
+            let operations = item
+                .into_iter()
+                .flat_map(|item| [&mut item.put, &mut item.delete]);
+            for operation in operations.flatten() {
+                let parameters = operation.parameters.iter_mut().flatten();
+                for parameter in parameters.filter(|p| p.name == "quorum") {
+                    let schema = ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer)
+                        .minimum(Some(0))
+                        .maximum(Some(followers as f64));
+                    parameter.schema = Some(RefOr::T(Schema::Object(schema.build())));
+                }
+            }
+        }
+    }
+    doc
+}
+
+pub(super) async fn serve(State(state): State<AppState>) -> axum::Json<utoipa::openapi::OpenApi> {
+    let followers = state.replicator().map_or(0, |r| r.follower_count());
+    axum::Json(document(state.inner.role, followers))
+}
