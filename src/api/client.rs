@@ -33,8 +33,8 @@ pub(super) fn routes() -> Router<AppState> {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)] // Only describes the parameter; the `Key` extractor reads it.
 pub(super) struct KeyParam {
-    /// The key: 1 to 1024 bytes of UTF-8, `/` allowed (percent-encode it as %2F or not).
-    #[param(min_length = 1, max_length = 256)]
+    /// The key: 1 to 1024 bytes of UTF-8 (so at most 1024 characters), `/` allowed.
+    #[param(min_length = 1, max_length = 1024)]
     key: String,
 }
 

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::OpenApi;
-use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
+use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
 use super::{AppState, client};
 use crate::config::Role;
@@ -46,9 +46,22 @@ pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {
     match role {
         Role::Follower => {
             doc.paths.paths.remove("/cluster");
-            if let Some(item) = doc.paths.paths.get_mut("/kv/{key}") {
-                item.put = None;
-                item.delete = None;
+            // A follower answers every write with 421 and the leader's URL, whatever the input.
+            let not_leader = ResponseBuilder::new()
+                .description("this node is a follower: send writes to the leader it names")
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                )
+                .build();
+            let item = doc.paths.paths.get_mut("/kv/{key}");
+            let writes = item
+                .into_iter()
+                .flat_map(|item| [&mut item.put, &mut item.delete]);
+            for operation in writes.flatten() {
+                operation.responses.responses = [("421".to_owned(), RefOr::T(not_leader.clone()))]
+                    .into_iter()
+                    .collect();
             }
         }
         Role::Leader => {
