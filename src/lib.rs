@@ -17,6 +17,7 @@
 //! - [`client`]: a client of the public API, for the command line and the benchmark.
 //! - [`cli`]: the command line's client commands (`put`, `get`, `status`, ...).
 //! - `bench` (feature `bench`, on by default): the benchmark and its charts.
+//! - [`metrics`]: Prometheus metrics for `GET /metrics`.
 //! - [`local`]: a local cluster of node processes on loopback, for the benchmark and the tests.
 
 pub mod api;
@@ -27,6 +28,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod local;
+pub mod metrics;
 pub mod recovery;
 pub mod replication;
 pub mod server;

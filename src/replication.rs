@@ -37,6 +37,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::metrics::Metrics;
 use crate::store::{Entry, Store, Version};
 
 /// The follower route that receives replicated writes.
@@ -407,6 +408,7 @@ pub(crate) struct Inner {
     lag_ms: RangeInclusive<u64>,
     timeout: Duration,
     backlog: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Replicator {
@@ -421,6 +423,7 @@ impl Replicator {
         timeout: Duration,
         backlog: usize,
         cluster_token: Option<String>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         // One pooled client for all followers; no proxy, so that a proxy variable in the
         // environment cannot reroute traffic between nodes. Every request carries the token.
@@ -451,6 +454,7 @@ impl Replicator {
                 lag_ms,
                 timeout,
                 backlog,
+                metrics,
             }),
         }
     }
@@ -588,6 +592,9 @@ impl Delivery {
     /// cannot change, once the follower has been down for [`GIVE_UP_AFTER_DOWN`], or once
     /// another delivery found the backlog full.
     fn give_up(&self, failure: &Failure, retrying: &mut bool) -> bool {
+        self.inner
+            .metrics
+            .replication_error(self.link.url.as_str(), failure.kind);
         let mut state = self.link.state();
         if state.last_error.is_none() {
             warn!(follower = %self.link.url, version = self.message.version,
@@ -614,6 +621,9 @@ impl Delivery {
             state.retrying -= 1;
         }
         if let Some(ack) = ack {
+            self.inner
+                .metrics
+                .ack(self.link.url.as_str(), self.started.elapsed());
             state.acked_version = state.acked_version.max(ack.version);
             state.last_ack_latency = Some(self.started.elapsed());
             state.last_contact = Some(Instant::now());
@@ -632,13 +642,12 @@ impl Delivery {
             .json(&*self.message)
             .send()
             .await
-            .map_err(|err| Failure::transient(describe(&err)))?;
+            .map_err(|err| Failure::from_reqwest(&err))?;
         let status = response.status();
         if status.is_success() {
-            return response
-                .json::<Ack>()
-                .await
-                .map_err(|err| Failure::transient(format!("unreadable ack: {}", describe(&err))));
+            return response.json::<Ack>().await.map_err(|err| {
+                Failure::transient("other", format!("unreadable ack: {}", describe(&err)))
+            });
         }
         let reason = format!(
             "HTTP {status}: {}",
@@ -648,11 +657,14 @@ impl Delivery {
             // `not_synced`: the follower restarted, or this leader did. Its heartbeat sends the
             // state transfer now rather than at the next tick; this delivery retries after it.
             self.link.wake.notify_one();
-            return Err(Failure::transient(reason));
+            return Err(Failure::transient("not_synced", reason));
         }
         // Any other refusal would be refused again: leave the write to a state transfer.
+        let permanent = status.is_client_error();
+        let kind = if permanent { "refused" } else { "server_error" };
         Err(Failure {
-            permanent: status.is_client_error(),
+            permanent,
+            kind,
             reason,
         })
     }
@@ -662,15 +674,29 @@ impl Delivery {
 struct Failure {
     /// A retry cannot succeed (the follower refused the message itself).
     permanent: bool,
+    /// The metrics' `reason` label.
+    kind: &'static str,
     reason: String,
 }
 
 impl Failure {
-    fn transient(reason: String) -> Self {
+    fn transient(kind: &'static str, reason: String) -> Self {
         Self {
             permanent: false,
+            kind,
             reason,
         }
+    }
+
+    fn from_reqwest(err: &reqwest::Error) -> Self {
+        let kind = if err.is_timeout() {
+            "timeout"
+        } else if err.is_connect() {
+            "connect"
+        } else {
+            "other"
+        };
+        Self::transient(kind, describe(err))
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::routing::{any, get};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::openapi::ErrorBody;
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, Result};
+use crate::metrics::{LeaderSnapshot, Snapshot};
 use crate::replication::{FollowerView, Incarnation, Replicator};
 use crate::store::Version;
 
@@ -26,6 +28,31 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/dump", get(dump))
         .route("/cluster", get(cluster))
         .route("/openapi.json", get(super::openapi::serve))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus metrics in the text exposition format.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let (version, keys) = {
+        let replica = state.replica();
+        (replica.store.latest_version(), replica.store.len())
+    };
+    let leader = state.replicator().map(|replicator| LeaderSnapshot {
+        write_quorum: state.inner.write_quorum,
+        min_delay_ms: *replicator.lag_ms().start(),
+        max_delay_ms: *replicator.lag_ms().end(),
+        replicate_timeout_ms: replicator.timeout().as_millis() as u64,
+        followers: replicator.followers(),
+    });
+    let text = state.inner.metrics.render(&Snapshot {
+        version,
+        keys,
+        leader,
+    });
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
 }
 
 /// The `{key}` path parameter.
@@ -208,6 +235,10 @@ async fn write(
     let outcome = replicator.replicate(&key, &entry, quorum).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     debug!(%key, version = entry.version, acks = outcome.acks(), quorum, latency_ms, "write");
+    state
+        .inner
+        .metrics
+        .write(outcome.reached(), started.elapsed());
 
     if !outcome.reached() {
         return Err(Error::QuorumTimeout {

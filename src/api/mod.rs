@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Config, Role};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::replication::{Incarnation, Replica, Replicator, SharedReplica, lock};
 
 pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
@@ -44,6 +45,7 @@ struct Inner {
     incarnation: Incarnation,
     replica: SharedReplica,
     replicator: Option<Replicator>,
+    metrics: Arc<Metrics>,
     leader_url: Option<String>,
     write_quorum: usize,
     max_value_bytes: usize,
@@ -57,6 +59,7 @@ impl AppState {
     /// [`Config::validate`]), with an empty store.
     pub fn new(config: &Config) -> Self {
         let replica = Arc::new(Mutex::new(Replica::default()));
+        let metrics = Arc::new(Metrics::new());
         let replicator = (config.role == Role::Leader).then(|| {
             Replicator::new(
                 &config.followers,
@@ -65,6 +68,7 @@ impl AppState {
                 config.replicate_timeout(),
                 config.replication_backlog,
                 config.cluster_token().ok().flatten(),
+                Arc::clone(&metrics),
             )
         });
         Self {
@@ -74,6 +78,7 @@ impl AppState {
                 incarnation: rand::random(),
                 replica,
                 replicator,
+                metrics,
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
                 write_quorum: config.write_quorum,
                 max_value_bytes: config.max_value_bytes,

@@ -768,3 +768,76 @@ async fn each_node_describes_the_api_it_serves() {
     }
     assert!(follower["paths"]["/cluster"].is_null());
 }
+
+/// The value of the sample `name` (with its labels, as written) in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_writes_by_outcome() {
+    let app = app(Role::Leader);
+    let scrape = || async {
+        let request = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .expect("request");
+        let response = app
+            .public
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+    };
+    let before = scrape().await;
+    assert_eq!(sample(&before, "semisync_version"), Some(0.0), "{before}");
+    assert_eq!(sample(&before, "semisync_write_quorum"), Some(0.0));
+
+    assert_eq!(
+        call(&app, "PUT", "/kv/a?quorum=0", Some(r#"{"value":"1"}"#))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, _) = call(&app, "PUT", "/kv/b?quorum=1", Some(r#"{"value":"2"}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let after = scrape().await;
+    let reached = r#"semisync_writes_total{outcome="quorum_reached"}"#;
+    let timed_out = r#"semisync_writes_total{outcome="quorum_timeout"}"#;
+    assert_eq!(sample(&after, reached), Some(1.0), "{after}");
+    assert_eq!(sample(&after, timed_out), Some(1.0), "{after}");
+    assert_eq!(
+        sample(&after, "semisync_write_duration_seconds_count"),
+        Some(2.0),
+        "{after}"
+    );
+    assert_eq!(sample(&after, "semisync_version"), Some(2.0));
+    assert_eq!(sample(&after, "semisync_keys"), Some(2.0));
+    let follower = r#"{follower="http://127.0.0.1:1/"}"#;
+    assert_eq!(
+        sample(&after, &format!("semisync_replica_up{follower}")),
+        Some(0.0),
+        "{after}"
+    );
+    let errors =
+        r#"semisync_replication_errors_total{follower="http://127.0.0.1:1/",reason="connect"}"#;
+    assert!(
+        sample(&after, errors).is_some_and(|n| n >= 1.0),
+        "the dead follower's errors: {after}"
+    );
+}

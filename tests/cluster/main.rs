@@ -1008,3 +1008,63 @@ async fn reads_from_followers_are_not_linearizable() {
         "stale follower reads: {operations:#?}"
     );
 }
+
+/// `/metrics` on a real cluster: acks per follower, followers up, the follower's own version.
+#[tokio::test]
+async fn metrics_follow_replication() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        followers: 2,
+        write_quorum: 2,
+        ..settings()
+    })
+    .await;
+    for i in 0..3 {
+        let (status, body) = cluster.put(&format!("k{i}"), "v", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let http = &cluster.http;
+    let text = |base: String| async move {
+        let response = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("scrape");
+        response.text().await.expect("text")
+    };
+    let leader = text(cluster.leader.url()).await;
+    let line = |text: &str, prefix: &str| -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(prefix)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    };
+    assert_eq!(
+        line(
+            &leader,
+            r#"semisync_writes_total{outcome="quorum_reached"}"#
+        ),
+        Some(3.0),
+        "{leader}"
+    );
+    for follower in &cluster.followers {
+        let labels = format!(
+            r#"{{follower="{}/"}}"#,
+            follower.internal_url().expect("internal")
+        );
+        let acks = line(
+            &leader,
+            &format!("semisync_replica_ack_duration_seconds_count{labels}"),
+        );
+        assert_eq!(acks, Some(3.0), "{leader}");
+        assert_eq!(
+            line(&leader, &format!("semisync_replica_up{labels}")),
+            Some(1.0),
+            "{leader}"
+        );
+    }
+    let follower = text(cluster.followers[0].url()).await;
+    assert_eq!(line(&follower, "semisync_version"), Some(3.0), "{follower}");
+}

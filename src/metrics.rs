@@ -1,0 +1,261 @@
+//! Prometheus metrics, served at `GET /metrics` in the text format. Names follow the exporters
+//! people already use: writes by semi-sync outcome (mysqld_exporter's
+//! `rpl_semi_sync_master_yes_tx`/`no_tx`), each replica's acknowledged version and lag
+//! (redis_exporter's replica offsets, postgres_exporter's replication lag), replica up/down.
+//!
+//! The registry lives in the application state, not in a global, so that several nodes can run
+//! in one process (as the router tests do). Counters and histograms are updated where things
+//! happen; gauges that describe the current state are set from it when scraped.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::replication::{FollowerState, FollowerView};
+
+/// Labels of a write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `quorum_reached` or `quorum_timeout`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a per-follower metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    /// The follower's base URL.
+    pub follower: String,
+}
+
+/// Labels of a replication error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The follower's base URL.
+    pub follower: String,
+    /// `connect`, `timeout`, `not_synced`, `refused` (another 4xx), `server_error` (5xx) or
+    /// `other`.
+    pub reason: &'static str,
+}
+
+/// What a node measures.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    writes: Family<OutcomeLabels, Counter>,
+    write_seconds: Histogram,
+    ack_seconds: Family<FollowerLabels, Histogram>,
+    errors: Family<ErrorLabels, Counter>,
+    version: Gauge,
+    keys: Gauge,
+    replica_acked_version: Family<FollowerLabels, Gauge>,
+    replica_lag_versions: Family<FollowerLabels, Gauge>,
+    replica_up: Family<FollowerLabels, Gauge>,
+    replica_pending: Family<FollowerLabels, Gauge>,
+    write_quorum: Gauge,
+    min_delay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    max_delay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    replicate_timeout_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+/// Latency buckets from 1 ms to about 33 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let metrics = Self {
+            registry: Mutex::new(Registry::with_prefix("semisync")),
+            writes: Family::default(),
+            write_seconds: latency_histogram(),
+            ack_seconds: Family::new_with_constructor(latency_histogram),
+            errors: Family::default(),
+            version: Gauge::default(),
+            keys: Gauge::default(),
+            replica_acked_version: Family::default(),
+            replica_lag_versions: Family::default(),
+            replica_up: Family::default(),
+            replica_pending: Family::default(),
+            write_quorum: Gauge::default(),
+            min_delay_seconds: Gauge::default(),
+            max_delay_seconds: Gauge::default(),
+            replicate_timeout_seconds: Gauge::default(),
+        };
+        {
+            let mut r = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "writes",
+                "Writes answered, by outcome of the quorum wait",
+                metrics.writes.clone(),
+            );
+            r.register(
+                "write_duration_seconds",
+                "Time from a write's arrival to its answer",
+                metrics.write_seconds.clone(),
+            );
+            r.register(
+                "replica_ack_duration_seconds",
+                "Time from a write to a follower's ack, simulated lag and retries included",
+                metrics.ack_seconds.clone(),
+            );
+            r.register(
+                "replication_errors",
+                "Failed replication messages, by follower and reason",
+                metrics.errors.clone(),
+            );
+            r.register(
+                "version",
+                "Highest version this node has applied",
+                metrics.version.clone(),
+            );
+            r.register("keys", "Live keys on this node", metrics.keys.clone());
+            r.register(
+                "replica_acked_version",
+                "Highest version each follower acknowledged (leader)",
+                metrics.replica_acked_version.clone(),
+            );
+            r.register(
+                "replica_lag_versions",
+                "Versions each follower is behind the leader (leader)",
+                metrics.replica_lag_versions.clone(),
+            );
+            r.register(
+                "replica_up",
+                "Whether each follower is up and synchronized (leader)",
+                metrics.replica_up.clone(),
+            );
+            r.register(
+                "replica_pending_writes",
+                "Writes on their way to each follower (leader)",
+                metrics.replica_pending.clone(),
+            );
+            r.register(
+                "write_quorum",
+                "The default write quorum, WRITE_QUORUM (leader)",
+                metrics.write_quorum.clone(),
+            );
+            r.register(
+                "min_delay_seconds",
+                "Smallest simulated lag, MIN_DELAY_MS (leader)",
+                metrics.min_delay_seconds.clone(),
+            );
+            r.register(
+                "max_delay_seconds",
+                "Largest simulated lag, MAX_DELAY_MS (leader)",
+                metrics.max_delay_seconds.clone(),
+            );
+            r.register(
+                "replicate_timeout_seconds",
+                "REPLICATE_TIMEOUT_MS (leader)",
+                metrics.replicate_timeout_seconds.clone(),
+            );
+        }
+        metrics
+    }
+
+    /// Records a write's outcome and latency.
+    pub fn write(&self, reached: bool, latency: Duration) {
+        let outcome = if reached {
+            "quorum_reached"
+        } else {
+            "quorum_timeout"
+        };
+        self.writes.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.write_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Records a follower's ack of a write `latency` after the write began.
+    pub fn ack(&self, follower: &str, latency: Duration) {
+        let labels = FollowerLabels {
+            follower: follower.to_owned(),
+        };
+        self.ack_seconds
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Records a failed replication message.
+    pub fn replication_error(&self, follower: &str, reason: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                follower: follower.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the state gauges set from `snapshot` first.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        self.version.set(snapshot.version as i64);
+        self.keys.set(snapshot.keys as i64);
+        if let Some(leader) = &snapshot.leader {
+            self.write_quorum.set(leader.write_quorum as i64);
+            self.min_delay_seconds
+                .set(leader.min_delay_ms as f64 / 1000.0);
+            self.max_delay_seconds
+                .set(leader.max_delay_ms as f64 / 1000.0);
+            self.replicate_timeout_seconds
+                .set(leader.replicate_timeout_ms as f64 / 1000.0);
+            for follower in &leader.followers {
+                let labels = FollowerLabels {
+                    follower: follower.url.clone(),
+                };
+                self.replica_acked_version
+                    .get_or_create(&labels)
+                    .set(follower.acked_version as i64);
+                self.replica_lag_versions
+                    .get_or_create(&labels)
+                    .set(follower.lag_versions as i64);
+                let up = i64::from(follower.state == FollowerState::Up);
+                self.replica_up.get_or_create(&labels).set(up);
+                self.replica_pending
+                    .get_or_create(&labels)
+                    .set(follower.pending as i64);
+            }
+        }
+        let mut text = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
+
+/// The node's state the gauges show.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Highest version applied.
+    pub version: u64,
+    /// Live keys.
+    pub keys: usize,
+    /// On the leader, its settings and followers.
+    pub leader: Option<LeaderSnapshot>,
+}
+
+/// The leader's part of a [`Snapshot`].
+#[derive(Debug)]
+pub struct LeaderSnapshot {
+    /// `WRITE_QUORUM`.
+    pub write_quorum: usize,
+    /// `MIN_DELAY_MS`.
+    pub min_delay_ms: u64,
+    /// `MAX_DELAY_MS`.
+    pub max_delay_ms: u64,
+    /// `REPLICATE_TIMEOUT_MS`.
+    pub replicate_timeout_ms: u64,
+    /// Each follower as the leader sees it.
+    pub followers: Vec<FollowerView>,
+}
