@@ -214,19 +214,19 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
 
 async fn status(inner: &Inner, link: &Link) -> Result<FollowerStatus, String> {
     let url = link.url.join(STATUS_PATH).map_err(|err| err.to_string())?;
-    let response = inner
-        .client
-        .get(url)
-        .timeout(HEARTBEAT_TIMEOUT)
-        .send()
-        .await;
-    let response = response
-        .and_then(|r| r.error_for_status())
-        .map_err(|err| describe(&err))?;
+    read_json(inner.client.get(url).timeout(HEARTBEAT_TIMEOUT)).await
+}
+
+/// Sends `request` and reads its JSON answer; an error status or an unreadable body is an error.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+) -> Result<T, String> {
+    let response = request.send().await.and_then(|r| r.error_for_status());
+    let response = response.map_err(|err| describe(&err))?;
     response
         .json()
         .await
-        .map_err(|err| format!("unreadable status: {}", describe(&err)))
+        .map_err(|err| format!("unreadable answer: {}", describe(&err)))
 }
 
 /// Sends the follower (its run `follower`) a full state transfer.
@@ -243,20 +243,7 @@ async fn sync(inner: &Inner, link: &Link, follower: Incarnation) {
     let started = Instant::now();
     let result = async {
         let url = link.url.join(SYNC_PATH).map_err(|err| err.to_string())?;
-        let response = inner
-            .client
-            .post(url)
-            .timeout(SYNC_TIMEOUT)
-            .json(&snapshot)
-            .send()
-            .await;
-        let response = response
-            .and_then(|r| r.error_for_status())
-            .map_err(|err| describe(&err))?;
-        response
-            .json::<SyncAck>()
-            .await
-            .map_err(|err| describe(&err))
+        read_json::<SyncAck>(inner.client.post(url).timeout(SYNC_TIMEOUT).json(&snapshot)).await
     }
     .await;
 

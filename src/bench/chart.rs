@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -134,15 +135,7 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
         .label("theory: a + k(b - a)/(N + 1)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
 
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font((FONT, 26))
-        .margin(15)
-        .draw()
-        .map_err(draw_error)?;
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(draw_error)
 }
 
@@ -208,16 +201,23 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
             )
             .map_err(draw_error)?;
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    root.present().map_err(draw_error)
+}
+
+type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws the legend of the series labelled so far, in large type on a light box.
+fn legend(chart: &mut Chart<'_>, position: SeriesLabelPosition) -> Result<(), String> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font((FONT, 26))
         .margin(15)
         .draw()
-        .map_err(draw_error)?;
-    root.present().map_err(draw_error)
+        .map_err(draw_error)
 }
 
 fn draw_error(err: impl std::fmt::Display) -> String {
