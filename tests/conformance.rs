@@ -1,0 +1,42 @@
+//! API conformance: `scripts/api-conformance.sh` runs schemathesis (from PyPI, with every check)
+//! against a live leader and a live follower of this build, each checked against the OpenAPI
+//! description it serves. Needs python3 with venv and pip, and the package index.
+
+use std::process::Command;
+
+#[test]
+fn schemathesis_finds_no_failure_on_the_leader_or_a_follower() {
+    let python = Command::new("python3").arg("--version").output();
+    assert!(
+        python.is_ok_and(|out| out.status.success()),
+        "python3 is needed to install schemathesis: install it (e.g. `apt-get install python3 \
+         python3-venv`), or run only the other tests: `cargo test --lib --test cluster`"
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(format!("{root}/scripts/api-conformance.sh"))
+        .current_dir(root)
+        .env("SEMISYNC_KV_BIN", env!("CARGO_BIN_EXE_semisync-kv"))
+        .output()
+        .expect("run scripts/api-conformance.sh");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    assert!(
+        output.status.success(),
+        "schemathesis found failures ({}):\n{}\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    let stdout = text(&output.stdout);
+    for role in ["leader", "follower"] {
+        assert!(
+            stdout.contains(&format!("== schemathesis against the {role}")),
+            "{stdout}"
+        );
+    }
+    // Each run's summary counts its test cases: "N generated, N passed".
+    assert_eq!(
+        stdout.matches(" generated, ").count(),
+        2,
+        "both runs completed:\n{stdout}"
+    );
+}
