@@ -67,13 +67,7 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_labels(highest as usize + 1)
-        .x_label_formatter(&|x| {
-            if x.fract() == 0.0 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&whole_numbers)
         .x_desc("write quorum (follower acks the leader waits for)")
         .y_desc("write latency (ms)")
         .y_label_formatter(&|y| format!("{y:.0}"))
@@ -110,19 +104,7 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
         ("p99", VERMILLION, series(|q| q.latency_ms.p99)),
     ];
     for (label, color, points) in lines {
-        let style = color.stroke_width(4);
-        chart
-            .draw_series(LineSeries::new(points.clone(), style))
-            .map_err(draw_error)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 8, color.filled())),
-            )
-            .map_err(draw_error)?;
+        line_with_markers(&mut chart, label.to_owned(), color, points)?;
     }
     let theory: Vec<(f64, f64)> = quorums
         .iter()
@@ -146,7 +128,7 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
     let x_max = runs.iter().map(|r| r.concurrency).max().unwrap_or(1) as f64;
     let y_max = runs.iter().map(|r| r.writes_per_sec).fold(1.0, f64::max) * 1.15;
     let title = format!(
-        "Throughput: closed-loop writes for {:.0} s per point, lag [{}, {}] ms",
+        "Throughput: closed-loop writes for {} s per point, lag [{}, {}] ms",
         throughput.seconds, throughput.min_delay_ms, throughput.max_delay_ms
     );
 
@@ -163,13 +145,7 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
         .configure_mesh()
         .x_desc("concurrent clients")
         .y_desc("successful writes per second")
-        .x_label_formatter(&|x| {
-            if x.fract() == 0.0 {
-                format!("{x:.0}")
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&whole_numbers)
         .y_label_formatter(&|y| format!("{y:.0}"))
         .axis_desc_style((FONT, 30))
         .label_style((FONT, 26))
@@ -187,25 +163,33 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
             .filter(|r| r.quorum == quorum)
             .map(|r| (r.concurrency as f64, r.writes_per_sec))
             .collect();
-        let style = color.stroke_width(4);
-        chart
-            .draw_series(LineSeries::new(points.clone(), style))
-            .map_err(draw_error)?
-            .label(format!("quorum {quorum}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 8, color.filled())),
-            )
-            .map_err(draw_error)?;
+        line_with_markers(&mut chart, format!("quorum {quorum}"), color, points)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(draw_error)
 }
 
 type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draws a labelled line through `points`, with a marker on each.
+fn line_with_markers(
+    chart: &mut Chart<'_>,
+    label: String,
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+) -> Result<(), String> {
+    let style = color.stroke_width(4);
+    chart
+        .draw_series(LineSeries::new(points.clone(), style))
+        .map_err(draw_error)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+    let markers = points
+        .into_iter()
+        .map(|p| Circle::new(p, 8, color.filled()));
+    chart.draw_series(markers).map_err(draw_error)?;
+    Ok(())
+}
 
 /// Draws the legend of the series labelled so far, in large type on a light box.
 fn legend(chart: &mut Chart<'_>, position: SeriesLabelPosition) -> Result<(), String> {
@@ -218,6 +202,15 @@ fn legend(chart: &mut Chart<'_>, position: SeriesLabelPosition) -> Result<(), St
         .margin(15)
         .draw()
         .map_err(draw_error)
+}
+
+/// An axis label for whole numbers only (the axis may place ticks between them).
+fn whole_numbers(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-6 {
+        format!("{:.0}", x.round())
+    } else {
+        String::new()
+    }
 }
 
 fn draw_error(err: impl std::fmt::Display) -> String {

@@ -24,6 +24,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::api::ClusterStatus;
 use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
@@ -243,8 +244,7 @@ async fn run_soak(args: &BenchArgs, seconds: u64) -> Result<soak::Soak, String> 
     }
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
-    let target = Target::new(args, args.min_delay_ms, args.max_delay_ms)?;
-    target.wait_all_up().await?;
+    let (target, _) = Target::connect(args, args.min_delay_ms, args.max_delay_ms).await?;
     let pids = target.pids();
     let duration = Duration::from_secs(seconds);
     let every = Duration::from_secs(args.soak_sample_seconds.max(1));
@@ -278,15 +278,7 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
     std::fs::create_dir_all(&args.out_dir)
         .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
 
-    let lagged = Target::new(args, args.min_delay_ms, args.max_delay_ms)?;
-    if args.local {
-        lagged.wait_all_up().await?;
-    }
-    let status = lagged
-        .leader
-        .cluster()
-        .await
-        .map_err(|err| err.to_string())?;
+    let (lagged, status) = Target::connect(args, args.min_delay_ms, args.max_delay_ms).await?;
     let followers = lagged.followers.len();
     let quorums: Vec<usize> = if args.quorums.is_empty() {
         (1..=followers).collect()
@@ -361,15 +353,7 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
 
 async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
     // With --local the throughput runs get a cluster of their own with no simulated lag.
-    let target = Target::new(args, 0, 0)?;
-    if args.local {
-        target.wait_all_up().await?;
-    }
-    let status = target
-        .leader
-        .cluster()
-        .await
-        .map_err(|err| err.to_string())?;
+    let (target, status) = Target::connect(args, 0, 0).await?;
     if status.max_delay_ms > 0 {
         eprintln!(
             "note: the cluster simulates {}..{} ms of lag; throughput is measured at zero lag \
@@ -420,6 +404,26 @@ struct Target {
 }
 
 impl Target {
+    /// The cluster under test with its leader's status; a local cluster of its own (with the
+    /// given lag) once every follower is up, since followers take writes only after the
+    /// leader's first state transfer.
+    async fn connect(
+        args: &BenchArgs,
+        min_delay_ms: u64,
+        max_delay_ms: u64,
+    ) -> Result<(Self, ClusterStatus), String> {
+        let target = Self::new(args, min_delay_ms, max_delay_ms)?;
+        if args.local {
+            target.wait_all_up().await?;
+        }
+        let status = target
+            .leader
+            .cluster()
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok((target, status))
+    }
+
     fn new(args: &BenchArgs, min_delay_ms: u64, max_delay_ms: u64) -> Result<Self, String> {
         if !args.local {
             return Ok(Self {
@@ -464,8 +468,7 @@ impl Target {
             .collect()
     }
 
-    /// Waits until the leader reports every follower up: a follower takes writes only after
-    /// the leader's first state transfer, which the first writes would otherwise wait for.
+    /// Waits until the leader reports every follower up.
     async fn wait_all_up(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
