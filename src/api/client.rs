@@ -33,10 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// Prometheus metrics in the text exposition format.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    let (version, keys) = {
-        let replica = state.replica();
-        (replica.store.latest_version(), replica.store.len())
-    };
+    let (version, keys) = state.version_and_keys();
     let leader = state.replicator().map(|replicator| LeaderSnapshot {
         write_quorum: state.inner.write_quorum,
         min_delay_ms: *replicator.lag_ms().start(),
@@ -83,10 +80,7 @@ pub struct Health {
 /// The node's role, id and latest version.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 pub(super) async fn health(State(state): State<AppState>) -> axum::Json<Health> {
-    let (version, keys) = {
-        let replica = state.replica();
-        (replica.store.latest_version(), replica.store.len())
-    };
+    let (version, keys) = state.version_and_keys();
     axum::Json(Health {
         status: "ok".into(),
         role: state.inner.role.as_str().into(),
@@ -291,10 +285,7 @@ pub(super) async fn cluster(
     Leader(replicator): Leader,
     State(state): State<AppState>,
 ) -> axum::Json<ClusterStatus> {
-    let (version, keys) = {
-        let replica = state.replica();
-        (replica.store.latest_version(), replica.store.len())
-    };
+    let (version, keys) = state.version_and_keys();
     axum::Json(ClusterStatus {
         node_id: state.node_id().to_owned(),
         incarnation: replicator.incarnation(),

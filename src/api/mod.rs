@@ -25,6 +25,7 @@ use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::replication::{Incarnation, Replica, Replicator, SharedReplica, lock};
+use crate::store::Version;
 
 pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
 
@@ -97,6 +98,12 @@ impl AppState {
     /// The leader's replicator; `None` on a follower.
     pub fn replicator(&self) -> Option<&Replicator> {
         self.inner.replicator.as_ref()
+    }
+
+    /// The highest version applied and the number of live keys, read under one lock.
+    fn version_and_keys(&self) -> (Version, usize) {
+        let replica = self.replica();
+        (replica.store.latest_version(), replica.store.len())
     }
 
     /// Locks the replica for one synchronous step; never held across an `.await`.

@@ -97,6 +97,23 @@ async fn call_with(
     (status, json)
 }
 
+/// A GET on one router, bypassing `call`'s dispatch and JSON parsing: the status and the body.
+async fn get_raw(router: &Router, uri: &str) -> (StatusCode, Vec<u8>) {
+    let request = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, bytes.to_vec())
+}
+
 /// Asserts an error response: its status, its stable code, and a non-empty message.
 async fn assert_error(
     app: &Node,
@@ -659,17 +676,8 @@ async fn internal_routes_want_the_cluster_token_when_one_is_set() {
 #[tokio::test]
 async fn internal_routes_are_not_on_the_public_router() {
     let app = app(Role::Follower);
-    let request = Request::builder()
-        .uri("/internal/status")
-        .body(Body::empty())
-        .expect("request");
-    let response = app
-        .public
-        .clone()
-        .oneshot(request)
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _) = get_raw(&app.public, "/internal/status").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[test]
@@ -784,24 +792,9 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 async fn metrics_count_writes_by_outcome() {
     let app = app(Role::Leader);
     let scrape = || async {
-        let request = Request::builder()
-            .uri("/metrics")
-            .body(Body::empty())
-            .expect("request");
-        let response = app
-            .public
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("infallible");
-        assert_eq!(response.status(), StatusCode::OK);
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        String::from_utf8(bytes.to_vec()).expect("UTF-8")
+        let (status, bytes) = get_raw(&app.public, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        String::from_utf8(bytes).expect("UTF-8")
     };
     let before = scrape().await;
     assert_eq!(sample(&before, "semisync_version"), Some(0.0), "{before}");
