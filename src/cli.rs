@@ -1,5 +1,6 @@
-//! The command line's client commands (`put`, `get`, `delete`, `dump`, `status`, `health`): they
-//! need no JSON quoting, print a clear line, and exit with a code scripts can test.
+//! The command line's client commands (`put`, `get`, `delete`, `dump`, `status`, `settings`,
+//! `cut`, `restore`, `health`): they need no JSON quoting, print a clear line, and exit with a
+//! code scripts can test.
 //!
 //! Exit codes: 0 success; 1 the node answered with an error (its code and message are printed);
 //! 2 bad usage; 3 the node could not be reached.
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::client::{Client, ClientError};
 use crate::config::parse_base_url;
 use crate::replication::FollowerView;
+use crate::settings::SettingsChange;
 
 /// Where the CLI finds the cluster unless told otherwise: the compose leader.
 pub const DEFAULT_LEADER: &str = "http://localhost:8000";
@@ -80,6 +82,41 @@ pub enum ClientCommand {
         #[command(flatten)]
         output: OutputArg,
     },
+    /// Print the leader's live settings, or change the ones given (PATCH /admin/settings); the
+    /// next write uses them.
+    Settings {
+        /// The settings to change.
+        #[command(flatten)]
+        change: SettingsChange,
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Cut replication to FOLLOWER off, as if the network between it and the leader failed.
+    Cut {
+        /// The follower's node id (as `status` lists it).
+        follower: String,
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Restore replication to FOLLOWER after `cut`; it catches up by itself.
+    Restore {
+        /// The follower's node id (as `status` lists it).
+        follower: String,
+        /// The leader to ask.
+        #[command(flatten)]
+        leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
     /// Probe a node's /health and exit 0 if it answers "ok", 1 otherwise (for container
     /// healthchecks: the image has no shell and no curl).
     Health {
@@ -118,92 +155,112 @@ pub struct OutputArg {
 
 /// Runs a client command and returns the process exit code.
 pub async fn run(command: ClientCommand) -> ExitCode {
-    let result =
-        match command {
-            ClientCommand::Put {
-                key,
-                value,
-                quorum,
-                leader,
-                output,
-            } => {
-                let client = Client::new(leader.url);
-                client.put(&key, &value, quorum).await.map(|w| {
-                    let acked_by = w.acked_by.join(", ");
-                    let line = format!(
-                        "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms)",
-                        w.key,
-                        value,
-                        w.version,
-                        w.acks,
-                        w.quorum,
-                        if acked_by.is_empty() { "" } else { ": " },
-                        acked_by,
-                        w.latency_ms
-                    );
-                    print(&output, &w, line)
-                })
-            }
-            ClientCommand::Get { key, node, output } => {
-                let client = Client::new(node.url);
-                client.get(&key).await.map(|r| {
-                    let line = format!("{} = {:?} (version {})", r.key, r.value, r.version);
-                    print(&output, &r, line)
-                })
-            }
-            ClientCommand::Delete {
-                key,
-                quorum,
-                leader,
-                output,
-            } => {
-                let client = Client::new(leader.url);
-                client.delete(&key, quorum).await.map(|w| {
-                    let line = format!(
-                        "OK deleted {} (version {}; {} of {} acks; {:.1} ms)",
-                        w.key, w.version, w.acks, w.quorum, w.latency_ms
-                    );
-                    print(&output, &w, line)
-                })
-            }
-            ClientCommand::Dump { node, output } => {
-                let client = Client::new(node.url);
-                client.dump().await.map(|dump| {
-                    let lines: Vec<String> = dump
-                        .iter()
-                        .map(|(key, value)| format!("{key} = {value:?}"))
-                        .collect();
-                    let text = if lines.is_empty() {
-                        "(empty)".to_owned()
-                    } else {
-                        lines.join("\n")
-                    };
-                    print(&output, &dump, text)
-                })
-            }
-            ClientCommand::Status { leader, output } => {
-                let client = Client::new(leader.url);
-                client.cluster().await.map(|status| {
-                let head = format!(
-                    "leader {}: version {}, {} keys, write quorum {}, lag {}..{} ms, timeout {} ms",
-                    status.node_id,
-                    status.version,
-                    status.keys,
-                    status.write_quorum,
-                    status.min_delay_ms,
-                    status.max_delay_ms,
-                    status.replicate_timeout_ms
+    let result = match command {
+        ClientCommand::Put {
+            key,
+            value,
+            quorum,
+            leader,
+            output,
+        } => {
+            let client = Client::new(leader.url);
+            client.put(&key, &value, quorum).await.map(|w| {
+                let acked_by = w.acked_by.join(", ");
+                let line = format!(
+                    "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms)",
+                    w.key,
+                    value,
+                    w.version,
+                    w.acks,
+                    w.quorum,
+                    if acked_by.is_empty() { "" } else { ": " },
+                    acked_by,
+                    w.latency_ms
                 );
-                print(&output, &status, format!("{head}\n{}", follower_table(&status.followers)))
+                print(&output, &w, line)
             })
-            }
-            ClientCommand::Health { url, listen_addr } => {
-                let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)));
-                client.health().await.map(|h| {
-                    println!("ok: {} {} at version {}", h.role, h.node_id, h.version);
-                })
-            }
-        };
+        }
+        ClientCommand::Get { key, node, output } => {
+            let client = Client::new(node.url);
+            client.get(&key).await.map(|r| {
+                let line = format!("{} = {:?} (version {})", r.key, r.value, r.version);
+                print(&output, &r, line)
+            })
+        }
+        ClientCommand::Delete {
+            key,
+            quorum,
+            leader,
+            output,
+        } => {
+            let client = Client::new(leader.url);
+            client.delete(&key, quorum).await.map(|w| {
+                let line = format!(
+                    "OK deleted {} (version {}; {} of {} acks; {:.1} ms)",
+                    w.key, w.version, w.acks, w.quorum, w.latency_ms
+                );
+                print(&output, &w, line)
+            })
+        }
+        ClientCommand::Dump { node, output } => {
+            let client = Client::new(node.url);
+            client.dump().await.map(|dump| {
+                let lines: Vec<String> = dump
+                    .iter()
+                    .map(|(key, value)| format!("{key} = {value:?}"))
+                    .collect();
+                let text = if lines.is_empty() {
+                    "(empty)".to_owned()
+                } else {
+                    lines.join("\n")
+                };
+                print(&output, &dump, text)
+            })
+        }
+        ClientCommand::Status { leader, output } => {
+            let client = Client::new(leader.url);
+            client.cluster().await.map(|status| {
+                let head = format!(
+                    "leader {}: version {}, {} keys, {}",
+                    status.node_id, status.version, status.keys, status.settings
+                );
+                print(
+                    &output,
+                    &status,
+                    format!("{head}\n{}", follower_table(&status.followers)),
+                )
+            })
+        }
+        ClientCommand::Settings {
+            change,
+            leader,
+            output,
+        } => {
+            let client = Client::new(leader.url);
+            let settings = if change.is_empty() {
+                client.settings().await
+            } else {
+                client.change_settings(&change).await
+            };
+            settings.map(|settings| print(&output, &settings, settings.to_string()))
+        }
+        ClientCommand::Cut {
+            follower,
+            leader,
+            output,
+        } => cut_off(leader, &follower, true, &output).await,
+        ClientCommand::Restore {
+            follower,
+            leader,
+            output,
+        } => cut_off(leader, &follower, false, &output).await,
+        ClientCommand::Health { url, listen_addr } => {
+            let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)));
+            client.health().await.map(|h| {
+                println!("ok: {} {} at version {}", h.role, h.node_id, h.version);
+            })
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -214,6 +271,26 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// `cut` and `restore`.
+async fn cut_off(
+    leader: LeaderArg,
+    follower: &str,
+    cut: bool,
+    output: &OutputArg,
+) -> Result<(), ClientError> {
+    let view = Client::new(leader.url).cut_off(follower, cut).await?;
+    let line = if cut {
+        format!(
+            "{} cut off: the leader sends it nothing until `semisync-kv restore {}`",
+            view.node_id, view.node_id
+        )
+    } else {
+        format!("{} restored: it catches up by itself", view.node_id)
+    };
+    print(output, &view, line);
+    Ok(())
 }
 
 /// Prints the JSON answer with `--json`, else the line for people.
@@ -238,10 +315,14 @@ pub fn follower_table(followers: &[FollowerView]) -> String {
         .map(|f| {
             [
                 f.node_id.clone(),
-                serde_json::to_value(f.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                if f.cut_off {
+                    "cut_off".to_owned()
+                } else {
+                    serde_json::to_value(f.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                },
                 f.acked_version.to_string(),
                 f.lag_versions.to_string(),
                 f.last_contact_ms_ago

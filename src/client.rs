@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::{ClusterStatus, Health, ReadResponse, WriteResponse};
+use crate::replication::FollowerView;
+use crate::settings::{Settings, SettingsChange};
 
 /// How long a probe (`health`) may take in all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -106,6 +108,28 @@ impl Client {
     /// `GET /cluster` on the leader.
     pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
         self.call(Method::GET, &self.url("/cluster"), None).await
+    }
+
+    /// `GET /admin/settings` on the leader: its live settings.
+    pub async fn settings(&self) -> Result<Settings, ClientError> {
+        self.call(Method::GET, &self.url("/admin/settings"), None)
+            .await
+    }
+
+    /// `PATCH /admin/settings` on the leader: changes the settings `change` names.
+    pub async fn change_settings(&self, change: &SettingsChange) -> Result<Settings, ClientError> {
+        let body = serde_json::to_value(change).unwrap_or_default();
+        self.call(Method::PATCH, &self.url("/admin/settings"), Some(&body))
+            .await
+    }
+
+    /// `POST /admin/followers/{follower}/cut` (`cut`) or `.../restore` on the leader.
+    pub async fn cut_off(&self, follower: &str, cut: bool) -> Result<FollowerView, ClientError> {
+        let mut url = self.url("/admin/followers");
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend([follower, if cut { "cut" } else { "restore" }]);
+        }
+        self.call(Method::POST, &url, None).await
     }
 
     /// `GET /health`, with a short timeout; an error unless the node reports "ok".

@@ -2,12 +2,13 @@
 //! [`Config::validate`] refuses combinations that cannot work before the node starts.
 
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use reqwest::Url;
+
+use crate::settings::Settings;
 
 /// What a node does in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,46 +111,18 @@ pub struct Config {
 impl Config {
     /// Checks the rules that involve more than one setting; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.role == Role::Leader {
-            if self.followers.is_empty() {
-                return Err(
-                    "FOLLOWERS (--followers) is empty: a leader needs at least one \
-                            follower URL, e.g. FOLLOWERS=http://follower1:8000"
-                        .into(),
-                );
-            }
-            if self.write_quorum > self.followers.len() {
-                return Err(format!(
-                    "WRITE_QUORUM (--write-quorum) is {} but there are only {} followers: set it \
-                     to at most {}",
-                    self.write_quorum,
-                    self.followers.len(),
-                    self.followers.len()
-                ));
-            }
+        if self.role == Role::Leader && self.followers.is_empty() {
+            return Err(
+                "FOLLOWERS (--followers) is empty: a leader needs at least one follower \
+                 URL, e.g. FOLLOWERS=http://follower1:8000"
+                    .into(),
+            );
         }
-        if self.min_delay_ms > self.max_delay_ms {
-            return Err(format!(
-                "MIN_DELAY_MS ({}) is above MAX_DELAY_MS ({}): lower MIN_DELAY_MS or raise \
-                 MAX_DELAY_MS",
-                self.min_delay_ms, self.max_delay_ms
-            ));
-        }
-        if self.replicate_timeout_ms == 0 {
-            return Err("REPLICATE_TIMEOUT_MS (--replicate-timeout-ms) must be at least 1".into());
-        }
+        let followers = (self.role == Role::Leader).then_some(self.followers.len());
+        self.settings()
+            .validate(followers, self.request_timeout_ms)?;
         if self.replication_backlog == 0 {
             return Err("REPLICATION_BACKLOG (--replication-backlog) must be at least 1".into());
-        }
-        if let Some(request_timeout_ms) = self
-            .request_timeout_ms
-            .filter(|&ms| ms <= self.replicate_timeout_ms)
-        {
-            return Err(format!(
-                "REQUEST_TIMEOUT_MS ({request_timeout_ms}) must be above REPLICATE_TIMEOUT_MS ({}), \
-                 or writes that wait for their quorum would be cut off",
-                self.replicate_timeout_ms
-            ));
         }
         if self.header_read_timeout_ms == 0 || self.max_concurrent_requests == 0 {
             return Err(
@@ -213,14 +186,14 @@ impl Config {
             .unwrap_or_else(|| "node".to_owned())
     }
 
-    /// The simulated lag range.
-    pub fn lag_ms(&self) -> RangeInclusive<u64> {
-        self.min_delay_ms..=self.max_delay_ms
-    }
-
-    /// How long a write waits for its quorum.
-    pub fn replicate_timeout(&self) -> Duration {
-        Duration::from_millis(self.replicate_timeout_ms)
+    /// The leader's settings that can change while it runs, as configured at start.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            write_quorum: self.write_quorum,
+            min_delay_ms: self.min_delay_ms,
+            max_delay_ms: self.max_delay_ms,
+            replicate_timeout_ms: self.replicate_timeout_ms,
+        }
     }
 }
 
@@ -260,9 +233,15 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let config = parse(&["--role", "follower"]).expect("valid");
         assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8000");
-        assert_eq!(config.write_quorum, 3);
-        assert_eq!(config.lag_ms(), 0..=1000);
-        assert_eq!(config.replicate_timeout(), Duration::from_secs(5));
+        assert_eq!(
+            config.settings(),
+            Settings {
+                write_quorum: 3,
+                min_delay_ms: 0,
+                max_delay_ms: 1000,
+                replicate_timeout_ms: 5000,
+            }
+        );
         assert_eq!(config.max_value_bytes, 1_048_576);
     }
 

@@ -35,6 +35,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidBody(String),
 
+    /// A path parameter other than a key could not be read.
+    #[error("{0}")]
+    InvalidPath(String),
+
     /// The query string could not be understood.
     #[error("{0}")]
     InvalidQuery(String),
@@ -97,6 +101,19 @@ pub enum Error {
         timeout_ms: u64,
     },
 
+    /// A change to the live settings that would leave them invalid.
+    #[error("{0}")]
+    InvalidSettings(String),
+
+    /// An admin request named a follower the leader does not have.
+    #[error("no follower named {follower:?}; the followers are: {}", known.join(", "))]
+    UnknownFollower {
+        /// The name given.
+        follower: String,
+        /// The followers' names (node ids, or hosts until they first answer).
+        known: Vec<String>,
+    },
+
     /// An internal request without the right cluster token.
     #[error(
         "missing or wrong cluster token: internal requests must carry \
@@ -143,12 +160,15 @@ impl Error {
             Error::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Error::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             Error::InvalidQuery(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
+            Error::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             Error::NotFollower => (StatusCode::CONFLICT, "not_follower"),
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
+            Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
+            Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -166,6 +186,7 @@ impl Error {
             Error::PayloadTooLarge { limit, .. } => json!({ "limit_bytes": limit }),
             Error::NotLeader { leader } => json!({ "leader": leader }),
             Error::NotSynced { following } => json!({ "following": following }),
+            Error::UnknownFollower { known, .. } => json!({ "followers": known }),
             Error::QuorumTimeout {
                 key,
                 version,

@@ -9,8 +9,11 @@
 //! # Layout
 //! - [`store`]: the versioned map with tombstones; pure and synchronous. Start reading here.
 //! - [`replication`]: the leader-to-follower wire format and the leader's quorum fan-out.
+//! - [`settings`]: the leader's live settings (quorum, lag, timeout) and their validation.
+//! - [`events`]: the leader's live feed of replication events, which the dashboard animates.
 //! - [`recovery`]: heartbeats, state transfers to followers that fell behind, leader restart.
-//! - [`api`]: the axum routers (client routes, internal routes) and their extractors.
+//! - [`api`]: the axum routers (client routes, the dashboard and admin routes, internal routes)
+//!   and their extractors.
 //! - [`error`]: the one error enum and its HTTP status table.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
@@ -27,11 +30,13 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod local;
 pub mod metrics;
 pub mod recovery;
 pub mod replication;
 pub mod server;
+pub mod settings;
 pub mod store;
 
 pub use config::{Config, Role};

@@ -18,6 +18,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::replication::{FollowerState, FollowerView};
+use crate::settings::Settings;
 
 /// Labels of a write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,13 +203,14 @@ impl Metrics {
         self.version.set(snapshot.version as i64);
         self.keys.set(snapshot.keys as i64);
         if let Some(leader) = &snapshot.leader {
-            self.write_quorum.set(leader.write_quorum as i64);
+            let settings = &leader.settings;
+            self.write_quorum.set(settings.write_quorum as i64);
             self.min_delay_seconds
-                .set(leader.min_delay_ms as f64 / 1000.0);
+                .set(settings.min_delay_ms as f64 / 1000.0);
             self.max_delay_seconds
-                .set(leader.max_delay_ms as f64 / 1000.0);
+                .set(settings.max_delay_ms as f64 / 1000.0);
             self.replicate_timeout_seconds
-                .set(leader.replicate_timeout_ms as f64 / 1000.0);
+                .set(settings.replicate_timeout_ms as f64 / 1000.0);
             for follower in &leader.followers {
                 let labels = FollowerLabels {
                     follower: follower.url.clone(),
@@ -248,14 +250,8 @@ pub struct Snapshot {
 /// The leader's part of a [`Snapshot`].
 #[derive(Debug)]
 pub struct LeaderSnapshot {
-    /// `WRITE_QUORUM`.
-    pub write_quorum: usize,
-    /// `MIN_DELAY_MS`.
-    pub min_delay_ms: u64,
-    /// `MAX_DELAY_MS`.
-    pub max_delay_ms: u64,
-    /// `REPLICATE_TIMEOUT_MS`.
-    pub replicate_timeout_ms: u64,
+    /// The live settings.
+    pub settings: Settings,
     /// Each follower as the leader sees it.
     pub followers: Vec<FollowerView>,
 }

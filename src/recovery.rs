@@ -22,7 +22,9 @@
 //!    next failure, so its memory stays bounded however long the follower is away.
 //! 3. **Failure detection**: the leader's heartbeat asks every follower for its status
 //!    (`GET /internal/status`) every 500 ms, and marks it `down` when it does not answer within
-//!    500 ms, so a failure or a return is noticed within about a second.
+//!    500 ms, so a failure or a return is noticed within about a second. A follower the
+//!    presenter cut off (`POST /admin/followers/{follower}/cut`) is one the leader cannot reach:
+//!    its messages and heartbeats fail without being sent, and it heals by these same steps.
 //! 4. **Restarted followers**: every node draws a random *incarnation* at start, and a follower
 //!    remembers the incarnation of the leader it is synchronized with. A follower that restarted
 //!    remembers none, and refuses live writes (`409 not_synced`, which the leader retries) until
@@ -198,6 +200,7 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
             state.down_since = None;
             state.node_id = Some(status.node_id.clone());
             state.applied_version = status.version;
+            state.keys = Some(status.keys);
             state.needs_sync || status.following != Some(inner.incarnation)
         };
         if must_sync {
@@ -213,6 +216,9 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
 }
 
 async fn status(inner: &Inner, link: &Link) -> Result<FollowerStatus, String> {
+    if let Some(reason) = link.cut_off() {
+        return Err(reason);
+    }
     let url = link.url.join(STATUS_PATH).map_err(|err| err.to_string())?;
     read_json(inner.client.get(url).timeout(HEARTBEAT_TIMEOUT)).await
 }

@@ -28,6 +28,7 @@
 //! not matter and every follower converges on the leader's state.
 
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -37,7 +38,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::error::Error;
+use crate::events::{Event, Events, FollowerIndex, shorten};
 use crate::metrics::Metrics;
+use crate::settings::{Settings, SettingsChange};
 use crate::store::{Entry, Store, Version};
 
 /// The follower route that receives replicated writes.
@@ -249,6 +253,8 @@ pub struct SyncAck {
 pub struct QuorumOutcome {
     /// Acks required.
     pub quorum: usize,
+    /// How long the write waited for them at most (the timeout when it started).
+    pub timeout: Duration,
     /// Node ids of the followers that acknowledged before the answer, in arrival order.
     pub acked_by: Vec<String>,
 }
@@ -307,13 +313,23 @@ pub struct FollowerView {
     pub syncs: u64,
     /// The last replication error, if the last message failed.
     pub last_error: Option<String>,
+    /// Live keys the follower reported at the last heartbeat; `null` before the first one.
+    pub keys: Option<usize>,
+    /// Whether the presenter cut replication to this follower off
+    /// (`POST /admin/followers/{follower}/cut`): the leader sends it nothing until it is
+    /// restored, as in a network partition.
+    pub cut_off: bool,
 }
 
 /// The leader's bookkeeping for one follower.
 #[derive(Debug)]
 pub(crate) struct Link {
+    /// Its position in `FOLLOWERS`.
+    index: FollowerIndex,
     pub(crate) url: Url,
     replicate_url: Url,
+    /// Replication to this follower is cut off: messages and heartbeats fail without being sent.
+    cut: AtomicBool,
     pub(crate) state: Mutex<LinkState>,
     /// Wakes the follower's heartbeat early: a delivery found the follower not synchronized,
     /// so the state transfer should not wait for the next tick.
@@ -326,6 +342,7 @@ pub(crate) struct LinkState {
     pub(crate) health: FollowerState,
     pub(crate) acked_version: Version,
     pub(crate) applied_version: Version,
+    pub(crate) keys: Option<usize>,
     pub(crate) last_contact: Option<Instant>,
     /// Since when the heartbeat has found the follower down.
     pub(crate) down_since: Option<Instant>,
@@ -341,10 +358,12 @@ pub(crate) struct LinkState {
 }
 
 impl Link {
-    fn new(url: &Url) -> Self {
+    fn new(index: FollowerIndex, url: &Url) -> Self {
         Self {
+            index,
             url: url.clone(),
             replicate_url: url.join(REPLICATE_PATH).unwrap_or_else(|_| url.clone()),
+            cut: AtomicBool::new(false),
             wake: Notify::new(),
             state: Mutex::new(LinkState {
                 node_id: None,
@@ -352,6 +371,7 @@ impl Link {
                 health: FollowerState::CatchingUp,
                 acked_version: 0,
                 applied_version: 0,
+                keys: None,
                 last_contact: None,
                 down_since: None,
                 last_ack_latency: None,
@@ -368,13 +388,29 @@ impl Link {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Why nothing may be sent to this follower now, if replication to it is cut off.
+    pub(crate) fn cut_off(&self) -> Option<String> {
+        self.cut.load(Ordering::Relaxed).then(|| {
+            "replication to this follower is cut off (POST /admin/followers/{follower}/restore \
+             restores it)"
+                .to_owned()
+        })
+    }
+
+    /// The follower's node id, or its URL's host until it first answers.
+    fn name(&self) -> String {
+        let state = self.state();
+        state
+            .node_id
+            .clone()
+            .unwrap_or_else(|| self.url.host_str().unwrap_or("").into())
+    }
+
     fn view(&self, leader_version: Version) -> FollowerView {
+        let node_id = self.name();
         let state = self.state();
         FollowerView {
-            node_id: state
-                .node_id
-                .clone()
-                .unwrap_or_else(|| self.url.host_str().unwrap_or("").into()),
+            node_id,
             url: self.url.to_string(),
             state: state.health,
             acked_version: state.acked_version,
@@ -388,6 +424,8 @@ impl Link {
             sync_pending: state.needs_sync,
             syncs: state.syncs,
             last_error: state.last_error.clone(),
+            keys: state.keys,
+            cut_off: self.cut.load(Ordering::Relaxed),
         }
     }
 }
@@ -405,22 +443,26 @@ pub(crate) struct Inner {
     pub(crate) links: Vec<Arc<Link>>,
     pub(crate) client: reqwest::Client,
     pub(crate) replica: SharedReplica,
-    lag_ms: RangeInclusive<u64>,
-    timeout: Duration,
+    settings: Mutex<Settings>,
     backlog: usize,
     metrics: Arc<Metrics>,
+    events: Events,
+}
+
+impl Inner {
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Replicator {
     /// A replicator for `followers` (base URLs of their internal listeners) that replicates
-    /// writes applied to `replica`, with a simulated lag range in milliseconds, the time a write
-    /// waits for its quorum, the most writes that may be pending for one follower, and the
-    /// cluster token its requests carry.
+    /// writes applied to `replica`, starting with `settings`, with the most writes that may be
+    /// pending for one follower and the cluster token its requests carry.
     pub fn new(
         followers: &[Url],
         replica: SharedReplica,
-        lag_ms: RangeInclusive<u64>,
-        timeout: Duration,
+        settings: Settings,
         backlog: usize,
         cluster_token: Option<String>,
         metrics: Arc<Metrics>,
@@ -442,7 +484,8 @@ impl Replicator {
             .unwrap_or_else(|_| reqwest::Client::new());
         let links = followers
             .iter()
-            .map(|url| Arc::new(Link::new(url)))
+            .enumerate()
+            .map(|(index, url)| Arc::new(Link::new(index, url)))
             .collect();
         let incarnation = rand::random();
         Self {
@@ -451,10 +494,10 @@ impl Replicator {
                 links,
                 client,
                 replica,
-                lag_ms,
-                timeout,
+                settings: Mutex::new(settings),
                 backlog,
                 metrics,
+                events: Events::new(),
             }),
         }
     }
@@ -464,14 +507,55 @@ impl Replicator {
         self.inner.links.len()
     }
 
-    /// How long a write waits for its quorum.
-    pub fn timeout(&self) -> Duration {
-        self.inner.timeout
+    /// The live settings: quorum, lag range and timeout.
+    pub fn settings(&self) -> Settings {
+        self.inner.settings()
     }
 
-    /// The simulated lag range of replication messages, in milliseconds.
-    pub fn lag_ms(&self) -> RangeInclusive<u64> {
-        self.inner.lag_ms.clone()
+    /// Applies `change` to the live settings if the result is valid for this leader, whose
+    /// requests may take `request_timeout_ms`; returns the new settings. The next write and the
+    /// next delivery attempt use them.
+    pub fn change_settings(
+        &self,
+        change: SettingsChange,
+        request_timeout_ms: u64,
+    ) -> Result<Settings, String> {
+        let mut settings = self
+            .inner
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changed = settings.with(change);
+        changed.validate(Some(self.inner.links.len()), Some(request_timeout_ms))?;
+        *settings = changed;
+        Ok(changed)
+    }
+
+    /// Cuts replication to one follower off (`cut`) or restores it. The follower is named by
+    /// its node id or its URL's host. A cut-off follower looks down to the leader; once
+    /// restored, retries and, after a long cut, a state transfer catch it up.
+    pub fn set_cut_off(&self, follower: &str, cut: bool) -> Result<FollowerView, Error> {
+        let link = self
+            .inner
+            .links
+            .iter()
+            .find(|link| link.name() == follower || link.url.host_str() == Some(follower))
+            .ok_or_else(|| Error::UnknownFollower {
+                follower: follower.to_owned(),
+                known: self.inner.links.iter().map(|link| link.name()).collect(),
+            })?;
+        if link.cut.swap(cut, Ordering::Relaxed) != cut {
+            warn!(follower = %link.url, cut, "replication cut off by the presenter, or restored");
+        }
+        // Let the heartbeat notice at once rather than at its next tick.
+        link.wake.notify_one();
+        let leader_version = lock(&self.inner.replica).store.latest_version();
+        Ok(link.view(leader_version))
+    }
+
+    /// The live feed of replication events, for the dashboard.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
     }
 
     /// This leader's incarnation.
@@ -492,6 +576,14 @@ impl Replicator {
     /// Sends the write to every follower and waits until `quorum` of them acknowledged or the
     /// replication timeout passed. Delivery to the other followers goes on after this returns.
     pub async fn replicate(&self, key: &str, entry: &Entry, quorum: usize) -> QuorumOutcome {
+        let timeout = Duration::from_millis(self.settings().replicate_timeout_ms);
+        self.inner.events.publish(|| Event::Write {
+            version: entry.version,
+            key: shorten(key),
+            value: entry.value.as_deref().map(shorten),
+            quorum,
+            timeout_ms: timeout.as_millis() as u64,
+        });
         let message = Arc::new(ReplicateRequest {
             leader: self.inner.incarnation,
             key: key.to_owned(),
@@ -499,7 +591,7 @@ impl Replicator {
             version: entry.version,
         });
         let started = Instant::now();
-        let deadline = started + self.inner.timeout;
+        let deadline = started + timeout;
         let (acks_tx, mut acks_rx) = mpsc::channel(self.inner.links.len());
         for link in &self.inner.links {
             let delivery = Delivery {
@@ -510,26 +602,39 @@ impl Replicator {
             };
             let acks_tx = acks_tx.clone();
             tokio::spawn(async move {
-                if let Some(ack) = delivery.run().await {
+                let index = delivery.link.index;
+                if delivery.run().await.is_some() {
                     // The receiver is gone once the answer was sent: nobody counts late acks.
-                    let _ = acks_tx.send(ack).await;
+                    let _ = acks_tx.send(index).await;
                 }
             });
         }
         drop(acks_tx);
 
-        let mut outcome = QuorumOutcome {
-            quorum,
-            acked_by: Vec::with_capacity(quorum),
-        };
-        while !outcome.reached() {
+        let mut acked_by = Vec::with_capacity(quorum);
+        while acked_by.len() < quorum {
             match tokio::time::timeout_at(deadline, acks_rx.recv()).await {
-                Ok(Some(ack)) => outcome.acked_by.push(ack.node_id),
+                Ok(Some(index)) => acked_by.push(index),
                 // The deadline passed, or every delivery still running ended without an ack
                 // (they gave up in favour of state transfers): no more acks can come.
                 Ok(None) | Err(_) => break,
             }
         }
+        let outcome = QuorumOutcome {
+            quorum,
+            timeout,
+            acked_by: acked_by
+                .iter()
+                .map(|&index| self.inner.links[index].name())
+                .collect(),
+        };
+        self.inner.events.publish(|| Event::Outcome {
+            version: entry.version,
+            status: if outcome.reached() { 200 } else { 503 },
+            quorum,
+            acked_by,
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        });
         outcome
     }
 }
@@ -547,18 +652,34 @@ impl Delivery {
     /// the delivery gave up in favour of a full state transfer.
     async fn run(self) -> Option<Ack> {
         if !self.enter() {
+            self.publish_failure(
+                "a state transfer is due; it will carry this write".into(),
+                true,
+            );
             return None;
         }
         let mut backoff = *RETRY_BACKOFF.start();
         let mut retrying = false;
+        let mut attempt = 0;
         let result = loop {
-            simulated_lag(&self.inner.lag_ms).await;
+            attempt += 1;
+            let settings = self.inner.settings();
+            let delay_ms = rand::random_range(settings.min_delay_ms..=settings.max_delay_ms);
+            self.inner.events.publish(|| Event::Send {
+                version: self.message.version,
+                follower: self.link.index,
+                delay_ms,
+                attempt,
+            });
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let failure = match self.send().await {
                 Ok(ack) => break Some(ack),
                 Err(failure) => failure,
             };
             let error = &failure.reason;
-            if self.give_up(&failure, &mut retrying) {
+            let gave_up = self.give_up(&failure, &mut retrying);
+            self.publish_failure(failure.reason.clone(), gave_up);
+            if gave_up {
                 break None;
             }
             debug!(follower = %self.link.url, version = self.message.version, %error, "retrying");
@@ -569,6 +690,15 @@ impl Delivery {
         };
         self.leave(result.as_ref(), retrying);
         result
+    }
+
+    fn publish_failure(&self, reason: String, gave_up: bool) {
+        self.inner.events.publish(|| Event::Failure {
+            version: self.message.version,
+            follower: self.link.index,
+            reason,
+            gave_up,
+        });
     }
 
     /// Counts the delivery as pending, unless a state transfer is already due (it will carry
@@ -621,11 +751,16 @@ impl Delivery {
             state.retrying -= 1;
         }
         if let Some(ack) = ack {
-            self.inner
-                .metrics
-                .ack(self.link.url.as_str(), self.started.elapsed());
+            let latency = self.started.elapsed();
+            self.inner.metrics.ack(self.link.url.as_str(), latency);
+            self.inner.events.publish(|| Event::Ack {
+                version: ack.version,
+                follower: self.link.index,
+                applied: ack.applied,
+                latency_ms: latency.as_secs_f64() * 1000.0,
+            });
             state.acked_version = state.acked_version.max(ack.version);
-            state.last_ack_latency = Some(self.started.elapsed());
+            state.last_ack_latency = Some(latency);
             state.last_contact = Some(Instant::now());
             state.node_id = Some(ack.node_id.clone());
             state.last_error = None;
@@ -634,6 +769,9 @@ impl Delivery {
     }
 
     async fn send(&self) -> Result<Ack, Failure> {
+        if let Some(reason) = self.link.cut_off() {
+            return Err(Failure::transient("cut_off", reason));
+        }
         let response = self
             .inner
             .client
@@ -697,14 +835,6 @@ impl Failure {
             "other"
         };
         Self::transient(kind, describe(err))
-    }
-}
-
-/// Sleeps a uniformly random time in `lag_ms`, the simulated network lag of one message.
-async fn simulated_lag(lag_ms: &RangeInclusive<u64>) {
-    let ms = rand::random_range(lag_ms.clone());
-    if ms > 0 {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 }
 

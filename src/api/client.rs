@@ -17,6 +17,7 @@ use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, Result};
 use crate::metrics::{LeaderSnapshot, Snapshot};
 use crate::replication::{FollowerView, Incarnation, Replicator};
+use crate::settings::Settings;
 use crate::store::Version;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -35,10 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     let (version, keys) = state.version_and_keys();
     let leader = state.replicator().map(|replicator| LeaderSnapshot {
-        write_quorum: state.inner.write_quorum,
-        min_delay_ms: *replicator.lag_ms().start(),
-        max_delay_ms: *replicator.lag_ms().end(),
-        replicate_timeout_ms: replicator.timeout().as_millis() as u64,
+        settings: replicator.settings(),
         followers: replicator.followers(),
     });
     let text = state.inner.metrics.render(&Snapshot {
@@ -217,7 +215,7 @@ async fn write(
 ) -> Result<axum::Json<WriteResponse>> {
     let started = Instant::now();
     let followers = replicator.follower_count();
-    let quorum = params.quorum.unwrap_or(state.inner.write_quorum);
+    let quorum = params.quorum.unwrap_or(replicator.settings().write_quorum);
     if quorum > followers {
         return Err(Error::InvalidQuery(format!(
             "quorum must be between 0 and {followers} (the number of followers), got {quorum}"
@@ -241,7 +239,7 @@ async fn write(
             quorum,
             acks: outcome.acks(),
             acked_by: outcome.acked_by,
-            timeout_ms: replicator.timeout().as_millis() as u64,
+            timeout_ms: outcome.timeout.as_millis() as u64,
         });
     }
     Ok(axum::Json(WriteResponse {
@@ -267,14 +265,10 @@ pub struct ClusterStatus {
     pub version: Version,
     /// Live keys on the leader.
     pub keys: usize,
-    /// The default write quorum (`WRITE_QUORUM`).
-    pub write_quorum: usize,
-    /// Smallest simulated lag of a replication message (`MIN_DELAY_MS`).
-    pub min_delay_ms: u64,
-    /// Largest simulated lag of a replication message (`MAX_DELAY_MS`).
-    pub max_delay_ms: u64,
-    /// How long a write waits for its quorum (`REPLICATE_TIMEOUT_MS`).
-    pub replicate_timeout_ms: u64,
+    /// The live settings: `write_quorum`, `min_delay_ms`, `max_delay_ms` and
+    /// `replicate_timeout_ms`.
+    #[serde(flatten)]
+    pub settings: Settings,
     /// Each follower as the leader sees it.
     pub followers: Vec<FollowerView>,
 }
@@ -285,16 +279,5 @@ pub(super) async fn cluster(
     Leader(replicator): Leader,
     State(state): State<AppState>,
 ) -> axum::Json<ClusterStatus> {
-    let (version, keys) = state.version_and_keys();
-    axum::Json(ClusterStatus {
-        node_id: state.node_id().to_owned(),
-        incarnation: replicator.incarnation(),
-        version,
-        keys,
-        write_quorum: state.inner.write_quorum,
-        min_delay_ms: *replicator.lag_ms().start(),
-        max_delay_ms: *replicator.lag_ms().end(),
-        replicate_timeout_ms: replicator.timeout().as_millis() as u64,
-        followers: replicator.followers(),
-    })
+    axum::Json(state.cluster_status(&replicator))
 }

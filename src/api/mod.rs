@@ -1,7 +1,9 @@
 //! The HTTP API: the shared node state, the extractors that turn every bad input into an
 //! [`Error`], and the router that joins the client routes and the internal (follower) routes.
 
+mod admin;
 mod client;
+mod dashboard;
 mod internal;
 pub mod openapi;
 #[cfg(test)]
@@ -48,7 +50,6 @@ struct Inner {
     replicator: Option<Replicator>,
     metrics: Arc<Metrics>,
     leader_url: Option<String>,
-    write_quorum: usize,
     max_value_bytes: usize,
     cluster_token: Option<String>,
     request_timeout: Duration,
@@ -65,8 +66,7 @@ impl AppState {
             Replicator::new(
                 &config.followers,
                 Arc::clone(&replica),
-                config.lag_ms(),
-                config.replicate_timeout(),
+                config.settings(),
                 config.replication_backlog,
                 config.cluster_token().ok().flatten(),
                 Arc::clone(&metrics),
@@ -81,7 +81,6 @@ impl AppState {
                 replicator,
                 metrics,
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
-                write_quorum: config.write_quorum,
                 max_value_bytes: config.max_value_bytes,
                 cluster_token: config.cluster_token().ok().flatten(),
                 request_timeout: config.request_timeout(),
@@ -98,6 +97,19 @@ impl AppState {
     /// The leader's replicator; `None` on a follower.
     pub fn replicator(&self) -> Option<&Replicator> {
         self.inner.replicator.as_ref()
+    }
+
+    /// The leader's replication status, as `GET /cluster` and the dashboard show it.
+    fn cluster_status(&self, replicator: &Replicator) -> ClusterStatus {
+        let (version, keys) = self.version_and_keys();
+        ClusterStatus {
+            node_id: self.node_id().to_owned(),
+            incarnation: replicator.incarnation(),
+            version,
+            keys,
+            settings: replicator.settings(),
+            followers: replicator.followers(),
+        }
     }
 
     /// The highest version applied and the number of live keys, read under one lock.
@@ -134,10 +146,13 @@ impl AppState {
     }
 }
 
-/// The public API of a node: the client routes, with JSON errors for unknown routes and
-/// methods, the body limit, and the request limits.
+/// The public API of a node: the client routes, the leader's dashboard and admin routes, with
+/// JSON errors for unknown routes and methods, the body limit, and the request limits.
 pub fn client_router(state: AppState) -> Router {
-    finish(client::routes(), state)
+    let routes = client::routes()
+        .merge(dashboard::routes())
+        .merge(admin::routes());
+    finish(routes, state)
 }
 
 /// The internal API of a follower, for its own listener: the routes the leader calls, behind

@@ -834,3 +834,160 @@ async fn metrics_count_writes_by_outcome() {
         "the dead follower's errors: {after}"
     );
 }
+
+#[tokio::test]
+async fn live_settings_change_the_next_write() {
+    let app = app(Role::Leader);
+    let (status, json) = call(&app, "GET", "/admin/settings", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        json,
+        json!({"write_quorum": 0, "min_delay_ms": 0, "max_delay_ms": 0, "replicate_timeout_ms": 100})
+    );
+
+    // Only the fields named change; the next write waits for the new quorum and timeout.
+    let change = r#"{"write_quorum": 1, "replicate_timeout_ms": 50}"#;
+    let (status, json) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["write_quorum"], 1);
+    assert_eq!(json["replicate_timeout_ms"], 50);
+    assert_eq!(json["max_delay_ms"], 0);
+    let json = assert_error(
+        &app,
+        "PUT",
+        "/kv/k",
+        Some(r#"{"value":"v"}"#),
+        503,
+        "quorum_timeout",
+    )
+    .await;
+    assert_eq!(
+        (&json["quorum"], &json["timeout_ms"]),
+        (&json!(1), &json!(50))
+    );
+    let (_, cluster) = call(&app, "GET", "/cluster", None).await;
+    assert_eq!(cluster["write_quorum"], 1);
+    assert_eq!(cluster["replicate_timeout_ms"], 50);
+
+    // Bad changes are refused and change nothing.
+    for (body, code) in [
+        (r#"{"write_quorum": 2}"#, "invalid_settings"),
+        (r#"{"min_delay_ms": 10}"#, "invalid_settings"),
+        (r#"{"max_delay_ms": 60001}"#, "invalid_settings"),
+        (r#"{"replicate_timeout_ms": 0}"#, "invalid_settings"),
+        (r#"{"replicate_timeout_ms": 999999999}"#, "invalid_settings"),
+        (r#"{"write_quorum": -1}"#, "invalid_body"),
+        (r#"{"quorum": 1}"#, "invalid_body"),
+        (r#"{"write_quorum": "#, "invalid_json"),
+    ] {
+        assert_error(&app, "PATCH", "/admin/settings", Some(body), 400, code).await;
+    }
+    assert_eq!(
+        call(&app, "GET", "/admin/settings", None).await.1["write_quorum"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_follower_can_be_cut_off_and_restored() {
+    let app = app(Role::Leader);
+    // Until it first answers, a follower is named by its URL's host.
+    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1/cut", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["cut_off"], true);
+    let (_, cluster) = call(&app, "GET", "/cluster", None).await;
+    assert_eq!(cluster["followers"][0]["cut_off"], true);
+    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1/restore", None).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["cut_off"], false);
+
+    let json = assert_error(
+        &app,
+        "POST",
+        "/admin/followers/nobody/cut",
+        None,
+        404,
+        "unknown_follower",
+    )
+    .await;
+    assert_eq!(json["followers"], json!(["127.0.0.1"]));
+    assert_error(
+        &app,
+        "GET",
+        "/admin/followers/127.0.0.1/cut",
+        None,
+        405,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_dashboard_and_admin_routes_are_the_leaders() {
+    let leader = app(Role::Leader);
+    for uri in ["/", "/ui"] {
+        let response = leader
+            .public
+            .clone()
+            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8"
+        );
+        let page = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let page = String::from_utf8_lossy(&page);
+        assert!(page.contains("new EventSource('events')"));
+        // Self-contained: nothing is loaded from another origin (the one URL is the SVG
+        // namespace, which is a name, not a download).
+        let page = page.replace("http://www.w3.org/2000/svg", "");
+        for fetch in ["http:", "https:", "src=", "href=", "@import"] {
+            assert!(!page.contains(fetch), "the page loads something: {fetch}");
+        }
+    }
+    let response = leader
+        .public
+        .clone()
+        .oneshot(
+            Request::get("/events")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    // The stream opens with a snapshot of the cluster.
+    let mut body = response.into_body();
+    let frame = body
+        .frame()
+        .await
+        .expect("a first message")
+        .expect("readable");
+    let text = String::from_utf8_lossy(frame.data_ref().expect("data")).into_owned();
+    let data = text.strip_prefix("data: ").expect("an SSE data line");
+    let snapshot: Value = serde_json::from_str(data.trim()).expect("JSON");
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(
+        snapshot["cluster"]["followers"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    let follower = app(Role::Follower);
+    for (method, uri) in [
+        ("GET", "/"),
+        ("GET", "/events"),
+        ("GET", "/admin/settings"),
+        ("PATCH", "/admin/settings"),
+        ("POST", "/admin/followers/f/cut"),
+    ] {
+        assert_error(&follower, method, uri, Some("{}"), 421, "not_leader").await;
+    }
+}

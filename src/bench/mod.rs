@@ -288,7 +288,9 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
     if let Some(q) = quorums.iter().find(|&&q| q > status.followers.len()) {
         return Err(format!("quorum {q} is above the number of followers"));
     }
-    let settle_ms = args.settle_ms.unwrap_or(status.max_delay_ms + 1000);
+    let settle_ms = args
+        .settle_ms
+        .unwrap_or(status.settings.max_delay_ms + 1000);
     let config = BenchConfig {
         leader: lagged.leader.base().to_string(),
         followers: lagged
@@ -297,9 +299,9 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
             .map(|f| f.base().to_string())
             .collect(),
         local: args.local,
-        min_delay_ms: status.min_delay_ms,
-        max_delay_ms: status.max_delay_ms,
-        replicate_timeout_ms: status.replicate_timeout_ms,
+        min_delay_ms: status.settings.min_delay_ms,
+        max_delay_ms: status.settings.max_delay_ms,
+        replicate_timeout_ms: status.settings.replicate_timeout_ms,
         writes: args.writes,
         concurrency: args.concurrency,
         keys: args.keys,
@@ -316,7 +318,10 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         let immediate = lagged.mismatching_followers().await;
         tokio::time::sleep(Duration::from_millis(settle_ms)).await;
         let settled = lagged.mismatching_followers().await;
-        let (a, b) = (status.min_delay_ms as f64, status.max_delay_ms as f64);
+        let (a, b) = (
+            status.settings.min_delay_ms as f64,
+            status.settings.max_delay_ms as f64,
+        );
         results.push(QuorumResult {
             quorum,
             sent: writes.sent,
@@ -354,11 +359,11 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
 async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
     // With --local the throughput runs get a cluster of their own with no simulated lag.
     let (target, status) = Target::connect(args, 0, 0).await?;
-    if status.max_delay_ms > 0 {
+    if status.settings.max_delay_ms > 0 {
         eprintln!(
             "note: the cluster simulates {}..{} ms of lag; throughput is measured at zero lag \
              with --local, or with MIN_DELAY_MS=0 MAX_DELAY_MS=0",
-            status.min_delay_ms, status.max_delay_ms
+            status.settings.min_delay_ms, status.settings.max_delay_ms
         );
     }
     let duration = Duration::from_secs_f64(args.throughput_seconds.max(0.1));
@@ -388,8 +393,8 @@ async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
     }
     progress.finish_and_clear();
     Ok(Throughput {
-        min_delay_ms: status.min_delay_ms,
-        max_delay_ms: status.max_delay_ms,
+        min_delay_ms: status.settings.min_delay_ms,
+        max_delay_ms: status.settings.max_delay_ms,
         seconds: duration.as_secs_f64(),
         runs,
     })

@@ -2,6 +2,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod dashboard;
 mod helpers;
 mod linearizability;
 
@@ -1067,4 +1068,180 @@ async fn metrics_follow_replication() {
     }
     let follower = text(cluster.followers[0].url()).await;
     assert_eq!(line(&follower, "semisync_version"), Some(3.0), "{follower}");
+}
+
+/// Reads Server-Sent Events from `response` until `done` says the messages so far suffice, or
+/// fails after `within`.
+async fn read_events(
+    response: &mut reqwest::Response,
+    within: Duration,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    let (mut messages, mut buffer) = (Vec::new(), String::new());
+    while !done(&messages) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("not all events came within {within:?}: {messages:#?}"))
+            .expect("stream readable")
+            .expect("stream open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            for data in event.lines().filter_map(|line| line.strip_prefix("data: ")) {
+                messages.push(serde_json::from_str(data).expect("JSON event"));
+            }
+        }
+    }
+    messages
+}
+
+/// The dashboard's event stream carries each message with the lag drawn for it, every ack (the
+/// late ones too) and the answer, in an order that can be replayed.
+#[tokio::test]
+async fn the_event_stream_shows_every_message_ack_and_answer() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        min_delay_ms: 20,
+        max_delay_ms: 150,
+        write_quorum: 2,
+        ..settings()
+    })
+    .await;
+    let mut stream = cluster
+        .http
+        .get(format!("{}/events", cluster.leader.url()))
+        .send()
+        .await
+        .expect("event stream");
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let (status, body) = cluster.put("watched", "v", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let version = body["version"].clone();
+
+    let of_write = |messages: &[serde_json::Value], kind: &str| -> Vec<serde_json::Value> {
+        messages
+            .iter()
+            .filter(|m| m["type"] == kind && m["version"] == version)
+            .cloned()
+            .collect()
+    };
+    let messages = read_events(&mut stream, Duration::from_secs(10), |messages| {
+        of_write(messages, "ack").len() == 5 && of_write(messages, "outcome").len() == 1
+    })
+    .await;
+    assert_eq!(messages[0]["type"], "snapshot", "the stream opens with one");
+    let writes = of_write(&messages, "write");
+    assert_eq!(writes.len(), 1, "{messages:#?}");
+    assert_eq!(
+        (&writes[0]["key"], &writes[0]["quorum"]),
+        (&json!("watched"), &json!(2))
+    );
+
+    let sends = of_write(&messages, "send");
+    let acks = of_write(&messages, "ack");
+    let mut followers: Vec<u64> = sends
+        .iter()
+        .map(|s| s["follower"].as_u64().expect("index"))
+        .collect();
+    followers.sort_unstable();
+    assert_eq!(followers, [0, 1, 2, 3, 4], "one message per follower");
+    for send in &sends {
+        let delay = send["delay_ms"].as_f64().expect("delay");
+        assert!((20.0..=150.0).contains(&delay), "{send}");
+        let ack = acks
+            .iter()
+            .find(|a| a["follower"] == send["follower"])
+            .expect("every follower acked");
+        // An ack comes after the lag drawn for its message, and the stream is in time order.
+        assert!(
+            ack["latency_ms"].as_f64().expect("latency") >= delay,
+            "{send} {ack}"
+        );
+        assert!(
+            ack["at_ms"].as_f64() >= send["at_ms"].as_f64(),
+            "{send} {ack}"
+        );
+    }
+
+    let outcome = &of_write(&messages, "outcome")[0];
+    assert_eq!(outcome["status"], 200);
+    let counted = outcome["acked_by"].as_array().expect("list");
+    assert_eq!(counted.len(), 2, "{outcome}");
+    for follower in counted {
+        assert!(
+            acks.iter().any(|a| &a["follower"] == follower),
+            "a counted ack was published: {outcome}"
+        );
+    }
+    // The three others are late acks: replication went on after the answer.
+    assert_eq!(
+        acks.iter()
+            .filter(|a| !counted.contains(&a["follower"]))
+            .count(),
+        3
+    );
+}
+
+/// Cutting a follower off from the CLI: the leader sees it down, writes that need it time out,
+/// it misses writes, and once restored it catches up by itself. Settings change live.
+#[tokio::test]
+async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_restored() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        replicate_timeout_ms: 5000,
+        ..settings()
+    })
+    .await;
+    let leader = cluster.leader.url();
+
+    let (code, out, err) = semisync_kv(&[
+        "settings",
+        "--leader",
+        &leader,
+        "--write-quorum",
+        "5",
+        "--replicate-timeout-ms",
+        "600",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "write quorum 5, lag 0..20 ms, timeout 600 ms");
+    let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--min-delay-ms", "99"]);
+    assert_eq!(code, 1, "min above max is refused");
+    assert!(err.contains("invalid_settings"), "{err}");
+
+    let (code, out, err) = semisync_kv(&["cut", "follower2", "--leader", &leader]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("follower2 cut off"), "{out}");
+    let follower = cluster
+        .wait_follower(1, "down", Duration::from_secs(5))
+        .await;
+    assert_eq!(follower["cut_off"], true);
+    let (_, out, _) = semisync_kv(&["status", "--leader", &leader]);
+    assert!(out.contains("cut_off"), "{out}");
+
+    // The new default quorum (5) cannot be reached without follower2: 503 after 600 ms.
+    let (status, body) = cluster.put("missed", "1", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        (&body["acks"], &body["timeout_ms"]),
+        (&json!(4), &json!(600))
+    );
+    let (status, body) = cluster.put("also-missed", "2", Some(4)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let cut = cluster.followers[1].url();
+    let dump = cluster
+        .dump(&cut)
+        .await
+        .expect("follower2 still answers clients");
+    assert!(!dump.contains_key("missed"), "{dump:?}");
+
+    let (code, out, err) = semisync_kv(&["restore", "follower2", "--leader", &leader]);
+    assert_eq!(code, 0, "{out}{err}");
+    cluster
+        .wait_follower(1, "up", Duration::from_secs(10))
+        .await;
+    let state = cluster
+        .converged(Duration::from_secs(15))
+        .await
+        .expect("follower2 catches up");
+    assert_eq!(state.len(), 2);
 }

@@ -1,0 +1,78 @@
+//! The leader's admin routes, which the dashboard calls and curl and the CLI can too: read and
+//! change the live settings (`/admin/settings`), and cut off or restore replication to one
+//! follower (`/admin/followers/{follower}/cut` and `/restore`).
+//!
+//! They are as open as the write routes: whoever can write to this lab can also slow it down.
+//! They are left out of `/openapi.json`, so that the conformance run, which tries every route
+//! it finds there, cannot change the settings under it.
+
+use axum::Router;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use tracing::info;
+
+use super::{AppState, Json, Leader};
+use crate::error::{Error, Result};
+use crate::replication::FollowerView;
+use crate::settings::{Settings, SettingsChange};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/settings", get(settings).patch(change_settings))
+        .route("/admin/followers/{follower}/cut", post(cut))
+        .route("/admin/followers/{follower}/restore", post(restore))
+}
+
+/// `GET /admin/settings`: the live settings.
+async fn settings(Leader(replicator): Leader) -> axum::Json<Settings> {
+    axum::Json(replicator.settings())
+}
+
+/// `PATCH /admin/settings`: changes the settings the body names; the next write and the next
+/// message use them.
+async fn change_settings(
+    Leader(replicator): Leader,
+    State(state): State<AppState>,
+    Json(change): Json<SettingsChange>,
+) -> Result<axum::Json<Settings>> {
+    let request_timeout_ms = state.inner.request_timeout.as_millis() as u64;
+    let settings = replicator
+        .change_settings(change, request_timeout_ms)
+        .map_err(Error::InvalidSettings)?;
+    info!(?settings, "settings changed");
+    Ok(axum::Json(settings))
+}
+
+/// `POST /admin/followers/{follower}/cut`: the leader stops sending to this follower, as if
+/// the network between them had failed.
+async fn cut(
+    Leader(replicator): Leader,
+    FollowerName(name): FollowerName,
+) -> Result<axum::Json<FollowerView>> {
+    replicator.set_cut_off(&name, true).map(axum::Json)
+}
+
+/// `POST /admin/followers/{follower}/restore`: replication to this follower resumes, and it
+/// catches up.
+async fn restore(
+    Leader(replicator): Leader,
+    FollowerName(name): FollowerName,
+) -> Result<axum::Json<FollowerView>> {
+    replicator.set_cut_off(&name, false).map(axum::Json)
+}
+
+/// The `{follower}` of an admin route: a node id, or a URL's host.
+struct FollowerName(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FollowerName {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        let axum::extract::Path(name) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| Error::InvalidPath(rejection.body_text()))?;
+        Ok(FollowerName(name))
+    }
+}

@@ -1,0 +1,208 @@
+//! The leader's live settings: the write quorum, the simulated lag range and the replication
+//! timeout. They start from the configuration and can be changed while the cluster runs
+//! (`PATCH /admin/settings`, the dashboard, `semisync-kv settings`); the leader reads them at
+//! every write and every delivery attempt, so a change applies to the next message.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Largest simulated lag a message may be given, in milliseconds: long enough to watch a
+/// message travel on a projector, short enough that a typo cannot stall replication for hours.
+pub const MAX_LAG_MS: u64 = 60_000;
+
+/// The settings a presenter may change while the leader runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Settings {
+    /// Follower acks a write waits for unless it asks for another quorum (`WRITE_QUORUM`).
+    pub write_quorum: usize,
+    /// Smallest simulated lag of a replication message, in milliseconds (`MIN_DELAY_MS`).
+    pub min_delay_ms: u64,
+    /// Largest simulated lag of a replication message, in milliseconds (`MAX_DELAY_MS`).
+    pub max_delay_ms: u64,
+    /// How long a write waits for its quorum, in milliseconds (`REPLICATE_TIMEOUT_MS`).
+    pub replicate_timeout_ms: u64,
+}
+
+/// A change to some of the [`Settings`]: the body of `PATCH /admin/settings`, and the flags of
+/// `semisync-kv settings`. Fields left out keep their value.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::Args,
+)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    /// New default write quorum: follower acks a write waits for.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<usize>,
+    /// New smallest simulated lag of a message, in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_delay_ms: Option<u64>,
+    /// New largest simulated lag of a message, in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u64>,
+    /// New time a write waits for its quorum, in milliseconds.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicate_timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Display for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "write quorum {}, lag {}..{} ms, timeout {} ms",
+            self.write_quorum, self.min_delay_ms, self.max_delay_ms, self.replicate_timeout_ms
+        )
+    }
+}
+
+impl SettingsChange {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Settings {
+    /// These settings with `change` applied.
+    pub fn with(self, change: SettingsChange) -> Self {
+        Self {
+            write_quorum: change.write_quorum.unwrap_or(self.write_quorum),
+            min_delay_ms: change.min_delay_ms.unwrap_or(self.min_delay_ms),
+            max_delay_ms: change.max_delay_ms.unwrap_or(self.max_delay_ms),
+            replicate_timeout_ms: change
+                .replicate_timeout_ms
+                .unwrap_or(self.replicate_timeout_ms),
+        }
+    }
+
+    /// Checks the settings of a leader with `followers` followers (`None`: a follower, where
+    /// the quorum does not apply) whose requests may take `request_timeout_ms`. The message
+    /// names the setting by its environment variable and says what to change.
+    pub fn validate(
+        &self,
+        followers: Option<usize>,
+        request_timeout_ms: Option<u64>,
+    ) -> Result<(), String> {
+        if let Some(followers) = followers.filter(|&n| self.write_quorum > n) {
+            return Err(format!(
+                "WRITE_QUORUM is {} but there are only {followers} followers: set it to at most \
+                 {followers}",
+                self.write_quorum
+            ));
+        }
+        if self.min_delay_ms > self.max_delay_ms {
+            return Err(format!(
+                "MIN_DELAY_MS ({}) is above MAX_DELAY_MS ({}): lower MIN_DELAY_MS or raise \
+                 MAX_DELAY_MS",
+                self.min_delay_ms, self.max_delay_ms
+            ));
+        }
+        if self.max_delay_ms > MAX_LAG_MS {
+            return Err(format!(
+                "MAX_DELAY_MS ({}) is above the limit of {MAX_LAG_MS} ms",
+                self.max_delay_ms
+            ));
+        }
+        if self.replicate_timeout_ms == 0 {
+            return Err("REPLICATE_TIMEOUT_MS must be at least 1".into());
+        }
+        if let Some(request_timeout_ms) =
+            request_timeout_ms.filter(|&ms| ms <= self.replicate_timeout_ms)
+        {
+            return Err(format!(
+                "REPLICATE_TIMEOUT_MS ({}) must be below REQUEST_TIMEOUT_MS \
+                 ({request_timeout_ms}), or writes that wait for their quorum would be cut off",
+                self.replicate_timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEFAULTS: Settings = Settings {
+        write_quorum: 3,
+        min_delay_ms: 0,
+        max_delay_ms: 1000,
+        replicate_timeout_ms: 5000,
+    };
+
+    #[test]
+    fn a_change_replaces_only_the_fields_it_names() {
+        let change = SettingsChange {
+            max_delay_ms: Some(3000),
+            ..SettingsChange::default()
+        };
+        let changed = DEFAULTS.with(change);
+        assert_eq!(changed.max_delay_ms, 3000);
+        assert_eq!(changed.with(SettingsChange::default()), changed);
+        assert_eq!(
+            Settings {
+                max_delay_ms: 1000,
+                ..changed
+            },
+            DEFAULTS
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_setting() {
+        let cases = [
+            (
+                SettingsChange {
+                    write_quorum: Some(6),
+                    ..SettingsChange::default()
+                },
+                "WRITE_QUORUM",
+            ),
+            (
+                SettingsChange {
+                    min_delay_ms: Some(2000),
+                    ..SettingsChange::default()
+                },
+                "MIN_DELAY_MS",
+            ),
+            (
+                SettingsChange {
+                    max_delay_ms: Some(MAX_LAG_MS + 1),
+                    ..SettingsChange::default()
+                },
+                "MAX_DELAY_MS",
+            ),
+            (
+                SettingsChange {
+                    replicate_timeout_ms: Some(0),
+                    ..SettingsChange::default()
+                },
+                "at least 1",
+            ),
+            (
+                SettingsChange {
+                    replicate_timeout_ms: Some(15_000),
+                    ..SettingsChange::default()
+                },
+                "REQUEST_TIMEOUT_MS",
+            ),
+        ];
+        assert_eq!(DEFAULTS.validate(Some(5), Some(15_000)), Ok(()));
+        for (change, expected) in cases {
+            let err = DEFAULTS
+                .with(change)
+                .validate(Some(5), Some(15_000))
+                .expect_err("must be refused");
+            assert!(err.contains(expected), "{change:?}: {err}");
+        }
+        // A follower has no quorum to check.
+        let big_quorum = Settings {
+            write_quorum: 9,
+            ..DEFAULTS
+        };
+        assert_eq!(big_quorum.validate(None, None), Ok(()));
+    }
+}

@@ -1,0 +1,233 @@
+//! The dashboard in a real browser: Debian's Chromium, headless, driven through chromedriver
+//! (WebDriver) with fantoccini. Install them with `apt-get install chromium chromium-driver`;
+//! `CHROMEDRIVER` may name another chromedriver binary.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use semisync_kv::local::LocalSettings;
+use serde_json::json;
+
+use crate::helpers::{TestCluster, eventually, send, settings};
+
+/// How long the page may take to show something.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A chromedriver process and a browser session on it; both end on drop.
+struct Browser {
+    driver: Child,
+    client: Client,
+    /// Chromium's profile, removed on drop.
+    profile: PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver runs in a process group of its own, with the Chromium it started: kill
+        // them all, or a browser would outlive a failed test.
+        let group = Pid::from_raw(self.driver.id() as i32);
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let mut driver = Command::new(&program)
+            .arg("--port=0")
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot run {program} ({err}): the dashboard test needs Chromium and \
+                     chromedriver (Debian: apt-get install chromium chromium-driver)"
+                )
+            });
+        // "ChromeDriver was started successfully on port 40123."
+        let stdout = driver.stdout.take().expect("piped stdout");
+        let port = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let rest = line.split("started successfully on port ").nth(1)?;
+                rest.trim_end_matches('.').trim().parse::<u16>().ok()
+            })
+            .expect("chromedriver says which port it listens on");
+        let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("chromium-profile-{}", std::process::id()));
+        let capabilities = json!({
+            "goog:chromeOptions": {
+                // No sandbox: CI runs as root, where Chromium's sandbox cannot start.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1600,1200",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        });
+        let capabilities = match capabilities {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("a JSON object"),
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("chromedriver starts a headless Chromium");
+        Self {
+            driver,
+            client,
+            profile,
+        }
+    }
+
+    /// Waits until an element matches `css`, and returns it.
+    async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        let found = self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .every(Duration::from_millis(100))
+            .for_element(Locator::Css(css))
+            .await;
+        match found {
+            Ok(element) => element,
+            Err(err) => {
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("the page never showed {css}: {err}\n----- the page -----\n{page}")
+            }
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait_for(css).await.click().await.expect("click");
+    }
+
+    /// Replaces the text of the input `css`.
+    async fn fill(&self, css: &str, text: &str) {
+        let input = self.wait_for(css).await;
+        input.clear().await.expect("clear");
+        input.send_keys(text).await.expect("type");
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait_for(css).await.text().await.expect("text")
+    }
+}
+
+/// Drives the dashboard as a presenter would, and checks that it shows the writes, their acks
+/// (late ones too) and their outcome, and that its controls change the cluster.
+#[tokio::test]
+async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        min_delay_ms: 100,
+        max_delay_ms: 400,
+        write_quorum: 2,
+        replicate_timeout_ms: 3000,
+        ..settings()
+    })
+    .await;
+    let browser = Browser::start().await;
+    let leader = cluster.leader.url();
+    browser
+        .client
+        .goto(&format!("{leader}/ui"))
+        .await
+        .expect("open the page");
+    browser.wait_for("#conn[data-state='open']").await;
+    for i in 1..=5 {
+        browser
+            .wait_for(&format!(
+                "#followers tr[data-follower='follower{i}'][data-state='up']"
+            ))
+            .await;
+    }
+
+    // A write from the page: 2 acks counted, 3 more after the answer.
+    browser.click("#send-write").await;
+    browser
+        .wait_for("#log tr[data-status='200'][data-acks='2'][data-late='3']")
+        .await;
+    assert!(browser.text("#outcome").await.contains("200"));
+    assert!(browser.text("#late").await.contains("Late acks"));
+
+    // A write from elsewhere shows up too.
+    let (status, body) = cluster.put("from-curl", "x", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let version = body["version"].as_u64().expect("version");
+    browser
+        .wait_for(&format!(
+            "#log tr[data-version='{version}'][data-status='200']"
+        ))
+        .await;
+
+    // Live settings from the page: every follower must ack, within 1.5 s.
+    browser.fill("#set-write_quorum", "5").await;
+    browser.fill("#set-replicate_timeout_ms", "1500").await;
+    browser.click("#apply-settings").await;
+    eventually(WAIT, || async {
+        let text = browser.text("#settings-msg").await;
+        text.contains("applied").then_some(()).ok_or(text)
+    })
+    .await
+    .expect("the page applied the settings");
+    let (status, settings) = send(cluster.http.get(format!("{leader}/admin/settings"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(settings["write_quorum"], 5);
+    assert_eq!(settings["replicate_timeout_ms"], 1500);
+
+    // Cut one follower off from the page: the next write gets 4 of 5 acks and a 503. Slow
+    // motion, to catch it in flight for the screenshot.
+    browser
+        .click("button[data-action='cut'][data-follower='follower1']")
+        .await;
+    browser
+        .wait_for("#followers tr[data-follower='follower1'][data-state='cut_off']")
+        .await;
+    browser
+        .wait_for("#speed")
+        .await
+        .select_by_value("0.25")
+        .await
+        .expect("slow motion");
+    browser.click("#send-write").await;
+    browser
+        .wait_for("#log tr[data-status='pending']:not([data-acks='0'])")
+        .await;
+    browser
+        .client
+        .execute("window.scrollTo(0, 0)", Vec::new())
+        .await
+        .expect("scroll to the top");
+    let screenshot = browser.client.screenshot().await.expect("screenshot");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, screenshot).expect("save the screenshot");
+    browser
+        .wait_for("#log tr[data-status='503'][data-acks='4']")
+        .await;
+    assert!(browser.text("#outcome").await.contains("503"));
+
+    // Back to live, and restore it from the page: the leader sees it up again and it catches
+    // up.
+    browser.click("#live").await;
+    browser
+        .click("button[data-action='restore'][data-follower='follower1']")
+        .await;
+    browser
+        .wait_for("#followers tr[data-follower='follower1'][data-state='up']")
+        .await;
+    cluster
+        .converged(WAIT)
+        .await
+        .expect("the restored follower catches up");
+}
