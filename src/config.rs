@@ -66,7 +66,8 @@ pub struct Config {
     #[arg(long, env = "MIN_DELAY_MS", default_value_t = 0)]
     pub min_delay_ms: u64,
 
-    /// Largest simulated network lag before each message to each follower, in milliseconds.
+    /// Largest simulated network lag before each message to each follower, in milliseconds
+    /// (at most 60000).
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 1000)]
     pub max_delay_ms: u64,
 

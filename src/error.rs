@@ -114,6 +114,26 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// An admin request named a follower in a way that fits more than one (two followers with
+    /// the same node id).
+    #[error("{follower:?} names more than one follower; name one by its host:port instead")]
+    AmbiguousFollower {
+        /// The name given.
+        follower: String,
+        /// The URLs of the followers it names.
+        urls: Vec<String>,
+    },
+
+    /// A browser on another site sent a request to an admin route.
+    #[error(
+        "admin requests from another site ({origin}) are refused; use the dashboard this node \
+             serves, curl or the CLI"
+    )]
+    CrossOrigin {
+        /// The `Origin` the browser sent.
+        origin: String,
+    },
+
     /// An internal request without the right cluster token.
     #[error(
         "missing or wrong cluster token: internal requests must carry \
@@ -169,6 +189,8 @@ impl Error {
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
+            Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
+            Error::CrossOrigin { .. } => (StatusCode::FORBIDDEN, "cross_origin"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Error::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
@@ -187,6 +209,7 @@ impl Error {
             Error::NotLeader { leader } => json!({ "leader": leader }),
             Error::NotSynced { following } => json!({ "following": following }),
             Error::UnknownFollower { known, .. } => json!({ "followers": known }),
+            Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
             Error::QuorumTimeout {
                 key,
                 version,

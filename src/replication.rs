@@ -36,7 +36,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::Error;
 use crate::events::{Event, Events, FollowerIndex, shorten};
@@ -391,10 +391,20 @@ impl Link {
     /// Why nothing may be sent to this follower now, if replication to it is cut off.
     pub(crate) fn cut_off(&self) -> Option<String> {
         self.cut.load(Ordering::Relaxed).then(|| {
-            "replication to this follower is cut off (POST /admin/followers/{follower}/restore \
-             restores it)"
-                .to_owned()
+            let name = self.name();
+            format!(
+                "replication to {name} is cut off (POST /admin/followers/{name}/restore restores \
+                 it)"
+            )
         })
+    }
+
+    /// The follower's URL's `host:port`, which names it even before it first answers.
+    fn authority(&self) -> String {
+        match (self.url.host_str(), self.url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            _ => self.url.to_string(),
+        }
     }
 
     /// The follower's node id, or its URL's host until it first answers.
@@ -532,20 +542,35 @@ impl Replicator {
     }
 
     /// Cuts replication to one follower off (`cut`) or restores it. The follower is named by
-    /// its node id or its URL's host. A cut-off follower looks down to the leader; once
-    /// restored, retries and, after a long cut, a state transfer catch it up.
+    /// its node id, or by its URL's `host:port`. A cut-off follower looks down to the leader;
+    /// once restored, retries and, after a long cut, a state transfer catch it up.
     pub fn set_cut_off(&self, follower: &str, cut: bool) -> Result<FollowerView, Error> {
-        let link = self
-            .inner
-            .links
+        let links = &self.inner.links;
+        let matches: Vec<&Arc<Link>> = links
             .iter()
-            .find(|link| link.name() == follower || link.url.host_str() == Some(follower))
-            .ok_or_else(|| Error::UnknownFollower {
-                follower: follower.to_owned(),
-                known: self.inner.links.iter().map(|link| link.name()).collect(),
-            })?;
+            .filter(|link| link.name() == follower || link.authority() == follower)
+            .collect();
+        let link = match matches[..] {
+            [link] => link,
+            [] => {
+                return Err(Error::UnknownFollower {
+                    follower: follower.to_owned(),
+                    known: links.iter().map(|link| link.name()).collect(),
+                });
+            }
+            _ => {
+                return Err(Error::AmbiguousFollower {
+                    follower: follower.to_owned(),
+                    urls: matches.iter().map(|link| link.url.to_string()).collect(),
+                });
+            }
+        };
         if link.cut.swap(cut, Ordering::Relaxed) != cut {
-            warn!(follower = %link.url, cut, "replication cut off by the presenter, or restored");
+            if cut {
+                warn!(follower = %link.url, "replication cut off by the presenter");
+            } else {
+                info!(follower = %link.url, "replication restored by the presenter");
+            }
         }
         // Let the heartbeat notice at once rather than at its next tick.
         link.wake.notify_one();
@@ -576,13 +601,14 @@ impl Replicator {
     /// Sends the write to every follower and waits until `quorum` of them acknowledged or the
     /// replication timeout passed. Delivery to the other followers goes on after this returns.
     pub async fn replicate(&self, key: &str, entry: &Entry, quorum: usize) -> QuorumOutcome {
-        let timeout = Duration::from_millis(self.settings().replicate_timeout_ms);
+        let timeout_ms = self.settings().replicate_timeout_ms;
+        let timeout = Duration::from_millis(timeout_ms);
         self.inner.events.publish(|| Event::Write {
             version: entry.version,
             key: shorten(key),
             value: entry.value.as_deref().map(shorten),
             quorum,
-            timeout_ms: timeout.as_millis() as u64,
+            timeout_ms,
         });
         let message = Arc::new(ReplicateRequest {
             leader: self.inner.incarnation,
@@ -754,7 +780,7 @@ impl Delivery {
             let latency = self.started.elapsed();
             self.inner.metrics.ack(self.link.url.as_str(), latency);
             self.inner.events.publish(|| Event::Ack {
-                version: ack.version,
+                version: self.message.version,
                 follower: self.link.index,
                 applied: ack.applied,
                 latency_ms: latency.as_secs_f64() * 1000.0,

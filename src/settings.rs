@@ -80,7 +80,8 @@ impl Settings {
 
     /// Checks the settings of a leader with `followers` followers (`None`: a follower, where
     /// the quorum does not apply) whose requests may take `request_timeout_ms`. The message
-    /// names the setting by its environment variable and says what to change.
+    /// names the setting by its JSON field and its environment variable, and says what to
+    /// change.
     pub fn validate(
         &self,
         followers: Option<usize>,
@@ -88,32 +89,32 @@ impl Settings {
     ) -> Result<(), String> {
         if let Some(followers) = followers.filter(|&n| self.write_quorum > n) {
             return Err(format!(
-                "WRITE_QUORUM is {} but there are only {followers} followers: set it to at most \
-                 {followers}",
+                "write_quorum (WRITE_QUORUM) is {} but there are only {followers} followers: set \
+                 it to at most {followers}",
                 self.write_quorum
             ));
         }
         if self.min_delay_ms > self.max_delay_ms {
             return Err(format!(
-                "MIN_DELAY_MS ({}) is above MAX_DELAY_MS ({}): lower MIN_DELAY_MS or raise \
-                 MAX_DELAY_MS",
+                "min_delay_ms (MIN_DELAY_MS, {}) is above max_delay_ms (MAX_DELAY_MS, {}): lower \
+                 the first or raise the second",
                 self.min_delay_ms, self.max_delay_ms
             ));
         }
         if self.max_delay_ms > MAX_LAG_MS {
             return Err(format!(
-                "MAX_DELAY_MS ({}) is above the limit of {MAX_LAG_MS} ms",
+                "max_delay_ms (MAX_DELAY_MS, {}) is above the limit of {MAX_LAG_MS} ms: lower it",
                 self.max_delay_ms
             ));
         }
         if self.replicate_timeout_ms == 0 {
-            return Err("REPLICATE_TIMEOUT_MS must be at least 1".into());
+            return Err("replicate_timeout_ms (REPLICATE_TIMEOUT_MS) must be at least 1".into());
         }
         if let Some(request_timeout_ms) =
             request_timeout_ms.filter(|&ms| ms <= self.replicate_timeout_ms)
         {
             return Err(format!(
-                "REPLICATE_TIMEOUT_MS ({}) must be below REQUEST_TIMEOUT_MS \
+                "replicate_timeout_ms (REPLICATE_TIMEOUT_MS, {}) must be below REQUEST_TIMEOUT_MS \
                  ({request_timeout_ms}), or writes that wait for their quorum would be cut off",
                 self.replicate_timeout_ms
             ));

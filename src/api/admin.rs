@@ -3,12 +3,18 @@
 //! follower (`/admin/followers/{follower}/cut` and `/restore`).
 //!
 //! They are as open as the write routes: whoever can write to this lab can also slow it down.
-//! They are left out of `/openapi.json`, so that the conformance run, which tries every route
-//! it finds there, cannot change the settings under it.
+//! But a browser request from a page of another site is refused (`403 cross_origin`): a
+//! cross-site POST without a body needs no CORS preflight, so without that check any web page
+//! the presenter opens could cut a follower off. They are left out of `/openapi.json`, so that
+//! the conformance run, which tries every route it finds there, cannot change the settings
+//! under it.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use tracing::info;
 
@@ -22,6 +28,22 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/settings", get(settings).patch(change_settings))
         .route("/admin/followers/{follower}/cut", post(cut))
         .route("/admin/followers/{follower}/restore", post(restore))
+        .route_layer(axum::middleware::from_fn(same_origin))
+}
+
+/// Refuses a request whose `Origin` (sent by browsers) is not this node itself. curl and the
+/// CLI send no `Origin`, and the dashboard's own requests carry this node's.
+async fn same_origin(request: Request, next: Next) -> Result<Response> {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
+        let host = headers.get(HOST).map(|host| host.as_bytes());
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest.as_bytes());
+        if origin_host.is_none() || origin_host != host {
+            return Err(Error::CrossOrigin { origin });
+        }
+    }
+    Ok(next.run(request).await)
 }
 
 /// `GET /admin/settings`: the live settings.

@@ -8,6 +8,7 @@
 //! many it missed, so the stream never breaks and the page resynchronizes from the snapshot.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,16 +19,21 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::Stream;
 use serde::Serialize;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{AppState, ClusterStatus, Leader};
+use crate::error::Error;
 use crate::events::Stamped;
 use crate::replication::Replicator;
 
 /// The page, embedded at build time.
 const PAGE: &str = include_str!("dashboard.html");
+
+/// Event streams open at once; more are refused with `503 overloaded`.
+pub(super) const MAX_EVENT_STREAMS: usize = 32;
 
 /// How often the stream sends a snapshot of the cluster.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
@@ -54,7 +60,12 @@ async fn page(Leader(_): Leader) -> impl IntoResponse {
 async fn events(
     Leader(replicator): Leader,
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
+    // A stream outlives its request, and with it the request's concurrency permit: streams
+    // have their own bound.
+    let permit = Arc::clone(&state.inner.event_streams)
+        .try_acquire_owned()
+        .map_err(|_| Error::Overloaded)?;
     // Subscribed before the first snapshot is taken, so that no event falls between the two.
     let events = replicator.events().subscribe();
     let mut ticker = tokio::time::interval(SNAPSHOT_INTERVAL);
@@ -64,12 +75,13 @@ async fn events(
         ticker,
         state,
         replicator,
+        _permit: permit,
     };
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok(event), feed))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// One browser's stream: replication events, interleaved with snapshots.
@@ -78,6 +90,8 @@ struct Feed {
     ticker: Interval,
     state: AppState,
     replicator: Replicator,
+    /// Held as long as the stream is open.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The `snapshot` message of the stream.
@@ -95,7 +109,8 @@ struct Snapshot {
 
 impl Feed {
     /// The next message: a snapshot when one is due or events were missed, else the next event.
-    /// `None` when the leader shuts down.
+    /// (`None`, the end of the stream, would need the feed to close, which the replicator this
+    /// stream holds keeps open: a stream ends when its browser leaves or the server stops.)
     async fn next(&mut self) -> Option<Event> {
         tokio::select! {
             // Snapshots first, so that a flood of events cannot hold them back.

@@ -54,6 +54,8 @@ struct Inner {
     cluster_token: Option<String>,
     request_timeout: Duration,
     max_concurrent_requests: usize,
+    /// Bounds the dashboard's event streams.
+    event_streams: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -85,6 +87,7 @@ impl AppState {
                 cluster_token: config.cluster_token().ok().flatten(),
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
+                event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
             }),
         }
     }

@@ -890,17 +890,33 @@ async fn live_settings_change_the_next_write() {
 
 #[tokio::test]
 async fn a_follower_can_be_cut_off_and_restored() {
-    let app = app(Role::Leader);
-    // Until it first answers, a follower is named by its URL's host.
-    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1/cut", None).await;
+    // Two followers that have never answered: both are named by their host, 127.0.0.1, until
+    // they do, so that name is ambiguous and host:port tells them apart.
+    let mut leader = config(Role::Leader);
+    leader
+        .followers
+        .push(parse_base_url("http://127.0.0.1:2").expect("valid URL"));
+    let app = node(&leader);
+    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1:1/cut", None).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["cut_off"], true);
     let (_, cluster) = call(&app, "GET", "/cluster", None).await;
     assert_eq!(cluster["followers"][0]["cut_off"], true);
-    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1/restore", None).await;
+    assert_eq!(cluster["followers"][1]["cut_off"], false);
+    let (status, json) = call(&app, "POST", "/admin/followers/127.0.0.1:1/restore", None).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["cut_off"], false);
 
+    let json = assert_error(
+        &app,
+        "POST",
+        "/admin/followers/127.0.0.1/cut",
+        None,
+        409,
+        "ambiguous_follower",
+    )
+    .await;
+    assert_eq!(json["followers"].as_array().map(Vec::len), Some(2));
     let json = assert_error(
         &app,
         "POST",
@@ -910,16 +926,56 @@ async fn a_follower_can_be_cut_off_and_restored() {
         "unknown_follower",
     )
     .await;
-    assert_eq!(json["followers"], json!(["127.0.0.1"]));
+    assert_eq!(json["followers"], json!(["127.0.0.1", "127.0.0.1"]));
+    assert_error(
+        &app,
+        "POST",
+        "/admin/followers/%FF/cut",
+        None,
+        400,
+        "invalid_path",
+    )
+    .await;
     assert_error(
         &app,
         "GET",
-        "/admin/followers/127.0.0.1/cut",
+        "/admin/followers/127.0.0.1:1/cut",
         None,
         405,
         "method_not_allowed",
     )
     .await;
+}
+
+#[tokio::test]
+async fn admin_requests_from_another_site_are_refused() {
+    let app = app(Role::Leader);
+    let request = |origin: &str| {
+        Request::post("/admin/followers/127.0.0.1:1/cut")
+            .header("host", "localhost:8000")
+            .header("origin", origin)
+            .body(Body::empty())
+            .expect("request")
+    };
+    for origin in ["http://evil.example", "null", "http://localhost:8001"] {
+        let response = app
+            .public
+            .clone()
+            .oneshot(request(origin))
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    // The dashboard's own requests carry this node as their origin.
+    let response = app
+        .public
+        .clone()
+        .oneshot(request("http://localhost:8000"))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, cluster) = call(&app, "GET", "/cluster", None).await;
+    assert_eq!(cluster["followers"][0]["cut_off"], true);
 }
 
 #[tokio::test]

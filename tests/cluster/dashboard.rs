@@ -55,15 +55,23 @@ impl Browser {
                      chromedriver (Debian: apt-get install chromium chromium-driver)"
                 )
             });
-        // "ChromeDriver was started successfully on port 40123."
+        // "ChromeDriver was started successfully on port 40123." A thread reads the port, then
+        // keeps draining the pipe, so that chromedriver never writes to a closed one.
         let stdout = driver.stdout.take().expect("piped stdout");
-        let port = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let rest = line.split("started successfully on port ").nth(1)?;
-                rest.trim_end_matches('.').trim().parse::<u16>().ok()
-            })
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let port = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|rest| rest.trim_end_matches('.').trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    let _ = port_tx.send(port);
+                }
+            }
+        });
+        let port = port_rx
+            .recv_timeout(WAIT)
             .expect("chromedriver says which port it listens on");
         let profile = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("chromium-profile-{}", std::process::id()));
@@ -103,10 +111,39 @@ impl Browser {
         match found {
             Ok(element) => element,
             Err(err) => {
-                let page = self.client.source().await.unwrap_or_default();
-                panic!("the page never showed {css}: {err}\n----- the page -----\n{page}")
+                self.fail(&format!("the page never showed {css}: {err}"))
+                    .await
             }
         }
+    }
+
+    /// Waits until the element `css` contains `text`.
+    async fn wait_for_text(&self, css: &str, text: &str) {
+        let shown = eventually(WAIT, || async {
+            let shown = self.text(css).await;
+            shown.contains(text).then_some(()).ok_or(shown)
+        })
+        .await;
+        if let Err(last) = shown {
+            self.fail(&format!("{css} never said {text:?}: {last}"))
+                .await;
+        }
+    }
+
+    /// Fails the test with `why` and the page as it is.
+    async fn fail(&self, why: &str) -> ! {
+        let page = self.client.source().await.unwrap_or_default();
+        panic!("{why}\n----- the page -----\n{page}")
+    }
+
+    /// Errors the page's scripts hit, which it records on its body.
+    async fn script_errors(&self) -> String {
+        let body = self.wait_for("body").await;
+        body.attr("data-errors")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     async fn click(&self, css: &str) {
@@ -171,20 +208,15 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
         ))
         .await;
 
-    // Live settings from the page: every follower must ack, within 1.5 s.
+    // Live settings from the page: every follower must ack, within 2 s.
     browser.fill("#set-write_quorum", "5").await;
-    browser.fill("#set-replicate_timeout_ms", "1500").await;
+    browser.fill("#set-replicate_timeout_ms", "2000").await;
     browser.click("#apply-settings").await;
-    eventually(WAIT, || async {
-        let text = browser.text("#settings-msg").await;
-        text.contains("applied").then_some(()).ok_or(text)
-    })
-    .await
-    .expect("the page applied the settings");
+    browser.wait_for_text("#settings-msg", "applied").await;
     let (status, settings) = send(cluster.http.get(format!("{leader}/admin/settings"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(settings["write_quorum"], 5);
-    assert_eq!(settings["replicate_timeout_ms"], 1500);
+    assert_eq!(settings["replicate_timeout_ms"], 2000);
 
     // Cut one follower off from the page: the next write gets 4 of 5 acks and a 503. Slow
     // motion, to catch it in flight for the screenshot.
@@ -230,4 +262,9 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
         .converged(WAIT)
         .await
         .expect("the restored follower catches up");
+    assert_eq!(
+        browser.script_errors().await,
+        "",
+        "the page's scripts failed"
+    );
 }
