@@ -144,7 +144,7 @@ impl Events {
     }
 }
 
-/// `text` cut to [`MAX_TEXT_CHARS`] characters, with an ellipsis when it was longer.
+/// `text` cut to 40 characters, with an ellipsis when it was longer.
 pub fn shorten(text: &str) -> String {
     match text.char_indices().nth(MAX_TEXT_CHARS) {
         Some((end, _)) => format!("{}…", &text[..end]),

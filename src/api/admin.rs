@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tracing::info;
 
-use super::{AppState, Json, Leader};
+use super::{AppState, Json, Leader, path_param};
 use crate::error::{Error, Result};
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
@@ -84,17 +84,15 @@ async fn restore(
     replicator.set_cut_off(&name, false).map(axum::Json)
 }
 
-/// The `{follower}` of an admin route: a node id, or a URL's host.
+/// The `{follower}` of an admin route: a node id, or a URL's `host:port`.
 struct FollowerName(String);
 
 impl<S: Send + Sync> FromRequestParts<S> for FollowerName {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let axum::extract::Path(name) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|rejection| Error::InvalidPath(rejection.body_text()))?;
-        Ok(FollowerName(name))
+        path_param(parts, state, Error::InvalidPath)
+            .await
+            .map(FollowerName)
     }
 }

@@ -264,13 +264,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Key {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
-        let axum::extract::Path(key) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|rejection| Error::InvalidKey(rejection.body_text()))?;
+        let key = path_param(parts, state, Error::InvalidKey).await?;
         check_key(&key)?;
         Ok(Key(key))
     }
+}
+
+/// The one path parameter of a route, percent-decoded; `error` makes the error for one that
+/// cannot be read.
+async fn path_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    error: fn(String) -> Error,
+) -> Result<String, Error> {
+    let axum::extract::Path(value) =
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| error(rejection.body_text()))?;
+    Ok(value)
 }
 
 /// A query string deserialized into `T`; anything it cannot read is an `invalid_query` error.

@@ -256,6 +256,17 @@ async fn lab_scenarios_against_the_compose_cluster() {
         );
     }
 
+    // The leader serves the dashboard through the published port; a follower sends you to it.
+    let page = http
+        .get(format!("{LEADER}/"))
+        .send()
+        .await
+        .expect("dashboard");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let (status, _) = send(http.get(format!("{}/", follower_url(1)))).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+
     // A write on the leader is readable on every follower.
     let (status, body) = put(&http, "greeting", "hello").await;
     assert_eq!(status, StatusCode::OK, "{body}");
