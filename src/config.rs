@@ -71,7 +71,8 @@ pub struct Config {
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = 1000)]
     pub max_delay_ms: u64,
 
-    /// How long a write waits for its quorum before the leader answers 503, in milliseconds.
+    /// How long a write waits for its quorum before the leader answers 503, in milliseconds
+    /// (at most 3600000).
     #[arg(long, env = "REPLICATE_TIMEOUT_MS", default_value_t = 5000)]
     pub replicate_timeout_ms: u64,
 

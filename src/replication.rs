@@ -678,10 +678,7 @@ impl Delivery {
     /// the delivery gave up in favour of a full state transfer.
     async fn run(self) -> Option<Ack> {
         if !self.enter() {
-            self.publish_failure(
-                "a state transfer is due; it will carry this write".into(),
-                true,
-            );
+            self.publish_failure("a state transfer is due; it will carry this write", true);
             return None;
         }
         let mut backoff = *RETRY_BACKOFF.start();
@@ -704,7 +701,7 @@ impl Delivery {
             };
             let error = &failure.reason;
             let gave_up = self.give_up(&failure, &mut retrying);
-            self.publish_failure(failure.reason.clone(), gave_up);
+            self.publish_failure(&failure.reason, gave_up);
             if gave_up {
                 break None;
             }
@@ -718,11 +715,11 @@ impl Delivery {
         result
     }
 
-    fn publish_failure(&self, reason: String, gave_up: bool) {
+    fn publish_failure(&self, reason: &str, gave_up: bool) {
         self.inner.events.publish(|| Event::Failure {
             version: self.message.version,
             follower: self.link.index,
-            reason,
+            reason: reason.to_owned(),
             gave_up,
         });
     }

@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 /// message travel on a projector, short enough that a typo cannot stall replication for hours.
 pub const MAX_LAG_MS: u64 = 60_000;
 
+/// Longest replication timeout, in milliseconds: an hour.
+pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
 /// The settings a presenter may change while the leader runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Settings {
@@ -107,8 +110,12 @@ impl Settings {
                 self.max_delay_ms
             ));
         }
-        if self.replicate_timeout_ms == 0 {
-            return Err("replicate_timeout_ms (REPLICATE_TIMEOUT_MS) must be at least 1".into());
+        if !(1..=MAX_TIMEOUT_MS).contains(&self.replicate_timeout_ms) {
+            return Err(format!(
+                "replicate_timeout_ms (REPLICATE_TIMEOUT_MS, {}) must be between 1 and \
+                 {MAX_TIMEOUT_MS} (an hour)",
+                self.replicate_timeout_ms
+            ));
         }
         if let Some(request_timeout_ms) =
             request_timeout_ms.filter(|&ms| ms <= self.replicate_timeout_ms)
@@ -181,7 +188,7 @@ mod tests {
                     replicate_timeout_ms: Some(0),
                     ..SettingsChange::default()
                 },
-                "at least 1",
+                "between 1 and",
             ),
             (
                 SettingsChange {
@@ -205,5 +212,11 @@ mod tests {
             ..DEFAULTS
         };
         assert_eq!(big_quorum.validate(None, None), Ok(()));
+        // Without a request timeout, the timeout still has a bound.
+        let forever = Settings {
+            replicate_timeout_ms: u64::MAX,
+            ..DEFAULTS
+        };
+        assert!(forever.validate(None, None).is_err());
     }
 }
