@@ -10,6 +10,11 @@
 //! acknowledgements coming off that channel and answers as soon as `quorum` of them have arrived,
 //! or gives up when `REPLICATE_TIMEOUT_MS` has passed.
 //!
+//! The quorum, the lag range and the timeout are the leader's live [`Settings`], read at each write
+//! and each delivery attempt, so a presenter can change them while the cluster runs; and each step
+//! (the write, every message with the lag drawn for it, every ack or failure, the answer) is
+//! published on the leader's [event feed](crate::events), which the dashboard animates.
+//!
 //! The answer does not stop the tasks: replication to every follower goes on in the background,
 //! which is what makes this *semi*-synchronous. A quorum of 0 is fully asynchronous, a quorum equal
 //! to the number of followers fully synchronous. A timeout is therefore "not yet confirmed", never
