@@ -2,8 +2,8 @@
 //! `tower::ServiceExt::oneshot`.
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -84,33 +84,24 @@ async fn call_with(
     } else {
         &app.public
     };
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, _, bytes) = exchange(router, request).await;
     let json = serde_json::from_slice(&bytes)
         .unwrap_or_else(|err| panic!("{method} {uri}: body is not JSON ({err}): {bytes:?}"));
     (status, json)
 }
 
+/// Sends one request to `router` and reads the whole answer.
+async fn exchange(router: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let response = router.clone().oneshot(request).await.expect("infallible");
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, bytes)
+}
+
 /// A GET on one router, bypassing `call`'s dispatch and JSON parsing: the status and the body.
 async fn get_raw(router: &Router, uri: &str) -> (StatusCode, Vec<u8>) {
-    let request = Request::builder()
-        .uri(uri)
-        .body(Body::empty())
-        .expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let request = Request::get(uri).body(Body::empty()).expect("request");
+    let (status, _, bytes) = exchange(router, request).await;
     (status, bytes.to_vec())
 }
 
@@ -958,22 +949,12 @@ async fn admin_requests_from_another_site_are_refused() {
             .expect("request")
     };
     for origin in ["http://evil.example", "null", "http://localhost:8001"] {
-        let response = app
-            .public
-            .clone()
-            .oneshot(request(origin))
-            .await
-            .expect("infallible");
-        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+        let (status, _, _) = exchange(&app.public, request(origin)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{origin}");
     }
     // The dashboard's own requests carry this node as their origin.
-    let response = app
-        .public
-        .clone()
-        .oneshot(request("http://localhost:8000"))
-        .await
-        .expect("infallible");
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, _, _) = exchange(&app.public, request("http://localhost:8000")).await;
+    assert_eq!(status, StatusCode::OK);
     let (_, cluster) = call(&app, "GET", "/cluster", None).await;
     assert_eq!(cluster["followers"][0]["cut_off"], true);
 }
@@ -982,23 +963,10 @@ async fn admin_requests_from_another_site_are_refused() {
 async fn the_dashboard_and_admin_routes_are_the_leaders() {
     let leader = app(Role::Leader);
     for uri in ["/", "/ui"] {
-        let response = leader
-            .public
-            .clone()
-            .oneshot(Request::get(uri).body(Body::empty()).expect("request"))
-            .await
-            .expect("infallible");
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()["content-type"],
-            "text/html; charset=utf-8"
-        );
-        let page = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let request = Request::get(uri).body(Body::empty()).expect("request");
+        let (status, headers, page) = exchange(&leader.public, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-type"], "text/html; charset=utf-8");
         let page = String::from_utf8_lossy(&page);
         assert!(page.contains("new EventSource('events')"));
         // Self-contained: nothing is loaded from another origin (the one URL is the SVG
