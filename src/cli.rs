@@ -308,7 +308,15 @@ fn print(output: &OutputArg, answer: &impl Serialize, line: String) {
 /// The followers as an aligned text table.
 pub fn follower_table(followers: &[FollowerView]) -> String {
     let header = [
-        "FOLLOWER", "STATE", "ACKED", "LAG", "CONTACT", "LAST ACK", "PENDING", "RETRYING", "SYNCS",
+        "FOLLOWER",
+        "STATE",
+        "ACKED",
+        "LAG",
+        "CONTACT",
+        "LAST ACK",
+        "PENDING",
+        "RETRYING",
+        "TRANSFERS",
     ];
     let rows: Vec<[String; 9]> = followers
         .iter()
@@ -331,7 +339,7 @@ pub fn follower_table(followers: &[FollowerView]) -> String {
                     .map_or("-".into(), |ms| format!("{ms:.1} ms")),
                 f.pending.to_string(),
                 f.retrying.to_string(),
-                f.syncs.to_string(),
+                f.transfers.to_string(),
             ]
         })
         .collect();

@@ -187,7 +187,7 @@ async fn read<T: DeserializeOwned>(
 ) -> Result<T, ClientError> {
     let unreachable = |err: reqwest::Error| ClientError::Unreachable {
         url: url.to_string(),
-        reason: crate::replication::describe(&err),
+        reason: crate::replication::transport::describe(&err),
     };
     let response = request.send().await.map_err(unreachable)?;
     let status = response.status();

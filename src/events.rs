@@ -5,7 +5,10 @@
 //! Events go out on a bounded broadcast channel. Publishing never waits: a subscriber that falls
 //! more than [`CAPACITY`] events behind loses the oldest ones and is told how many, and the
 //! dashboard then starts again from a fresh snapshot. With nobody subscribed an event is not even
-//! built, so the feed costs nothing when no dashboard is open.
+//! built, so the feed costs nothing when no dashboard is open: one atomic load per event.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -45,8 +48,10 @@ pub enum Event {
         version: Version,
         /// The follower it goes to.
         follower: FollowerIndex,
-        /// The simulated lag drawn for this message, in milliseconds.
-        delay_ms: u64,
+        /// The simulated lag drawn for this message, in milliseconds, with a fraction: lags
+        /// are drawn with sub-millisecond resolution. It counts from the write's application
+        /// on the leader (first attempt) or from the end of the retry's backoff.
+        delay_ms: f64,
         /// 1 for the first attempt, then 2, 3, ... for retries.
         attempt: u32,
     },
@@ -104,6 +109,34 @@ pub struct Stamped {
 pub struct Events {
     sender: broadcast::Sender<Stamped>,
     epoch: Instant,
+    /// Open subscriptions. Counted here because the channel's own count sits behind a lock
+    /// that every write would take.
+    watchers: Arc<AtomicUsize>,
+}
+
+/// One subscriber's end of the feed; it stops counting as a watcher when dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Stamped>,
+    watchers: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next event; an error says how many the subscriber missed, or that the feed ended.
+    pub async fn recv(&mut self) -> Result<Stamped, broadcast::error::RecvError> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Stamped, broadcast::error::TryRecvError> {
+        self.receiver.try_recv()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Events {
@@ -118,12 +151,13 @@ impl Events {
         Self {
             sender: broadcast::channel(CAPACITY).0,
             epoch: Instant::now(),
+            watchers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Publishes the event `build` makes, if anybody is listening.
     pub fn publish(&self, build: impl FnOnce() -> Event) {
-        if self.sender.receiver_count() > 0 {
+        if self.watchers.load(Ordering::Relaxed) > 0 {
             let at_ms = self.now_ms();
             // An error means the last subscriber left meanwhile: nobody to tell.
             let _ = self.sender.send(Stamped {
@@ -134,14 +168,24 @@ impl Events {
     }
 
     /// A new subscriber, which receives the events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Stamped> {
-        self.sender.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            receiver: self.sender.subscribe(),
+            watchers: Arc::clone(&self.watchers),
+        }
     }
 
     /// The feed's clock: milliseconds since the leader started.
     pub fn now_ms(&self) -> f64 {
         self.epoch.elapsed().as_secs_f64() * 1000.0
     }
+}
+
+/// A duration in milliseconds with a fraction, as events carry it (exact for whole
+/// milliseconds).
+pub fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_nanos() as f64 / 1e6
 }
 
 /// `text` cut to 40 characters, with an ellipsis when it was longer.
@@ -165,7 +209,7 @@ mod tests {
             events.publish(|| Event::Send {
                 version: 1,
                 follower,
-                delay_ms: 10,
+                delay_ms: 10.25,
                 attempt: 1,
             });
         }
@@ -186,6 +230,8 @@ mod tests {
         assert_eq!(json["type"], "ack");
         assert_eq!(json["at_ms"], 1.5);
         assert_eq!(json["follower"], 2);
+        drop(receiver);
+        events.publish(|| unreachable!("the last subscriber left"));
     }
 
     #[test]

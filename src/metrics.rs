@@ -7,7 +7,6 @@
 //! in one process (as the router tests do). Counters and histograms are updated where things
 //! happen; gauges that describe the current state are set from it when scraped.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -17,7 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::replication::{FollowerState, FollowerView};
 use crate::settings::Settings;
 
 /// Labels of a write counter.
@@ -47,7 +45,8 @@ pub struct ErrorLabels {
 /// What a node measures.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Mutex<Registry>,
+    /// Written only while `new` registers the metrics.
+    registry: Registry,
     writes: Family<OutcomeLabels, Counter>,
     write_seconds: Histogram,
     ack_seconds: Family<FollowerLabels, Histogram>,
@@ -78,8 +77,8 @@ impl Default for Metrics {
 impl Metrics {
     /// A registry with every metric registered.
     pub fn new() -> Self {
-        let metrics = Self {
-            registry: Mutex::new(Registry::with_prefix("semisync")),
+        let mut metrics = Self {
+            registry: Registry::with_prefix("semisync"),
             writes: Family::default(),
             write_seconds: latency_histogram(),
             ack_seconds: Family::new_with_constructor(latency_histogram),
@@ -96,7 +95,7 @@ impl Metrics {
             replicate_timeout_seconds: Gauge::default(),
         };
         {
-            let mut r = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
+            let r = &mut metrics.registry;
             r.register(
                 "writes",
                 "Writes answered, by outcome of the quorum wait",
@@ -178,14 +177,13 @@ impl Metrics {
         self.write_seconds.observe(latency.as_secs_f64());
     }
 
-    /// Records a follower's ack of a write `latency` after the write began.
-    pub fn ack(&self, follower: &str, latency: Duration) {
+    /// The histogram of the time from a write to `follower`'s ack, to keep and observe in
+    /// place of a look-up by label at every ack.
+    pub fn ack_histogram(&self, follower: &str) -> Histogram {
         let labels = FollowerLabels {
             follower: follower.to_owned(),
         };
-        self.ack_seconds
-            .get_or_create(&labels)
-            .observe(latency.as_secs_f64());
+        self.ack_seconds.get_or_create(&labels).clone()
     }
 
     /// Records a failed replication message.
@@ -198,11 +196,11 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the state gauges set from `snapshot` first.
-    pub fn render(&self, snapshot: &Snapshot) -> String {
-        self.version.set(snapshot.version as i64);
-        self.keys.set(snapshot.keys as i64);
-        if let Some(leader) = &snapshot.leader {
+    /// The text exposition, with the state gauges set from `node` first.
+    pub fn render(&self, node: &NodeGauges) -> String {
+        self.version.set(node.version as i64);
+        self.keys.set(node.keys as i64);
+        if let Some(leader) = &node.leader {
             let settings = &leader.settings;
             self.write_quorum.set(settings.write_quorum as i64);
             self.min_delay_seconds
@@ -213,7 +211,7 @@ impl Metrics {
                 .set(settings.replicate_timeout_ms as f64 / 1000.0);
             for follower in &leader.followers {
                 let labels = FollowerLabels {
-                    follower: follower.url.clone(),
+                    follower: follower.follower.clone(),
                 };
                 self.replica_acked_version
                     .get_or_create(&labels)
@@ -221,7 +219,7 @@ impl Metrics {
                 self.replica_lag_versions
                     .get_or_create(&labels)
                     .set(follower.lag_versions as i64);
-                let up = i64::from(follower.state == FollowerState::Up);
+                let up = i64::from(follower.up);
                 self.replica_up.get_or_create(&labels).set(up);
                 self.replica_pending
                     .get_or_create(&labels)
@@ -229,29 +227,43 @@ impl Metrics {
             }
         }
         let mut text = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
 }
 
 /// The node's state the gauges show.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct NodeGauges {
     /// Highest version applied.
     pub version: u64,
     /// Live keys.
     pub keys: usize,
     /// On the leader, its settings and followers.
-    pub leader: Option<LeaderSnapshot>,
+    pub leader: Option<LeaderGauges>,
 }
 
-/// The leader's part of a [`Snapshot`].
+/// The leader's part of [`NodeGauges`].
 #[derive(Debug)]
-pub struct LeaderSnapshot {
+pub struct LeaderGauges {
     /// The live settings.
     pub settings: Settings,
     /// Each follower as the leader sees it.
-    pub followers: Vec<FollowerView>,
+    pub followers: Vec<ReplicaGauges>,
+}
+
+/// One follower as the leader's gauges show it.
+#[derive(Debug)]
+pub struct ReplicaGauges {
+    /// The follower's base URL: the `follower` label.
+    pub follower: String,
+    /// Highest version it acknowledged.
+    pub acked_version: u64,
+    /// Versions it is behind the leader.
+    pub lag_versions: u64,
+    /// Whether it is up and synchronized.
+    pub up: bool,
+    /// Writes on their way to it.
+    pub pending: usize,
 }

@@ -1,5 +1,7 @@
 //! Recovery: how a follower that restarted, froze or was cut off catches up, and how a restarted
-//! leader gets its state back, without anyone's help.
+//! leader gets its state back, without anyone's help. Everything here talks to the followers
+//! through the [`Transport`] and changes what the leader knows of them through their
+//! [`Link`]s.
 //!
 //! # The mechanism, and why this one
 //!
@@ -14,8 +16,8 @@
 //! For an in-memory store of this size a transfer is cheap; a log would only save bandwidth.
 //!
 //! 1. **Short outages** are covered by retries: a failed message is retried with exponential
-//!    backoff and jitter ([`replication`](crate::replication)), also after the client got its
-//!    answer.
+//!    backoff and jitter ([`pipeline`](crate::replication::pipeline)), also after the client got
+//!    its answer.
 //! 2. **Long outages** are bounded: at most `REPLICATION_BACKLOG` writes may be pending for one
 //!    follower. Past that, or once the follower has been down for 10 s, the leader marks it for
 //!    a state transfer, stops queueing for it, and its pending messages stop retrying at their
@@ -33,7 +35,7 @@
 //!    A follower already synchronized with this leader that only missed writes *merges* the
 //!    transfer instead, keeping the live writes that arrived meanwhile.
 //! 5. **Leader restart**: the new leader is a new incarnation with an empty map. Before it
-//!    accepts any request it asks every follower for its whole state (`GET /internal/snapshot`,
+//!    accepts any request it asks every follower for its whole state (`GET /internal/state`,
 //!    waiting up to 2 s for them) and merges what the reachable ones hold: every write that a
 //!    follower still up has acknowledged stays readable, and versions continue after the highest
 //!    one any of them holds, so they never go backwards. Then every follower, synchronized with
@@ -52,21 +54,17 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::replication::{
-    FollowerState, FollowerStatus, Incarnation, Inner, Link, Replicator, SNAPSHOT_PATH,
-    STATUS_PATH, SYNC_PATH, Snapshot, SyncAck, SyncRequest, Write, describe, lock,
-};
+use crate::events::FollowerIndex;
+use crate::replication::transport::Failure;
+use crate::replication::wire::{ReplicaState, StateTransfer, Write};
+use crate::replication::{Link, Replicator, Shared, SharedReplica, lock};
 
 /// How often the leader asks each follower for its status.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// How long a heartbeat may take before the follower counts as down.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a restarting leader waits for its followers' state.
 pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two attempts to reach a follower during recovery.
 const RECOVERY_RETRY: Duration = Duration::from_millis(200);
-/// How long one state transfer may take.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What a restarting leader recovered from its followers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,30 +78,32 @@ pub struct Recovered {
 }
 
 impl Replicator {
-    /// Leader start-up: merges the state of every follower that answers within
+    /// Leader start-up: merges the replica of every follower that answers within
     /// [`RECOVERY_TIMEOUT`], and raises the version counter past everything they hold.
     pub async fn recover(&self) -> Recovered {
         let deadline = Instant::now() + RECOVERY_TIMEOUT;
         let mut fetches = JoinSet::new();
-        for link in &self.inner.links {
-            let (client, link) = (self.inner.client.clone(), Arc::clone(link));
+        for link in &self.shared.links {
+            let shared = Arc::clone(&self.shared);
+            let index = link.index;
             fetches.spawn(async move {
-                let fetched = fetch_snapshot(&client, &link, deadline).await;
+                let link = &shared.links[index];
+                let fetched = fetch_state(&shared, index, deadline).await;
                 if let Err(error) = &fetched {
                     warn!(follower = %link.url, %error, "no state recovered from this follower");
                 }
                 fetched.ok()
             });
         }
-        let snapshots: Vec<Snapshot> = fetches.join_all().await.into_iter().flatten().collect();
+        let states: Vec<ReplicaState> = fetches.join_all().await.into_iter().flatten().collect();
 
-        let mut replica = lock(&self.inner.replica);
-        for snapshot in &snapshots {
-            let entries = snapshot.entries.iter().cloned().map(Write::into_entry);
+        let mut replica = lock(&self.replica);
+        for state in &states {
+            let entries = state.entries.iter().cloned().map(Write::into_entry);
             replica.store.merge(entries);
-            replica.store.observe(snapshot.version);
+            replica.store.observe(state.version);
         }
-        let complete = snapshots.len() == self.inner.links.len();
+        let complete = states.len() == self.shared.links.len();
         if !complete {
             // A follower that did not answer may hold versions nobody else has seen. Versions
             // from the clock are newer than any a previous leader issued (it would have needed
@@ -112,13 +112,13 @@ impl Replicator {
             replica.store.observe(clock_version());
         }
         let recovered = Recovered {
-            followers: snapshots.len(),
+            followers: states.len(),
             keys: replica.store.len(),
             version: replica.store.latest_version(),
         };
         info!(
             followers = recovered.followers,
-            of = self.inner.links.len(),
+            of = self.shared.links.len(),
             keys = recovered.keys,
             version = recovered.version,
             "recovered state from followers"
@@ -129,40 +129,32 @@ impl Replicator {
     /// Starts one heartbeat task per follower; each also sends the state transfers its follower
     /// needs. They run as long as the runtime does.
     pub fn spawn_heartbeats(&self) {
-        for link in &self.inner.links {
-            tokio::spawn(heartbeat(Arc::clone(&self.inner), Arc::clone(link)));
+        for link in &self.shared.links {
+            let (shared, replica) = (Arc::clone(&self.shared), Arc::clone(&self.replica));
+            tokio::spawn(heartbeat(shared, replica, link.index));
         }
     }
 }
 
-/// Asks a follower for its whole state until it answers or `deadline` passes. The deadline
+/// Asks a follower for its whole replica until it answers or `deadline` passes. The deadline
 /// bounds the wait for an answer to begin, not the transfer of a large state.
-async fn fetch_snapshot(
-    client: &reqwest::Client,
-    link: &Link,
+async fn fetch_state(
+    shared: &Shared,
+    follower: FollowerIndex,
     deadline: Instant,
-) -> Result<Snapshot, String> {
-    let url = link
-        .url
-        .join(SNAPSHOT_PATH)
-        .map_err(|err| err.to_string())?;
-    let response = loop {
-        let request = client.get(url.clone()).timeout(SYNC_TIMEOUT).send();
-        match tokio::time::timeout_at(deadline, request).await {
+) -> Result<ReplicaState, String> {
+    loop {
+        let fetch = shared.transport.fetch_state(follower);
+        match tokio::time::timeout_at(deadline, fetch).await {
             Err(_) => return Err(format!("no answer within {RECOVERY_TIMEOUT:?}")),
-            Ok(Ok(response)) => break response,
-            Ok(Err(err)) if Instant::now() + RECOVERY_RETRY < deadline => {
-                debug!(follower = %link.url, error = %describe(&err), "retrying");
+            Ok(Ok(state)) => return Ok(state),
+            Ok(Err(failure)) if Instant::now() + RECOVERY_RETRY < deadline => {
+                debug!(follower, error = %failure, "retrying");
                 tokio::time::sleep(RECOVERY_RETRY).await;
             }
-            Ok(Err(err)) => return Err(describe(&err)),
+            Ok(Err(failure)) => return Err(failure.reason),
         }
-    };
-    let response = response.error_for_status().map_err(|err| describe(&err))?;
-    response
-        .json()
-        .await
-        .map_err(|err| format!("unreadable snapshot: {}", describe(&err)))
+    }
 }
 
 /// Microseconds since the Unix epoch: a version floor newer than any earlier leader's versions.
@@ -173,7 +165,8 @@ fn clock_version() -> u64 {
 }
 
 /// Watches one follower: marks it up or down, and catches it up when it needs a transfer.
-async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
+async fn heartbeat(shared: Arc<Shared>, replica: SharedReplica, follower: FollowerIndex) {
+    let link = &shared.links[follower];
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -181,95 +174,30 @@ async fn heartbeat(inner: Arc<Inner>, link: Arc<Link>) {
             _ = ticker.tick() => {}
             () = link.wake.notified() => {}
         }
-        let status = match status(&inner, &link).await {
-            Ok(status) => status,
-            Err(error) => {
-                let mut state = link.state();
-                if state.health != FollowerState::Down {
-                    warn!(follower = %link.url, %error, "follower down");
-                    state.health = FollowerState::Down;
-                    state.down_since = Some(Instant::now());
-                }
-                state.last_error = Some(error);
-                continue;
-            }
+        let status = match link.cut_off() {
+            Some(failure) => Err(failure),
+            None => shared.transport.status(follower).await,
         };
-        let must_sync = {
-            let mut state = link.state();
-            state.last_contact = Some(Instant::now());
-            state.down_since = None;
-            state.node_id = Some(status.node_id.clone());
-            state.applied_version = status.version;
-            state.keys = Some(status.keys);
-            state.needs_sync || status.following != Some(inner.incarnation)
-        };
-        if must_sync {
-            sync(&inner, &link, status.incarnation).await;
-        } else {
-            let mut state = link.state();
-            if state.health != FollowerState::Up {
-                info!(follower = %link.url, node_id = %status.node_id, "follower up");
-                state.health = FollowerState::Up;
+        if link.on_heartbeat(status.as_ref(), shared.incarnation) {
+            if let Ok(status) = &status {
+                transfer(&shared, &replica, link, status.incarnation).await;
             }
         }
     }
 }
 
-async fn status(inner: &Inner, link: &Link) -> Result<FollowerStatus, String> {
-    if let Some(reason) = link.cut_off() {
-        return Err(reason);
-    }
-    let url = link.url.join(STATUS_PATH).map_err(|err| err.to_string())?;
-    read_json(inner.client.get(url).timeout(HEARTBEAT_TIMEOUT)).await
-}
-
-/// Sends `request` and reads its JSON answer; an error status or an unreadable body is an error.
-async fn read_json<T: serde::de::DeserializeOwned>(
-    request: reqwest::RequestBuilder,
-) -> Result<T, String> {
-    let response = request.send().await.and_then(|r| r.error_for_status());
-    let response = response.map_err(|err| describe(&err))?;
-    response
-        .json()
-        .await
-        .map_err(|err| format!("unreadable answer: {}", describe(&err)))
-}
-
-/// Sends the follower (its run `follower`) a full state transfer.
-async fn sync(inner: &Inner, link: &Link, follower: Incarnation) {
-    {
-        let mut state = link.state();
-        // Cleared before the snapshot is taken: a delivery that gives up after this point sets
-        // it again, and its write then goes with the next transfer.
-        state.needs_sync = false;
-        state.health = FollowerState::CatchingUp;
-    }
-    let snapshot = SyncRequest::of(&lock(&inner.replica).store, inner.incarnation, follower);
-    let (version, entries) = (snapshot.version, snapshot.entries.len());
+/// Sends the follower (its run `incarnation`) a state transfer of the leader's whole map.
+async fn transfer(shared: &Shared, replica: &SharedReplica, link: &Link, incarnation: u64) {
+    // Before the copy: a write given up from now on goes with the next transfer.
+    link.begin_transfer();
+    let transfer = StateTransfer::of(&lock(replica).store, shared.incarnation, incarnation);
+    let (version, entries) = (transfer.version, transfer.entries.len());
     let started = Instant::now();
-    let result = async {
-        let url = link.url.join(SYNC_PATH).map_err(|err| err.to_string())?;
-        read_json::<SyncAck>(inner.client.post(url).timeout(SYNC_TIMEOUT).json(&snapshot)).await
+    let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;
+    if let Ok(ack) = &result {
+        info!(follower = %link.url, node_id = %ack.node_id, entries, version,
+            replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
+            "state transfer done");
     }
-    .await;
-
-    let mut state = link.state();
-    match result {
-        Ok(ack) => {
-            info!(follower = %link.url, node_id = %ack.node_id, entries, version,
-                replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
-                "state transfer done");
-            state.acked_version = state.acked_version.max(version);
-            state.applied_version = state.applied_version.max(ack.version);
-            state.syncs += 1;
-            state.last_contact = Some(Instant::now());
-            state.last_error = None;
-            state.health = FollowerState::Up;
-        }
-        Err(error) => {
-            warn!(follower = %link.url, %error, "state transfer failed; will retry");
-            state.needs_sync = true;
-            state.last_error = Some(error);
-        }
-    }
+    link.end_transfer(result.as_ref(), version);
 }

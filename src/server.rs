@@ -54,7 +54,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
-    let state = AppState::new(config);
+    let state = AppState::new(config).map_err(io::Error::other)?;
     let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
     info!(
         addr = %public.local_addr()?,

@@ -3,6 +3,8 @@
 //! (`PATCH /admin/settings`, the dashboard, `semisync-kv settings`); the leader reads them at
 //! every write and every delivery attempt, so a change applies to the next message.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -69,6 +71,16 @@ impl SettingsChange {
 }
 
 impl Settings {
+    /// A simulated lag for one message: uniform in `min_delay_ms..=max_delay_ms`, with
+    /// sub-millisecond resolution.
+    pub fn draw_lag(&self) -> Duration {
+        if self.min_delay_ms >= self.max_delay_ms {
+            return Duration::from_millis(self.min_delay_ms);
+        }
+        let ms = rand::random_range(self.min_delay_ms as f64..=self.max_delay_ms as f64);
+        Duration::from_secs_f64(ms / 1000.0)
+    }
+
     /// These settings with `change` applied.
     pub fn with(self, change: SettingsChange) -> Self {
         Self {
@@ -140,6 +152,33 @@ mod tests {
         max_delay_ms: 1000,
         replicate_timeout_ms: 5000,
     };
+
+    #[test]
+    fn lags_are_drawn_within_the_range_with_fractions_of_a_millisecond() {
+        let settings = Settings {
+            min_delay_ms: 2,
+            max_delay_ms: 4,
+            ..DEFAULTS
+        };
+        let lags: Vec<Duration> = (0..1000).map(|_| settings.draw_lag()).collect();
+        let (two, four) = (Duration::from_millis(2), Duration::from_millis(4));
+        assert!(lags.iter().all(|lag| (two..=four).contains(lag)));
+        let whole = lags
+            .iter()
+            .filter(|lag| lag.subsec_nanos() % 1_000_000 == 0);
+        assert!(
+            whole.count() < 10,
+            "lags are not rounded to whole milliseconds"
+        );
+        assert!(lags.iter().any(|lag| *lag < Duration::from_micros(2500)));
+        assert!(lags.iter().any(|lag| *lag > Duration::from_micros(3500)));
+        let fixed = Settings {
+            min_delay_ms: 7,
+            max_delay_ms: 7,
+            ..DEFAULTS
+        };
+        assert_eq!(fixed.draw_lag(), Duration::from_millis(7));
+    }
 
     #[test]
     fn a_change_replaces_only_the_fields_it_names() {

@@ -6,7 +6,7 @@
 //! older write can never bring a deleted key back. Applying the same set of writes in any order,
 //! with any duplicates, therefore ends in the same state: that is what makes replicas converge.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, hash_map};
 
 use serde::{Deserialize, Serialize};
 
@@ -70,16 +70,16 @@ impl Store {
     ///
     /// Returns whether the entry was applied. An older or equal version is ignored, which makes
     /// duplicates and late arrivals harmless.
-    pub fn apply(&mut self, key: &str, entry: Entry) -> bool {
+    pub fn apply(&mut self, key: impl Into<String>, entry: Entry) -> bool {
         self.latest = self.latest.max(entry.version);
-        match self.entries.get_mut(key) {
-            Some(current) if current.version >= entry.version => false,
-            Some(current) => {
-                *current = entry;
+        match self.entries.entry(key.into()) {
+            hash_map::Entry::Occupied(current) if current.get().version >= entry.version => false,
+            hash_map::Entry::Occupied(mut current) => {
+                current.insert(entry);
                 true
             }
-            None => {
-                self.entries.insert(key.to_owned(), entry);
+            hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry);
                 true
             }
         }
@@ -90,7 +90,8 @@ impl Store {
     pub fn merge(&mut self, entries: impl IntoIterator<Item = (String, Entry)>) -> usize {
         entries
             .into_iter()
-            .filter(|(key, entry)| self.apply(key, entry.clone()))
+            .map(|(key, entry)| self.apply(key, entry))
+            .filter(|&applied| applied)
             .count()
     }
 
@@ -102,11 +103,10 @@ impl Store {
     }
 
     /// Every entry, tombstones included: what a state transfer sends.
-    pub fn snapshot(&self) -> Vec<(String, Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries
             .iter()
-            .map(|(key, entry)| (key.clone(), entry.clone()))
-            .collect()
+            .map(|(key, entry)| (key.as_str(), entry))
     }
 
     /// Raises the latest version to at least `version`, so that the next [`Store::write`] issues
@@ -146,6 +146,15 @@ impl Store {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// An owned copy of every entry of `store`, as a state transfer carries them.
+#[cfg(test)]
+pub(crate) fn copy(store: &Store) -> Vec<(String, Entry)> {
+    store
+        .entries()
+        .map(|(key, entry)| (key.to_owned(), entry.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -214,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_and_replace_of_a_snapshot() {
+    fn merge_and_replace_of_a_copy() {
         let mut leader = Store::new();
         leader.write("a", Some("1".into()));
         leader.write("b", Some("2".into()));
@@ -224,7 +233,7 @@ mod tests {
         stale.apply("a", Entry::value("0", 1));
         stale.apply("orphan", Entry::value("x", 9));
         assert_eq!(
-            stale.merge(leader.snapshot()),
+            stale.merge(copy(&leader)),
             2,
             "the tombstone of a and b are news"
         );
@@ -240,7 +249,7 @@ mod tests {
             "merge keeps what the sender lacks"
         );
 
-        stale.replace(leader.snapshot(), leader.latest_version());
+        stale.replace(copy(&leader), leader.latest_version());
         assert_eq!(
             stale.dump(),
             leader.dump(),
@@ -385,7 +394,7 @@ mod properties {
             for (key, entry) in history[cut..].iter().rev() {
                 replica.apply(key, entry.clone());
             }
-            replica.merge(at_cut.snapshot());
+            replica.merge(copy(&at_cut));
             prop_assert_eq!(replica.dump(), leader.dump());
         }
     }

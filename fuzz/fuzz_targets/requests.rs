@@ -1,5 +1,8 @@
 //! Request parsing through the real routers: whatever the method, path, query and body, a node
 //! answers a 2xx or a 4xx/5xx JSON error with `error` and `message`, never a 500 or a panic.
+//! Inputs that start with `B` are turned into a well-formed replication batch of arbitrary
+//! writes (any key, value or version) from the leader the follower follows: it must answer 200
+//! with one ack or refusal per write.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -41,18 +44,69 @@ fn node() -> &'static Node {
             max_concurrent_requests: 16,
             max_value_bytes: 64,
         };
-        let state = AppState::new(&config);
-        Node { runtime, public: client_router(state.clone()), internal: internal_router(state) }
+        let state = AppState::new(&config).unwrap();
+        let node = Node { runtime, public: client_router(state.clone()), internal: internal_router(state) };
+        // Follow leader 7, so that batches reach the apply path.
+        node.runtime.block_on(async {
+            let status = call(&node.internal, Method::GET, "/internal/status", Vec::new()).await.1;
+            let transfer = serde_json::json!({
+                "leader": LEADER, "follower": status["incarnation"], "version": 0, "entries": [],
+            });
+            let (code, _) = call(&node.internal, Method::POST, "/internal/transfer", transfer.to_string().into_bytes()).await;
+            assert_eq!(code, 200);
+        });
+        node
     })
+}
+
+/// The leader incarnation the fuzzed follower follows.
+const LEADER: u64 = 7;
+
+async fn call(router: &axum::Router, method: Method, uri: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).expect("a JSON body"))
+}
+
+/// A batch of writes made from `data`: each write takes a length byte for its key, the key's
+/// bytes, 8 bytes of version and a byte that makes the value null or a short string.
+fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
+    let mut writes = Vec::new();
+    while let [len, rest @ ..] = data {
+        let (key, rest) = rest.split_at((*len as usize % 8).min(rest.len()));
+        let Some((version, rest)) = rest.split_first_chunk::<8>() else { break };
+        let Some((value, rest)) = rest.split_first() else { break };
+        writes.push(serde_json::json!({
+            "key": String::from_utf8_lossy(key),
+            "value": (value % 4 != 0).then(|| format!("v{value}")),
+            "version": u64::from_le_bytes(*version) % (1 << 60),
+        }));
+        data = rest;
+    }
+    let count = writes.len();
+    (serde_json::json!({"leader": LEADER, "writes": writes}), count)
 }
 
 const METHODS: [Method; 5] = [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH];
 const PATHS: [&str; 8] = [
-    "/kv/", "/internal/replicate", "/internal/sync", "/internal/status", "/dump", "/health",
-    "/internal/snapshot", "/cluster",
+    "/kv/", "/internal/replicate", "/internal/transfer", "/internal/status", "/dump", "/health",
+    "/internal/state", "/cluster",
 ];
 
 fuzz_target!(|data: &[u8]| {
+    if let [b'B', rest @ ..] = data {
+        let (body, writes) = batch(rest);
+        let node = node();
+        node.runtime.block_on(async {
+            let (status, ack) =
+                call(&node.internal, Method::POST, "/internal/replicate", body.to_string().into_bytes()).await;
+            assert_eq!(status, 200, "{ack}");
+            assert_eq!(ack["acks"].as_array().map(Vec::len), Some(writes), "{ack}");
+        });
+        return;
+    }
     let [method, path, split, rest @ ..] = data else { return };
     let (suffix, body) = rest.split_at((*split as usize).min(rest.len()));
     let method = METHODS[*method as usize % METHODS.len()].clone();

@@ -2,6 +2,7 @@
 //! `/dump`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -15,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::openapi::ErrorBody;
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, Result};
-use crate::metrics::{LeaderSnapshot, Snapshot};
-use crate::replication::{FollowerView, Incarnation, Replicator};
+use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
+use crate::replication::{FollowerState, FollowerView, Incarnation, Replicator, Write};
 use crate::settings::Settings;
 use crate::store::Version;
 
@@ -35,11 +36,21 @@ pub(super) fn routes() -> Router<AppState> {
 /// Prometheus metrics in the text exposition format.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     let (version, keys) = state.version_and_keys();
-    let leader = state.replicator().map(|replicator| LeaderSnapshot {
+    let leader = state.replicator().map(|replicator| LeaderGauges {
         settings: replicator.settings(),
-        followers: replicator.followers(),
+        followers: replicator
+            .followers()
+            .into_iter()
+            .map(|follower| ReplicaGauges {
+                up: follower.state == FollowerState::Up,
+                follower: follower.url,
+                acked_version: follower.acked_version,
+                lag_versions: follower.lag_versions,
+                pending: follower.pending,
+            })
+            .collect(),
     });
-    let text = state.inner.metrics.render(&Snapshot {
+    let text = state.inner.metrics.render(&NodeGauges {
         version,
         keys,
         leader,
@@ -224,9 +235,15 @@ async fn write(
 
     // The guard is dropped at the end of this statement, before any `.await`.
     let entry = state.replica().store.write(&key, value);
-    let outcome = replicator.replicate(&key, &entry, quorum).await;
+    let write = Arc::new(Write::new(key, entry));
+    let outcome = replicator.replicate(Arc::clone(&write), quorum).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    debug!(%key, version = entry.version, acks = outcome.acks(), quorum, latency_ms, "write");
+    let Write {
+        key,
+        value,
+        version,
+    } = Arc::unwrap_or_clone(write);
+    debug!(%key, version, acks = outcome.acks(), quorum, latency_ms, "write");
     state
         .inner
         .metrics
@@ -235,7 +252,7 @@ async fn write(
     if !outcome.reached() {
         return Err(Error::QuorumTimeout {
             key,
-            version: entry.version,
+            version,
             quorum,
             acks: outcome.acks(),
             acked_by: outcome.acked_by,
@@ -244,8 +261,8 @@ async fn write(
     }
     Ok(axum::Json(WriteResponse {
         key,
-        value: entry.value,
-        version: entry.version,
+        value,
+        version,
         quorum,
         acks: outcome.acks(),
         acked_by: outcome.acked_by,

@@ -17,16 +17,15 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{AppState, ClusterStatus, Leader};
 use crate::error::Error;
-use crate::events::Stamped;
+use crate::events::Subscription;
 use crate::replication::Replicator;
 
 /// The page, embedded at build time.
@@ -68,7 +67,8 @@ async fn events(
         .map_err(|_| Error::Overloaded)?;
     // Subscribed before the first snapshot is taken, so that no event falls between the two.
     let events = replicator.events().subscribe();
-    let mut ticker = tokio::time::interval(SNAPSHOT_INTERVAL);
+    let mut ticker =
+        tokio::time::interval_at(Instant::now() + SNAPSHOT_INTERVAL, SNAPSHOT_INTERVAL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let feed = Feed {
         events,
@@ -77,16 +77,19 @@ async fn events(
         replicator,
         _permit: permit,
     };
-    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+    // The stream opens with a snapshot, whatever events are already waiting.
+    let first = feed.snapshot(0);
+    let rest = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok(event), feed))
     });
+    let stream = futures_util::stream::once(async { Ok(first) }).chain(rest);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// One browser's stream: replication events, interleaved with snapshots.
 struct Feed {
-    events: Receiver<Stamped>,
+    events: Subscription,
     ticker: Interval,
     state: AppState,
     replicator: Replicator,

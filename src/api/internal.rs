@@ -1,5 +1,5 @@
-//! Internal routes, called only by the leader: a follower receives writes and state transfers
-//! here, and reports its status and state.
+//! Internal routes, called only by the leader: a follower receives batches of writes and state
+//! transfers here, and reports its status and its whole replica.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,9 +12,11 @@ use serde::de::DeserializeOwned;
 
 use super::{AppState, Follower, check_key, parse_json};
 use crate::error::{Error, Result};
-use crate::replication::{
-    Ack, FollowerStatus, REPLICATE_PATH, ReplicateRequest, SNAPSHOT_PATH, STATUS_PATH, SYNC_PATH,
-    Snapshot, SyncAck, SyncRequest, Write,
+use std::sync::Arc;
+
+use crate::replication::wire::{
+    Batch, BatchAck, EntryAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH,
+    STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck, Write,
 };
 
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
@@ -29,35 +31,58 @@ pub(super) fn routes() -> Router<AppState> {
     let limit = || DefaultBodyLimit::max(INTERNAL_BODY_LIMIT);
     Router::new()
         .route(REPLICATE_PATH, post(replicate).layer(limit()))
-        .route(SYNC_PATH, post(sync).layer(limit()))
+        .route(TRANSFER_PATH, post(transfer).layer(limit()))
         .route(STATUS_PATH, get(status))
-        .route(SNAPSHOT_PATH, get(snapshot))
+        .route(STATE_PATH, get(state))
 }
 
-/// Applies one replicated write if it is newer than what this follower holds, and acknowledges
-/// either way: a duplicate or a late, older message is harmless. Writes from a leader this
-/// follower is not synchronized with are refused until that leader's state transfer arrived.
+/// Applies a batch of replicated writes under one lock, each only if it is newer than what
+/// this follower holds, and acknowledges each in one answer: a duplicate or a late, older write
+/// is acknowledged too, and a bad write is refused on its own without holding back the others.
+/// Batches from a leader this follower is not synchronized with are refused whole until that
+/// leader's state transfer arrived.
 async fn replicate(
     Follower: Follower,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<axum::Json<Ack>> {
-    let message: ReplicateRequest = read_body(body)?;
-    check_key(&message.key)?;
-    check_version(message.version)?;
-    let applied = {
+) -> Result<axum::Json<BatchAck>> {
+    let batch: Batch = read_body(body)?;
+    let checks: Vec<Result<()>> = batch.writes.iter().map(|write| check(write)).collect();
+    let acks = {
         let mut replica = state.replica();
-        if replica.following != Some(message.leader) {
+        if replica.following != Some(batch.leader) {
             return Err(Error::NotSynced {
                 following: replica.following,
             });
         }
-        replica.store.apply(&message.key, message.entry())
+        batch
+            .writes
+            .into_iter()
+            .zip(checks)
+            .map(|(write, checked)| {
+                let version = write.version;
+                match checked {
+                    Ok(()) => {
+                        let (key, entry) = Arc::unwrap_or_clone(write).into_entry();
+                        let applied = replica.store.apply(key, entry);
+                        EntryAck {
+                            version,
+                            applied,
+                            refused: None,
+                        }
+                    }
+                    Err(error) => EntryAck {
+                        version,
+                        applied: false,
+                        refused: Some(error.to_string()),
+                    },
+                }
+            })
+            .collect()
     };
-    Ok(axum::Json(Ack {
+    Ok(axum::Json(BatchAck {
         node_id: state.node_id().to_owned(),
-        version: message.version,
-        applied,
+        acks,
     }))
 }
 
@@ -73,26 +98,25 @@ async fn status(Follower: Follower, State(state): State<AppState>) -> axum::Json
     })
 }
 
-/// This follower's whole state, for a restarting leader.
-async fn snapshot(Follower: Follower, State(state): State<AppState>) -> axum::Json<Snapshot> {
+/// This follower's whole replica, for a restarting leader.
+async fn state(Follower: Follower, State(state): State<AppState>) -> axum::Json<ReplicaState> {
     let replica = state.replica();
-    axum::Json(Snapshot::of(&replica.store, replica.following))
+    axum::Json(ReplicaState::of(&replica.store, replica.following))
 }
 
-/// A full state transfer from the leader: merged when this follower already follows that
-/// leader, otherwise it replaces the state and the follower starts following that leader.
-async fn sync(
+/// A state transfer from the leader: merged when this follower already follows that leader,
+/// otherwise it replaces the state and the follower starts following that leader.
+async fn transfer(
     Follower: Follower,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<axum::Json<SyncAck>> {
-    let transfer: SyncRequest = read_body(body)?;
+) -> Result<axum::Json<TransferAck>> {
+    let transfer: StateTransfer = read_body(body)?;
     if transfer.follower != state.inner.incarnation {
         return Err(Error::StaleTransfer);
     }
     for write in &transfer.entries {
-        check_key(&write.key)?;
-        check_version(write.version)?;
+        check(write)?;
     }
     let entries = transfer.entries.into_iter().map(Write::into_entry);
     let mut replica = state.replica();
@@ -105,7 +129,7 @@ async fn sync(
         replica.store.observe(transfer.version);
     }
     let version = replica.store.latest_version();
-    Ok(axum::Json(SyncAck {
+    Ok(axum::Json(TransferAck {
         node_id: state.node_id().to_owned(),
         replaced,
         version,
@@ -124,8 +148,10 @@ fn read_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result
     parse_json(&body)
 }
 
-fn check_version(version: u64) -> Result<()> {
-    if !(1..=MAX_VERSION).contains(&version) {
+/// Checks a replicated write's key and version.
+fn check(write: &Write) -> Result<()> {
+    check_key(&write.key)?;
+    if !(1..=MAX_VERSION).contains(&write.version) {
         return Err(Error::InvalidBody(format!(
             "version must be between 1 and {MAX_VERSION}"
         )));

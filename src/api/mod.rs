@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::replication::{Incarnation, Replica, Replicator, SharedReplica, lock};
+use crate::replication::{HttpTransport, Incarnation, Replica, Replicator, SharedReplica, lock};
 use crate::store::Version;
 
 pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
@@ -60,21 +60,28 @@ struct Inner {
 
 impl AppState {
     /// The state of a node configured by `config` (which must have passed
-    /// [`Config::validate`]), with an empty store.
-    pub fn new(config: &Config) -> Self {
+    /// [`Config::validate`]), with an empty store. On the leader it starts the followers'
+    /// pipelines, so it must be called inside a tokio runtime. Fails when the cluster token
+    /// cannot be read or the replication HTTP client cannot be built.
+    pub fn new(config: &Config) -> Result<Self, String> {
         let replica = Arc::new(Mutex::new(Replica::default()));
         let metrics = Arc::new(Metrics::new());
-        let replicator = (config.role == Role::Leader).then(|| {
-            Replicator::new(
-                &config.followers,
-                Arc::clone(&replica),
-                config.settings(),
-                config.replication_backlog,
-                config.cluster_token().ok().flatten(),
-                Arc::clone(&metrics),
-            )
-        });
-        Self {
+        let cluster_token = config.cluster_token()?;
+        let replicator = match config.role {
+            Role::Leader => {
+                let transport = HttpTransport::new(&config.followers, cluster_token.as_deref())?;
+                Some(Replicator::new(
+                    &config.followers,
+                    Arc::new(transport),
+                    Arc::clone(&replica),
+                    config.settings(),
+                    config.replication_backlog,
+                    Arc::clone(&metrics),
+                ))
+            }
+            Role::Follower => None,
+        };
+        Ok(Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id(),
                 role: config.role,
@@ -84,12 +91,12 @@ impl AppState {
                 metrics,
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
                 max_value_bytes: config.max_value_bytes,
-                cluster_token: config.cluster_token().ok().flatten(),
+                cluster_token,
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
                 event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
             }),
-        }
+        })
     }
 
     /// The node's id.

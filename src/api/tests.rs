@@ -48,7 +48,7 @@ struct Node {
 }
 
 fn node(config: &Config) -> Node {
-    let state = AppState::new(config);
+    let state = AppState::new(config).expect("a valid configuration");
     Node {
         public: client_router(state.clone()),
         internal: internal_router(state),
@@ -367,9 +367,14 @@ async fn transfer(app: &Node, leader: u64, version: u64, entries: &str) -> Strin
 /// Makes `app` (a follower) follow leader incarnation 7 with an empty state.
 async fn follow_leader_7(app: &Node) {
     let body = transfer(app, 7, 0, "").await;
-    let (status, ack) = call(app, "POST", "/internal/sync", Some(&body)).await;
+    let (status, ack) = call(app, "POST", "/internal/transfer", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(ack["replaced"], true);
+}
+
+/// A batch from leader incarnation 7 of the writes (JSON objects) `writes`.
+fn batch(writes: &[&str]) -> String {
+    format!(r#"{{"leader":7,"writes":[{}]}}"#, writes.join(","))
 }
 
 #[tokio::test]
@@ -382,30 +387,79 @@ async fn follower_applies_replicated_writes_by_version() {
         } else {
             format!("{value:?}")
         };
-        format!(r#"{{"leader":7,"key":"k","value":{value},"version":{version}}}"#)
+        batch(&[&format!(
+            r#"{{"key":"k","value":{value},"version":{version}}}"#
+        )])
     };
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("new", 5))).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(
         ack,
-        json!({"node_id": "follower-1", "version": 5, "applied": true})
+        json!({"node_id": "follower-1", "acks": [{"version": 5, "applied": true}]})
     );
 
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("old", 4))).await;
     assert_eq!(status, StatusCode::OK, "a late message is acknowledged");
-    assert_eq!(ack["applied"], false);
+    assert_eq!(ack["acks"][0]["applied"], false);
     assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "new");
 
     let (_, ack) = call(&app, "POST", "/internal/replicate", Some(&write("null", 6))).await;
-    assert_eq!(ack["applied"], true);
+    assert_eq!(ack["acks"][0]["applied"], true);
     assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
     assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 6);
 }
 
 #[tokio::test]
+async fn a_batch_is_applied_in_one_request_and_a_bad_write_does_not_poison_it() {
+    let app = app(Role::Follower);
+    follow_leader_7(&app).await;
+    let body = batch(&[
+        r#"{"key":"a","value":"1","version":1}"#,
+        r#"{"key":"","value":"empty key","version":2}"#,
+        r#"{"key":"b","value":"2","version":3}"#,
+        r#"{"key":"a","value":"old","version":0}"#,
+        r#"{"key":"c","value":"too new","version":9007199254740992}"#,
+        r#"{"key":"b","value":null,"version":4}"#,
+        r#"{"key":"a","value":"dup","version":1}"#,
+    ]);
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let acks = ack["acks"].as_array().expect("acks");
+    let summary: Vec<(u64, bool, bool)> = acks
+        .iter()
+        .map(|a| {
+            (
+                a["version"].as_u64().expect("version"),
+                a["applied"].as_bool().expect("applied"),
+                a.get("refused").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, true, false),
+            (2, false, true),
+            (3, true, false),
+            (0, false, true),
+            (9007199254740992, false, true),
+            (4, true, false),
+            (1, false, false),
+        ]
+    );
+    assert!(acks[1]["refused"].as_str().expect("why").contains("empty"));
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "1"}));
+    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 4);
+
+    // An empty batch is answered with no acks.
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&batch(&[]))).await;
+    assert_eq!((status, ack["acks"].clone()), (StatusCode::OK, json!([])));
+}
+
+#[tokio::test]
 async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     let app = app(Role::Follower);
-    let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
+    let body = &batch(&[r#"{"key":"k","value":"v","version":1}"#]);
     let json = assert_error(
         &app,
         "POST",
@@ -417,7 +471,7 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     .await;
     assert_eq!(json["following"], Value::Null);
     follow_leader_7(&app).await;
-    let other = r#"{"leader":8,"key":"k","value":"v","version":1}"#;
+    let other = r#"{"leader":8,"writes":[{"key":"k","value":"v","version":1}]}"#;
     let json = assert_error(
         &app,
         "POST",
@@ -446,7 +500,7 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     let entries = r#"{"key":"a","value":"1","version":1},{"key":"b","value":"2","version":2},
         {"key":"gone","value":null,"version":3}"#;
     let first = transfer(&app, 7, 3, entries).await;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&first)).await;
+    let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&first)).await;
     assert_eq!(
         (ack["replaced"].clone(), ack["version"].clone()),
         (json!(true), json!(3))
@@ -457,7 +511,7 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     );
 
     // The same leader: merged, so a newer live write survives an older transfer.
-    let live = r#"{"leader":7,"key":"a","value":"live","version":5}"#;
+    let live = &batch(&[r#"{"key":"a","value":"live","version":5}"#]);
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(live))
             .await
@@ -465,7 +519,7 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
         StatusCode::OK
     );
     let older = transfer(&app, 7, 4, r#"{"key":"a","value":"x","version":4}"#).await;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&older)).await;
+    let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&older)).await;
     assert_eq!(ack["replaced"], false);
     assert_eq!(
         call(&app, "GET", "/dump", None).await.1,
@@ -474,14 +528,14 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
 
     // A new leader: replaced, which drops what that leader does not hold.
     let new_leader = transfer(&app, 9, 6, r#"{"key":"a","value":"L2","version":6}"#).await;
-    let (_, ack) = call(&app, "POST", "/internal/sync", Some(&new_leader)).await;
+    let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&new_leader)).await;
     assert_eq!(ack["replaced"], true);
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
-    let (_, snapshot) = call(&app, "GET", "/internal/snapshot", None).await;
-    assert_eq!(snapshot["following"], 9);
-    assert_eq!(snapshot["version"], 6);
+    let (_, state) = call(&app, "GET", "/internal/state", None).await;
+    assert_eq!(state["following"], 9);
+    assert_eq!(state["version"], 6);
     assert_eq!(
-        snapshot["entries"],
+        state["entries"],
         json!([{"key": "a", "value": "L2", "version": 6}])
     );
 }
@@ -495,7 +549,7 @@ async fn a_transfer_meant_for_an_earlier_run_is_refused() {
     assert_error(
         &app,
         "POST",
-        "/internal/sync",
+        "/internal/transfer",
         Some(&body),
         409,
         "stale_transfer",
@@ -512,34 +566,27 @@ async fn a_transfer_meant_for_an_earlier_run_is_refused() {
 async fn replication_input_is_validated() {
     let app = app(Role::Follower);
     follow_leader_7(&app).await;
+    // What cannot be read as a batch is refused whole; a readable batch with bad writes is
+    // answered write by write (see above).
     let cases = [
         ("nope", 400, "invalid_json"),
-        (r#"{"leader":7,"key":"k","version":1}"#, 400, "invalid_body"),
+        (&batch(&[r#"{"key":"k","version":1}"#]), 400, "invalid_body"),
         (
-            r#"{"key":"k","value":"v","version":1}"#,
+            r#"{"writes":[{"key":"k","value":"v","version":1}]}"#,
             400,
             "invalid_body",
         ),
         (
-            r#"{"leader":7,"key":"k","value":"v","version":-1}"#,
+            &batch(&[r#"{"key":"k","value":"v","version":-1}"#]),
             400,
             "invalid_body",
         ),
         (
-            r#"{"leader":7,"key":"k","value":"v","version":0}"#,
+            r#"{"leader":7,"key":"k","value":"v","version":1}"#,
             400,
             "invalid_body",
         ),
-        (
-            r#"{"leader":7,"key":"k","value":"v","version":9007199254740992}"#,
-            400,
-            "invalid_body",
-        ),
-        (
-            r#"{"leader":7,"key":"","value":"v","version":1}"#,
-            400,
-            "invalid_key",
-        ),
+        (r#"{"leader":7,"writes":{}}"#, 400, "invalid_body"),
     ];
     for (body, status, code) in cases {
         assert_error(
@@ -572,20 +619,28 @@ async fn replication_input_is_validated() {
         ),
     ];
     for (body, status, code) in bad_syncs {
-        assert_error(&app, "POST", "/internal/sync", Some(&body), status, code).await;
+        assert_error(
+            &app,
+            "POST",
+            "/internal/transfer",
+            Some(&body),
+            status,
+            code,
+        )
+        .await;
     }
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
 
     // A value over this follower's own MAX_VALUE_BYTES is still taken: the leader checked it
     // against its own limit, and refusing it would leave this follower behind for good.
-    let big = r#"{"leader":7,"key":"k","value":"01234567890123456","version":1}"#;
+    let big = &batch(&[r#"{"key":"k","value":"01234567890123456","version":1}"#]);
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(big)).await.0,
         StatusCode::OK
     );
 
     let leader = node(&config(Role::Leader));
-    let body = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
+    let body = &batch(&[r#"{"key":"k","value":"v","version":1}"#]);
     assert_error(
         &leader,
         "POST",
@@ -657,8 +712,8 @@ async fn internal_routes_want_the_cluster_token_when_one_is_set() {
     assert_eq!(status(Some("Bearer s3cret")).await.0, StatusCode::OK);
 
     // Refused before anything is read or applied.
-    let write = r#"{"leader":7,"key":"k","value":"v","version":1}"#;
-    let (code, _) = call_with(&app, "POST", "/internal/replicate", Some(write), None).await;
+    let write = batch(&[r#"{"key":"k","value":"v","version":1}"#]);
+    let (code, _) = call_with(&app, "POST", "/internal/replicate", Some(&write), None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     // The client API needs no token.
     assert_eq!(call(&app, "GET", "/health", None).await.0, StatusCode::OK);

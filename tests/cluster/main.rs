@@ -413,7 +413,7 @@ async fn a_killed_follower_restarts_empty_and_catches_up() {
 
     let follower = cluster.wait_follower(2, "up", Duration::from_secs(5)).await;
     assert!(
-        follower["syncs"].as_u64() >= Some(2),
+        follower["transfers"].as_u64() >= Some(2),
         "caught up by a state transfer: {follower}"
     );
     let state = cluster
@@ -585,43 +585,51 @@ async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() 
     assert_eq!(state["k"], "new");
 }
 
-/// While a follower is away, what the leader keeps pending for it stays within
-/// `REPLICATION_BACKLOG` however many writes go by; the follower is caught up by a state
-/// transfer when it returns.
+/// While a follower is cut off, the leader keeps exactly `REPLICATION_BACKLOG` writes pending
+/// for it: the write past the bound switches it to a state transfer instead of growing the
+/// backlog, and the follower is caught up by that transfer once restored.
 #[tokio::test]
-async fn pending_work_for_an_absent_follower_stays_bounded() {
-    const BACKLOG: u64 = 50;
-    let mut cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 1,
+async fn the_backlog_of_an_unreachable_follower_holds_exactly_replication_backlog_writes() {
+    const BACKLOG: usize = 40;
+    let cluster = TestCluster::start_up(LocalSettings {
+        write_quorum: 0,
         leader_env: vec![("REPLICATION_BACKLOG".into(), BACKLOG.to_string())],
         ..settings()
     })
     .await;
-    cluster.followers[1].kill();
-    let mut most_pending = 0;
-    for round in 0..10 {
-        assert_eq!(
-            write_many(&cluster, &format!("r{round}-"), 300, 30)
-                .await
-                .len(),
-            300
-        );
-        let follower = &cluster.cluster_status().await["followers"][1];
-        let pending = follower["pending"].as_u64().expect("pending");
-        assert!(pending <= BACKLOG, "round {round}: {follower}");
-        most_pending = most_pending.max(pending);
-    }
-    let follower = &cluster.cluster_status().await["followers"][1];
-    assert_eq!(follower["sync_pending"], true, "{follower}");
+    let leader = cluster.leader.url();
+    let (code, out, err) = semisync_kv(&["cut", "follower2", "--leader", &leader]);
+    assert_eq!(code, 0, "{out}{err}");
 
-    cluster.followers[1].restart().expect("restart");
-    cluster.wait_follower(1, "up", Duration::from_secs(5)).await;
+    // Within the 10 s before the leader gives up on it, every write stays pending for it.
+    assert_eq!(write_many(&cluster, "in", BACKLOG, 10).await.len(), BACKLOG);
+    let follower = cluster.cluster_status().await["followers"][1].clone();
+    assert_eq!(follower["pending"], BACKLOG, "{follower}");
+    assert_eq!(follower["transfer_pending"], false, "{follower}");
+
+    assert_eq!(write_many(&cluster, "past", 1, 1).await.len(), 1);
+    let follower = cluster.cluster_status().await["followers"][1].clone();
+    assert_eq!(follower["transfer_pending"], true, "{follower}");
+    assert!(
+        follower["pending"].as_u64() <= Some(BACKLOG as u64),
+        "{follower}"
+    );
+    assert_eq!(write_many(&cluster, "more", 200, 20).await.len(), 200);
+    let follower = cluster.cluster_status().await["followers"][1].clone();
+    assert!(
+        follower["pending"].as_u64() <= Some(BACKLOG as u64),
+        "{follower}"
+    );
+
+    let (code, out, err) = semisync_kv(&["restore", "follower2", "--leader", &leader]);
+    assert_eq!(code, 0, "{out}{err}");
+    let follower = cluster.wait_follower(1, "up", Duration::from_secs(5)).await;
+    assert!(follower["transfers"].as_u64() >= Some(2), "{follower}");
     let state = cluster
         .converged(Duration::from_secs(10))
         .await
         .expect("converged");
-    assert_eq!(state.len(), 3000);
-    eprintln!("most pending for the absent follower: {most_pending} (bound {BACKLOG})");
+    assert_eq!(state.len(), BACKLOG + 201);
 }
 
 /// Runs the `semisync-kv` binary with `args`; returns its exit code, stdout and stderr.

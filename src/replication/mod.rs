@@ -1,0 +1,322 @@
+//! Replication: how the leader gets each write to its followers and waits for a quorum.
+//!
+//! # How a write is replicated
+//!
+//! The leader assigns the write a [`Version`] and applies it to its own store first. Then
+//! [`Replicator::replicate`] fans it out: for each follower it draws a simulated lag, uniform
+//! in `MIN_DELAY_MS..=MAX_DELAY_MS` with sub-millisecond resolution, and a spawned task sleeps
+//! until the write's application time plus that lag (not for the lag after the task happened to
+//! start). Then the message joins that follower's [`pipeline`], which sends every write then due
+//! in one batch (`POST /internal/replicate`) and keeps a few batches in flight, so that at zero
+//! lag concurrent writes share a batch (group commit) while at the lab's 0..1000 ms lag batches
+//! are mostly of one write. The follower applies a batch under one lock and acknowledges each
+//! write in one answer; each ack is counted on the write's [`quorum`] tally, and the request
+//! handler answers as soon as `quorum` of them have arrived, or gives up when
+//! `REPLICATE_TIMEOUT_MS` has passed.
+//!
+//! The quorum, the lag range and the timeout are the leader's live [`Settings`], read at each
+//! write and each retry, so a presenter can change them while the cluster runs; and each step
+//! (the write, every message with the lag drawn for it, every ack or failure, the answer) is
+//! published on the leader's [event feed](crate::events), which the dashboard animates.
+//!
+//! The answer does not stop replication: the pipelines go on in the background, which is what
+//! makes this *semi*-synchronous. A quorum of 0 is fully asynchronous, a quorum equal to the
+//! number of followers fully synchronous. A timeout is therefore "not yet confirmed", never a
+//! rollback: the write stays applied on the leader and keeps replicating (as with MySQL
+//! semi-sync, Redis `WAIT` or MongoDB's `wtimeout`).
+//!
+//! A failed batch (connection refused, timeout, non-2xx answer) is retried with exponential
+//! backoff and jitter, each of its writes with a fresh lag, also after the client got its
+//! answer, so a follower that was briefly away still receives every write. What one follower
+//! may have pending is bounded (`REPLICATION_BACKLOG` writes): past the bound the leader stops
+//! queueing for it and marks it for a state transfer instead (see [`recovery`](crate::recovery)).
+//!
+//! Because every message has its own lag, two writes to the same key can reach a follower in
+//! either order. The follower applies a write only when its version is newer than what it holds
+//! ([`Store::apply`](crate::store::Store::apply)) and acknowledges either way, so arrival order
+//! does not matter and every follower converges on the leader's state.
+//!
+//! # Layout
+//! - [`wire`]: the messages, used by both sides.
+//! - [`link`]: one follower as the leader sees it; the only code that changes that state.
+//! - [`pipeline`]: one follower's queue of due writes, its batches and their retries.
+//! - [`quorum`]: the quorum wait of one write.
+//! - [`transport`]: the seam to the network, and its HTTP implementation.
+
+pub mod link;
+pub mod pipeline;
+pub mod quorum;
+pub mod transport;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::events::{Event, Events, millis, shorten};
+use crate::metrics::Metrics;
+use crate::settings::{Settings, SettingsChange};
+use crate::store::{Store, Version};
+pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
+use pipeline::{Message, Pipeline};
+use quorum::Tally;
+pub use transport::{Failure, HttpTransport, Transport};
+pub use wire::{Incarnation, Write};
+
+/// A node's replicated state: its store and, on a follower, the leader incarnation it has been
+/// synchronized with (`None` until the first state transfer). One lock guards both, so that
+/// "am I synced with this leader?" and "apply" happen together.
+#[derive(Debug, Default)]
+pub struct Replica {
+    /// The versioned map.
+    pub store: Store,
+    /// On a follower: the leader whose writes it accepts. Always `None` on the leader.
+    pub following: Option<Incarnation>,
+}
+
+/// A [`Replica`] shared between request handlers and the leader's background tasks. The guard
+/// is held for one synchronous step, never across an `.await`.
+pub type SharedReplica = Arc<Mutex<Replica>>;
+
+/// Locks a shared replica. Every operation under the lock leaves the map consistent (a single
+/// insert or a whole replacement), so a lock poisoned by a panic is safe to keep using.
+pub fn lock(replica: &Mutex<Replica>) -> MutexGuard<'_, Replica> {
+    replica.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What became of the quorum wait for one write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumOutcome {
+    /// Acks required.
+    pub quorum: usize,
+    /// How long the write waited for them at most (the timeout when it started).
+    pub timeout: Duration,
+    /// Node ids of the followers that acknowledged before the answer, in arrival order.
+    pub acked_by: Vec<String>,
+}
+
+impl QuorumOutcome {
+    /// Number of acks received before the answer.
+    pub fn acks(&self) -> usize {
+        self.acked_by.len()
+    }
+
+    /// Whether the quorum was reached.
+    pub fn reached(&self) -> bool {
+        self.acks() >= self.quorum
+    }
+}
+
+/// What the fan-out, the pipelines and recovery share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) incarnation: Incarnation,
+    pub(crate) links: Vec<Link>,
+    pub(crate) transport: Arc<dyn Transport>,
+    settings: RwLock<Settings>,
+    backlog: usize,
+    metrics: Arc<Metrics>,
+    pub(crate) events: Events,
+}
+
+impl Shared {
+    fn settings(&self) -> Settings {
+        *self.settings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The leader's side of replication: fans each write out to every follower's pipeline, and
+/// keeps the per-follower links that recovery and `GET /cluster` use.
+#[derive(Clone, Debug)]
+pub struct Replicator {
+    pub(crate) shared: Arc<Shared>,
+    pipelines: Arc<Vec<Pipeline>>,
+    pub(crate) replica: SharedReplica,
+}
+
+impl Replicator {
+    /// A replicator for `followers` (base URLs of their internal listeners) that replicates
+    /// writes applied to `replica` over `transport`, starting with `settings`, with at most
+    /// `backlog` writes pending for one follower. Starts one pipeline task per follower, so it
+    /// must be called inside a tokio runtime.
+    pub fn new(
+        followers: &[Url],
+        transport: Arc<dyn Transport>,
+        replica: SharedReplica,
+        settings: Settings,
+        backlog: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let links = followers
+            .iter()
+            .enumerate()
+            .map(|(index, url)| Link::new(index, url, &metrics))
+            .collect();
+        let shared = Arc::new(Shared {
+            incarnation: rand::random(),
+            links,
+            transport,
+            settings: RwLock::new(settings),
+            backlog,
+            metrics,
+            events: Events::new(),
+        });
+        let pipelines = (0..followers.len())
+            .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
+            .collect();
+        Self {
+            shared,
+            pipelines: Arc::new(pipelines),
+            replica,
+        }
+    }
+
+    /// Number of followers.
+    pub fn follower_count(&self) -> usize {
+        self.shared.links.len()
+    }
+
+    /// The live settings: quorum, lag range and timeout.
+    pub fn settings(&self) -> Settings {
+        self.shared.settings()
+    }
+
+    /// Applies `change` to the live settings if the result is valid for this leader, whose
+    /// requests may take `request_timeout_ms`; returns the new settings. The next write and the
+    /// next retry use them.
+    pub fn change_settings(
+        &self,
+        change: SettingsChange,
+        request_timeout_ms: u64,
+    ) -> Result<Settings, String> {
+        let mut settings = self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let changed = settings.with(change);
+        changed.validate(Some(self.shared.links.len()), Some(request_timeout_ms))?;
+        *settings = changed;
+        Ok(changed)
+    }
+
+    /// Cuts replication to one follower off (`cut`) or restores it. The follower is named by
+    /// its node id, or by its URL's `host:port`. A cut-off follower looks down to the leader;
+    /// once restored, retries and, after a long cut, a state transfer catch it up.
+    pub fn set_cut_off(&self, follower: &str, cut: bool) -> Result<FollowerView, Error> {
+        let links = &self.shared.links;
+        let matches: Vec<&Link> = links
+            .iter()
+            .filter(|link| link.name() == follower || link.authority() == follower)
+            .collect();
+        let link = match matches[..] {
+            [link] => link,
+            [] => {
+                return Err(Error::UnknownFollower {
+                    follower: follower.to_owned(),
+                    known: links.iter().map(Link::name).collect(),
+                });
+            }
+            _ => {
+                return Err(Error::AmbiguousFollower {
+                    follower: follower.to_owned(),
+                    urls: matches.iter().map(|link| link.url.to_string()).collect(),
+                });
+            }
+        };
+        link.set_cut_off(cut);
+        Ok(link.view(self.latest_version()))
+    }
+
+    /// The live feed of replication events, for the dashboard.
+    pub fn events(&self) -> &Events {
+        &self.shared.events
+    }
+
+    /// This leader's incarnation.
+    pub fn incarnation(&self) -> Incarnation {
+        self.shared.incarnation
+    }
+
+    /// The leader's view of every follower.
+    pub fn followers(&self) -> Vec<FollowerView> {
+        let leader_version = self.latest_version();
+        self.shared
+            .links
+            .iter()
+            .map(|link| link.view(leader_version))
+            .collect()
+    }
+
+    fn latest_version(&self) -> Version {
+        lock(&self.replica).store.latest_version()
+    }
+
+    /// Sends `write`, which the leader has just applied, to every follower and waits until
+    /// `quorum` of them acknowledged or the replication timeout passed. Delivery to the other
+    /// followers goes on after this returns.
+    pub async fn replicate(&self, write: Arc<Write>, quorum: usize) -> QuorumOutcome {
+        let applied_at = Instant::now();
+        let shared = &self.shared;
+        let settings = shared.settings();
+        let timeout = Duration::from_millis(settings.replicate_timeout_ms);
+        shared.events.publish(|| Event::Write {
+            version: write.version,
+            key: shorten(&write.key),
+            value: write.value.as_deref().map(shorten),
+            quorum,
+            timeout_ms: settings.replicate_timeout_ms,
+        });
+        let tally = Arc::new(Tally::new(quorum, shared.links.len()));
+        for (link, pipeline) in shared.links.iter().zip(self.pipelines.iter()) {
+            if !link.admit(shared.backlog) {
+                shared.events.publish(|| Event::Failure {
+                    version: write.version,
+                    follower: link.index,
+                    reason: "a state transfer is due; it will carry this write".into(),
+                    gave_up: true,
+                });
+                tally.give_up();
+                continue;
+            }
+            let lag = settings.draw_lag();
+            shared.events.publish(|| Event::Send {
+                version: write.version,
+                follower: link.index,
+                delay_ms: millis(lag),
+                attempt: 1,
+            });
+            let message = Message {
+                write: Arc::clone(&write),
+                tally: Arc::clone(&tally),
+                applied_at,
+                attempt: 1,
+            };
+            pipeline.schedule(message, applied_at + lag);
+        }
+
+        let acked_by = tally.wait(applied_at + timeout).await;
+        let outcome = QuorumOutcome {
+            quorum,
+            timeout,
+            acked_by: acked_by
+                .iter()
+                .map(|&index| shared.links[index].name())
+                .collect(),
+        };
+        shared.events.publish(|| Event::Outcome {
+            version: write.version,
+            status: if outcome.reached() { 200 } else { 503 },
+            quorum,
+            acked_by,
+            latency_ms: millis(applied_at.elapsed()),
+        });
+        outcome
+    }
+}

@@ -1,0 +1,289 @@
+//! One follower's pipeline: the writes whose simulated lag has passed queue up here, and the
+//! pipeline sends everything then due in **one** batch (`POST /internal/replicate`), bounded in
+//! writes and bytes, with up to [`MAX_IN_FLIGHT`] batches on their way at once, so that one slow
+//! batch does not hold back the next. At zero lag every write that arrives while a batch is in
+//! flight joins the next one (group commit); at the lab's 0..1000 ms lag batches are mostly of
+//! one write.
+//!
+//! A batch that fails is not lost: each of its writes draws a new lag and comes back after the
+//! follower's backoff, until the follower acknowledges it or a state transfer is due, which then
+//! carries it. Each write is counted on its quorum [`Tally`] once, when its follower's answer
+//! arrives.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::Shared;
+use super::link::Verdict;
+use super::quorum::Tally;
+use super::transport::{Failure, Result};
+use super::wire::{Batch, BatchAck, Write};
+use crate::events::{Event, FollowerIndex, millis};
+
+/// Most writes in one batch.
+pub const MAX_BATCH_WRITES: usize = 1024;
+/// Most bytes of keys and values in one batch (a batch holds at least one write, however large).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Most batches on their way to one follower at once.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// One write on its way to one follower.
+#[derive(Debug)]
+pub struct Message {
+    /// The write, shared by the messages to every follower.
+    pub write: Arc<Write>,
+    /// The write's quorum wait.
+    pub tally: Arc<Tally>,
+    /// When the leader applied the write: lags and latencies count from here.
+    pub applied_at: Instant,
+    /// 1 for the first attempt, then 2, 3, ... for retries.
+    pub attempt: u32,
+}
+
+/// The sending end of one follower's pipeline.
+#[derive(Debug)]
+pub struct Pipeline {
+    queue: UnboundedSender<Message>,
+}
+
+impl Pipeline {
+    /// Starts the pipeline of follower `index`; it runs until the pipeline is dropped.
+    pub(crate) fn spawn(shared: Arc<Shared>, index: FollowerIndex) -> Self {
+        let (queue, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(shared, index, receiver, queue.downgrade()));
+        Self { queue }
+    }
+
+    /// Hands `message` to the pipeline once `due`: a spawned task sleeps until then (the
+    /// simulated lag), and a message already due goes in at once.
+    pub fn schedule(&self, message: Message, due: Instant) {
+        schedule(self.queue.clone(), message, due);
+    }
+}
+
+fn schedule(queue: UnboundedSender<Message>, message: Message, due: Instant) {
+    if due <= Instant::now() {
+        // An error means the pipeline ended: the leader is shutting down.
+        let _ = queue.send(message);
+    } else {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(due).await;
+            let _ = queue.send(message);
+        });
+    }
+}
+
+/// A batch that came back: its messages and the follower's answer.
+type Returned = (Vec<Message>, Result<BatchAck>);
+
+/// The pipeline's loop: takes what is due, sends batches, and handles their answers.
+async fn run(
+    shared: Arc<Shared>,
+    index: FollowerIndex,
+    mut queue: UnboundedReceiver<Message>,
+    retries: WeakUnboundedSender<Message>,
+) {
+    let mut pipeline = Sender {
+        shared,
+        index,
+        retries,
+        ready: VecDeque::new(),
+        in_flight: JoinSet::new(),
+    };
+    loop {
+        while let Ok(message) = queue.try_recv() {
+            pipeline.ready.push_back(message);
+        }
+        pipeline.send_ready();
+        let has_room = pipeline.in_flight.len() < MAX_IN_FLIGHT;
+        tokio::select! {
+            received = queue.recv(), if has_room => match received {
+                Some(message) => pipeline.ready.push_back(message),
+                // The replicator is gone.
+                None => return,
+            },
+            Some(returned) = pipeline.in_flight.join_next() => match returned {
+                Ok((messages, result)) => pipeline.on_returned(messages, result),
+                Err(err) => debug!(%err, "a batch task ended without an answer"),
+            },
+        }
+    }
+}
+
+/// The state of one follower's pipeline loop.
+struct Sender {
+    shared: Arc<Shared>,
+    index: FollowerIndex,
+    /// Where retried messages come back in; weak, so that the pipeline ends with the replicator.
+    retries: WeakUnboundedSender<Message>,
+    /// Due messages not yet in a batch, oldest first.
+    ready: VecDeque<Message>,
+    in_flight: JoinSet<Returned>,
+}
+
+impl Sender {
+    /// Sends batches of the ready messages while there is room in flight; drops them instead
+    /// when a state transfer is due.
+    fn send_ready(&mut self) {
+        let link = &self.shared.links[self.index];
+        if !self.ready.is_empty() && link.transfer_due() {
+            let dropped: Vec<Message> = self.ready.drain(..).collect();
+            let retried = dropped.iter().filter(|m| m.attempt > 1).count();
+            self.give_up(
+                dropped,
+                "a state transfer is due; it will carry this write",
+                retried,
+            );
+            return;
+        }
+        while self.in_flight.len() < MAX_IN_FLIGHT && !self.ready.is_empty() {
+            let messages = take_batch(&mut self.ready);
+            let batch = Batch {
+                leader: self.shared.incarnation,
+                writes: messages.iter().map(|m| Arc::clone(&m.write)).collect(),
+            };
+            let cut_off = link.cut_off();
+            let transport = Arc::clone(&self.shared.transport);
+            let index = self.index;
+            self.in_flight.spawn(async move {
+                let result = match cut_off {
+                    Some(failure) => Err(failure),
+                    None => transport.replicate(index, batch).await,
+                };
+                (messages, result)
+            });
+        }
+    }
+
+    /// Handles a batch's answer: counts each acknowledged write on its tally, and gives up or
+    /// retries the rest.
+    fn on_returned(&mut self, messages: Vec<Message>, result: Result<BatchAck>) {
+        let answer = result.and_then(|answer| {
+            if answer.acks.len() == messages.len() {
+                Ok(answer)
+            } else {
+                Err(Failure::new(
+                    "other",
+                    format!(
+                        "the answer has {} acks for a batch of {} writes",
+                        answer.acks.len(),
+                        messages.len()
+                    ),
+                ))
+            }
+        });
+        match answer {
+            Ok(answer) => self.on_acks(messages, answer),
+            Err(failure) => self.on_failure(messages, &failure),
+        }
+    }
+
+    fn on_acks(&mut self, messages: Vec<Message>, answer: BatchAck) {
+        let (shared, index) = (&self.shared, self.index);
+        let link = &shared.links[index];
+        let now = Instant::now();
+        let mut latencies = Vec::with_capacity(messages.len());
+        let (mut retried, mut newest) = (0, 0);
+        let mut refused = Vec::new();
+        for (message, ack) in messages.into_iter().zip(answer.acks) {
+            if let Some(reason) = ack.refused {
+                refused.push((message, reason));
+                continue;
+            }
+            let latency = now - message.applied_at;
+            message.tally.ack(index);
+            shared.events.publish(|| Event::Ack {
+                version: message.write.version,
+                follower: index,
+                applied: ack.applied,
+                latency_ms: millis(latency),
+            });
+            latencies.push(latency);
+            retried += usize::from(message.attempt > 1);
+            newest = newest.max(message.write.version);
+        }
+        if !latencies.is_empty() {
+            link.on_acks(&answer.node_id, newest, &latencies, retried);
+        }
+        for (message, reason) in refused {
+            // A refusal that a retry cannot change: the state transfer carries the write.
+            link.request_transfer(&reason);
+            let retried = usize::from(message.attempt > 1);
+            self.give_up(vec![message], &format!("refused: {reason}"), retried);
+        }
+    }
+
+    fn on_failure(&mut self, messages: Vec<Message>, failure: &Failure) {
+        let shared = &self.shared;
+        let link = &shared.links[self.index];
+        shared
+            .metrics
+            .replication_error(link.url.as_str(), failure.kind);
+        let first_failures = messages.iter().filter(|m| m.attempt == 1).count();
+        match link.on_failure(failure, first_failures) {
+            Verdict::GiveUp => {
+                // `on_failure` counted every one of them as retrying.
+                let retried = messages.len();
+                self.give_up(messages, &failure.reason, retried);
+            }
+            Verdict::RetryAfter(pause) => {
+                debug!(follower = %link.url, writes = messages.len(), error = %failure, ?pause, "retrying");
+                let Some(queue) = self.retries.upgrade() else {
+                    return;
+                };
+                let settings = shared.settings();
+                let retry_at = Instant::now() + pause;
+                for mut message in messages {
+                    self.publish_failure(&message, &failure.reason, false);
+                    message.attempt += 1;
+                    let lag = settings.draw_lag();
+                    shared.events.publish(|| Event::Send {
+                        version: message.write.version,
+                        follower: self.index,
+                        delay_ms: millis(lag),
+                        attempt: message.attempt,
+                    });
+                    schedule(queue.clone(), message, retry_at + lag);
+                }
+            }
+        }
+    }
+
+    /// Drops `messages`, `retried` of which count as retrying, in favour of a state transfer.
+    fn give_up(&self, messages: Vec<Message>, reason: &str, retried: usize) {
+        for message in &messages {
+            self.publish_failure(message, reason, true);
+            message.tally.give_up();
+        }
+        self.shared.links[self.index].release(messages.len(), retried);
+    }
+
+    fn publish_failure(&self, message: &Message, reason: &str, gave_up: bool) {
+        self.shared.events.publish(|| Event::Failure {
+            version: message.write.version,
+            follower: self.index,
+            reason: reason.to_owned(),
+            gave_up,
+        });
+    }
+}
+
+/// Takes the oldest ready messages that fit in one batch: at most [`MAX_BATCH_WRITES`] writes
+/// and [`MAX_BATCH_BYTES`] bytes, and at least one write.
+fn take_batch(ready: &mut VecDeque<Message>) -> Vec<Message> {
+    let mut bytes = 0;
+    let mut count = 0;
+    for message in ready.iter().take(MAX_BATCH_WRITES) {
+        bytes += message.write.wire_bytes();
+        if count > 0 && bytes > MAX_BATCH_BYTES {
+            break;
+        }
+        count += 1;
+    }
+    ready.drain(..count).collect()
+}

@@ -1,0 +1,512 @@
+//! The leader's replication logic (fan-out, pipelines, links, quorum wait, heartbeats) driven
+//! through a fake [`Transport`] on a paused clock: deterministic, and done in milliseconds.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::transport::{BoxFuture, Failure, Result};
+use super::wire::{
+    Batch, BatchAck, EntryAck, FollowerStatus, ReplicaState, StateTransfer, TransferAck,
+};
+use super::*;
+use crate::events::{Event, FollowerIndex, Subscription};
+use crate::settings::SettingsChange;
+
+/// One batch as the fake follower received it.
+#[derive(Clone, Debug)]
+struct Received {
+    follower: FollowerIndex,
+    versions: Vec<Version>,
+    at: Instant,
+    answered: bool,
+}
+
+/// A transport to followers that live in memory and do what the test says.
+#[derive(Debug, Default)]
+struct Fake {
+    /// The leader's incarnation, which the followers report following.
+    leader: AtomicU64,
+    /// Followers that do not answer anything (down, or cut off by the network).
+    down: Mutex<HashSet<FollowerIndex>>,
+    /// Followers whose batches fail with a 500 while their heartbeat answers.
+    failing_batches: Mutex<HashSet<FollowerIndex>>,
+    /// How many of its next batches each follower fails before it answers again.
+    fail_next: Mutex<HashMap<FollowerIndex, usize>>,
+    /// Versions every follower refuses.
+    refused: Mutex<HashSet<Version>>,
+    /// How long a batch takes.
+    latency: Mutex<Duration>,
+    received: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    transfers: AtomicUsize,
+    heartbeats: AtomicBool,
+}
+
+impl Fake {
+    fn received(&self, follower: FollowerIndex) -> Vec<Received> {
+        let received = self.received.lock().expect("not poisoned");
+        received
+            .iter()
+            .filter(|r| r.follower == follower)
+            .cloned()
+            .collect()
+    }
+
+    fn set(set: &Mutex<HashSet<FollowerIndex>>, follower: FollowerIndex, on: bool) {
+        let mut set = set.lock().expect("not poisoned");
+        if on {
+            set.insert(follower);
+        } else {
+            set.remove(&follower);
+        }
+    }
+
+    fn is_down(&self, follower: FollowerIndex) -> bool {
+        self.down.lock().expect("not poisoned").contains(&follower)
+    }
+}
+
+impl Transport for Fake {
+    fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>> {
+        Box::pin(async move {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let latency = *self.latency.lock().expect("not poisoned");
+            tokio::time::sleep(latency).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let fail = self.is_down(follower)
+                || self
+                    .failing_batches
+                    .lock()
+                    .expect("not poisoned")
+                    .contains(&follower)
+                || self
+                    .fail_next
+                    .lock()
+                    .expect("not poisoned")
+                    .get_mut(&follower)
+                    .is_some_and(|n| {
+                        let fail = *n > 0;
+                        *n = n.saturating_sub(1);
+                        fail
+                    });
+            self.received.lock().expect("not poisoned").push(Received {
+                follower,
+                versions: batch.writes.iter().map(|w| w.version).collect(),
+                at: Instant::now(),
+                answered: !fail,
+            });
+            if fail {
+                return Err(Failure::new("server_error", "HTTP 500"));
+            }
+            let refused = self.refused.lock().expect("not poisoned");
+            let acks = batch
+                .writes
+                .iter()
+                .map(|write| EntryAck {
+                    version: write.version,
+                    applied: !refused.contains(&write.version),
+                    refused: refused
+                        .contains(&write.version)
+                        .then(|| "invalid key".to_owned()),
+                })
+                .collect();
+            Ok(BatchAck {
+                node_id: format!("f{follower}"),
+                acks,
+            })
+        })
+    }
+
+    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>> {
+        Box::pin(async move {
+            self.heartbeats.store(true, Ordering::SeqCst);
+            if self.is_down(follower) {
+                return Err(Failure::new("connect", "connection refused"));
+            }
+            Ok(FollowerStatus {
+                node_id: format!("f{follower}"),
+                incarnation: follower as u64,
+                following: Some(self.leader.load(Ordering::SeqCst)),
+                version: 0,
+                keys: 0,
+            })
+        })
+    }
+
+    fn transfer(
+        &self,
+        follower: FollowerIndex,
+        transfer: StateTransfer,
+    ) -> BoxFuture<'_, Result<TransferAck>> {
+        Box::pin(async move {
+            self.transfers.fetch_add(1, Ordering::SeqCst);
+            Ok(TransferAck {
+                node_id: format!("f{follower}"),
+                replaced: false,
+                version: transfer.version,
+            })
+        })
+    }
+
+    fn fetch_state(&self, _: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>> {
+        Box::pin(async { Err(Failure::new("connect", "not in these tests")) })
+    }
+}
+
+const NO_LAG: Settings = Settings {
+    write_quorum: 1,
+    min_delay_ms: 0,
+    max_delay_ms: 0,
+    replicate_timeout_ms: 5_000,
+};
+
+/// A leader with `followers` fake followers.
+fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, Arc<Fake>) {
+    let fake = Arc::new(Fake::default());
+    let urls: Vec<reqwest::Url> = (0..followers)
+        .map(|i| format!("http://f{i}:9000").parse().expect("a URL"))
+        .collect();
+    let replicator = Replicator::new(
+        &urls,
+        Arc::clone(&fake) as Arc<dyn Transport>,
+        SharedReplica::default(),
+        settings,
+        backlog,
+        Arc::new(Metrics::new()),
+    );
+    fake.leader
+        .store(replicator.incarnation(), Ordering::SeqCst);
+    (replicator, fake)
+}
+
+/// Applies a write of `key` on the leader and replicates it, as the PUT handler does.
+async fn write(replicator: &Replicator, key: &str, quorum: usize) -> QuorumOutcome {
+    let entry = lock(&replicator.replica).store.write(key, Some("v".into()));
+    let write = Arc::new(Write::new(key.to_owned(), entry));
+    replicator.replicate(write, quorum).await
+}
+
+/// Starts `count` writes at once and waits for all their outcomes.
+async fn concurrent_writes(
+    replicator: &Replicator,
+    count: usize,
+    quorum: usize,
+) -> Vec<QuorumOutcome> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let replicator = replicator.clone();
+            tokio::spawn(async move { write(&replicator, &format!("k{i}"), quorum).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("joined"));
+    }
+    outcomes
+}
+
+fn view(replicator: &Replicator, follower: FollowerIndex) -> FollowerView {
+    replicator.followers()[follower].clone()
+}
+
+/// Every event published so far.
+fn drain(events: &mut Subscription) -> Vec<Event> {
+    std::iter::from_fn(|| events.try_recv().ok().map(|stamped| stamped.event)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_due_together_share_a_batch() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    *fake.latency.lock().expect("not poisoned") = Duration::from_millis(5);
+    let outcomes = concurrent_writes(&replicator, 200, 1).await;
+    assert!(outcomes.iter().all(QuorumOutcome::reached));
+
+    let received = fake.received(0);
+    let mut versions: Vec<Version> = received.iter().flat_map(|r| r.versions.clone()).collect();
+    versions.sort_unstable();
+    assert_eq!(
+        versions,
+        (1..=200).collect::<Vec<_>>(),
+        "each write sent once"
+    );
+    assert!(
+        received.len() <= pipeline::MAX_IN_FLIGHT + 1,
+        "200 writes due at once went in {} batches",
+        received.len()
+    );
+    assert!(fake.most_in_flight.load(Ordering::SeqCst) <= pipeline::MAX_IN_FLIGHT);
+    let follower = view(&replicator, 0);
+    assert_eq!((follower.pending, follower.acked_version), (0, 200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pipeline_keeps_several_batches_in_flight_but_no_more() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    *fake.latency.lock().expect("not poisoned") = Duration::from_millis(100);
+    // Writes arrive one every 10 ms while each batch takes 100 ms.
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let replicator = replicator.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(10 * i)).await;
+                write(&replicator, &format!("k{i}"), 1).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.expect("joined").reached());
+    }
+    assert_eq!(
+        fake.most_in_flight.load(Ordering::SeqCst),
+        pipeline::MAX_IN_FLIGHT
+    );
+    let received = fake.received(0);
+    assert!(
+        received.len() < 60,
+        "{} batches for 60 writes",
+        received.len()
+    );
+    assert!(received.iter().any(|r| r.versions.len() > 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_is_due_its_lag_after_the_write_was_applied() {
+    let settings = Settings {
+        min_delay_ms: 120,
+        max_delay_ms: 120,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(2, settings, 10_000);
+    let started = Instant::now();
+    let outcome = write(&replicator, "k", 2).await;
+    assert!(outcome.reached());
+    for follower in 0..2 {
+        let received = fake.received(follower);
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].at - started, Duration::from_millis(120));
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(120));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_writes_of_a_failed_batch_are_retried_and_acked_exactly_once() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    let mut events = replicator.events().subscribe();
+    fake.fail_next.lock().expect("not poisoned").insert(0, 2);
+    let outcomes = concurrent_writes(&replicator, 10, 1).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.acked_by, vec!["f0".to_owned()]);
+    }
+    let received = fake.received(0);
+    let failed = received.iter().filter(|r| !r.answered).count();
+    assert_eq!(failed, 2, "{received:?}");
+    let mut answered: Vec<Version> = received
+        .iter()
+        .filter(|r| r.answered)
+        .flat_map(|r| r.versions.clone())
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=10).collect::<Vec<_>>(), "acked once each");
+
+    let events = drain(&mut events);
+    let acks: Vec<Version> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Ack { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks.len(), 10);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Send { attempt: 3, .. }))
+    );
+    let follower = view(&replicator, 0);
+    assert_eq!((follower.pending, follower.retrying), (0, 0));
+    assert_eq!(follower.last_error, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_backlog_bound_is_reached_at_exactly_replication_backlog_writes() {
+    const BACKLOG: usize = 5;
+    let (replicator, fake) = leader(1, NO_LAG, BACKLOG);
+    Fake::set(&fake.failing_batches, 0, true);
+    for i in 0..BACKLOG {
+        write(&replicator, &format!("k{i}"), 0).await;
+    }
+    // Let the failing batches retry for a while: the writes stay pending, none is dropped.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let follower = view(&replicator, 0);
+    assert_eq!(follower.pending, BACKLOG, "{follower:?}");
+    assert_eq!(follower.retrying, BACKLOG);
+    assert!(!follower.transfer_pending, "{follower:?}");
+
+    write(&replicator, "one-more", 0).await;
+    let follower = view(&replicator, 0);
+    assert!(follower.transfer_pending, "{follower:?}");
+    assert_eq!(
+        follower.pending, BACKLOG,
+        "the write past the bound was not queued"
+    );
+
+    // The pending writes give up at their next failure, and the heartbeat sends the transfer.
+    Fake::set(&fake.failing_batches, 0, false);
+    replicator.spawn_heartbeats();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let follower = view(&replicator, 0);
+    assert_eq!(fake.transfers.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (follower.pending, follower.retrying),
+        (0, 0),
+        "{follower:?}"
+    );
+    assert_eq!(follower.transfers, 1);
+    assert!(!follower.transfer_pending);
+    assert_eq!(follower.state, FollowerState::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_down_for_ten_seconds_is_given_up_for_a_state_transfer() {
+    let (replicator, fake) = leader(2, NO_LAG, 10_000);
+    Fake::set(&fake.down, 1, true);
+    let started = Instant::now();
+    let outcome = write(&replicator, "k", 1).await;
+    assert_eq!(outcome.acked_by, vec!["f0".to_owned()]);
+
+    tokio::time::sleep_until(started + GIVE_UP_AFTER_DOWN - Duration::from_millis(500)).await;
+    let follower = view(&replicator, 1);
+    assert_eq!(
+        (follower.pending, follower.retrying),
+        (1, 1),
+        "{follower:?}"
+    );
+    assert!(!follower.transfer_pending);
+    let attempts = fake.received(1).len();
+    assert!(attempts >= 5, "retried with backoff: {attempts} attempts");
+
+    tokio::time::sleep_until(started + GIVE_UP_AFTER_DOWN + Duration::from_millis(2_500)).await;
+    let follower = view(&replicator, 1);
+    assert_eq!(
+        (follower.pending, follower.retrying),
+        (0, 0),
+        "{follower:?}"
+    );
+    assert!(follower.transfer_pending);
+    let given_up_at = fake.received(1).len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        fake.received(1).len(),
+        given_up_at,
+        "no retry after giving up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cut_off_follower_gets_nothing_until_restored_then_catches_up() {
+    let settings = Settings {
+        replicate_timeout_ms: 1_000,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(2, settings, 10_000);
+    let cut = replicator.set_cut_off("f1:9000", true).expect("a follower");
+    assert!(cut.cut_off);
+
+    let started = Instant::now();
+    let outcome = write(&replicator, "k", 2).await;
+    assert_eq!(outcome.acked_by, vec!["f0".to_owned()]);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "503 at the timeout"
+    );
+    assert!(
+        fake.received(1).is_empty(),
+        "nothing reached the cut-off follower"
+    );
+    let follower = view(&replicator, 1);
+    assert_eq!(follower.pending, 1);
+    assert!(follower.last_error.is_some_and(|e| e.contains("cut off")));
+
+    replicator
+        .set_cut_off("f1:9000", false)
+        .expect("a follower");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let follower = view(&replicator, 1);
+    assert_eq!(
+        (follower.pending, follower.acked_version),
+        (0, 1),
+        "{follower:?}"
+    );
+    assert_eq!(fake.received(1).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_settings_apply_to_the_next_message_and_to_retries() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    let mut events = replicator.events().subscribe();
+    let lag = |ms| SettingsChange {
+        min_delay_ms: Some(ms),
+        max_delay_ms: Some(ms),
+        ..SettingsChange::default()
+    };
+    replicator.change_settings(lag(300), 15_000).expect("valid");
+    let started = Instant::now();
+    assert!(write(&replicator, "a", 1).await.reached());
+    assert_eq!(fake.received(0)[0].at - started, Duration::from_millis(300));
+
+    // A retry draws its lag from the settings of its own time.
+    fake.fail_next.lock().expect("not poisoned").insert(0, 1);
+    let waiting = tokio::spawn({
+        let replicator = replicator.clone();
+        async move { write(&replicator, "b", 1).await }
+    });
+    // Changed while its first attempt is on its way (it fails 300 ms after the write).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    replicator.change_settings(lag(40), 15_000).expect("valid");
+    assert!(waiting.await.expect("joined").reached());
+    let sends: Vec<(u32, f64)> = drain(&mut events)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Send {
+                attempt, delay_ms, ..
+            } => Some((attempt, delay_ms)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sends, vec![(1, 300.0), (1, 300.0), (2, 40.0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_write_does_not_hold_back_the_others_of_its_batch() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    fake.refused.lock().expect("not poisoned").insert(2);
+    let outcomes = concurrent_writes(&replicator, 3, 1).await;
+    let reached: Vec<bool> = outcomes.iter().map(QuorumOutcome::reached).collect();
+    assert_eq!(reached, vec![true, false, true]);
+    let follower = view(&replicator, 0);
+    assert!(
+        follower.transfer_pending,
+        "the transfer carries the refused write"
+    );
+    assert_eq!((follower.pending, follower.acked_version), (0, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_waits_no_longer_than_the_acks_that_can_still_come() {
+    let (replicator, fake) = leader(2, NO_LAG, 1);
+    Fake::set(&fake.failing_batches, 0, true);
+    Fake::set(&fake.failing_batches, 1, true);
+    // Both followers' backlogs (of one) fill up with the first write.
+    write(&replicator, "a", 0).await;
+    let started = Instant::now();
+    let outcome = write(&replicator, "b", 2).await;
+    assert!(!outcome.reached());
+    assert_eq!(started.elapsed(), Duration::ZERO, "no follower will ack it");
+}

@@ -1,0 +1,237 @@
+//! The seam between the leader's replication logic and the network: a [`Transport`] carries
+//! the four exchanges the leader has with a follower. [`HttpTransport`] is the real one (reqwest,
+//! one pooled client, the cluster token on every request); the unit tests use a fake one, so the
+//! logic that decides (batching, retries, backoff, give-up) runs without sockets.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+
+use super::wire::{
+    Batch, BatchAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH, STATUS_PATH,
+    StateTransfer, TRANSFER_PATH, TransferAck,
+};
+use crate::events::FollowerIndex;
+
+/// A future a transport returns; boxed so that the trait can be used as `dyn Transport`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the leader talks to its followers, each named by its position in `FOLLOWERS`.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends one batch of writes and returns the follower's per-write answer.
+    fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>>;
+    /// Asks the follower for its status (the heartbeat).
+    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>>;
+    /// Sends the follower a state transfer.
+    fn transfer(
+        &self,
+        follower: FollowerIndex,
+        transfer: StateTransfer,
+    ) -> BoxFuture<'_, Result<TransferAck>>;
+    /// Reads the follower's whole replica (a restarting leader does).
+    fn fetch_state(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>>;
+}
+
+/// A transport's result.
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// Why an exchange with a follower failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What kind of failure, as the metrics' `reason` label says it: `connect`, `timeout`,
+    /// `not_synced`, `refused` (another 4xx), `server_error` (5xx), `cut_off` or `other`.
+    pub kind: &'static str,
+    /// What went wrong, for people.
+    pub reason: String,
+}
+
+impl Failure {
+    /// A failure of `kind`.
+    pub fn new(kind: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether a retry cannot change the outcome: the follower refused the message itself.
+    pub fn permanent(&self) -> bool {
+        self.kind == "refused"
+    }
+
+    /// Whether the follower is not synchronized with this leader (it restarted, or the leader
+    /// did): a state transfer is what it needs.
+    pub fn not_synced(&self) -> bool {
+        self.kind == "not_synced"
+    }
+
+    fn from_reqwest(err: &reqwest::Error) -> Self {
+        let kind = if err.is_timeout() {
+            "timeout"
+        } else if err.is_connect() {
+            "connect"
+        } else {
+            "other"
+        };
+        Self::new(kind, describe(err))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// How long the leader waits to connect to a follower.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one batch may take in all.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a heartbeat may take before the follower counts as down.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long one state transfer, or one read of a follower's replica, may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The real transport: JSON over HTTP/1.1 to each follower's internal listener, on one pooled
+/// client with keep-alive, no proxy (a proxy variable in the environment must not reroute
+/// traffic between nodes), and the cluster token on every request.
+#[derive(Debug)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    followers: Vec<FollowerUrls>,
+}
+
+#[derive(Debug)]
+struct FollowerUrls {
+    replicate: Url,
+    status: Url,
+    state: Url,
+    transfer: Url,
+}
+
+impl HttpTransport {
+    /// A transport to the followers at these base URLs, sending `cluster_token` if there is one.
+    pub fn new(
+        followers: &[Url],
+        cluster_token: Option<&str>,
+    ) -> std::result::Result<Self, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = cluster_token {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|err| format!("the cluster token is not a valid header value: {err}"))?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .default_headers(headers)
+            .build()
+            .map_err(|err| {
+                format!(
+                    "cannot build the replication HTTP client: {}",
+                    describe(&err)
+                )
+            })?;
+        let join = |url: &Url, path: &str| {
+            url.join(path)
+                .map_err(|err| format!("{url}{path} is not a URL: {err}"))
+        };
+        let followers = followers
+            .iter()
+            .map(|url| {
+                Ok(FollowerUrls {
+                    replicate: join(url, REPLICATE_PATH)?,
+                    status: join(url, STATUS_PATH)?,
+                    state: join(url, STATE_PATH)?,
+                    transfer: join(url, TRANSFER_PATH)?,
+                })
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(Self { client, followers })
+    }
+
+    fn urls(&self, follower: FollowerIndex) -> Result<&FollowerUrls> {
+        self.followers
+            .get(follower)
+            .ok_or_else(|| Failure::new("other", format!("no follower number {follower}")))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>> {
+        Box::pin(async move {
+            let url = self.urls(follower)?.replicate.clone();
+            let request = self.client.post(url).timeout(BATCH_TIMEOUT).json(&batch);
+            exchange(request).await
+        })
+    }
+
+    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>> {
+        Box::pin(async move {
+            let url = self.urls(follower)?.status.clone();
+            exchange(self.client.get(url).timeout(STATUS_TIMEOUT)).await
+        })
+    }
+
+    fn transfer(
+        &self,
+        follower: FollowerIndex,
+        transfer: StateTransfer,
+    ) -> BoxFuture<'_, Result<TransferAck>> {
+        Box::pin(async move {
+            let url = self.urls(follower)?.transfer.clone();
+            let request = self
+                .client
+                .post(url)
+                .timeout(TRANSFER_TIMEOUT)
+                .json(&transfer);
+            exchange(request).await
+        })
+    }
+
+    fn fetch_state(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>> {
+        Box::pin(async move {
+            let url = self.urls(follower)?.state.clone();
+            exchange(self.client.get(url).timeout(TRANSFER_TIMEOUT)).await
+        })
+    }
+}
+
+/// Sends `request` and reads its JSON answer. A 409 `not_synced` and any other error status
+/// become a [`Failure`] of their own kind.
+async fn exchange<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T> {
+    let response = request
+        .send()
+        .await
+        .map_err(|err| Failure::from_reqwest(&err))?;
+    let status = response.status();
+    if status.is_success() {
+        return response.json().await.map_err(|err| {
+            Failure::new("other", format!("unreadable answer: {}", describe(&err)))
+        });
+    }
+    let body = response.text().await.unwrap_or_default();
+    let kind = if status == StatusCode::CONFLICT && body.contains("\"not_synced\"") {
+        "not_synced"
+    } else if status.is_client_error() {
+        "refused"
+    } else {
+        "server_error"
+    };
+    Err(Failure::new(kind, format!("HTTP {status}: {body}")))
+}
+
+/// A reqwest error with its causes, which its `Display` alone leaves out.
+pub(crate) fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,222 @@
+//! The leader-to-follower wire format, defined once and used by both sides: the routes of a
+//! follower's internal listener and the JSON bodies that travel on them.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::store::{Entry, Store, Version};
+
+/// The follower route that receives batches of replicated writes.
+pub const REPLICATE_PATH: &str = "/internal/replicate";
+/// The follower route the leader's heartbeat reads.
+pub const STATUS_PATH: &str = "/internal/status";
+/// The follower route that returns its whole replica (read by a restarting leader).
+pub const STATE_PATH: &str = "/internal/state";
+/// The follower route that receives a state transfer.
+pub const TRANSFER_PATH: &str = "/internal/transfer";
+
+/// Identifies one run of a node: a random number drawn at start-up. A follower that restarts
+/// comes back with a new one, and a follower remembers the incarnation of the leader whose
+/// state it holds.
+pub type Incarnation = u64;
+
+/// One versioned write of a key: what a batch carries for each write, and what a state
+/// transfer carries for each key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Write {
+    /// The key written.
+    pub key: String,
+    /// The new value, or `null` for a delete (a tombstone). Required: a message that leaves it
+    /// out is refused rather than read as a delete.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub value: Option<String>,
+    /// The leader's version of this write.
+    pub version: Version,
+}
+
+impl Write {
+    /// The write of `entry` at `key`.
+    pub fn new(key: String, entry: Entry) -> Self {
+        Self {
+            key,
+            value: entry.value,
+            version: entry.version,
+        }
+    }
+
+    /// The key and the store entry this write carries.
+    pub fn into_entry(self) -> (String, Entry) {
+        (
+            self.key,
+            Entry {
+                value: self.value,
+                version: self.version,
+            },
+        )
+    }
+
+    /// Bytes this write takes on the wire, roughly: what bounds the size of a batch.
+    pub fn wire_bytes(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(4, String::len) + 48
+    }
+}
+
+/// Every write of `store`, tombstones included: the entries of a state transfer.
+fn writes_of(store: &Store) -> Vec<Write> {
+    store
+        .entries()
+        .map(|(key, entry)| Write::new(key.to_owned(), entry.clone()))
+        .collect()
+}
+
+/// What the leader sends a follower: `POST /internal/replicate` with every write whose
+/// simulated lag has passed, in one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The sending leader's incarnation; a follower accepts writes only from the leader it is
+    /// synchronized with.
+    pub leader: Incarnation,
+    /// The writes, in the order they became due. Shared with the other followers' batches.
+    #[schema(value_type = Vec<Write>)]
+    pub writes: Vec<Arc<Write>>,
+}
+
+/// A follower's answer to a [`Batch`]: one [`EntryAck`] per write, in the batch's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BatchAck {
+    /// The follower's node id.
+    pub node_id: String,
+    /// One per write of the batch, in the same order.
+    pub acks: Vec<EntryAck>,
+}
+
+/// What became of one write of a batch on the follower.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EntryAck {
+    /// The write's version.
+    pub version: Version,
+    /// Whether the follower applied it (false: it already held this or a newer version, or it
+    /// refused the write).
+    pub applied: bool,
+    /// Why the follower refused this write (a bad key or version); absent when it accepted it.
+    /// A refused write does not hold back the others of its batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// A follower's answer to the leader's heartbeat: `GET /internal/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FollowerStatus {
+    /// The follower's node id.
+    pub node_id: String,
+    /// The follower's incarnation (new after every restart).
+    pub incarnation: Incarnation,
+    /// The leader incarnation it is synchronized with, if any.
+    pub following: Option<Incarnation>,
+    /// Highest version it has applied.
+    pub version: Version,
+    /// Number of live keys it holds.
+    pub keys: usize,
+}
+
+/// A follower's whole replica: the answer to `GET /internal/state`, read by a restarting
+/// leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaState {
+    /// The leader incarnation the follower is synchronized with, if any.
+    pub following: Option<Incarnation>,
+    /// The follower's latest version.
+    pub version: Version,
+    /// Every entry, tombstones included.
+    pub entries: Vec<Write>,
+}
+
+impl ReplicaState {
+    /// The state of `store`, as held by a follower of `following`.
+    pub fn of(store: &Store, following: Option<Incarnation>) -> Self {
+        Self {
+            following,
+            version: store.latest_version(),
+            entries: writes_of(store),
+        }
+    }
+}
+
+/// A state transfer from the leader: `POST /internal/transfer` with the leader's whole map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateTransfer {
+    /// The sending leader's incarnation.
+    pub leader: Incarnation,
+    /// The follower incarnation the transfer is meant for. A follower that restarted since the
+    /// leader's heartbeat refuses it: the transfer might lack writes the earlier run had
+    /// acknowledged after the leader copied its map, so the leader must copy it again.
+    pub follower: Incarnation,
+    /// The leader's latest version when it copied its map.
+    pub version: Version,
+    /// Every entry of the leader, tombstones included.
+    pub entries: Vec<Write>,
+}
+
+impl StateTransfer {
+    /// A transfer of `store` from `leader` to the run `follower` of a follower.
+    pub fn of(store: &Store, leader: Incarnation, follower: Incarnation) -> Self {
+        Self {
+            leader,
+            follower,
+            version: store.latest_version(),
+            entries: writes_of(store),
+        }
+    }
+}
+
+/// A follower's answer to a state transfer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TransferAck {
+    /// The follower's node id.
+    pub node_id: String,
+    /// True when the follower replaced its state (it followed another leader or none); false
+    /// when it merged the transfer into what it had.
+    pub replaced: bool,
+    /// The follower's latest version after the transfer.
+    pub version: Version,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_reads_back_what_it_wrote() {
+        let batch = Batch {
+            leader: 7,
+            writes: vec![
+                Arc::new(Write::new("a".into(), Entry::value("1", 1))),
+                Arc::new(Write::new("b".into(), Entry::tombstone(2))),
+            ],
+        };
+        let json = serde_json::to_value(&batch).expect("serializable");
+        assert_eq!(
+            json,
+            serde_json::json!({"leader": 7, "writes": [
+                {"key": "a", "value": "1", "version": 1},
+                {"key": "b", "value": null, "version": 2},
+            ]})
+        );
+        assert_eq!(
+            serde_json::from_value::<Batch>(json).expect("readable"),
+            batch
+        );
+    }
+
+    #[test]
+    fn a_write_without_its_value_is_refused_not_read_as_a_delete() {
+        let missing = r#"{"key":"k","version":1}"#;
+        assert!(serde_json::from_str::<Write>(missing).is_err());
+    }
+}
