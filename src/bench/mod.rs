@@ -633,6 +633,8 @@ struct Writes {
     latencies_ms: Vec<f64>,
     /// The version of each successful write, in the order of `latencies_ms` (empty for Redis).
     versions: Vec<Version>,
+    /// Why the first failed write failed.
+    first_error: Option<String>,
 }
 
 impl Writes {
@@ -652,8 +654,14 @@ impl Writes {
                     .push(started.elapsed().as_secs_f64() * 1000.0);
                 self.versions.push(answer.version);
             }
-            Err(_) => self.failed += 1,
+            Err(err) => self.fail(err.to_string()),
         }
+    }
+
+    /// Counts a failed write.
+    fn fail(&mut self, reason: String) {
+        self.failed += 1;
+        self.first_error.get_or_insert(reason);
     }
 
     /// Each successful write's version and latency.
@@ -671,6 +679,9 @@ impl Writes {
         self.failed += other.failed;
         self.latencies_ms.extend(other.latencies_ms);
         self.versions.extend(other.versions);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
     }
 }
 

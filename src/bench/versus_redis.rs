@@ -148,6 +148,7 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
         let connections = redis.connect(concurrency, args.timeout_ms).await?;
         let started = Instant::now();
         let writes = closed_loop(connections, duration, quorum, args.timeout_ms).await;
+        report_failures("Redis", &progress, &writes);
         redis_runs.push(ThroughputRun::of(quorum, concurrency, &writes, started));
         progress.inc(1);
     }
@@ -170,6 +171,7 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
         let writes = target
             .closed_loop(duration, concurrency, KEYS, quorum)
             .await;
+        report_failures("semisync-kv", &progress, &writes);
         let semisync = ThroughputRun::of(quorum, concurrency, &writes, started);
         runs.push(VersusRun::new(redis, semisync));
         progress.inc(1);
@@ -189,6 +191,16 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
     write(&args.out_dir.join(JSON_FILE), json.as_bytes())?;
     chart::versus_redis(&versus, &args.out_dir.join(chart::VERSUS_REDIS_FILE))?;
     Ok(versus)
+}
+
+/// Tells on stderr why writes failed, if some did.
+fn report_failures(system: &str, progress: &indicatif::ProgressBar, writes: &Writes) {
+    if let Some(reason) = &writes.first_error {
+        progress.println(format!(
+            "note: {} {system} writes failed; the first: {reason}",
+            writes.failed
+        ));
+    }
 }
 
 /// One client per connection, each writing `SET` + `WAIT` in a loop until `duration` has
@@ -222,11 +234,14 @@ async fn closed_loop(
                     Ok((_, acked)) if acked >= quorum => writes
                         .latencies_ms
                         .push(started.elapsed().as_secs_f64() * 1000.0),
-                    Ok(_) => writes.failed += 1,
+                    Ok((_, acked)) => {
+                        writes.fail(format!("WAIT reported {acked} of {quorum} replicas"));
+                    }
                     Err(err) => {
-                        writes.failed += 1;
+                        let unrecoverable = err.is_unrecoverable_error();
+                        writes.fail(err.to_string());
                         // A lost connection would fail every later write at once.
-                        if err.is_unrecoverable_error() {
+                        if unrecoverable {
                             break;
                         }
                     }
