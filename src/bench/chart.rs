@@ -4,17 +4,21 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use super::{Results, Throughput};
+use super::{Results, Throughput, Versus};
 
 /// The latency chart's file name.
 pub const LATENCY_FILE: &str = "quorum_latency.png";
 /// The throughput chart's file name.
 pub const THROUGHPUT_FILE: &str = "throughput.png";
-/// Size of both charts, in pixels.
+/// The Redis comparison chart's file name.
+pub const VERSUS_REDIS_FILE: &str = "versus_redis.png";
+/// Size of every chart, in pixels.
 pub const SIZE: (u32, u32) = (1600, 1000);
 
 const FONT: &str = "sans-serif";
@@ -167,6 +171,119 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(draw_error)
+}
+
+/// Redis against semisync-kv: writes per second and p99 latency for each load, side by side.
+pub fn versus_redis(versus: &Versus, path: &Path) -> Result<(), String> {
+    register()?;
+    let runs = &versus.runs;
+    let title = format!(
+        "Redis {} (SET + WAIT) vs semisync-kv at zero lag: {} replicas, {} s per load",
+        versus.redis_version, versus.replicas, versus.seconds
+    );
+    let several_quorums = runs.windows(2).any(|w| w[0].quorum != w[1].quorum);
+    let labels: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            if several_quorums {
+                format!("quorum {}, {} clients", r.quorum, r.concurrency)
+            } else {
+                format!("{} clients, quorum {}", r.concurrency, r.quorum)
+            }
+        })
+        .collect();
+    let rates: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| (r.redis.writes_per_sec, r.semisync.writes_per_sec))
+        .collect();
+    let p99s: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            let p99 = |run: &super::ThroughputRun| run.latency_ms.p99.unwrap_or(0.0);
+            (p99(&r.redis), p99(&r.semisync))
+        })
+        .collect();
+
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let root = root.titled(&title, (FONT, 34)).map_err(draw_error)?;
+    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    bars(&left, "successful writes per second", &labels, &rates, 0)?;
+    bars(&right, "p99 write latency (ms)", &labels, &p99s, 2)?;
+    root.present().map_err(draw_error)
+}
+
+/// Two bars per category, Redis's and semisync-kv's, each with its value on top.
+fn bars(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    y_desc: &str,
+    labels: &[String],
+    values: &[(f64, f64)],
+    decimals: usize,
+) -> Result<(), String> {
+    let count = values.len().max(1);
+    let y_max = values
+        .iter()
+        .flat_map(|&(a, b)| [a, b])
+        .fold(f64::MIN_POSITIVE, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .margin(30)
+        .x_label_area_size(70)
+        .y_label_area_size(130)
+        .build_cartesian_2d(-0.5..count as f64 - 0.5, 0.0..y_max)
+        .map_err(draw_error)?;
+    let category = |x: &f64| {
+        let index = x.round();
+        if (x - index).abs() < 1e-6 && index >= 0.0 {
+            labels.get(index as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(count)
+        .x_label_formatter(&category)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.*}", decimals.saturating_sub(1)))
+        .axis_desc_style((FONT, 30))
+        .label_style((FONT, 26))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_error)?;
+
+    let systems = [
+        ("Redis", VERMILLION, -0.38, -0.02),
+        ("semisync-kv", BLUE, 0.02, 0.38),
+    ];
+    for (system, (name, color, from, to)) in systems.into_iter().enumerate() {
+        let heights: Vec<(f64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &(redis, semisync))| (i as f64, if system == 0 { redis } else { semisync }))
+            .collect();
+        let rectangles = heights
+            .iter()
+            .map(|&(x, y)| Rectangle::new([(x + from, 0.0), (x + to, y)], color.filled()));
+        chart
+            .draw_series(rectangles)
+            .map_err(draw_error)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 9), (x + 20, y + 9)], color.filled()));
+        let style = TextStyle::from((FONT, 24)).pos(Pos::new(HPos::Center, VPos::Bottom));
+        let numbers = heights.iter().map(|&(x, y)| {
+            Text::new(
+                format!("{y:.decimals$}"),
+                (x + (from + to) / 2.0, y),
+                style.clone(),
+            )
+        });
+        chart.draw_series(numbers).map_err(draw_error)?;
+    }
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    Ok(())
 }
 
 type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;

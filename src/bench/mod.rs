@@ -2,15 +2,18 @@
 //! writes a few at a time, records each write's latency, and compares every follower's `/dump`
 //! with the leader's right after the writes and again after a settle delay. A throughput mode
 //! runs closed-loop load for a while at several concurrencies. Results go to
-//! `benchmark_results.json` and two PNG charts.
+//! `benchmark_results.json` and two PNG charts. `--versus-redis` instead runs the same
+//! closed-loop load against Redis with five replicas and a local cluster, side by side.
 //!
 //! The quorum is set per write (`?quorum=N`), so no restart is needed between quorums. The
 //! benchmark runs against a running cluster (by default the compose one on localhost) or starts
 //! a local cluster of its own with `--local`.
 
 mod chart;
+mod feed;
 mod soak;
 mod stats;
+mod versus_redis;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,7 +32,11 @@ use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
 use crate::replication::FollowerState;
+use crate::store::Version;
+use feed::Feed;
+pub use feed::Overhead;
 pub use stats::Latency;
+pub use versus_redis::{Versus, VersusRun};
 
 /// Settings of `semisync-kv bench`.
 #[derive(Clone, Debug, Args)]
@@ -59,7 +66,8 @@ pub struct BenchArgs {
     /// Largest simulated lag of the local cluster, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub max_delay_ms: u64,
-    /// REPLICATE_TIMEOUT_MS of the local cluster, in milliseconds.
+    /// REPLICATE_TIMEOUT_MS of the local cluster (and WAIT's timeout with --versus-redis), in
+    /// milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
     /// Writes per quorum.
@@ -81,15 +89,22 @@ pub struct BenchArgs {
     /// Also run the throughput mode (closed-loop load; at zero lag with --local).
     #[arg(long)]
     pub throughput: bool,
-    /// Length of each throughput run, in seconds.
-    #[arg(long, default_value_t = 5.0)]
-    pub throughput_seconds: f64,
-    /// Comma-separated concurrencies of the throughput mode.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 10, 64])]
+    /// Length of each throughput run, in seconds [default: 5; with --versus-redis: 10].
+    #[arg(long)]
+    pub throughput_seconds: Option<f64>,
+    /// Comma-separated concurrencies of the throughput mode [default: 1,10,64; with
+    /// --versus-redis: 64].
+    #[arg(long, value_delimiter = ',')]
     pub throughput_concurrency: Vec<usize>,
-    /// Comma-separated quorums of the throughput mode.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 3, 5])]
+    /// Comma-separated quorums of the throughput mode [default: 1,3,5; with --versus-redis: 3].
+    #[arg(long, value_delimiter = ',')]
     pub throughput_quorums: Vec<usize>,
+    /// Compare with Redis instead: a Redis primary with five replicas (`SET` then `WAIT`) and a
+    /// local cluster with five followers at zero lag, under the same closed-loop load (the
+    /// --throughput-* flags); writes versus_redis.json and versus_redis.png. Needs
+    /// redis-server on the PATH.
+    #[arg(long)]
+    pub versus_redis: bool,
     /// Run the soak instead (needs --local): closed-loop writes for this many seconds on the
     /// --keys key set, sampling every node's memory, file descriptors and threads; writes
     /// soak_results.json.
@@ -164,6 +179,10 @@ pub struct QuorumResult {
     pub settled_mismatching_followers: usize,
     /// Every successful write's latency in milliseconds, for the chart.
     pub samples_ms: Vec<f64>,
+    /// Latency over each write's own ideal (the quorum-th smallest of the lags the leader drew
+    /// for its first attempts, read from its event feed); `null` when the feed could not be read.
+    #[serde(default)]
+    pub overhead_ms: Option<Overhead>,
 }
 
 /// The throughput mode's runs.
@@ -198,6 +217,9 @@ pub struct ThroughputRun {
 
 /// Runs the benchmark and returns the exit code.
 pub async fn run(args: BenchArgs) -> ExitCode {
+    if args.versus_redis {
+        return versus_redis::run(&args).await;
+    }
     if let Some(seconds) = args.soak_seconds {
         return match run_soak(&args, seconds).await {
             Ok(soak) => {
@@ -291,6 +313,16 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
     let settle_ms = args
         .settle_ms
         .unwrap_or(status.settings.max_delay_ms + 1000);
+    // Subscribed before the first write, so that it sees every write's lags.
+    let feed = match Feed::subscribe(lagged.leader.base()).await {
+        Ok(feed) => Some(feed),
+        Err(err) => {
+            eprintln!(
+                "note: no overhead over the ideal: cannot read the leader's event feed: {err}"
+            );
+            None
+        }
+    };
     let config = BenchConfig {
         leader: lagged.leader.base().to_string(),
         followers: lagged
@@ -318,6 +350,16 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         let immediate = lagged.mismatching_followers().await;
         tokio::time::sleep(Duration::from_millis(settle_ms)).await;
         let settled = lagged.mismatching_followers().await;
+        let overhead_ms = match &feed {
+            Some(feed) => {
+                let n = status.followers.len();
+                // Normally complete already: a write's first attempts leave before its answer.
+                feed.wait_complete(&writes.versions, n, Duration::from_secs(1))
+                    .await;
+                Some(feed.overhead(&writes.answered(), quorum, n))
+            }
+            None => None,
+        };
         let (a, b) = (
             status.settings.min_delay_ms as f64,
             status.settings.max_delay_ms as f64,
@@ -332,9 +374,14 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
             immediate_mismatching_followers: immediate,
             settled_mismatching_followers: settled,
             samples_ms: writes.latencies_ms,
+            overhead_ms,
         });
     }
     progress.finish_and_clear();
+    if let Some(missed) = feed.as_ref().map(Feed::missed_events).filter(|&m| m > 0) {
+        eprintln!("note: the event feed missed {missed} events; the writes they hid are left out");
+    }
+    drop(feed);
     drop(lagged);
 
     let throughput = if args.throughput {
@@ -366,12 +413,14 @@ async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
             status.settings.min_delay_ms, status.settings.max_delay_ms
         );
     }
-    let duration = Duration::from_secs_f64(args.throughput_seconds.max(0.1));
-    let total = args.throughput_quorums.len() * args.throughput_concurrency.len();
+    let duration = Duration::from_secs_f64(args.throughput_seconds.unwrap_or(5.0).max(0.1));
+    let quorums = or_default(&args.throughput_quorums, &[1, 3, 5]);
+    let concurrencies = or_default(&args.throughput_concurrency, &[1, 10, 64]);
+    let total = quorums.len() * concurrencies.len();
     let progress = progress_bar(total as u64);
     let mut runs = Vec::new();
-    for &quorum in &args.throughput_quorums {
-        for &concurrency in &args.throughput_concurrency {
+    for &quorum in &quorums {
+        for &concurrency in &concurrencies {
             progress.set_message(format!(
                 "throughput: quorum {quorum}, {concurrency} clients"
             ));
@@ -379,15 +428,7 @@ async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
             let writes = target
                 .closed_loop(duration, concurrency.max(1), args.keys, quorum)
                 .await;
-            let seconds = started.elapsed().as_secs_f64();
-            runs.push(ThroughputRun {
-                quorum,
-                concurrency,
-                succeeded: writes.latencies_ms.len(),
-                failed: writes.failed,
-                writes_per_sec: writes.latencies_ms.len() as f64 / seconds,
-                latency_ms: Latency::of(&writes.latencies_ms),
-            });
+            runs.push(ThroughputRun::of(quorum, concurrency, &writes, started));
             progress.inc(1);
         }
     }
@@ -398,6 +439,30 @@ async fn throughput(args: &BenchArgs) -> Result<Throughput, String> {
         seconds: duration.as_secs_f64(),
         runs,
     })
+}
+
+/// `values`, or `default` when none were given.
+fn or_default(values: &[usize], default: &[usize]) -> Vec<usize> {
+    if values.is_empty() {
+        default.to_vec()
+    } else {
+        values.to_vec()
+    }
+}
+
+impl ThroughputRun {
+    /// The run of `writes`, closed-loop from `started` until now.
+    fn of(quorum: usize, concurrency: usize, writes: &Writes, started: Instant) -> Self {
+        let seconds = started.elapsed().as_secs_f64();
+        Self {
+            quorum,
+            concurrency,
+            succeeded: writes.latencies_ms.len(),
+            failed: writes.failed,
+            writes_per_sec: writes.latencies_ms.len() as f64 / seconds,
+            latency_ms: Latency::of(&writes.latencies_ms),
+        }
+    }
 }
 
 /// The cluster under test: clients of its leader and followers, and the local cluster when the
@@ -564,7 +629,12 @@ impl Target {
 struct Writes {
     sent: usize,
     failed: usize,
+    /// Latency of each successful write.
     latencies_ms: Vec<f64>,
+    /// The version of each successful write, in the order of `latencies_ms` (empty for Redis).
+    versions: Vec<Version>,
+    /// Why the first failed write failed.
+    first_error: Option<String>,
 }
 
 impl Writes {
@@ -579,10 +649,38 @@ impl Writes {
             .await;
         self.sent += 1;
         match result {
-            Ok(_) => self
-                .latencies_ms
-                .push(started.elapsed().as_secs_f64() * 1000.0),
-            Err(_) => self.failed += 1,
+            Ok(answer) => {
+                self.latencies_ms
+                    .push(started.elapsed().as_secs_f64() * 1000.0);
+                self.versions.push(answer.version);
+            }
+            Err(err) => self.fail(err.to_string()),
+        }
+    }
+
+    /// Counts a failed write.
+    fn fail(&mut self, reason: String) {
+        self.failed += 1;
+        self.first_error.get_or_insert(reason);
+    }
+
+    /// Each successful write's version and latency.
+    fn answered(&self) -> Vec<(Version, f64)> {
+        self.versions
+            .iter()
+            .copied()
+            .zip(self.latencies_ms.iter().copied())
+            .collect()
+    }
+
+    /// Adds the outcomes of `other`.
+    fn extend(&mut self, other: Writes) {
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.latencies_ms.extend(other.latencies_ms);
+        self.versions.extend(other.versions);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
         }
     }
 }
@@ -591,9 +689,7 @@ async fn join(workers: impl Iterator<Item = tokio::task::JoinHandle<Writes>>) ->
     let mut all = Writes::default();
     for worker in workers.collect::<Vec<_>>() {
         if let Ok(writes) = worker.await {
-            all.sent += writes.sent;
-            all.failed += writes.failed;
-            all.latencies_ms.extend(writes.latencies_ms);
+            all.extend(writes);
         }
     }
     all

@@ -56,7 +56,7 @@ pub fn table(results: &Results) -> String {
             config.keys
         ),
         format!(
-            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9}",
+            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>10}",
             "quorum",
             "ok",
             "failed",
@@ -67,12 +67,14 @@ pub fn table(results: &Results) -> String {
             "max ms",
             "theory ms",
             "diff now",
-            "diff later"
+            "diff later",
+            "over mean",
+            "over p99"
         ),
     ];
     for q in &results.quorums {
         lines.push(format!(
-            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1} {:>9} {:>9}",
+            "{:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11.1} {:>9} {:>9} {:>10} {:>10}",
             q.quorum,
             q.succeeded,
             q.failed,
@@ -83,9 +85,26 @@ pub fn table(results: &Results) -> String {
             ms(q.latency_ms.max),
             q.theoretical_mean_ms,
             q.immediate_mismatching_followers,
-            q.settled_mismatching_followers
+            q.settled_mismatching_followers,
+            ms(q.overhead_ms.as_ref().and_then(|o| o.mean)),
+            ms(q.overhead_ms.as_ref().and_then(|o| o.p99)),
         ));
     }
+    let left_out: usize = results
+        .quorums
+        .iter()
+        .filter_map(|q| q.overhead_ms.as_ref())
+        .map(|o| o.left_out)
+        .sum();
+    lines.push(format!(
+        "over: latency minus the write's ideal (the quorum-th smallest of its first-attempt \
+         lags, from the leader's event feed){}",
+        if left_out > 0 {
+            format!("; {left_out} writes left out: the feed missed their lags")
+        } else {
+            String::new()
+        }
+    ));
     if let Some(throughput) = &results.throughput {
         lines.push(format!(
             "throughput (lag {}..{} ms, {:.0} s per run):",
