@@ -26,7 +26,9 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, Role};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::replication::{HttpTransport, Incarnation, Replica, Replicator, SharedReplica, lock};
+use crate::replication::{
+    HttpTransport, Incarnation, LagClock, Replica, Replicator, SharedReplica, lock,
+};
 use crate::store::Version;
 
 pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
@@ -77,6 +79,8 @@ impl AppState {
                     config.settings(),
                     config.replication_backlog,
                     Arc::clone(&metrics),
+                    LagClock::precise()
+                        .map_err(|err| format!("cannot start the lag clock's thread: {err}"))?,
                 ))
             }
             Role::Follower => None,

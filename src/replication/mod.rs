@@ -38,11 +38,13 @@
 //!
 //! # Layout
 //! - [`wire`]: the messages, used by both sides.
+//! - [`lag`]: the clock the simulated lags are slept on, with sub-millisecond precision.
 //! - [`link`]: one follower as the leader sees it; the only code that changes that state.
 //! - [`pipeline`]: one follower's queue of due writes, its batches and their retries.
 //! - [`quorum`]: the quorum wait of one write.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
 
+pub mod lag;
 pub mod link;
 pub mod pipeline;
 pub mod quorum;
@@ -63,6 +65,7 @@ use crate::events::{Event, Events, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange};
 use crate::store::{Store, Version};
+pub use lag::LagClock;
 pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
@@ -123,6 +126,7 @@ pub(crate) struct Shared {
     backlog: usize,
     metrics: Arc<Metrics>,
     pub(crate) events: Events,
+    clock: LagClock,
 }
 
 impl Shared {
@@ -143,8 +147,8 @@ pub struct Replicator {
 impl Replicator {
     /// A replicator for `followers` (base URLs of their internal listeners) that replicates
     /// writes applied to `replica` over `transport`, starting with `settings`, with at most
-    /// `backlog` writes pending for one follower. Starts one pipeline task per follower, so it
-    /// must be called inside a tokio runtime.
+    /// `backlog` writes pending for one follower, sleeping lags on `clock`. Starts one pipeline
+    /// task per follower, so it must be called inside a tokio runtime.
     pub fn new(
         followers: &[Url],
         transport: Arc<dyn Transport>,
@@ -152,6 +156,7 @@ impl Replicator {
         settings: Settings,
         backlog: usize,
         metrics: Arc<Metrics>,
+        clock: LagClock,
     ) -> Self {
         let links = followers
             .iter()
@@ -166,6 +171,7 @@ impl Replicator {
             backlog,
             metrics,
             events: Events::new(),
+            clock,
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -298,7 +304,7 @@ impl Replicator {
                 applied_at,
                 attempt: 1,
             };
-            pipeline.schedule(message, applied_at + lag);
+            pipeline.schedule(shared, message, applied_at + lag);
         }
 
         let acked_by = tally.wait(applied_at + timeout).await;

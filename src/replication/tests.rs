@@ -179,6 +179,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         settings,
         backlog,
         Arc::new(Metrics::new()),
+        LagClock::tokio(),
     );
     fake.leader
         .store(replicator.incarnation(), Ordering::SeqCst);
@@ -273,6 +274,30 @@ async fn a_pipeline_keeps_several_batches_in_flight_but_no_more() {
         received.len()
     );
     assert!(received.iter().any(|r| r.versions.len() > 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_wait_for_a_fast_batch_rather_than_going_in_a_second_one() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    // Each batch takes a millisecond less than SLOW_BATCH; a write arrives every millisecond
+    // (the paused clock moves in whole milliseconds).
+    *fake.latency.lock().expect("not poisoned") = pipeline::SLOW_BATCH - Duration::from_millis(1);
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let replicator = replicator.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                write(&replicator, &format!("k{i}"), 1).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.expect("joined").reached());
+    }
+    assert_eq!(fake.most_in_flight.load(Ordering::SeqCst), 1);
+    // One batch per batch time (4 ms) over the 100 ms, and the first.
+    let batches = fake.received(0).len();
+    assert!(batches <= 26, "100 writes in {batches} batches");
 }
 
 #[tokio::test(start_paused = true)]
