@@ -181,6 +181,11 @@ pub fn versus_redis(versus: &Versus, path: &Path) -> Result<(), String> {
         "Redis {} (SET + WAIT) vs semisync-kv at zero lag: {} replicas, {} s per load",
         versus.redis_version, versus.replicas, versus.seconds
     );
+    let systems = [
+        ("Redis, SET then WAIT", ORANGE),
+        ("Redis, SET + WAIT pipelined", VERMILLION),
+        ("semisync-kv", BLUE),
+    ];
     let several_quorums = runs.windows(2).any(|w| w[0].quorum != w[1].quorum);
     let labels: Vec<String> = runs
         .iter()
@@ -192,39 +197,58 @@ pub fn versus_redis(versus: &Versus, path: &Path) -> Result<(), String> {
             }
         })
         .collect();
-    let rates: Vec<(f64, f64)> = runs
-        .iter()
-        .map(|r| (r.redis.writes_per_sec, r.semisync.writes_per_sec))
-        .collect();
-    let p99s: Vec<(f64, f64)> = runs
-        .iter()
-        .map(|r| {
-            let p99 = |run: &super::ThroughputRun| run.latency_ms.p99.unwrap_or(0.0);
-            (p99(&r.redis), p99(&r.semisync))
-        })
-        .collect();
+    let of_each = |value: fn(&super::ThroughputRun) -> f64| -> Vec<Vec<f64>> {
+        runs.iter()
+            .map(|r| {
+                vec![
+                    value(&r.redis_two_trips),
+                    value(&r.redis),
+                    value(&r.semisync),
+                ]
+            })
+            .collect()
+    };
+    let rates = of_each(|run| run.writes_per_sec);
+    let p99s = of_each(|run| run.latency_ms.p99.unwrap_or(0.0));
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(draw_error)?;
     let root = root.titled(&title, (FONT, 34)).map_err(draw_error)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    bars(&left, "successful writes per second", &labels, &rates, 0)?;
-    bars(&right, "p99 write latency (ms)", &labels, &p99s, 2)?;
+    bars(
+        &left,
+        "successful writes per second",
+        &labels,
+        &systems,
+        &rates,
+        0,
+    )?;
+    bars(
+        &right,
+        "p99 write latency (ms)",
+        &labels,
+        &systems,
+        &p99s,
+        2,
+    )?;
     root.present().map_err(draw_error)
 }
 
-/// Two bars per category, Redis's and semisync-kv's, each with its value on top.
+/// One bar per system in each category, each with its value on top: `values[category]` holds
+/// one value per system, in the order of `systems`.
 fn bars(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     y_desc: &str,
     labels: &[String],
-    values: &[(f64, f64)],
+    systems: &[(&str, RGBColor)],
+    values: &[Vec<f64>],
     decimals: usize,
 ) -> Result<(), String> {
     let count = values.len().max(1);
     let y_max = values
         .iter()
-        .flat_map(|&(a, b)| [a, b])
+        .flatten()
+        .copied()
         .fold(f64::MIN_POSITIVE, f64::max)
         * 1.2;
     let mut chart = ChartBuilder::on(area)
@@ -254,15 +278,15 @@ fn bars(
         .draw()
         .map_err(draw_error)?;
 
-    let systems = [
-        ("Redis", VERMILLION, -0.38, -0.02),
-        ("semisync-kv", BLUE, 0.02, 0.38),
-    ];
-    for (system, (name, color, from, to)) in systems.into_iter().enumerate() {
+    // The bars of a category share 0.8 of its width, with a small gap between them.
+    let width = 0.8 / systems.len().max(1) as f64;
+    for (system, &(name, color)) in systems.iter().enumerate() {
+        let from = -0.4 + width * system as f64 + 0.01;
+        let to = from + width - 0.02;
         let heights: Vec<(f64, f64)> = values
             .iter()
             .enumerate()
-            .map(|(i, &(redis, semisync))| (i as f64, if system == 0 { redis } else { semisync }))
+            .map(|(i, category)| (i as f64, category.get(system).copied().unwrap_or(0.0)))
             .collect();
         let rectangles = heights
             .iter()

@@ -2,10 +2,12 @@
 //! Redis primary with five replicas, then against a local semisync-kv cluster with five
 //! followers at zero lag, with the same clients, quorum and duration, side by side.
 //!
-//! A Redis write is `SET` then `WAIT quorum timeout`, sent together on the client's own
-//! connection (one round trip, as a semisync-kv write is one request), and counts only when
-//! `WAIT` reports the quorum. Each client has a connection of its own, as with redis-benchmark:
-//! a shared multiplexed connection would pipeline the clients' writes and measure something else.
+//! A Redis write is `SET` then `WAIT quorum timeout` on the client's own connection, measured in
+//! two forms: sent together (one round trip, as a semisync-kv write is one request), and one
+//! after the other (two round trips, as a client that waits for `SET`'s answer does). It counts
+//! only when `WAIT` reports the quorum. Each client has a connection of its own, as with
+//! redis-benchmark: a shared multiplexed connection would pipeline the clients' writes and
+//! measure something else.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -55,32 +57,53 @@ pub struct VersusRun {
     pub quorum: usize,
     /// Clients writing in a loop, each on its own connection.
     pub concurrency: usize,
-    /// Redis with `SET` + `WAIT`.
+    /// Redis with `SET` + `WAIT` sent together: one round trip.
     pub redis: ThroughputRun,
+    /// Redis with `SET`, then `WAIT` once `SET` answered: two round trips.
+    pub redis_two_trips: ThroughputRun,
     /// The local semisync-kv cluster.
     pub semisync: ThroughputRun,
-    /// semisync-kv's writes per second over Redis's; `null` when Redis made none.
+    /// semisync-kv's writes per second over pipelined Redis's; `null` when Redis made none.
     pub rate_ratio: Option<f64>,
-    /// semisync-kv's p99 latency over Redis's; `null` when either has none.
+    /// semisync-kv's p99 latency over pipelined Redis's; `null` when either has none.
     pub p99_ratio: Option<f64>,
+    /// semisync-kv's writes per second over two-round-trip Redis's.
+    pub rate_ratio_two_trips: Option<f64>,
+    /// semisync-kv's p99 latency over two-round-trip Redis's.
+    pub p99_ratio_two_trips: Option<f64>,
 }
 
 impl VersusRun {
-    fn new(redis: ThroughputRun, semisync: ThroughputRun) -> Self {
+    fn new(redis: ThroughputRun, redis_two_trips: ThroughputRun, semisync: ThroughputRun) -> Self {
         let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+        let p99_ratio = |redis: &ThroughputRun| {
+            semisync
+                .latency_ms
+                .p99
+                .zip(redis.latency_ms.p99)
+                .and_then(|(s, r)| ratio(s, r))
+        };
         Self {
             quorum: redis.quorum,
             concurrency: redis.concurrency,
             rate_ratio: ratio(semisync.writes_per_sec, redis.writes_per_sec),
-            p99_ratio: semisync
-                .latency_ms
-                .p99
-                .zip(redis.latency_ms.p99)
-                .and_then(|(s, r)| ratio(s, r)),
+            p99_ratio: p99_ratio(&redis),
+            rate_ratio_two_trips: ratio(semisync.writes_per_sec, redis_two_trips.writes_per_sec),
+            p99_ratio_two_trips: p99_ratio(&redis_two_trips),
             redis,
+            redis_two_trips,
             semisync,
         }
     }
+}
+
+/// How a Redis client sends a write's two commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `SET` and `WAIT` together, in one round trip.
+    Pipelined,
+    /// `SET`, then `WAIT` once `SET` answered.
+    TwoTrips,
 }
 
 /// Runs the comparison and returns the exit code: 2 without redis-server, 130 on Ctrl-C.
@@ -138,19 +161,29 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
         .iter()
         .flat_map(|&q| concurrencies.iter().map(move |&c| (q, c)))
         .collect();
-    let progress = progress_bar(2 * loads.len() as u64);
+    let progress = progress_bar(3 * loads.len() as u64);
 
     progress.set_message("starting Redis");
     let redis = RedisGroup::start(server).await?;
     let mut redis_runs = Vec::new();
     for &(quorum, concurrency) in &loads {
-        progress.set_message(format!("Redis: quorum {quorum}, {concurrency} clients"));
-        let connections = redis.connect(concurrency, args.timeout_ms).await?;
-        let started = Instant::now();
-        let writes = closed_loop(connections, duration, quorum, args.timeout_ms).await;
-        report_failures("Redis", &progress, &writes);
-        redis_runs.push(ThroughputRun::of(quorum, concurrency, &writes, started));
-        progress.inc(1);
+        let run = |form| {
+            let redis = &redis;
+            let progress = &progress;
+            async move {
+                progress.set_message(format!("Redis: quorum {quorum}, {concurrency} clients"));
+                let connections = redis.connect(concurrency, args.timeout_ms).await?;
+                let started = Instant::now();
+                let writes =
+                    closed_loop(connections, duration, quorum, args.timeout_ms, form).await;
+                report_failures("Redis", progress, &writes);
+                progress.inc(1);
+                Ok::<_, String>(ThroughputRun::of(quorum, concurrency, &writes, started))
+            }
+        };
+        let pipelined = run(Form::Pipelined).await?;
+        let two_trips = run(Form::TwoTrips).await?;
+        redis_runs.push((pipelined, two_trips));
     }
     // Stopped before the cluster starts: both would compete for the same cores.
     drop(redis);
@@ -163,7 +196,7 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
     };
     let (target, _) = Target::connect(&cluster_args, 0, 0).await?;
     let mut runs = Vec::new();
-    for (&(quorum, concurrency), redis) in loads.iter().zip(redis_runs) {
+    for (&(quorum, concurrency), (redis, redis_two_trips)) in loads.iter().zip(redis_runs) {
         progress.set_message(format!(
             "semisync-kv: quorum {quorum}, {concurrency} clients"
         ));
@@ -173,7 +206,7 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
             .await;
         report_failures("semisync-kv", &progress, &writes);
         let semisync = ThroughputRun::of(quorum, concurrency, &writes, started);
-        runs.push(VersusRun::new(redis, semisync));
+        runs.push(VersusRun::new(redis, redis_two_trips, semisync));
         progress.inc(1);
     }
     drop(target);
@@ -203,13 +236,14 @@ fn report_failures(system: &str, progress: &indicatif::ProgressBar, writes: &Wri
     }
 }
 
-/// One client per connection, each writing `SET` + `WAIT` in a loop until `duration` has
-/// passed.
+/// One client per connection, each writing `SET` + `WAIT` in `form` in a loop until `duration`
+/// has passed.
 async fn closed_loop(
     connections: Vec<MultiplexedConnection>,
     duration: Duration,
     quorum: usize,
     timeout_ms: u64,
+    form: Form,
 ) -> Writes {
     let deadline = Instant::now() + duration;
     let next = Arc::new(AtomicUsize::new(0));
@@ -220,15 +254,34 @@ async fn closed_loop(
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
-                let result: redis::RedisResult<(redis::Value, usize)> = redis::pipe()
-                    .cmd("SET")
-                    .arg(format!("k{}", i % KEYS))
-                    .arg(format!("q{quorum}-w{i}"))
-                    .cmd("WAIT")
-                    .arg(quorum)
-                    .arg(timeout_ms)
-                    .query_async(&mut connection)
-                    .await;
+                let (key, value) = (format!("k{}", i % KEYS), format!("q{quorum}-w{i}"));
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(quorum).arg(timeout_ms);
+                let result: redis::RedisResult<(redis::Value, usize)> = match form {
+                    Form::Pipelined => {
+                        redis::pipe()
+                            .cmd("SET")
+                            .arg(&key)
+                            .arg(&value)
+                            .add_command(wait)
+                            .query_async(&mut connection)
+                            .await
+                    }
+                    Form::TwoTrips => {
+                        let set = redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&value)
+                            .query_async::<redis::Value>(&mut connection)
+                            .await;
+                        match set {
+                            Ok(set) => wait
+                                .query_async::<usize>(&mut connection)
+                                .await
+                                .map(|acked| (set, acked)),
+                            Err(err) => Err(err),
+                        }
+                    }
+                };
                 writes.sent += 1;
                 match result {
                     Ok((_, acked)) if acked >= quorum => writes
@@ -471,10 +524,23 @@ fn is_executable(path: &Path) -> bool {
     path.is_file()
 }
 
-/// The comparison as a text table for the terminal.
+/// The comparison as a text table for the terminal: one row per system and load, with
+/// semisync-kv's ratios to each form of Redis.
 pub fn table(versus: &Versus) -> String {
     let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}"));
     let times = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}x"));
+    let row =
+        |quorum: usize, clients: usize, system: &str, run: &ThroughputRun, ratios: [String; 2]| {
+            format!(
+                "{quorum:>6} {clients:>7}  {system:<26} {:>9.0} {:>8} {:>8} {:>6}  {:>13} {:>9}",
+                run.writes_per_sec,
+                ms(run.latency_ms.p50),
+                ms(run.latency_ms.p99),
+                run.failed,
+                ratios[0],
+                ratios[1],
+            )
+        };
     let mut lines = vec![
         format!(
             "Redis {} (SET + WAIT) vs semisync-kv (zero lag), {} replicas each, {} keys, {:.0} s \
@@ -482,38 +548,39 @@ pub fn table(versus: &Versus) -> String {
             versus.redis_version, versus.replicas, versus.keys, versus.seconds, versus.timeout_ms
         ),
         format!(
-            "{:>6} {:>7} | {:>9} {:>8} {:>8} {:>6} | {:>9} {:>8} {:>8} {:>6} | {:>10} {:>9}",
+            "{:>6} {:>7}  {:<26} {:>9} {:>8} {:>8} {:>6}  {:>13} {:>9}",
             "quorum",
             "clients",
-            "redis w/s",
+            "system",
+            "writes/s",
             "p50 ms",
             "p99 ms",
             "failed",
-            "semi w/s",
-            "p50 ms",
-            "p99 ms",
-            "failed",
-            "semi/redis",
-            "p99 ratio"
+            "semi/it rate",
+            "semi/it p99"
         ),
     ];
     for run in &versus.runs {
-        let (r, s) = (&run.redis, &run.semisync);
-        lines.push(format!(
-            "{:>6} {:>7} | {:>9.0} {:>8} {:>8} {:>6} | {:>9.0} {:>8} {:>8} {:>6} | {:>10} {:>9}",
-            run.quorum,
-            run.concurrency,
-            r.writes_per_sec,
-            ms(r.latency_ms.p50),
-            ms(r.latency_ms.p99),
-            r.failed,
-            s.writes_per_sec,
-            ms(s.latency_ms.p50),
-            ms(s.latency_ms.p99),
-            s.failed,
-            times(run.rate_ratio),
-            times(run.p99_ratio)
+        let (q, c) = (run.quorum, run.concurrency);
+        let none = || ["".to_owned(), "".to_owned()];
+        lines.push(row(
+            q,
+            c,
+            "Redis, SET then WAIT",
+            &run.redis_two_trips,
+            [
+                times(run.rate_ratio_two_trips),
+                times(run.p99_ratio_two_trips),
+            ],
         ));
+        lines.push(row(
+            q,
+            c,
+            "Redis, SET + WAIT pipelined",
+            &run.redis,
+            [times(run.rate_ratio), times(run.p99_ratio)],
+        ));
+        lines.push(row(q, c, "semisync-kv", &run.semisync, none()));
     }
     lines.join("\n")
 }
@@ -546,11 +613,18 @@ mod tests {
                 ..Latency::default()
             },
         };
-        let versus = VersusRun::new(run(1000.0, Some(2.0)), run(500.0, Some(5.0)));
+        let versus = VersusRun::new(
+            run(1000.0, Some(2.0)),
+            run(400.0, Some(4.0)),
+            run(500.0, Some(5.0)),
+        );
         assert_eq!(versus.rate_ratio, Some(0.5));
         assert_eq!(versus.p99_ratio, Some(2.5));
-        let none = VersusRun::new(run(0.0, None), run(500.0, Some(5.0)));
+        assert_eq!(versus.rate_ratio_two_trips, Some(1.25));
+        assert_eq!(versus.p99_ratio_two_trips, Some(1.25));
+        let none = VersusRun::new(run(0.0, None), run(0.0, None), run(500.0, Some(5.0)));
         assert_eq!((none.rate_ratio, none.p99_ratio), (None, None));
+        assert_eq!(none.rate_ratio_two_trips, None);
     }
 
     #[test]
