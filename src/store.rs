@@ -88,8 +88,9 @@ impl Store {
     /// Applies every entry of a state transfer with [`Store::apply`]; returns how many were
     /// applied. Merging is safe while live replication goes on, since `apply` is commutative.
     pub fn merge(&mut self, entries: impl IntoIterator<Item = (String, Entry)>) -> usize {
+        let entries = entries.into_iter();
+        self.entries.reserve(entries.size_hint().0);
         entries
-            .into_iter()
             .map(|(key, entry)| self.apply(key, entry))
             .filter(|&applied| applied)
             .count()
@@ -237,11 +238,7 @@ mod tests {
             2,
             "the tombstone of a and b are news"
         );
-        assert_eq!(
-            stale.get("a"),
-            None,
-            "the tombstone travels with the snapshot"
-        );
+        assert_eq!(stale.get("a"), None, "the tombstone travels with the copy");
         assert_eq!(stale.get("b"), Some(("2", 2)));
         assert_eq!(
             stale.get("orphan"),

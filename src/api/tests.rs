@@ -600,7 +600,7 @@ async fn replication_input_is_validated() {
         .await;
     }
     let me = incarnation(&app).await;
-    let bad_syncs = [
+    let bad_transfers = [
         ("[]".to_owned(), 400, "invalid_body"),
         (
             format!(r#"{{"leader":null,"follower":{me},"version":1,"entries":[]}}"#),
@@ -618,7 +618,7 @@ async fn replication_input_is_validated() {
             "invalid_body",
         ),
     ];
-    for (body, status, code) in bad_syncs {
+    for (body, status, code) in bad_transfers {
         assert_error(
             &app,
             "POST",

@@ -110,6 +110,16 @@ pub struct BenchArgs {
     /// soak_results.json.
     #[arg(long)]
     pub soak_seconds: Option<u64>,
+    /// Load this many keys instead (k0, k1, ...), each with a value of --value-bytes bytes,
+    /// into the leader (--leader, or a --local cluster that is stopped afterwards): 64 writes
+    /// in flight, each waiting for every follower, so that the load goes at the followers' pace
+    /// and in batches (at quorum 0 the leader would outrun them, and their backlogs would end in
+    /// state transfers). For the catch-up measurement.
+    #[arg(long)]
+    pub fill: Option<usize>,
+    /// Size of each value --fill writes, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub value_bytes: usize,
     /// Clients writing in a loop during the soak.
     #[arg(long, default_value_t = 32)]
     pub soak_concurrency: usize,
@@ -220,6 +230,18 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     if args.versus_redis {
         return versus_redis::run(&args).await;
     }
+    if let Some(keys) = args.fill {
+        return match fill(&args, keys).await {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(seconds) = args.soak_seconds {
         return match run_soak(&args, seconds).await {
             Ok(soak) => {
@@ -259,6 +281,50 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 pub const JSON_FILE: &str = "benchmark_results.json";
 /// The soak's JSON file's name in the output folder.
 pub const SOAK_FILE: &str = "soak_results.json";
+
+/// Clients writing at once while `--fill` loads keys.
+const FILL_CONCURRENCY: usize = 64;
+
+/// Writes `keys` keys of `--value-bytes` bytes each to the leader, each acknowledged by every
+/// follower.
+async fn fill(args: &BenchArgs, keys: usize) -> Result<String, String> {
+    let (target, status) = Target::connect(args, args.min_delay_ms, args.max_delay_ms).await?;
+    let quorum = Some(status.followers.len());
+    let value = "v".repeat(args.value_bytes);
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = (0..FILL_CONCURRENCY.min(keys)).map(|_| {
+        let (leader, next, value) = (target.leader.clone(), Arc::clone(&next), value.clone());
+        tokio::spawn(async move {
+            let mut failed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys {
+                    return failed;
+                }
+                if let Err(err) = leader.put(&format!("k{i}"), &value, quorum).await {
+                    failed.push(err.to_string());
+                }
+            }
+        })
+    });
+    let mut failed = Vec::new();
+    for worker in workers.collect::<Vec<_>>() {
+        failed.extend(worker.await.map_err(|err| err.to_string())?);
+    }
+    if let Some(first) = failed.first() {
+        return Err(format!(
+            "{} of {keys} writes failed; the first: {first}",
+            failed.len()
+        ));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(format!(
+        "wrote {keys} keys of {} bytes in {seconds:.1} s ({:.0} writes/s)",
+        args.value_bytes,
+        keys as f64 / seconds
+    ))
+}
 
 async fn run_soak(args: &BenchArgs, seconds: u64) -> Result<soak::Soak, String> {
     if !args.local {

@@ -206,16 +206,16 @@ async fn follower(http: &reqwest::Client, node_id: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-/// Polls the leader's `/cluster` until the follower `node_id` is `up` after more than `syncs`
-/// state transfers: it was caught up since the moment `syncs` was read.
-async fn wait_caught_up(http: &reqwest::Client, node_id: &str, syncs: u64) {
+/// Polls the leader's `/cluster` until the follower `node_id` is `up` after more than
+/// `transfers` state transfers: it was caught up since the moment `transfers` was read.
+async fn wait_caught_up(http: &reqwest::Client, node_id: &str, transfers: u64) {
     eventually(settle(), || async {
         let f = follower(http, node_id).await;
-        if f["state"] == "up" && f["syncs"].as_u64() > Some(syncs) {
+        if f["state"] == "up" && f["transfers"].as_u64() > Some(transfers) {
             Ok(())
         } else {
             Err(format!(
-                "{node_id} not caught up since {syncs} transfers: {f}"
+                "{node_id} not caught up since {transfers} transfers: {f}"
             ))
         }
     })
@@ -224,8 +224,10 @@ async fn wait_caught_up(http: &reqwest::Client, node_id: &str, syncs: u64) {
 }
 
 /// The number of state transfers the leader has sent to `node_id`.
-async fn syncs(http: &reqwest::Client, node_id: &str) -> u64 {
-    follower(http, node_id).await["syncs"].as_u64().unwrap_or(0)
+async fn transfers(http: &reqwest::Client, node_id: &str) -> u64 {
+    follower(http, node_id).await["transfers"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 async fn put(http: &reqwest::Client, key: &str, value: &str) -> (StatusCode, serde_json::Value) {
@@ -322,7 +324,7 @@ async fn lab_scenarios_against_the_compose_cluster() {
 
     // The follower back: it comes back empty, the leader catches it up, and a quorum-5 write
     // succeeds again.
-    let before = syncs(&http, "follower5").await;
+    let before = transfers(&http, "follower5").await;
     docker(&["start", "kv-follower5"]);
     wait_healthy(&["kv-follower5"]).await;
     wait_caught_up(&http, "follower5", before).await;
@@ -342,7 +344,7 @@ async fn lab_scenarios_against_the_compose_cluster() {
 
     // `docker restart` of a follower: it converges by itself. (The leader runs with
     // WRITE_QUORUM=5 since case B, so these writes ask for 3.)
-    let before = syncs(&http, "follower3").await;
+    let before = transfers(&http, "follower3").await;
     docker(&["restart", "-t", "2", "kv-follower3"]);
     for i in 0..10 {
         let (status, body) = put(&http, &format!("restart{i}?quorum=3"), "x").await;
