@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs schemathesis (every check) against a live leader and a live follower, each checked against
-# the OpenAPI description it serves at /openapi.json. Exits non-zero on any failure.
+# Runs schemathesis (every check) against a live leader, a live follower, and that follower's
+# internal listener (the batch route, with the cluster token), each checked against the OpenAPI
+# description it serves at /openapi.json. Exits non-zero on any failure.
 # Needs python3 (schemathesis is installed from PyPI into a virtualenv) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,11 +36,12 @@ for port in 17100 17101; do
 done
 
 status=0
-for node in leader:17100 follower:17101; do
+for node in leader:17100 follower:17101 internal:17201; do
   role=${node%:*} port=${node#*:}
   echo "== schemathesis against the $role"
   timeout 600 "$venv/bin/st" --config-file ".ci/schemathesis/$role.toml" run \
     "http://127.0.0.1:$port/openapi.json" --url "http://127.0.0.1:$port" \
+    --header "Authorization: Bearer $CLUSTER_TOKEN" \
     --checks all --max-examples 100 --seed 42 --request-timeout 10 \
     --generation-database none --workers 1 --no-color || status=1
 done

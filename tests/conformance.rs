@@ -1,11 +1,11 @@
 //! API conformance: `scripts/api-conformance.sh` runs schemathesis (from PyPI, with every check)
-//! against a live leader and a live follower of this build, each checked against the OpenAPI
-//! description it serves. Needs python3 with venv and pip, and the package index.
+//! against a live leader, a live follower and that follower's internal listener (the batch
+//! route) of this build, each checked against the OpenAPI description it serves. Needs python3 with venv and pip, and the package index.
 
 use std::process::Command;
 
 #[test]
-fn schemathesis_finds_no_failure_on_the_leader_or_a_follower() {
+fn schemathesis_finds_no_failure_on_the_leader_a_follower_or_its_internal_listener() {
     let python = Command::new("python3").arg("--version").output();
     assert!(
         python.is_ok_and(|out| out.status.success()),
@@ -27,7 +27,7 @@ fn schemathesis_finds_no_failure_on_the_leader_or_a_follower() {
         text(&output.stderr)
     );
     let stdout = text(&output.stdout);
-    for role in ["leader", "follower"] {
+    for role in ["leader", "follower", "internal"] {
         assert!(
             stdout.contains(&format!("== schemathesis against the {role}")),
             "{stdout}"
@@ -36,7 +36,7 @@ fn schemathesis_finds_no_failure_on_the_leader_or_a_follower() {
     // Each run's summary counts its test cases: "N generated, N passed".
     assert_eq!(
         stdout.matches(" generated, ").count(),
-        2,
-        "both runs completed:\n{stdout}"
+        3,
+        "all three runs completed:\n{stdout}"
     );
 }

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 
 use serde::de::DeserializeOwned;
 
+use super::openapi::ErrorBody;
 use super::{AppState, Follower, check_key, parse_json};
 use crate::error::{Error, Result};
 use std::sync::Arc;
@@ -41,7 +42,14 @@ pub(super) fn routes() -> Router<AppState> {
 /// is acknowledged too, and a bad write is refused on its own without holding back the others.
 /// Batches from a leader this follower is not synchronized with are refused whole until that
 /// leader's state transfer arrived.
-async fn replicate(
+#[utoipa::path(post, path = "/internal/replicate", request_body = Batch, responses(
+    (status = 200, description = "one ack or refusal per write, in the batch's order", body = BatchAck),
+    (status = 400, description = "not a batch", body = ErrorBody),
+    (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
+    (status = 409, description = "not_synced: the follower does not follow this leader (yet)", body = ErrorBody),
+    (status = 413, description = "body too large", body = ErrorBody),
+))]
+pub(super) async fn replicate(
     Follower: Follower,
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -87,7 +95,14 @@ async fn replicate(
 }
 
 /// The heartbeat's answer: who this follower is and which leader it is synchronized with.
-async fn status(Follower: Follower, State(state): State<AppState>) -> axum::Json<FollowerStatus> {
+#[utoipa::path(get, path = "/internal/status", responses(
+    (status = 200, body = FollowerStatus),
+    (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
+))]
+pub(super) async fn status(
+    Follower: Follower,
+    State(state): State<AppState>,
+) -> axum::Json<FollowerStatus> {
     let replica = state.replica();
     axum::Json(FollowerStatus {
         node_id: state.node_id().to_owned(),

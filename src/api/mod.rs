@@ -170,12 +170,15 @@ pub fn client_router(state: AppState) -> Router {
 }
 
 /// The internal API of a follower, for its own listener: the routes the leader calls, behind
-/// the cluster token when one is set.
+/// the cluster token when one is set, and their OpenAPI description at `/openapi.json`, which
+/// holds no secret.
 pub fn internal_router(state: AppState) -> Router {
-    let routes = internal::routes().route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        require_token,
-    ));
+    let routes = internal::routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .route("/openapi.json", axum::routing::get(openapi::serve_internal));
     finish(routes, state)
 }
 

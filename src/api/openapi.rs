@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
-use super::{AppState, client};
+use super::{AppState, client, internal};
 use crate::config::Role;
 
 /// The JSON body of every error: a stable code, a message, and fields specific to the error.
@@ -38,6 +38,31 @@ pub(super) struct ErrorBody {
     components(schemas(ErrorBody))
 )]
 struct ApiDoc;
+
+/// The internal API of a follower: what the leader sends it on its internal listener.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "semisync-kv internal API",
+        description = "What the leader sends a follower on the follower's internal listener \
+        (`INTERNAL_LISTEN_ADDR`). Every request carries `Authorization: Bearer <CLUSTER_TOKEN>` \
+        when a token is set. Errors are JSON objects with `error` and `message`."
+    ),
+    paths(internal::replicate, internal::status),
+    components(schemas(ErrorBody))
+)]
+struct InternalApiDoc;
+
+/// The description of a follower's internal API, served on its internal listener.
+pub fn internal_document() -> utoipa::openapi::OpenApi {
+    let mut doc = InternalApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc
+}
+
+pub(super) async fn serve_internal() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(internal_document())
+}
 
 /// The description of the API a node with this role and number of followers serves.
 pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {

@@ -823,6 +823,37 @@ async fn each_node_describes_the_api_it_serves() {
     assert!(follower["paths"]["/cluster"].is_null());
 }
 
+#[tokio::test]
+async fn the_internal_listener_describes_the_batch_route_without_asking_for_the_token() {
+    let app = node(&Config {
+        cluster_token: Some("s3cret".into()),
+        ..config(Role::Follower)
+    });
+    let request = Request::builder()
+        .uri("/openapi.json")
+        .body(Body::empty())
+        .expect("valid request");
+    let (status, _, bytes) = exchange(&app.internal, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&bytes).expect("JSON");
+    let replicate = &doc["paths"]["/internal/replicate"]["post"];
+    let responses = replicate["responses"].as_object().expect("responses");
+    assert_eq!(
+        responses.keys().collect::<Vec<_>>(),
+        ["200", "400", "401", "409", "413"]
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Write"]["properties"]["version"]["minimum"], 1);
+    assert!(
+        schemas["Batch"]["properties"]["writes"].is_object(),
+        "{schemas}"
+    );
+    assert!(doc["paths"]["/internal/status"]["get"].is_object());
+    // The internal routes themselves still want the token.
+    let (code, _) = call(&app, "GET", "/internal/status", None).await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+}
+
 /// The value of the sample `name` (with its labels, as written) in a Prometheus exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|line| {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::store::{Entry, Store, Version};
@@ -27,14 +27,52 @@ pub type Incarnation = u64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Write {
-    /// The key written.
+    /// The key written: 1 to 1024 bytes.
+    #[schema(min_length = 1, max_length = 1024)]
     pub key: String,
     /// The new value, or `null` for a delete (a tombstone). Required: a message that leaves it
     /// out is refused rather than read as a delete.
     #[serde(deserialize_with = "Option::deserialize")]
+    #[schema(required = true)]
     pub value: Option<String>,
-    /// The leader's version of this write.
+    /// The leader's version of this write: at least 1, at most 2^53 - 1 (what JSON numbers
+    /// hold exactly).
+    #[schema(value_type = u64, minimum = 1, maximum = 9_007_199_254_740_991_i64)]
+    #[serde(deserialize_with = "whole_number")]
     pub version: Version,
+}
+
+/// Reads a whole number written either way JSON allows: `3` or `3.0` (JSON has one number
+/// type, and to JSON Schema both are the integer 3). A fraction or a negative number is refused.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number from 0 to 2^64 - 1")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format!("{value} is negative")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<u64, E> {
+            // Below 2^64, where every whole f64 converts exactly.
+            if value.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&value) {
+                Ok(value as u64)
+            } else {
+                Err(E::custom(format!(
+                    "{value} is not a whole number from 0 to 2^64 - 1"
+                )))
+            }
+        }
+    }
+    deserializer.deserialize_any(Visitor)
 }
 
 impl Write {
@@ -79,6 +117,7 @@ fn writes_of(store: &Store) -> Vec<Write> {
 pub struct Batch {
     /// The sending leader's incarnation; a follower accepts writes only from the leader it is
     /// synchronized with.
+    #[serde(deserialize_with = "whole_number")]
     pub leader: Incarnation,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
@@ -212,6 +251,27 @@ mod tests {
             serde_json::from_value::<Batch>(json).expect("readable"),
             batch
         );
+    }
+
+    #[test]
+    fn versions_are_whole_numbers_however_json_writes_them() {
+        let read = |json: &str| serde_json::from_str::<Write>(json).map(|write| write.version);
+        assert_eq!(
+            read(r#"{"key":"k","value":null,"version":3}"#).ok(),
+            Some(3)
+        );
+        assert_eq!(
+            read(r#"{"key":"k","value":null,"version":3.0}"#).ok(),
+            Some(3)
+        );
+        assert_eq!(
+            read(r#"{"key":"k","value":null,"version":3e2}"#).ok(),
+            Some(300)
+        );
+        for bad in ["3.5", "-1", "-1.0", "1e30", "\"3\""] {
+            let json = format!(r#"{{"key":"k","value":null,"version":{bad}}}"#);
+            assert!(read(&json).is_err(), "{bad}");
+        }
     }
 
     #[test]
