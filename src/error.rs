@@ -6,6 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::store::Version;
@@ -235,13 +236,32 @@ impl Error {
     }
 }
 
+/// The JSON body of every error: a stable code, a message, and fields specific to the error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`, `quorum_timeout`.
+    #[schema(value_type = String)]
+    pub error: &'static str,
+    /// Explanation for people.
+    pub message: String,
+    /// Fields specific to the error, beside these two: the leader's URL, the acks so far, ...
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub details: Map<String, Value>,
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(error: &Error) -> Self {
+        Self {
+            error: error.status_and_code().1,
+            message: error.to_string(),
+            details: error.details(),
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let mut body = Map::new();
-        body.insert("error".into(), code.into());
-        body.insert("message".into(), self.to_string().into());
-        body.extend(self.details());
-        (status, Json(Value::Object(body))).into_response()
+        (self.status_and_code().0, Json(ErrorBody::from(&self))).into_response()
     }
 }

@@ -13,9 +13,8 @@ use tokio::time::Instant;
 use tracing::debug;
 use utoipa::{IntoParams, ToSchema};
 
-use super::openapi::ErrorBody;
 use super::{AppState, Json, Key, Leader, Query};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
 use crate::replication::{FollowerState, FollowerView, Incarnation, Replicator, Write};
 use crate::settings::Settings;

@@ -10,9 +10,8 @@ use axum::routing::{get, post};
 
 use serde::de::DeserializeOwned;
 
-use super::openapi::ErrorBody;
 use super::{AppState, Follower, check_key, parse_json};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorBody, Result};
 use std::sync::Arc;
 
 use crate::replication::wire::{

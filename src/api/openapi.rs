@@ -3,22 +3,12 @@
 //! writes and no `/cluster`, and the leader's bounds `?quorum` by its number of followers.
 
 use axum::extract::State;
-use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
 use super::{AppState, client, internal};
 use crate::config::Role;
-
-/// The JSON body of every error: a stable code, a message, and fields specific to the error.
-#[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)] // Describes `Error`'s JSON; `Error::into_response` writes it.
-pub(super) struct ErrorBody {
-    /// Stable machine-readable code, e.g. `not_found`, `quorum_timeout`.
-    error: String,
-    /// Explanation for people.
-    message: String,
-}
+use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
