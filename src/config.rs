@@ -58,23 +58,10 @@ pub struct Config {
     #[arg(long, env = "LEADER_URL", value_parser = parse_base_url)]
     pub leader_url: Option<Url>,
 
-    /// Follower acknowledgements a write waits for, 0..=number of followers (0 = asynchronous).
-    #[arg(long, env = "WRITE_QUORUM", default_value_t = 3)]
-    pub write_quorum: usize,
-
-    /// Smallest simulated network lag before each message to each follower, in milliseconds.
-    #[arg(long, env = "MIN_DELAY_MS", default_value_t = 0)]
-    pub min_delay_ms: u64,
-
-    /// Largest simulated network lag before each message to each follower, in milliseconds
-    /// (at most 60000).
-    #[arg(long, env = "MAX_DELAY_MS", default_value_t = 1000)]
-    pub max_delay_ms: u64,
-
-    /// How long a write waits for its quorum before the leader answers 503, in milliseconds
-    /// (at most 3600000).
-    #[arg(long, env = "REPLICATE_TIMEOUT_MS", default_value_t = 5000)]
-    pub replicate_timeout_ms: u64,
+    /// The live settings at start: `WRITE_QUORUM`, `MIN_DELAY_MS`, `MAX_DELAY_MS`,
+    /// `REPLICATE_TIMEOUT_MS`.
+    #[command(flatten)]
+    pub settings: Settings,
 
     /// Most writes that may be pending (in flight or retrying) for one follower; past it the
     /// leader drops them and sends that follower a full state transfer instead.
@@ -121,8 +108,7 @@ impl Config {
             );
         }
         let followers = (self.role == Role::Leader).then_some(self.followers.len());
-        self.settings()
-            .validate(followers, self.request_timeout_ms)?;
+        self.settings.validate(followers, self.request_timeout_ms)?;
         if self.replication_backlog == 0 {
             return Err("REPLICATION_BACKLOG (--replication-backlog) must be at least 1".into());
         }
@@ -172,7 +158,7 @@ impl Config {
 
     /// How long a request may take in all.
     pub fn request_timeout(&self) -> Duration {
-        let default = self.replicate_timeout_ms.saturating_add(10_000);
+        let default = self.settings.replicate_timeout_ms.saturating_add(10_000);
         Duration::from_millis(self.request_timeout_ms.unwrap_or(default))
     }
 
@@ -186,16 +172,6 @@ impl Config {
             .map(|name| name.trim().to_owned())
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "node".to_owned())
-    }
-
-    /// The leader's settings that can change while it runs, as configured at start.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            write_quorum: self.write_quorum,
-            min_delay_ms: self.min_delay_ms,
-            max_delay_ms: self.max_delay_ms,
-            replicate_timeout_ms: self.replicate_timeout_ms,
-        }
     }
 }
 
@@ -236,7 +212,7 @@ mod tests {
         let config = parse(&["--role", "follower"]).expect("valid");
         assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8000");
         assert_eq!(
-            config.settings(),
+            config.settings,
             Settings {
                 write_quorum: 3,
                 min_delay_ms: 0,

@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
+use crate::settings::Settings;
+
 /// How long a node may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -17,14 +19,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct LocalSettings {
     /// Number of followers.
     pub followers: usize,
-    /// The leader's `WRITE_QUORUM`.
-    pub write_quorum: usize,
-    /// The leader's `MIN_DELAY_MS`.
-    pub min_delay_ms: u64,
-    /// The leader's `MAX_DELAY_MS`.
-    pub max_delay_ms: u64,
-    /// The leader's `REPLICATE_TIMEOUT_MS`.
-    pub replicate_timeout_ms: u64,
+    /// The leader's live settings at start.
+    pub settings: Settings,
     /// The `CLUSTER_TOKEN` of every node, if any.
     pub cluster_token: Option<String>,
     /// More environment variables for the leader, e.g. `REPLICATION_BACKLOG`.
@@ -37,10 +33,7 @@ impl Default for LocalSettings {
     fn default() -> Self {
         Self {
             followers: 5,
-            write_quorum: 3,
-            min_delay_ms: 0,
-            max_delay_ms: 1000,
-            replicate_timeout_ms: 5000,
+            settings: Settings::DEFAULT,
             cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "info".into(),
@@ -256,15 +249,11 @@ impl LocalCluster {
             ("ROLE".into(), "leader".into()),
             ("LISTEN_ADDR".into(), leader_addr.to_string()),
             ("FOLLOWERS".into(), follower_urls.join(",")),
-            ("WRITE_QUORUM".into(), settings.write_quorum.to_string()),
-            ("MIN_DELAY_MS".into(), settings.min_delay_ms.to_string()),
-            ("MAX_DELAY_MS".into(), settings.max_delay_ms.to_string()),
-            (
-                "REPLICATE_TIMEOUT_MS".into(),
-                settings.replicate_timeout_ms.to_string(),
-            ),
             ("RUST_LOG".into(), settings.log_filter.clone()),
         ];
+        env.extend(
+            (settings.settings.env().into_iter()).map(|(name, value)| (name.to_owned(), value)),
+        );
         env.extend(token);
         env.extend(settings.leader_env.iter().cloned());
         let leader = LocalNode::start(binary, "leader", env, &settings.log_filter)?;

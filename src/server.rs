@@ -62,10 +62,7 @@ pub async fn run(
         node_id = state.node_id(),
         role = config.role.as_str(),
         followers = ?config.followers.iter().map(|url| url.as_str()).collect::<Vec<_>>(),
-        write_quorum = config.write_quorum,
-        min_delay_ms = config.min_delay_ms,
-        max_delay_ms = config.max_delay_ms,
-        replicate_timeout_ms = config.replicate_timeout_ms,
+        settings = %config.settings,
         max_value_bytes = config.max_value_bytes,
         "listening"
     );

@@ -15,17 +15,36 @@ pub const MAX_LAG_MS: u64 = 60_000;
 /// Longest replication timeout, in milliseconds: an hour.
 pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
-/// The settings a presenter may change while the leader runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The settings a presenter may change while the leader runs. Declared once: they are the
+/// flags and environment variables of `semisync-kv serve` (flattened into its configuration),
+/// the JSON of `GET /admin/settings` and `/cluster`, and a local cluster's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::Args)]
 pub struct Settings {
-    /// Follower acks a write waits for unless it asks for another quorum (`WRITE_QUORUM`).
+    /// Follower acks a write waits for unless it asks for another quorum, 0..=number of
+    /// followers (0 = asynchronous).
+    #[arg(long, env = "WRITE_QUORUM", default_value_t = Settings::DEFAULT.write_quorum)]
     pub write_quorum: usize,
-    /// Smallest simulated lag of a replication message, in milliseconds (`MIN_DELAY_MS`).
+    /// Smallest simulated lag of each message to each follower, in milliseconds.
+    #[arg(long, env = "MIN_DELAY_MS", default_value_t = Settings::DEFAULT.min_delay_ms)]
     pub min_delay_ms: u64,
-    /// Largest simulated lag of a replication message, in milliseconds (`MAX_DELAY_MS`).
+    /// Largest simulated lag of each message to each follower, in milliseconds (at most
+    /// 60000).
+    #[arg(long, env = "MAX_DELAY_MS", default_value_t = Settings::DEFAULT.max_delay_ms)]
     pub max_delay_ms: u64,
-    /// How long a write waits for its quorum, in milliseconds (`REPLICATE_TIMEOUT_MS`).
+    /// How long a write waits for its quorum before the leader answers 503, in milliseconds
+    /// (at most 3600000).
+    #[arg(
+        long,
+        env = "REPLICATE_TIMEOUT_MS",
+        default_value_t = Settings::DEFAULT.replicate_timeout_ms
+    )]
     pub replicate_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// A change to some of the [`Settings`]: the body of `PATCH /admin/settings`, and the flags of
@@ -71,6 +90,27 @@ impl SettingsChange {
 }
 
 impl Settings {
+    /// The defaults of `semisync-kv serve`.
+    pub const DEFAULT: Settings = Settings {
+        write_quorum: 3,
+        min_delay_ms: 0,
+        max_delay_ms: 1000,
+        replicate_timeout_ms: 5000,
+    };
+
+    /// These settings as the environment variables `semisync-kv serve` reads them from.
+    pub fn env(&self) -> [(&'static str, String); 4] {
+        [
+            ("WRITE_QUORUM", self.write_quorum.to_string()),
+            ("MIN_DELAY_MS", self.min_delay_ms.to_string()),
+            ("MAX_DELAY_MS", self.max_delay_ms.to_string()),
+            (
+                "REPLICATE_TIMEOUT_MS",
+                self.replicate_timeout_ms.to_string(),
+            ),
+        ]
+    }
+
     /// A simulated lag for one message: uniform in `min_delay_ms..=max_delay_ms`, with
     /// sub-millisecond resolution.
     pub fn draw_lag(&self) -> Duration {
@@ -146,12 +186,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    const DEFAULTS: Settings = Settings {
-        write_quorum: 3,
-        min_delay_ms: 0,
-        max_delay_ms: 1000,
-        replicate_timeout_ms: 5000,
-    };
+    const DEFAULTS: Settings = Settings::DEFAULT;
 
     #[test]
     fn lags_are_drawn_within_the_range_with_fractions_of_a_millisecond() {

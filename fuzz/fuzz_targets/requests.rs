@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use semisync_kv::api::{AppState, client_router, internal_router};
 use semisync_kv::config::{Config, Role, parse_base_url};
+use semisync_kv::settings::Settings;
 use tower::ServiceExt;
 
 struct Node {
@@ -32,10 +33,12 @@ fn node() -> &'static Node {
             internal_listen_addr: "127.0.0.1:0".parse().unwrap(),
             followers: vec![],
             leader_url: Some(parse_base_url("http://leader:8000").unwrap()),
-            write_quorum: 0,
-            min_delay_ms: 0,
-            max_delay_ms: 0,
-            replicate_timeout_ms: 100,
+            settings: Settings {
+                write_quorum: 0,
+                min_delay_ms: 0,
+                max_delay_ms: 0,
+                replicate_timeout_ms: 100,
+            },
             replication_backlog: 10,
             cluster_token: None,
             cluster_token_file: None,

@@ -76,7 +76,7 @@ impl AppState {
                     &config.followers,
                     Arc::new(transport),
                     Arc::clone(&replica),
-                    config.settings(),
+                    config.settings,
                     config.replication_backlog,
                     Arc::clone(&metrics),
                     LagClock::precise()

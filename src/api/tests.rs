@@ -10,6 +10,7 @@ use tower::ServiceExt;
 
 use super::{AppState, client_router, internal_router};
 use crate::config::{Config, Role, parse_base_url};
+use crate::settings::Settings;
 
 /// Nothing listens on port 1: messages to this "follower" fail at once.
 const DEAD_FOLLOWER: &str = "http://127.0.0.1:1";
@@ -24,10 +25,12 @@ fn config(role: Role) -> Config {
             Role::Follower => vec![],
         },
         leader_url: Some(parse_base_url("http://leader:8000").expect("valid URL")),
-        write_quorum: 0,
-        min_delay_ms: 0,
-        max_delay_ms: 0,
-        replicate_timeout_ms: 100,
+        settings: Settings {
+            write_quorum: 0,
+            min_delay_ms: 0,
+            max_delay_ms: 0,
+            replicate_timeout_ms: 100,
+        },
         replication_backlog: 100,
         internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         cluster_token: None,

@@ -32,6 +32,7 @@ use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
 use crate::replication::FollowerState;
+use crate::settings::Settings;
 use crate::store::Version;
 use feed::Feed;
 pub use feed::Overhead;
@@ -571,10 +572,12 @@ impl Target {
         let binary = std::env::current_exe().map_err(|err| format!("cannot find myself: {err}"))?;
         let settings = LocalSettings {
             followers: args.local_followers,
-            write_quorum: 1,
-            min_delay_ms,
-            max_delay_ms,
-            replicate_timeout_ms: args.timeout_ms,
+            settings: Settings {
+                write_quorum: 1,
+                min_delay_ms,
+                max_delay_ms,
+                replicate_timeout_ms: args.timeout_ms,
+            },
             cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "warn".into(),

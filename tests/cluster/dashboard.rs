@@ -14,6 +14,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
 use semisync_kv::local::LocalSettings;
+use semisync_kv::settings::Settings;
 use serde_json::json;
 
 use crate::helpers::{TestCluster, eventually, send, settings};
@@ -167,10 +168,12 @@ impl Browser {
 #[tokio::test]
 async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
     let cluster = TestCluster::start_up(LocalSettings {
-        min_delay_ms: 100,
-        max_delay_ms: 400,
-        write_quorum: 2,
-        replicate_timeout_ms: 3000,
+        settings: Settings {
+            min_delay_ms: 100,
+            max_delay_ms: 400,
+            write_quorum: 2,
+            replicate_timeout_ms: 3000,
+        },
         ..settings()
     })
     .await;

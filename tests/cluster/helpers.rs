@@ -11,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
 use semisync_kv::local::{LocalCluster, LocalNode, LocalSettings};
+use semisync_kv::settings::Settings;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -19,13 +20,21 @@ pub use crate::common::{eventually, send};
 /// The cluster token of the test clusters.
 pub const CLUSTER_TOKEN: &str = "test-cluster-token";
 
-/// Lag and timeout settings of a test cluster: quick lag, and a quorum timeout long enough for a
-/// loaded machine, unless a test sets its own.
+/// A test cluster: the token, and the live settings of [`base`] unless a test sets its own.
 pub fn settings() -> LocalSettings {
     LocalSettings {
-        max_delay_ms: 20,
+        settings: base(),
         cluster_token: Some(CLUSTER_TOKEN.into()),
         ..LocalSettings::default()
+    }
+}
+
+/// The live settings of a test cluster: quick lag, and a quorum timeout long enough for a
+/// loaded machine.
+pub fn base() -> Settings {
+    Settings {
+        max_delay_ms: 20,
+        ..Settings::DEFAULT
     }
 }
 

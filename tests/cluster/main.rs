@@ -9,10 +9,11 @@ mod linearizability;
 use std::time::Duration;
 
 use futures::future::join_all;
-use helpers::{CLUSTER_TOKEN, NodeExt, TestCluster, eventually, send, settings};
+use helpers::{CLUSTER_TOKEN, NodeExt, TestCluster, base, eventually, send, settings};
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use semisync_kv::local::LocalSettings;
+use semisync_kv::settings::Settings;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,7 +23,10 @@ use tokio::time::Instant;
 #[tokio::test]
 async fn quorum_cases_with_a_stopped_follower() {
     let mut cluster = TestCluster::start_up(LocalSettings {
-        replicate_timeout_ms: 1500,
+        settings: Settings {
+            replicate_timeout_ms: 1500,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -75,8 +79,11 @@ async fn quorum_cases_with_a_stopped_follower() {
 #[tokio::test]
 async fn per_request_quorum_override() {
     let mut cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 5,
-        replicate_timeout_ms: 1500,
+        settings: Settings {
+            write_quorum: 5,
+            replicate_timeout_ms: 1500,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -147,8 +154,11 @@ async fn followers_refuse_writes() {
 #[tokio::test]
 async fn followers_converge_after_concurrent_writes_under_random_lag() {
     let settings = LocalSettings {
-        write_quorum: 1,
-        max_delay_ms: 50,
+        settings: Settings {
+            write_quorum: 1,
+            max_delay_ms: 50,
+            ..base()
+        },
         ..settings()
     };
     let cluster = TestCluster::start_up(settings.clone()).await;
@@ -171,7 +181,7 @@ async fn followers_converge_after_concurrent_writes_under_random_lag() {
     versions.dedup();
     assert_eq!(versions.len(), 300, "every write got its own version");
 
-    let allowed = Duration::from_millis(settings.max_delay_ms) + Duration::from_secs(5);
+    let allowed = Duration::from_millis(settings.settings.max_delay_ms) + Duration::from_secs(5);
     let state = cluster
         .converged(allowed)
         .await
@@ -185,8 +195,11 @@ async fn followers_converge_after_concurrent_writes_under_random_lag() {
 #[tokio::test]
 async fn bad_input_table() {
     let cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 1,
+            ..base()
+        },
         followers: 1,
-        write_quorum: 1,
         ..settings()
     })
     .await;
@@ -317,9 +330,12 @@ async fn bad_input_table() {
 #[tokio::test]
 async fn sigterm_stops_a_node_with_a_write_in_flight() {
     let mut cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 1,
+            replicate_timeout_ms: 30_000,
+            ..base()
+        },
         followers: 1,
-        write_quorum: 1,
-        replicate_timeout_ms: 30_000,
         ..settings()
     })
     .await;
@@ -463,7 +479,10 @@ async fn a_frozen_follower_catches_up_after_sigcont() {
 #[tokio::test]
 async fn a_restarted_leader_recovers_from_its_followers() {
     let mut cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 5,
+        settings: Settings {
+            write_quorum: 5,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -513,7 +532,10 @@ async fn a_restarted_leader_recovers_from_its_followers() {
 #[tokio::test]
 async fn a_follower_down_across_a_leader_restart_converges() {
     let mut cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 1,
+        settings: Settings {
+            write_quorum: 1,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -542,7 +564,10 @@ async fn a_follower_down_across_a_leader_restart_converges() {
 #[tokio::test]
 async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() {
     let mut cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 1,
+        settings: Settings {
+            write_quorum: 1,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -592,7 +617,10 @@ async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() 
 async fn the_backlog_of_an_unreachable_follower_holds_exactly_replication_backlog_writes() {
     const BACKLOG: usize = 40;
     let cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 0,
+        settings: Settings {
+            write_quorum: 0,
+            ..base()
+        },
         leader_env: vec![("REPLICATION_BACKLOG".into(), BACKLOG.to_string())],
         ..settings()
     })
@@ -834,8 +862,11 @@ async fn benchmark_writes_results_and_charts() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 1,
+            ..base()
+        },
         followers: 1,
-        write_quorum: 1,
         leader_env: vec![("HEADER_READ_TIMEOUT_MS".into(), "300".into())],
         ..settings()
     })
@@ -910,9 +941,12 @@ fn history_of(history: &[Recorded], key: &str) -> Vec<linearizability::Operation
 #[tokio::test]
 async fn reads_and_writes_on_the_leader_are_linearizable() {
     let cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 2,
-        max_delay_ms: 30,
-        replicate_timeout_ms: 300,
+        settings: Settings {
+            write_quorum: 2,
+            max_delay_ms: 30,
+            replicate_timeout_ms: 300,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -990,9 +1024,12 @@ async fn reads_and_writes_on_the_leader_are_linearizable() {
 #[tokio::test]
 async fn reads_from_followers_are_not_linearizable() {
     let cluster = TestCluster::start_up(LocalSettings {
-        write_quorum: 1,
-        min_delay_ms: 200,
-        max_delay_ms: 400,
+        settings: Settings {
+            write_quorum: 1,
+            min_delay_ms: 200,
+            max_delay_ms: 400,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -1022,8 +1059,11 @@ async fn reads_from_followers_are_not_linearizable() {
 #[tokio::test]
 async fn metrics_follow_replication() {
     let cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 2,
+            ..base()
+        },
         followers: 2,
-        write_quorum: 2,
         ..settings()
     })
     .await;
@@ -1109,9 +1149,12 @@ async fn read_events(
 #[tokio::test]
 async fn the_event_stream_shows_every_message_ack_and_answer() {
     let cluster = TestCluster::start_up(LocalSettings {
-        min_delay_ms: 20,
-        max_delay_ms: 150,
-        write_quorum: 2,
+        settings: Settings {
+            min_delay_ms: 20,
+            max_delay_ms: 150,
+            write_quorum: 2,
+            ..base()
+        },
         ..settings()
     })
     .await;
@@ -1207,7 +1250,10 @@ async fn the_event_stream_shows_every_message_ack_and_answer() {
 #[tokio::test]
 async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_restored() {
     let cluster = TestCluster::start_up(LocalSettings {
-        replicate_timeout_ms: 5000,
+        settings: Settings {
+            replicate_timeout_ms: 5000,
+            ..base()
+        },
         ..settings()
     })
     .await;
