@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
 use super::stats::Latency;
@@ -71,34 +71,46 @@ impl Lags {
     }
 }
 
-/// A subscription to the leader's event feed, read by a background task until dropped.
+/// A subscription to the leader's event feed, read until dropped on a runtime of its own (one
+/// thread), so that parsing the feed does not delay the answers of the writes being measured.
 #[derive(Debug)]
 pub struct Feed {
     lags: Arc<Mutex<Lags>>,
-    reader: JoinHandle<()>,
+    /// Runs the stream's connection and its reader; shut down on drop.
+    runtime: Option<Runtime>,
 }
 
 impl Feed {
     /// Opens `GET /events` on the leader at `leader`. The leader subscribes before it answers,
     /// so every event published after this returns is seen (unless the reader falls behind).
     pub async fn subscribe(leader: &Url) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("event-feed")
+            .enable_all()
+            .build()
+            .map_err(|err| format!("cannot start the feed's runtime: {err}"))?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
             .map_err(|err| err.to_string())?;
         let mut url = leader.clone();
         url.set_path("/events");
-        let response = http
-            .get(url.clone())
-            .send()
+        let request = http.get(url.clone()).send();
+        let response = runtime
+            .spawn(request)
             .await
+            .map_err(|err| err.to_string())?
             .map_err(|err| format!("cannot reach {url}: {err}"))?;
         if !response.status().is_success() {
             return Err(format!("{url} answered {}", response.status()));
         }
         let lags = Arc::new(Mutex::new(Lags::default()));
-        let reader = tokio::spawn(read(response, Arc::clone(&lags)));
-        Ok(Self { lags, reader })
+        runtime.spawn(read(response, Arc::clone(&lags)));
+        Ok(Self {
+            lags,
+            runtime: Some(runtime),
+        })
     }
 
     /// Waits until the feed has carried every first-attempt lag of the writes `versions` to
@@ -135,7 +147,10 @@ impl Feed {
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(runtime) = self.runtime.take() {
+            // Without waiting: the feed may be dropped inside the benchmark's own runtime.
+            runtime.shutdown_background();
+        }
     }
 }
 

@@ -98,7 +98,7 @@ async fn run(
     mut queue: UnboundedReceiver<Message>,
     retries: WeakUnboundedSender<Message>,
 ) {
-    let mut pipeline = Sender {
+    let mut pipeline = Worker {
         shared,
         index,
         retries,
@@ -150,7 +150,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// The state of one follower's pipeline loop.
-struct Sender {
+struct Worker {
     shared: Arc<Shared>,
     index: FollowerIndex,
     /// Where retried messages come back in; weak, so that the pipeline ends with the replicator.
@@ -162,7 +162,7 @@ struct Sender {
     sent_at: Vec<(Id, Instant)>,
 }
 
-impl Sender {
+impl Worker {
     /// Sends batches of the ready messages while there is room in flight; drops them instead
     /// when a state transfer is due.
     fn send_ready(&mut self) {
