@@ -1,7 +1,7 @@
 //! Recovery: how a follower that restarted, froze or was cut off catches up, and how a restarted
 //! leader gets its state back, without anyone's help. Everything here talks to the followers
-//! through the [`Transport`] and changes what the leader knows of them through their
-//! [`Link`]s.
+//! through the [`Transport`](crate::replication::Transport) and changes what the leader knows
+//! of them through their [`Link`]s.
 //!
 //! # The mechanism, and why this one
 //!
