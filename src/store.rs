@@ -46,6 +46,9 @@ pub struct Store {
     entries: HashMap<String, Entry>,
     /// Highest version applied so far, across all keys.
     latest: Version,
+    /// Entries that hold a value (not tombstones), kept as they change: the heartbeat and
+    /// `/health` ask for it under the lock, and counting would read the whole map.
+    live: usize,
 }
 
 impl Store {
@@ -61,9 +64,23 @@ impl Store {
             value,
             version: self.latest + 1,
         };
-        self.entries.insert(key.to_owned(), entry.clone());
+        let old = self.entries.insert(key.to_owned(), entry.clone());
+        self.count(
+            old.is_some_and(|old| old.value.is_some()),
+            entry.value.is_some(),
+        );
         self.latest = entry.version;
         entry
+    }
+
+    /// Keeps the live-key count as a key that held a value (`was_live`) or not now holds one
+    /// (`now_live`) or not.
+    fn count(&mut self, was_live: bool, now_live: bool) {
+        match (was_live, now_live) {
+            (false, true) => self.live += 1,
+            (true, false) => self.live -= 1,
+            _ => {}
+        }
     }
 
     /// Applies a replicated write if it is newer than what the store holds for `key`.
@@ -72,17 +89,19 @@ impl Store {
     /// duplicates and late arrivals harmless.
     pub fn apply(&mut self, key: impl Into<String>, entry: Entry) -> bool {
         self.latest = self.latest.max(entry.version);
-        match self.entries.entry(key.into()) {
-            hash_map::Entry::Occupied(current) if current.get().version >= entry.version => false,
-            hash_map::Entry::Occupied(mut current) => {
-                current.insert(entry);
-                true
+        let now_live = entry.value.is_some();
+        let was_live = match self.entries.entry(key.into()) {
+            hash_map::Entry::Occupied(current) if current.get().version >= entry.version => {
+                return false;
             }
+            hash_map::Entry::Occupied(mut current) => current.insert(entry).value.is_some(),
             hash_map::Entry::Vacant(slot) => {
                 slot.insert(entry);
-                true
+                false
             }
-        }
+        };
+        self.count(was_live, now_live);
+        true
     }
 
     /// Applies every entry of a state transfer with [`Store::apply`]; returns how many were
@@ -137,10 +156,7 @@ impl Store {
 
     /// Number of live keys (tombstones not counted).
     pub fn len(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|entry| entry.value.is_some())
-            .count()
+        self.live
     }
 
     /// Whether the store holds no live key.
@@ -367,7 +383,9 @@ mod properties {
                 }
                 prop_assert_eq!(replica.dump(), leader.dump());
                 prop_assert_eq!(replica.latest_version(), leader.latest_version());
+                prop_assert_eq!(replica.len(), replica.dump().len());
             }
+            prop_assert_eq!(leader.len(), leader.dump().len());
         }
 
         /// A state transfer merged into a replica that already has part of the history, while
@@ -393,6 +411,7 @@ mod properties {
             }
             replica.merge(copy(&at_cut));
             prop_assert_eq!(replica.dump(), leader.dump());
+            prop_assert_eq!(replica.len(), leader.dump().len());
         }
     }
 }
