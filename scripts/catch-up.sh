@@ -42,13 +42,11 @@ for port in 17401 17402 17403 17404 17405; do
   wait_keys "$port" "$keys" 3000 || { echo "follower on $port did not get every key"; exit 1; }
 done
 # Keys k0..k(N-1) and their values, in bytes.
-rss_now() { awk '/VmRSS/ { print $2 }' "/proc/${pids[0]}/status"; }
 raw=$(( $(seq 0 $((keys - 1)) | awk '{ n += length($0) + 1 } END { print n }') + keys * value_bytes ))
 rss_kib=$(awk '/VmRSS/ { print $2 }' "/proc/${pids[0]}/status")
 echo "leader RSS $((rss_kib / 1024)) MiB for $((raw / 1048576)) MiB of keys and values: $(awk -v r="$rss_kib" -v b="$raw" 'BEGIN { printf "%.2f", r * 1024 / b }')x"
 
-kill -9 "${pids[1]}"
-wait "${pids[1]}" 2>/dev/null || true
+{ kill -9 "${pids[1]}" && wait "${pids[1]}"; } 2>/dev/null || true
 start=$(date +%s.%N)
 follower 1
 if ! wait_keys 17401 "$keys" 6000; then

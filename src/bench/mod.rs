@@ -283,40 +283,25 @@ pub const JSON_FILE: &str = "benchmark_results.json";
 /// The soak's JSON file's name in the output folder.
 pub const SOAK_FILE: &str = "soak_results.json";
 
-/// Clients writing at once while `--fill` loads keys.
+/// Writes in flight while `--fill` loads keys.
 const FILL_CONCURRENCY: usize = 64;
 
 /// Writes `keys` keys of `--value-bytes` bytes each to the leader, each acknowledged by every
 /// follower.
 async fn fill(args: &BenchArgs, keys: usize) -> Result<String, String> {
     let (target, status) = Target::connect(args, args.min_delay_ms, args.max_delay_ms).await?;
-    let quorum = Some(status.followers.len());
-    let value = "v".repeat(args.value_bytes);
+    let quorum = status.followers.len();
+    let value: Arc<str> = "v".repeat(args.value_bytes).into();
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers = (0..FILL_CONCURRENCY.min(keys)).map(|_| {
-        let (leader, next, value) = (target.leader.clone(), Arc::clone(&next), value.clone());
-        tokio::spawn(async move {
-            let mut failed = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= keys {
-                    return failed;
-                }
-                if let Err(err) = leader.put(&format!("k{i}"), &value, quorum).await {
-                    failed.push(err.to_string());
-                }
-            }
-        })
-    });
-    let mut failed = Vec::new();
-    for worker in workers.collect::<Vec<_>>() {
-        failed.extend(worker.await.map_err(|err| err.to_string())?);
-    }
-    if let Some(first) = failed.first() {
+    let progress = progress_bar(keys as u64);
+    let writes = target
+        .write_batch(keys, FILL_CONCURRENCY, keys, quorum, Some(value), &progress)
+        .await;
+    progress.finish_and_clear();
+    if let Some(first) = &writes.first_error {
         return Err(format!(
             "{} of {keys} writes failed; the first: {first}",
-            failed.len()
+            writes.failed
         ));
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -412,7 +397,14 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
     for &quorum in &quorums {
         progress.set_message(format!("quorum {quorum}"));
         let writes = lagged
-            .write_batch(args.writes, args.concurrency, args.keys, quorum, &progress)
+            .write_batch(
+                args.writes,
+                args.concurrency,
+                args.keys,
+                quorum,
+                None,
+                &progress,
+            )
             .await;
         let immediate = lagged.mismatching_followers().await;
         tokio::time::sleep(Duration::from_millis(settle_ms)).await;
@@ -626,19 +618,25 @@ impl Target {
         }
     }
 
-    /// Sends `count` writes over keys `k0..`, `concurrency` at a time, with `quorum`.
+    /// Sends `count` writes over keys `k0..`, `concurrency` at a time, with `quorum`; each
+    /// writes `value`, or by default a value that names its quorum and number.
     async fn write_batch(
         &self,
         count: usize,
         concurrency: usize,
         keys: usize,
         quorum: usize,
+        value: Option<Arc<str>>,
         progress: &ProgressBar,
     ) -> Writes {
         let next = Arc::new(AtomicUsize::new(0));
         let workers = (0..concurrency.min(count)).map(|_| {
-            let (leader, next, progress) =
-                (self.leader.clone(), Arc::clone(&next), progress.clone());
+            let (leader, next, progress, value) = (
+                self.leader.clone(),
+                Arc::clone(&next),
+                progress.clone(),
+                value.clone(),
+            );
             tokio::spawn(async move {
                 let mut writes = Writes::default();
                 loop {
@@ -646,7 +644,9 @@ impl Target {
                     if i >= count {
                         return writes;
                     }
-                    writes.record(&leader, i, keys, quorum).await;
+                    writes
+                        .record(&leader, i, keys, quorum, value.as_deref())
+                        .await;
                     progress.inc(1);
                 }
             })
@@ -670,7 +670,7 @@ impl Target {
                 let mut writes = Writes::default();
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    writes.record(&leader, i, keys, quorum).await;
+                    writes.record(&leader, i, keys, quorum, None).await;
                 }
                 writes
             })
@@ -707,14 +707,27 @@ struct Writes {
 }
 
 impl Writes {
-    async fn record(&mut self, leader: &Client, i: usize, keys: usize, quorum: usize) {
+    /// Sends write number `i` (key `k{i % keys}`, `value` or by default one that names the
+    /// write) with `quorum`, and records its outcome.
+    async fn record(
+        &mut self,
+        leader: &Client,
+        i: usize,
+        keys: usize,
+        quorum: usize,
+        value: Option<&str>,
+    ) {
         let started = Instant::now();
+        let numbered;
+        let value = match value {
+            Some(value) => value,
+            None => {
+                numbered = format!("q{quorum}-w{i}");
+                &numbered
+            }
+        };
         let result = leader
-            .put(
-                &format!("k{}", i % keys),
-                &format!("q{quorum}-w{i}"),
-                Some(quorum),
-            )
+            .put(&format!("k{}", i % keys), value, Some(quorum))
             .await;
         self.sent += 1;
         match result {
