@@ -2,13 +2,16 @@
 //! learn, demonstrate and measure replication.
 //!
 //! The leader assigns every write a version, applies it, and fans it out to every follower with a
-//! simulated network lag; it answers once `WRITE_QUORUM` followers have acknowledged, or with 503
-//! after `REPLICATE_TIMEOUT_MS`, while replication to the rest goes on. Followers keep the newest
-//! version of each key, so they converge on the leader's state whatever order messages arrive in.
+//! simulated network lag per message; once a message's lag has passed it joins its follower's
+//! pipeline, which sends everything then due in one batch. The leader answers once
+//! `WRITE_QUORUM` followers have acknowledged, or with 503 after `REPLICATE_TIMEOUT_MS`, while
+//! replication to the rest goes on. Followers keep the newest version of each key, so they
+//! converge on the leader's state whatever order messages arrive in.
 //!
 //! # Layout
 //! - [`store`]: the versioned map with tombstones; pure and synchronous. Start reading here.
-//! - [`replication`]: the leader-to-follower wire format and the leader's quorum fan-out.
+//! - [`replication`]: the leader's side of replication, one module per concern: the wire
+//!   format, each follower's link and pipeline, the quorum wait, the lag clock, the transport.
 //! - [`settings`]: the leader's live settings (quorum, lag, timeout) and their validation.
 //! - [`events`]: the leader's live feed of replication events, which the dashboard animates.
 //! - [`recovery`]: heartbeats, state transfers to followers that fell behind, leader restart.
