@@ -249,7 +249,6 @@ impl LocalCluster {
             ("ROLE".into(), "leader".into()),
             ("LISTEN_ADDR".into(), leader_addr.to_string()),
             ("FOLLOWERS".into(), follower_urls.join(",")),
-            ("RUST_LOG".into(), settings.log_filter.clone()),
         ];
         env.extend(
             (settings.settings.env().into_iter()).map(|(name, value)| (name.to_owned(), value)),

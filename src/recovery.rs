@@ -111,19 +111,11 @@ impl Replicator {
             // still win over such writes and never reuse their versions.
             replica.store.observe(clock_version());
         }
-        let recovered = Recovered {
+        Recovered {
             followers: states.len(),
             keys: replica.store.len(),
             version: replica.store.latest_version(),
-        };
-        info!(
-            followers = recovered.followers,
-            of = self.shared.links.len(),
-            keys = recovered.keys,
-            version = recovered.version,
-            "recovered state from followers"
-        );
-        recovered
+        }
     }
 
     /// Starts one heartbeat task per follower; each also sends the state transfers its follower

@@ -74,7 +74,16 @@ pub async fn run(
         // Before serving anything: a restarted leader must not issue versions its followers
         // already hold, nor answer reads with an empty map.
         tokio::select! {
-            _ = replicator.recover() => replicator.spawn_heartbeats(),
+            recovered = replicator.recover() => {
+                info!(
+                    followers = recovered.followers,
+                    of = replicator.follower_count(),
+                    keys = recovered.keys,
+                    version = recovered.version,
+                    "recovered state from followers"
+                );
+                replicator.spawn_heartbeats();
+            }
             () = stopped(stop_rx.clone()) => {
                 info!("stopped during recovery");
                 return Ok(());

@@ -1,5 +1,5 @@
-//! Client routes: `/health`, `/kv/{key}` (GET on every node; PUT and DELETE on the leader) and
-//! `/dump`.
+//! Client routes: `/health`, `/kv/{key}` (GET on every node; PUT and DELETE on the leader),
+//! `/dump`, `/cluster` (the leader's replication status), `/openapi.json` and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
