@@ -199,10 +199,25 @@ async fn concurrent_writes(
     count: usize,
     quorum: usize,
 ) -> Vec<QuorumOutcome> {
+    writes_every(replicator, count, Duration::ZERO, quorum).await
+}
+
+/// Starts `count` writes, write `i` after `i * every`, and waits for all their outcomes.
+async fn writes_every(
+    replicator: &Replicator,
+    count: usize,
+    every: Duration,
+    quorum: usize,
+) -> Vec<QuorumOutcome> {
     let tasks: Vec<_> = (0..count)
         .map(|i| {
             let replicator = replicator.clone();
-            tokio::spawn(async move { write(&replicator, &format!("k{i}"), quorum).await })
+            tokio::spawn(async move {
+                if !every.is_zero() {
+                    tokio::time::sleep(every * i as u32).await;
+                }
+                write(&replicator, &format!("k{i}"), quorum).await
+            })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -251,18 +266,8 @@ async fn a_pipeline_keeps_several_batches_in_flight_but_no_more() {
     let (replicator, fake) = leader(1, NO_LAG, 10_000);
     *fake.latency.lock().expect("not poisoned") = Duration::from_millis(100);
     // Writes arrive one every 10 ms while each batch takes 100 ms.
-    let tasks: Vec<_> = (0..60)
-        .map(|i| {
-            let replicator = replicator.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(10 * i)).await;
-                write(&replicator, &format!("k{i}"), 1).await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.expect("joined").reached());
-    }
+    let outcomes = writes_every(&replicator, 60, Duration::from_millis(10), 1).await;
+    assert!(outcomes.iter().all(QuorumOutcome::reached));
     assert_eq!(
         fake.most_in_flight.load(Ordering::SeqCst),
         pipeline::MAX_IN_FLIGHT
@@ -282,18 +287,8 @@ async fn writes_wait_for_a_fast_batch_rather_than_going_in_a_second_one() {
     // Each batch takes a millisecond less than SLOW_BATCH; a write arrives every millisecond
     // (the paused clock moves in whole milliseconds).
     *fake.latency.lock().expect("not poisoned") = pipeline::SLOW_BATCH - Duration::from_millis(1);
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let replicator = replicator.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(i)).await;
-                write(&replicator, &format!("k{i}"), 1).await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert!(task.await.expect("joined").reached());
-    }
+    let outcomes = writes_every(&replicator, 100, Duration::from_millis(1), 1).await;
+    assert!(outcomes.iter().all(QuorumOutcome::reached));
     assert_eq!(fake.most_in_flight.load(Ordering::SeqCst), 1);
     // One batch per batch time (4 ms) over the 100 ms, and the first.
     let batches = fake.received(0).len();
