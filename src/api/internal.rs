@@ -1,19 +1,18 @@
 //! Internal routes, called only by the leader: a follower receives batches of writes and state
 //! transfers here, and reports its status and its whole replica.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-
 use serde::de::DeserializeOwned;
 
 use super::{AppState, Follower, check_key, parse_json};
 use crate::error::{Error, ErrorBody, Result};
-use std::sync::Arc;
-
 use crate::replication::wire::{
     Batch, BatchAck, EntryAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH,
     STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck, Write,
