@@ -117,7 +117,16 @@ impl Config {
                 "HEADER_READ_TIMEOUT_MS and MAX_CONCURRENT_REQUESTS must be at least 1".into(),
             );
         }
-        self.cluster_token()?;
+        if self.cluster_token.is_some() && self.cluster_token_file.is_some() {
+            return Err("set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE, not both".into());
+        }
+        if let Some(token) = self
+            .cluster_token
+            .as_deref()
+            .filter(|token| !token.is_empty())
+        {
+            check_token(token, "CLUSTER_TOKEN")?;
+        }
         if self.max_value_bytes == 0 {
             return Err("MAX_VALUE_BYTES (--max-value-bytes) must be at least 1".into());
         }
@@ -127,28 +136,24 @@ impl Config {
         Ok(())
     }
 
-    /// The shared cluster secret, from `CLUSTER_TOKEN` or the file `CLUSTER_TOKEN_FILE` names;
-    /// `None` when neither is set.
-    pub fn cluster_token(&self) -> Result<Option<String>, String> {
-        let token = match (&self.cluster_token, &self.cluster_token_file) {
-            (Some(_), Some(_)) => {
-                return Err("set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE, not both".into());
-            }
-            // Compose passes an unset variable as an empty one: both mean "no token".
-            (Some(token), None) if token.is_empty() => return Ok(None),
-            (Some(token), None) => token.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|err| format!("CLUSTER_TOKEN_FILE {}: {err}", path.display()))?
-                .trim()
-                .to_owned(),
-            (None, None) => return Ok(None),
+    /// Reads the shared cluster secret of a validated configuration: `CLUSTER_TOKEN`, or the
+    /// file `CLUSTER_TOKEN_FILE` names; `None` when neither is set (Compose passes an unset
+    /// variable as an empty one). [`AppState::new`](crate::api::AppState::new) calls it once, at
+    /// start-up, and keeps the token: a file that becomes unreadable later changes nothing. A
+    /// missing, unreadable or empty file is an error that names the setting.
+    pub(crate) fn read_cluster_token(&self) -> Result<Option<String>, String> {
+        let Some(path) = &self.cluster_token_file else {
+            return Ok(self.cluster_token.clone().filter(|token| !token.is_empty()));
         };
-        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(
-                "the cluster token must be non-empty printable ASCII without spaces".into(),
-            );
+        let setting = format!("CLUSTER_TOKEN_FILE {}", path.display());
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("{setting} cannot be read: {err}"))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("{setting} is empty; put the cluster token in it"));
         }
-        Ok(Some(token))
+        check_token(token, &setting)?;
+        Ok(Some(token.to_owned()))
     }
 
     /// How long a client may take to send a request's headers.
@@ -172,6 +177,17 @@ impl Config {
             .map(|name| name.trim().to_owned())
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "node".to_owned())
+    }
+}
+
+/// Refuses a token that cannot go in an `Authorization` header as it is.
+fn check_token(token: &str, setting: &str) -> Result<(), String> {
+    if token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{setting}: the cluster token must be printable ASCII without spaces"
+        ))
     }
 }
 

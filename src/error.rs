@@ -1,4 +1,5 @@
-//! The crate's one error type and the single table that maps it to HTTP.
+//! The crate's error types: [`Error`], what can go wrong in a request, with the single table
+//! that maps it to HTTP; and [`StartError`], why a node could not start.
 //!
 //! Every error leaves a node as a JSON object with a stable machine-readable `error` code and a
 //! `message` for people, plus fields specific to the error (the leader's URL, the acks so far).
@@ -10,6 +11,19 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::store::Version;
+
+/// Why a node could not start. `main` exits with code 2 on the first, 1 on the second.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong, or the file a setting names cannot be used; the message names it.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// Something the node runs on could not be had: a listener, a thread, the replication HTTP
+    /// client.
+    #[error("{0}")]
+    Setup(String),
+}
 
 /// Result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

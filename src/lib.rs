@@ -15,9 +15,10 @@
 //! - [`settings`]: the leader's live settings (quorum, lag, timeout) and their validation.
 //! - [`events`]: the leader's live feed of replication events, which the dashboard animates.
 //! - [`recovery`]: heartbeats, state transfers to followers that fell behind, leader restart.
-//! - [`api`]: the axum routers (client routes, the dashboard and admin routes, internal routes)
-//!   and their extractors.
-//! - [`error`]: the one error enum and its HTTP status table.
+//! - [`api`]: the node's state, built from a checked configuration; the axum routers (client
+//!   routes, the dashboard and admin routes, internal routes), their extractors, and the
+//!   lingering close of early answers.
+//! - [`error`]: the request error enum and its HTTP status table, and why a node cannot start.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
 //! - [`client`]: a client of the public API, for the command line and the benchmark.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use semisync_kv::Config;
 use semisync_kv::cli::ClientCommand;
+use semisync_kv::error::StartError;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than the C library's allocator: the static musl binary of the image spends
@@ -68,13 +69,9 @@ fn main() -> ExitCode {
 }
 
 fn serve(runtime: tokio::runtime::Runtime, config: Config) -> ExitCode {
-    if let Err(message) = config.validate() {
-        eprintln!("error: invalid configuration: {message}");
-        return ExitCode::from(2);
-    }
-    let listen_addr = config.listen_addr;
     let result = runtime.block_on(async {
-        let shutdown = semisync_kv::server::shutdown_signal()?;
+        let shutdown = semisync_kv::server::shutdown_signal()
+            .map_err(|err| StartError::Setup(format!("cannot listen for signals: {err}")))?;
         semisync_kv::server::serve(config, shutdown).await
     });
     // Do not wait for stragglers (a DNS lookup of a stopped container, a retry): `docker stop`
@@ -83,8 +80,11 @@ fn serve(runtime: tokio::runtime::Runtime, config: Config) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: cannot serve on {listen_addr}: {err}");
-            ExitCode::FAILURE
+            eprintln!("error: {err}");
+            match err {
+                StartError::Config(_) => ExitCode::from(2),
+                StartError::Setup(_) => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::{Config, Role};
+use crate::error::StartError;
 
 /// How long requests still in flight may run after shutdown was asked for. A write waiting for
 /// its quorum would otherwise hold the node up to `REPLICATE_TIMEOUT_MS`; `docker stop` must
@@ -26,18 +28,19 @@ const MAX_HEADERS: usize = 64;
 /// Most bytes a request's head (request line and headers) may take; hyper's minimum is 8 KiB.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Binds the public listener (`LISTEN_ADDR`) and, on a follower, the internal one
-/// (`INTERNAL_LISTEN_ADDR`), and serves the node until `shutdown` resolves.
+/// Checks `config`, binds the public listener (`LISTEN_ADDR`) and, on a follower, the internal
+/// one (`INTERNAL_LISTEN_ADDR`), and serves the node until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
-    let public = TcpListener::bind(config.listen_addr).await?;
+) -> Result<(), StartError> {
+    let state = AppState::new(&config)?;
+    let public = bind(config.listen_addr).await?;
     let internal = match config.role {
-        Role::Follower => Some(TcpListener::bind(config.internal_listen_addr).await?),
+        Role::Follower => Some(bind(config.internal_listen_addr).await?),
         Role::Leader => None,
     };
-    run(public, internal, &config, shutdown).await
+    serve_state(state, public, internal, &config, shutdown).await
 }
 
 /// Serves a node configured by `config` until `shutdown` resolves: the client API on `public`,
@@ -47,17 +50,39 @@ pub async fn run(
     internal: Option<TcpListener>,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
+) -> Result<(), StartError> {
+    let state = AppState::new(config)?;
+    serve_state(state, public, internal, config, shutdown).await
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| StartError::Setup(format!("cannot listen on {addr}: {err}")))
+}
+
+async fn serve_state(
+    state: AppState,
+    public: TcpListener,
+    internal: Option<TcpListener>,
+    config: &Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
 
-    let state = AppState::new(config).map_err(io::Error::other)?;
-    let internal_addr = internal.as_ref().map(TcpListener::local_addr).transpose()?;
+    let address = |listener: &TcpListener| {
+        listener
+            .local_addr()
+            .map_err(|err| StartError::Setup(format!("a listener has no address: {err}")))
+    };
+    let public_addr = address(&public)?;
+    let internal_addr = internal.as_ref().map(address).transpose()?;
     info!(
-        addr = %public.local_addr()?,
+        addr = %public_addr,
         internal_addr = %internal_addr.map_or("none".to_owned(), |addr| addr.to_string()),
         node_id = state.node_id(),
         role = config.role.as_str(),
@@ -66,7 +91,7 @@ pub async fn run(
         max_value_bytes = config.max_value_bytes,
         "listening"
     );
-    if matches!(config.cluster_token(), Ok(None)) {
+    if !state.has_cluster_token() {
         warn!("no CLUSTER_TOKEN: internal routes accept requests from anyone who reaches them");
     }
 

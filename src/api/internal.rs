@@ -4,14 +4,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::routing::{get, post};
-use serde::de::DeserializeOwned;
 
-use super::{AppState, Follower, check_key, parse_json};
+use super::{AppState, Follower, Json, check_key};
 use crate::error::{Error, ErrorBody, Result};
 use crate::replication::wire::{
     Batch, BatchAck, EntryAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH,
@@ -21,16 +17,15 @@ use crate::replication::wire::{
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
 /// has already checked each value against its own `MAX_VALUE_BYTES`, so a follower configured
 /// with a smaller one still takes every write rather than refusing it forever.
-const INTERNAL_BODY_LIMIT: usize = 4 << 30;
+pub(super) const BODY_LIMIT: usize = 4 << 30;
 
 /// Largest version a message may carry: the largest integer JSON numbers hold exactly.
 const MAX_VERSION: u64 = (1 << 53) - 1;
 
 pub(super) fn routes() -> Router<AppState> {
-    let limit = || DefaultBodyLimit::max(INTERNAL_BODY_LIMIT);
     Router::new()
-        .route(REPLICATE_PATH, post(replicate).layer(limit()))
-        .route(TRANSFER_PATH, post(transfer).layer(limit()))
+        .route(REPLICATE_PATH, post(replicate))
+        .route(TRANSFER_PATH, post(transfer))
         .route(STATUS_PATH, get(status))
         .route(STATE_PATH, get(state))
 }
@@ -50,9 +45,8 @@ pub(super) fn routes() -> Router<AppState> {
 pub(super) async fn replicate(
     Follower: Follower,
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    Json(batch): Json<Batch>,
 ) -> Result<axum::Json<BatchAck>> {
-    let batch: Batch = read_body(body)?;
     let checks: Vec<Result<()>> = batch.writes.iter().map(|write| check(write)).collect();
     let acks = {
         let mut replica = state.replica();
@@ -122,9 +116,8 @@ async fn state(Follower: Follower, State(state): State<AppState>) -> axum::Json<
 async fn transfer(
     Follower: Follower,
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    Json(transfer): Json<StateTransfer>,
 ) -> Result<axum::Json<TransferAck>> {
-    let transfer: StateTransfer = read_body(body)?;
     if transfer.follower != state.inner.incarnation {
         return Err(Error::StaleTransfer);
     }
@@ -147,18 +140,6 @@ async fn transfer(
         replaced,
         version,
     }))
-}
-
-/// Reads an internal route's JSON body.
-fn read_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
-            what: "request body",
-            limit: INTERNAL_BODY_LIMIT,
-        },
-        _ => Error::InvalidBody(rejection.body_text()),
-    })?;
-    parse_json(&body)
 }
 
 /// Checks a replicated write's key and version.

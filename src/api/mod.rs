@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod dashboard;
 mod internal;
+mod linger;
 pub mod openapi;
 #[cfg(test)]
 mod tests;
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, Extension, FromRequest, FromRequestParts, OriginalUri, Request, State,
+};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -24,7 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, Role};
-use crate::error::Error;
+use crate::error::{Error, StartError};
 use crate::metrics::Metrics;
 use crate::replication::{
     HttpTransport, Incarnation, LagClock, Replica, Replicator, SharedReplica, lock,
@@ -61,17 +64,21 @@ struct Inner {
 }
 
 impl AppState {
-    /// The state of a node configured by `config` (which must have passed
-    /// [`Config::validate`]), with an empty store. On the leader it starts the followers'
-    /// pipelines, so it must be called inside a tokio runtime. Fails when the cluster token
-    /// cannot be read or the replication HTTP client cannot be built.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    /// The state of a node configured by `config`, with an empty store: the one place the
+    /// library checks a configuration ([`Config::validate`]) and reads the cluster token. On the
+    /// leader it starts the followers' pipelines, so it must be called inside a tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let cluster_token = config.read_cluster_token().map_err(StartError::Config)?;
         let replica = Arc::new(Mutex::new(Replica::default()));
         let metrics = Arc::new(Metrics::new());
-        let cluster_token = config.cluster_token()?;
         let replicator = match config.role {
             Role::Leader => {
-                let transport = HttpTransport::new(&config.followers, cluster_token.as_deref())?;
+                let transport = HttpTransport::new(&config.followers, cluster_token.as_deref())
+                    .map_err(StartError::Setup)?;
+                let clock = LagClock::precise().map_err(|err| {
+                    StartError::Setup(format!("cannot start the lag clock's thread: {err}"))
+                })?;
                 Some(Replicator::new(
                     &config.followers,
                     Arc::new(transport),
@@ -79,8 +86,7 @@ impl AppState {
                     config.settings,
                     config.replication_backlog,
                     Arc::clone(&metrics),
-                    LagClock::precise()
-                        .map_err(|err| format!("cannot start the lag clock's thread: {err}"))?,
+                    clock,
                 ))
             }
             Role::Follower => None,
@@ -106,6 +112,11 @@ impl AppState {
     /// The node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// Whether internal requests must carry the cluster token.
+    pub fn has_cluster_token(&self) -> bool {
+        self.inner.cluster_token.is_some()
     }
 
     /// The leader's replicator; `None` on a follower.
@@ -166,7 +177,8 @@ pub fn client_router(state: AppState) -> Router {
     let routes = client::routes()
         .merge(dashboard::routes())
         .merge(admin::routes());
-    finish(routes, state)
+    let body_limit = state.body_limit();
+    finish(routes, state, body_limit)
 }
 
 /// The internal API of a follower, for its own listener: the routes the leader calls, behind
@@ -179,10 +191,13 @@ pub fn internal_router(state: AppState) -> Router {
             require_token,
         ))
         .route("/openapi.json", axum::routing::get(openapi::serve_internal));
-    finish(routes, state)
+    finish(routes, state, internal::BODY_LIMIT)
 }
 
-fn finish(routes: Router<AppState>, state: AppState) -> Router {
+/// Adds what every route of a listener shares: JSON errors for unknown routes and methods, the
+/// body limit [`Json`] reads under, the request limits, and the lingering close, outermost, so
+/// that every early answer gets it.
+fn finish(routes: Router<AppState>, state: AppState, body_limit: usize) -> Router {
     let limits = Limits {
         permits: Arc::new(Semaphore::new(state.inner.max_concurrent_requests)),
         timeout: state.inner.request_timeout,
@@ -190,8 +205,10 @@ fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.body_limit()))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(BodyLimit(body_limit)))
         .layer(axum::middleware::from_fn_with_state(limits, limit))
+        .layer(tower::util::MapRequestLayer::new(linger::lend))
         .with_state(state)
 }
 
@@ -314,9 +331,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// The largest request body a listener reads, in bytes: the public one's follows
+/// `MAX_VALUE_BYTES`, the internal one's is [`internal::BODY_LIMIT`].
+#[derive(Clone, Copy, Debug)]
+struct BodyLimit(usize);
+
 /// A JSON body deserialized into `T`, whatever the content type says (so that a plain
-/// `curl -d '{"value":"x"}'` works). Its errors say whether the JSON was malformed, of the wrong
-/// shape, or too large.
+/// `curl -d '{"value":"x"}'` works): the one body reader of every route. Its errors say whether
+/// the JSON was malformed, of the wrong shape, or larger than the listener's [`BodyLimit`].
 #[derive(Debug)]
 struct Json<T>(T);
 
@@ -324,17 +346,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
-        // Refuse a declared oversize body before reading any of it; the body limit layer stops
-        // one without a Content-Length as soon as it grows past the limit.
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or_else(|| state.body_limit(), |limit| limit.0);
         let too_large = Error::PayloadTooLarge {
             what: "request body",
-            limit: state.body_limit(),
+            limit,
         };
+        // Refuse a declared oversize body before reading any of it; the body limit layer stops
+        // one without a Content-Length as soon as it grows past the limit.
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok());
-        if declared.is_some_and(|length: usize| length > state.body_limit()) {
+        if declared.is_some_and(|length: usize| length > limit) {
             return Err(too_large);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {

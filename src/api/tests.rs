@@ -10,6 +10,7 @@ use tower::ServiceExt;
 
 use super::{AppState, client_router, internal_router};
 use crate::config::{Config, Role, parse_base_url};
+use crate::error::StartError;
 use crate::settings::Settings;
 
 /// Nothing listens on port 1: messages to this "follower" fail at once.
@@ -722,6 +723,37 @@ async fn internal_routes_want_the_cluster_token_when_one_is_set() {
     assert_eq!(call(&app, "GET", "/health", None).await.0, StatusCode::OK);
 }
 
+/// The library checks the configuration it is given: a leader without followers is refused
+/// with the setting named, not a panic.
+#[tokio::test]
+async fn the_state_refuses_a_configuration_that_cannot_work() {
+    let err = AppState::new(&Config {
+        followers: vec![],
+        ..config(Role::Leader)
+    })
+    .expect_err("a leader needs followers");
+    assert!(
+        matches!(&err, StartError::Config(message) if message.contains("FOLLOWERS")),
+        "{err}"
+    );
+}
+
+/// The token is read once, at start-up: a token file that disappears later does not open the
+/// internal routes.
+#[tokio::test]
+async fn the_token_read_at_start_up_stays_when_its_file_goes() {
+    let path = std::env::temp_dir().join(format!("semisync-token-{}", std::process::id()));
+    std::fs::write(&path, "s3cret\n").expect("write the token file");
+    let app = node(&Config {
+        cluster_token_file: Some(path.clone()),
+        ..config(Role::Follower)
+    });
+    std::fs::remove_file(&path).expect("remove the token file");
+    let status = |authorization| call_with(&app, "GET", "/internal/status", None, authorization);
+    assert_eq!(status(None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(Some("Bearer s3cret")).await.0, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn internal_routes_are_not_on_the_public_router() {
     let app = app(Role::Follower);
@@ -739,20 +771,26 @@ fn token_comparison() {
 
 #[tokio::test]
 async fn a_request_over_the_time_limit_gets_408() {
-    // The write waits 100 ms for a quorum it cannot get; the request may take 50 ms.
+    // A client that never finishes sending its body; the request may take 50 ms.
     let app = node(&Config {
         request_timeout_ms: Some(50),
+        settings: Settings {
+            replicate_timeout_ms: 10,
+            ..config(Role::Leader).settings
+        },
         ..config(Role::Leader)
     });
-    let json = assert_error(
-        &app,
-        "PUT",
-        "/kv/k?quorum=1",
-        Some(r#"{"value":"v"}"#),
-        408,
-        "request_timeout",
-    )
-    .await;
+    let body = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
+    let request = Request::put("/kv/k")
+        .body(Body::from_stream(body))
+        .expect("request");
+    let (status, _, bytes) = exchange(&app.public, request).await;
+    let json: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(
+        (status.as_u16(), json["error"].as_str()),
+        (408, Some("request_timeout")),
+        "{json}"
+    );
     assert_eq!(json["message"], "the request took longer than 50 ms");
 }
 
