@@ -17,6 +17,7 @@ use semisync_kv::local::LocalSettings;
 use semisync_kv::settings::Settings;
 use serde_json::json;
 
+use crate::common::{runs, skip_without_tool};
 use crate::helpers::{TestCluster, eventually, send, settings};
 
 /// How long the page may take to show something.
@@ -42,8 +43,28 @@ impl Drop for Browser {
 }
 
 impl Browser {
+    /// The chromedriver to run: `CHROMEDRIVER`, else the one on the `PATH`.
+    fn driver_program() -> String {
+        std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into())
+    }
+
+    /// Whether Chromium and chromedriver are here; if not, the test is skipped, or fails under
+    /// `SEMISYNC_REQUIRE_ALL=1`.
+    fn present() -> bool {
+        let check = runs(&Self::driver_program(), &["--version"])
+            .and_then(|()| runs("chromium", &["--version"]));
+        if let Err(why) = &check {
+            skip_without_tool(
+                "the dashboard's browser test",
+                why,
+                "apt-get install chromium chromium-driver (or set CHROMEDRIVER to a chromedriver)",
+            );
+        }
+        check.is_ok()
+    }
+
     async fn start() -> Self {
-        let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let program = Self::driver_program();
         let mut driver = Command::new(&program)
             .arg("--port=0")
             .process_group(0)
@@ -167,6 +188,9 @@ impl Browser {
 /// (late ones too) and their outcome, and that its controls change the cluster.
 #[tokio::test]
 async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
+    if !Browser::present() {
+        return;
+    }
     let cluster = TestCluster::start_up(LocalSettings {
         settings: Settings {
             min_delay_ms: 100,

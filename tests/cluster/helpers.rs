@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
+use futures::future::join_all;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
@@ -15,6 +16,7 @@ use semisync_kv::settings::Settings;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::common;
 pub use crate::common::{eventually, send};
 
 /// The cluster token of the test clusters.
@@ -114,9 +116,7 @@ impl TestCluster {
 
     /// PUT `value` at `key` on the leader, with an optional quorum override.
     pub async fn put(&self, key: &str, value: &str, quorum: Option<usize>) -> (StatusCode, Value) {
-        let url = write_url(&self.leader.url(), key, quorum);
-        let body = serde_json::json!({ "value": value });
-        send(self.http.put(url).json(&body)).await
+        common::put(&self.http, &self.leader.url(), key, value, quorum).await
     }
 
     /// PUT with quorum 1, taking owned strings (for building many writes at once).
@@ -126,7 +126,14 @@ impl TestCluster {
 
     /// DELETE `key` on the leader, with an optional quorum override.
     pub async fn delete(&self, key: &str, quorum: Option<usize>) -> (StatusCode, Value) {
-        send(self.http.delete(write_url(&self.leader.url(), key, quorum))).await
+        let query = quorum
+            .map(|quorum| format!("?quorum={quorum}"))
+            .unwrap_or_default();
+        send(
+            self.http
+                .delete(format!("{}/kv/{key}{query}", self.leader.url())),
+        )
+        .await
     }
 
     /// GET `path` on the node at `base`.
@@ -143,16 +150,13 @@ impl TestCluster {
 
     /// Polls `/cluster` until follower `i` (0-based) is in `state` (`up`, `down`, `catching_up`).
     pub async fn wait_follower(&self, i: usize, state: &str, within: Duration) -> Value {
+        let id = &self.followers[i].id;
         eventually(within, || async {
-            let cluster = self.cluster_status().await;
-            let follower = cluster["followers"][i].clone();
+            let follower = common::follower_status(&self.http, &self.leader.url(), id).await;
             if follower["state"] == state {
                 Ok(follower)
             } else {
-                Err(format!(
-                    "{} is not {state}: {follower}",
-                    self.followers[i].id
-                ))
+                Err(format!("{id} is not {state}: {follower}"))
             }
         })
         .await
@@ -161,35 +165,54 @@ impl TestCluster {
 
     /// A node's `/dump`, or `None` when it does not answer.
     pub async fn dump(&self, base: &str) -> Option<BTreeMap<String, String>> {
-        let response = self.http.get(format!("{base}/dump")).send().await.ok()?;
-        response.json().await.ok()
+        common::dump(&self.http, base).await
     }
 
     /// Polls until every running follower's `/dump` equals the leader's, up to `within`.
     pub async fn converged(&self, within: Duration) -> Result<BTreeMap<String, String>, String> {
-        eventually(within, || async {
-            let leader = self
-                .dump(&self.leader.url())
-                .await
-                .ok_or("leader does not answer")?;
-            for follower in self.followers.iter().filter(|f| f.is_running()) {
-                let dump = self.dump(&follower.url()).await;
-                if dump.as_ref() != Some(&leader) {
-                    return Err(format!(
-                        "{} differs from the leader:\n  leader:   {leader:?}\n  follower: {dump:?}",
-                        follower.id
-                    ));
-                }
-            }
-            Ok(leader)
-        })
-        .await
+        let running: Vec<(String, String)> = self
+            .followers
+            .iter()
+            .filter(|follower| follower.is_running())
+            .map(|follower| (follower.id.clone(), follower.url()))
+            .collect();
+        common::converged(&self.http, &self.leader.url(), &running, within).await
     }
 }
 
-fn write_url(base: &str, key: &str, quorum: Option<usize>) -> String {
-    match quorum {
-        Some(quorum) => format!("{base}/kv/{key}?quorum={quorum}"),
-        None => format!("{base}/kv/{key}"),
+/// Runs the `semisync-kv` binary with `args`; returns its exit code, stdout and stderr.
+pub fn semisync_kv(args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_semisync-kv"))
+        .args(args)
+        .output()
+        .expect("run semisync-kv");
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (
+        output.status.code().unwrap_or(-1),
+        text(output.stdout),
+        text(output.stderr),
+    )
+}
+
+/// Writes `count` keys `prefix0..` on the leader, `concurrency` at a time, with quorum 1; returns
+/// the versions of the writes that were acknowledged.
+pub async fn write_many(
+    cluster: &TestCluster,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> Vec<u64> {
+    let mut versions = Vec::new();
+    let keys: Vec<usize> = (0..count).collect();
+    for chunk in keys.chunks(concurrency) {
+        let writes = chunk
+            .iter()
+            .map(|i| cluster.put_q1(format!("{prefix}{i}"), format!("v{i}")));
+        for (status, body) in join_all(writes).await {
+            if status == StatusCode::OK {
+                versions.push(body["version"].as_u64().expect("version"));
+            }
+        }
     }
+    versions
 }

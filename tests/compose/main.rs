@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{eventually, send};
+use common::{eventually, runs, send, skip_without_tool};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
@@ -51,18 +51,30 @@ struct Stack {
 }
 
 impl Stack {
-    /// Checks Docker, builds the image by the no-registry path, and starts the six containers.
-    fn up() -> Self {
+    /// Checks the tools, builds the image by the no-registry path, and starts the six
+    /// containers. `None` when a tool is missing and the test is skipped.
+    fn up() -> Option<Self> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let docker = Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .output();
-        if !docker.as_ref().is_ok_and(|out| out.status.success()) {
-            panic!(
-                "no Docker engine answers: start it (e.g. `sudo systemctl start docker` or \
-                 `dockerd &`), or run only the tests that need no Docker: `cargo test --lib --test cluster`"
-            );
-        }
+        let tools = || -> Result<Vec<String>, String> {
+            runs("docker", &["info", "--format", "{{.ServerVersion}}"])
+                .map_err(|why| format!("no Docker engine answers ({why})"))?;
+            let compose = compose_command()?;
+            runs("rustup", &["--version"])?;
+            runs("musl-gcc", &["--version"])?;
+            Ok(compose)
+        };
+        let compose = match tools() {
+            Ok(compose) => compose,
+            Err(why) => {
+                skip_without_tool(
+                    "the compose tests",
+                    &why,
+                    "install Docker with Compose and start its engine, rustup, and musl-tools \
+                     (Debian: apt-get install docker.io docker-compose musl-tools)",
+                );
+                return None;
+            }
+        };
         if let Some(port) =
             (8000..=8005).find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
         {
@@ -76,14 +88,11 @@ impl Stack {
             "containers named kv-* already exist (is the lab cluster running? `docker compose down`)"
         );
 
-        let stack = Stack {
-            compose: compose_command(),
-            dir,
-        };
+        let stack = Stack { compose, dir };
         run_ok(Command::new(stack.dir.join("scripts/build-static.sh")).current_dir(&stack.dir));
         run_ok(&mut stack.command(&["build"]));
         run_ok(&mut stack.command(&["up", "-d"]));
-        stack
+        Some(stack)
     }
 
     /// `docker compose -p PROJECT ARGS...` in the repository, with the no-registry image path
@@ -123,13 +132,14 @@ impl Drop for Stack {
     }
 }
 
-/// `docker compose` where the plugin exists, else the older `docker-compose`.
-fn compose_command() -> Vec<String> {
-    let plugin = Command::new("docker").args(["compose", "version"]).output();
-    if plugin.is_ok_and(|out| out.status.success()) {
-        vec!["docker".into(), "compose".into()]
+/// `docker compose` where the plugin exists, else the older `docker-compose`, else why neither.
+fn compose_command() -> Result<Vec<String>, String> {
+    if runs("docker", &["compose", "version"]).is_ok() {
+        Ok(vec!["docker".into(), "compose".into()])
     } else {
-        vec!["docker-compose".into()]
+        runs("docker-compose", &["version"])
+            .map(|()| vec!["docker-compose".into()])
+            .map_err(|why| format!("neither `docker compose` nor `docker-compose` runs ({why})"))
     }
 }
 
@@ -170,40 +180,19 @@ async fn wait_healthy(names: &[&str]) {
     .expect("containers healthy");
 }
 
-async fn dump(http: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
-    http.get(format!("{base}/dump"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
 /// Polls until every follower's `/dump` equals the leader's.
 async fn converged(http: &reqwest::Client) -> BTreeMap<String, String> {
-    eventually(settle(), || async {
-        let leader = dump(http, LEADER).await.ok_or("leader does not answer")?;
-        for i in 1..=5 {
-            let follower = dump(http, &follower_url(i)).await;
-            if follower.as_ref() != Some(&leader) {
-                return Err(format!("follower{i}: {follower:?}\nleader: {leader:?}"));
-            }
-        }
-        Ok(leader)
-    })
-    .await
-    .expect("followers converge on the leader's state")
+    let followers: Vec<(String, String)> = (1..=5)
+        .map(|i| (format!("follower{i}"), follower_url(i)))
+        .collect();
+    common::converged(http, LEADER, &followers, settle())
+        .await
+        .expect("followers converge on the leader's state")
 }
 
 /// The leader's view of the follower `node_id`.
 async fn follower(http: &reqwest::Client, node_id: &str) -> serde_json::Value {
-    let (_, cluster) = send(http.get(format!("{LEADER}/cluster"))).await;
-    let followers = cluster["followers"].as_array().cloned().unwrap_or_default();
-    followers
-        .into_iter()
-        .find(|f| f["node_id"] == node_id)
-        .unwrap_or_default()
+    common::follower_status(http, LEADER, node_id).await
 }
 
 /// Polls the leader's `/cluster` until the follower `node_id` is `up` after more than
@@ -231,16 +220,12 @@ async fn transfers(http: &reqwest::Client, node_id: &str) -> u64 {
 }
 
 async fn put(http: &reqwest::Client, key: &str, value: &str) -> (StatusCode, serde_json::Value) {
-    send(
-        http.put(format!("{LEADER}/kv/{key}"))
-            .json(&json!({ "value": value })),
-    )
-    .await
+    common::put(http, LEADER, key, value, None).await
 }
 
 #[tokio::test]
 async fn lab_scenarios_against_the_compose_cluster() {
-    let stack = Stack::up();
+    let Some(stack) = Stack::up() else { return };
     let http = reqwest::Client::builder()
         .no_proxy()
         .build()
