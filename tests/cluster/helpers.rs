@@ -31,6 +31,17 @@ pub fn settings() -> LocalSettings {
     }
 }
 
+/// A test cluster whose writes wait for `write_quorum` acks.
+pub fn with_quorum(write_quorum: usize) -> LocalSettings {
+    LocalSettings {
+        settings: Settings {
+            write_quorum,
+            ..base()
+        },
+        ..settings()
+    }
+}
+
 /// The live settings of a test cluster: quick lag, and a quorum timeout long enough for a
 /// loaded machine.
 pub fn base() -> Settings {

@@ -4,11 +4,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
-use semisync_kv::local::LocalSettings;
-use semisync_kv::settings::Settings;
 use serde_json::json;
 
-use crate::helpers::{NodeExt, TestCluster, base, eventually, settings, write_many};
+use crate::helpers::{NodeExt, TestCluster, eventually, settings, with_quorum, write_many};
 
 /// A follower killed with SIGKILL and restarted empty catches up to the leader's full state by
 /// itself, while writes keep flowing.
@@ -89,14 +87,7 @@ async fn a_frozen_follower_catches_up_after_sigcont() {
 /// versions, and every node converges on its state.
 #[tokio::test]
 async fn a_restarted_leader_recovers_from_its_followers() {
-    let mut cluster = TestCluster::start_up(LocalSettings {
-        settings: Settings {
-            write_quorum: 5,
-            ..base()
-        },
-        ..settings()
-    })
-    .await;
+    let mut cluster = TestCluster::start_up(with_quorum(5)).await;
     let versions = write_many(&cluster, "k", 100, 10).await;
     assert_eq!(versions.len(), 100);
     let (status, _) = cluster.delete("k7", Some(5)).await;
@@ -142,14 +133,7 @@ async fn a_restarted_leader_recovers_from_its_followers() {
 /// leader never saw.
 #[tokio::test]
 async fn a_follower_down_across_a_leader_restart_converges() {
-    let mut cluster = TestCluster::start_up(LocalSettings {
-        settings: Settings {
-            write_quorum: 1,
-            ..base()
-        },
-        ..settings()
-    })
-    .await;
+    let mut cluster = TestCluster::start_up(with_quorum(1)).await;
     assert_eq!(write_many(&cluster, "a", 50, 10).await.len(), 50);
     cluster
         .converged(Duration::from_secs(5))
@@ -174,14 +158,7 @@ async fn a_follower_down_across_a_leader_restart_converges() {
 /// every node converges.
 #[tokio::test]
 async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() {
-    let mut cluster = TestCluster::start_up(LocalSettings {
-        settings: Settings {
-            write_quorum: 1,
-            ..base()
-        },
-        ..settings()
-    })
-    .await;
+    let mut cluster = TestCluster::start_up(with_quorum(1)).await;
     for follower in &mut cluster.followers[..4] {
         follower.kill();
     }
