@@ -55,12 +55,14 @@ pub async fn run(
     serve_state(state, public, internal, config, shutdown).await
 }
 
+/// Binds a listener; the error names the address.
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|err| StartError::Setup(format!("cannot listen on {addr}: {err}")))
 }
 
+/// Serves `state` on the listeners until `shutdown` resolves, after a leader's recovery.
 async fn serve_state(
     state: AppState,
     public: TcpListener,

@@ -1,8 +1,9 @@
 //! Lingering close, as nginx calls it: a request answered before its body was read (a 413 from
 //! its `Content-Length`, a 401, a 503 under load) still has the rest of its body read and
-//! thrown away, up to [`LINGER_BYTES`] or [`LINGER_TIME`], while the answer goes out. A client that writes its whole body
-//! before it reads the answer, as Python's `urllib` does, then gets that answer. Closing at once
-//! with unread bytes in the socket makes the kernel send a reset, which destroys the answer.
+//! thrown away while the answer goes out, up to [`LINGER_BYTES`] or [`LINGER_TIME`]. A client
+//! that writes its whole body before it reads the answer, as Python's `urllib` does, then gets
+//! that answer: closing at once with unread bytes in the socket makes the kernel send a reset,
+//! which destroys the answer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -30,8 +31,8 @@ pub(super) fn lend(request: Request) -> Request {
     request.map(|body| Body::new(Lent(Some(body))))
 }
 
-/// Reads `body` to its end and throws it away, up to [`LINGER_BYTES`] or [`LINGER_TIME`];
-/// dropping it then makes the server close the connection.
+/// Reads `body` to its end and throws it away. Past [`LINGER_BYTES`] or [`LINGER_TIME`] it
+/// stops, and dropping the body makes hyper close the connection.
 async fn discard(mut body: Body) {
     let mut read = 0;
     let _ = tokio::time::timeout(LINGER_TIME, async {
