@@ -132,7 +132,8 @@ pub enum ClientCommand {
 /// `--leader URL`.
 #[derive(Debug, Args)]
 pub struct LeaderArg {
-    /// Base URL of the leader.
+    /// Base URL of the leader; a follower's will do too, as it names the leader in its
+    /// `421 not_leader` answer and the command goes on there.
     #[arg(long = "leader", default_value = DEFAULT_LEADER, value_parser = parse_base_url)]
     pub url: Url,
 }
@@ -155,7 +156,21 @@ pub struct OutputArg {
 
 /// Runs a client command and returns the process exit code.
 pub async fn run(command: ClientCommand) -> ExitCode {
-    let result = match command {
+    match execute(command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            match err {
+                ClientError::Unreachable { .. } => ExitCode::from(3),
+                ClientError::Api { .. } | ClientError::BadAnswer { .. } => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// Runs a client command; prints its answer, or returns its error.
+async fn execute(command: ClientCommand) -> Result<(), ClientError> {
+    match command {
         ClientCommand::Put {
             key,
             value,
@@ -163,8 +178,8 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             leader,
             output,
         } => {
-            let client = Client::new(leader.url);
-            client.put(&key, &value, quorum).await.map(|w| {
+            let put = async |client: &Client| client.put(&key, &value, quorum).await;
+            on_leader(&leader, put).await.map(|w| {
                 let acked_by = w.acked_by.join(", ");
                 let line = format!(
                     "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms)",
@@ -181,7 +196,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             })
         }
         ClientCommand::Get { key, node, output } => {
-            let client = Client::new(node.url);
+            let client = Client::new(node.url)?;
             client.get(&key).await.map(|r| {
                 let line = format!("{} = {:?} (version {})", r.key, r.value, r.version);
                 print(&output, &r, line)
@@ -193,8 +208,8 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             leader,
             output,
         } => {
-            let client = Client::new(leader.url);
-            client.delete(&key, quorum).await.map(|w| {
+            let delete = async |client: &Client| client.delete(&key, quorum).await;
+            on_leader(&leader, delete).await.map(|w| {
                 let line = format!(
                     "OK deleted {} (version {}; {} of {} acks; {:.1} ms)",
                     w.key, w.version, w.acks, w.quorum, w.latency_ms
@@ -203,7 +218,7 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             })
         }
         ClientCommand::Dump { node, output } => {
-            let client = Client::new(node.url);
+            let client = Client::new(node.url)?;
             client.dump().await.map(|dump| {
                 let lines: Vec<String> = dump
                     .iter()
@@ -218,8 +233,8 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             })
         }
         ClientCommand::Status { leader, output } => {
-            let client = Client::new(leader.url);
-            client.cluster().await.map(|status| {
+            let cluster = async |client: &Client| client.cluster().await;
+            on_leader(&leader, cluster).await.map(|status| {
                 let head = format!(
                     "leader {}: version {}, {} keys, {}",
                     status.node_id, status.version, status.keys, status.settings
@@ -236,12 +251,14 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             leader,
             output,
         } => {
-            let client = Client::new(leader.url);
-            let settings = if change.is_empty() {
-                client.settings().await
-            } else {
-                client.change_settings(&change).await
-            };
+            let settings = on_leader(&leader, async |client: &Client| {
+                if change.is_empty() {
+                    client.settings().await
+                } else {
+                    client.change_settings(&change).await
+                }
+            })
+            .await;
             settings.map(|settings| print(&output, &settings, settings.to_string()))
         }
         ClientCommand::Cut {
@@ -255,22 +272,30 @@ pub async fn run(command: ClientCommand) -> ExitCode {
             output,
         } => cut_off(leader, &follower, false, &output).await,
         ClientCommand::Health { url, listen_addr } => {
-            let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)));
+            let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)))?;
             client.health().await.map(|h| {
                 println!("ok: {} {} at version {}", h.role, h.node_id, h.version);
             })
         }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err}");
-            match err {
-                ClientError::Unreachable { .. } => ExitCode::from(3),
-                ClientError::Api { .. } | ClientError::BadAnswer { .. } => ExitCode::FAILURE,
-            }
-        }
     }
+}
+
+/// Sends `request` to the leader `--leader` names. When that node is a follower, the request
+/// follows its `421 not_leader` to the leader, and a note on stderr says so.
+async fn on_leader<T>(
+    leader: &LeaderArg,
+    request: impl AsyncFnOnce(&Client) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    let client = Client::new(leader.url.clone())?;
+    let answer = request(&client).await;
+    let reached = client.base();
+    if reached != leader.url {
+        eprintln!(
+            "note: {} is a follower; the command went to the leader it named, {reached}",
+            leader.url
+        );
+    }
+    answer
 }
 
 /// `cut` and `restore`.
@@ -280,7 +305,10 @@ async fn cut_off(
     cut: bool,
     output: &OutputArg,
 ) -> Result<(), ClientError> {
-    let view = Client::new(leader.url).cut_off(follower, cut).await?;
+    let view = on_leader(&leader, async |client: &Client| {
+        client.cut_off(follower, cut).await
+    })
+    .await?;
     let line = if cut {
         format!(
             "{} cut off: the leader sends it nothing until `semisync-kv restore {}`",

@@ -1,7 +1,10 @@
 //! A client of a node's public API, used by the command line and the benchmark. It reads the
-//! same response types the server writes, so the two cannot drift apart.
+//! same response types the server writes, so the two cannot drift apart. A request that only the
+//! leader serves, sent to a follower, is answered `421 not_leader` with the leader's URL: the
+//! client sends it again there, once, and sends its next requests there too.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::{Method, Url};
@@ -9,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::{ClusterStatus, Health, ReadResponse, WriteResponse};
+use crate::config::parse_base_url;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -50,27 +54,37 @@ pub enum ClientError {
     },
 }
 
-/// A client of one node, with pooled connections.
+/// A client of one node, with pooled connections. Its clones share the node they talk to.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
-    base: Url,
+    /// The node's base URL: the one given, until a `421 not_leader` names the leader.
+    base: Arc<RwLock<Url>>,
 }
 
 impl Client {
     /// A client of the node at `base` (e.g. `http://localhost:8000`).
-    pub fn new(base: Url) -> Self {
+    pub fn new(base: Url) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
             .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, base }
+            .map_err(|err| ClientError::Unreachable {
+                url: base.to_string(),
+                reason: format!("cannot build an HTTP client: {err}"),
+            })?;
+        Ok(Self {
+            http,
+            base: Arc::new(RwLock::new(base)),
+        })
     }
 
-    /// The node's base URL.
-    pub fn base(&self) -> &Url {
-        &self.base
+    /// The node's base URL: the one given, or the leader a follower sent this client to.
+    pub fn base(&self) -> Url {
+        self.base
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// `PUT /kv/{key}`, with an optional quorum override.
@@ -81,7 +95,7 @@ impl Client {
         quorum: Option<usize>,
     ) -> Result<WriteResponse, ClientError> {
         let body = serde_json::json!({ "value": value });
-        self.call(Method::PUT, &self.key_url(key, quorum), Some(&body))
+        self.call(Method::PUT, |base| key_url(base, key, quorum), Some(&body))
             .await
     }
 
@@ -91,50 +105,59 @@ impl Client {
         key: &str,
         quorum: Option<usize>,
     ) -> Result<WriteResponse, ClientError> {
-        self.call(Method::DELETE, &self.key_url(key, quorum), None)
+        self.call(Method::DELETE, |base| key_url(base, key, quorum), None)
             .await
     }
 
     /// `GET /kv/{key}`.
     pub async fn get(&self, key: &str) -> Result<ReadResponse, ClientError> {
-        self.call(Method::GET, &self.key_url(key, None), None).await
+        self.call(Method::GET, |base| key_url(base, key, None), None)
+            .await
     }
 
     /// `GET /dump`: the node's whole state.
     pub async fn dump(&self) -> Result<BTreeMap<String, String>, ClientError> {
-        self.call(Method::GET, &self.url("/dump"), None).await
+        self.call(Method::GET, |base| at(base, "/dump"), None).await
     }
 
     /// `GET /cluster` on the leader.
     pub async fn cluster(&self) -> Result<ClusterStatus, ClientError> {
-        self.call(Method::GET, &self.url("/cluster"), None).await
+        self.call(Method::GET, |base| at(base, "/cluster"), None)
+            .await
     }
 
     /// `GET /admin/settings` on the leader: its live settings.
     pub async fn settings(&self) -> Result<Settings, ClientError> {
-        self.call(Method::GET, &self.url("/admin/settings"), None)
+        self.call(Method::GET, |base| at(base, "/admin/settings"), None)
             .await
     }
 
     /// `PATCH /admin/settings` on the leader: changes the settings `change` names.
     pub async fn change_settings(&self, change: &SettingsChange) -> Result<Settings, ClientError> {
         let body = serde_json::to_value(change).unwrap_or_default();
-        self.call(Method::PATCH, &self.url("/admin/settings"), Some(&body))
-            .await
+        self.call(
+            Method::PATCH,
+            |base| at(base, "/admin/settings"),
+            Some(&body),
+        )
+        .await
     }
 
     /// `POST /admin/followers/{follower}/cut` (`cut`) or `.../restore` on the leader.
     pub async fn cut_off(&self, follower: &str, cut: bool) -> Result<FollowerView, ClientError> {
-        let mut url = self.url("/admin/followers");
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.extend([follower, if cut { "cut" } else { "restore" }]);
-        }
-        self.call(Method::POST, &url, None).await
+        let url = |base: &Url| {
+            let mut url = at(base, "/admin/followers");
+            if let Ok(mut segments) = url.path_segments_mut() {
+                segments.extend([follower, if cut { "cut" } else { "restore" }]);
+            }
+            url
+        };
+        self.call(Method::POST, url, None).await
     }
 
     /// `GET /health`, with a short timeout; an error unless the node reports "ok".
     pub async fn health(&self) -> Result<Health, ClientError> {
-        let url = self.url("/health");
+        let url = at(&self.base(), "/health");
         let request = self.http.get(url.clone()).timeout(PROBE_TIMEOUT);
         let health: Health = read(request, &url).await?;
         if health.status != "ok" {
@@ -147,26 +170,32 @@ impl Client {
         Ok(health)
     }
 
-    fn url(&self, path: &str) -> Url {
-        let mut url = self.base.clone();
-        url.set_path(path);
-        url
-    }
-
-    /// `/kv/{key}` with the key percent-encoded as one path segment (it may contain `/`).
-    fn key_url(&self, key: &str, quorum: Option<usize>) -> Url {
-        let mut url = self.url("/kv");
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.push(key);
-        }
-        if let Some(quorum) = quorum {
-            url.query_pairs_mut()
-                .append_pair("quorum", &quorum.to_string());
-        }
-        url
-    }
-
+    /// Sends a request to the URL `url` makes of the base, and reads a `T`. When a follower
+    /// answers `421 not_leader` naming another node, sends it there once more, and keeps that
+    /// node as the base: a write refused by a follower was not applied, so sending it again is
+    /// safe.
     async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: impl Fn(&Url) -> Url,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
+        let base = self.base();
+        let answer = self.send(method.clone(), &url(&base), body).await;
+        let leader = match &answer {
+            Err(ClientError::Api {
+                status: 421,
+                body: error,
+                ..
+            }) => leader_named(error, &base),
+            _ => None,
+        };
+        let Some(leader) = leader else { return answer };
+        *self.base.write().unwrap_or_else(PoisonError::into_inner) = leader.clone();
+        self.send(method, &url(&leader), body).await
+    }
+
+    async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         url: &Url,
@@ -178,6 +207,32 @@ impl Client {
         }
         read(request, url).await
     }
+}
+
+/// The leader a `not_leader` error names, if it is a URL other than `base`.
+fn leader_named(error: &Value, base: &Url) -> Option<Url> {
+    let leader = parse_base_url(error["leader"].as_str()?).ok()?;
+    (leader != *base).then_some(leader)
+}
+
+/// `path` on the node at `base`.
+fn at(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path(path);
+    url
+}
+
+/// `/kv/{key}` with the key percent-encoded as one path segment (it may contain `/`).
+fn key_url(base: &Url, key: &str, quorum: Option<usize>) -> Url {
+    let mut url = at(base, "/kv");
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.push(key);
+    }
+    if let Some(quorum) = quorum {
+        url.query_pairs_mut()
+            .append_pair("quorum", &quorum.to_string());
+    }
+    url
 }
 
 /// Sends a request and reads a `T`, or the API's JSON error.

@@ -366,7 +366,7 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         .settle_ms
         .unwrap_or(status.settings.max_delay_ms + 1000);
     // Subscribed before the first write, so that it sees every write's lags.
-    let feed = match Feed::subscribe(lagged.leader.base()).await {
+    let feed = match Feed::subscribe(&lagged.leader.base()).await {
         Ok(feed) => Some(feed),
         Err(err) => {
             eprintln!(
@@ -555,9 +555,14 @@ impl Target {
 
     fn new(args: &BenchArgs, min_delay_ms: u64, max_delay_ms: u64) -> Result<Self, String> {
         if !args.local {
+            let client = |url: &Url| Client::new(url.clone()).map_err(|err| err.to_string());
             return Ok(Self {
-                leader: Client::new(args.leader.clone()),
-                followers: args.followers.iter().cloned().map(Client::new).collect(),
+                leader: client(&args.leader)?,
+                followers: args
+                    .followers
+                    .iter()
+                    .map(client)
+                    .collect::<Result<_, _>>()?,
                 local: None,
             });
         }
@@ -576,7 +581,10 @@ impl Target {
         };
         let cluster = LocalCluster::start(&binary, &settings)
             .map_err(|err| format!("cannot start a local cluster: {err}"))?;
-        let client = |url: String| Url::parse(&url).map(Client::new).map_err(|e| e.to_string());
+        let client = |url: String| {
+            let url = Url::parse(&url).map_err(|err| err.to_string())?;
+            Client::new(url).map_err(|err| err.to_string())
+        };
         Ok(Self {
             leader: client(cluster.leader.url())?,
             followers: cluster

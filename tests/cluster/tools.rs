@@ -48,9 +48,19 @@ async fn command_line_client() {
     let (code, _, err) = semisync_kv(&["get", "nope", "--node", &leader]);
     assert_eq!(code, 1, "an error answer exits 1");
     assert!(err.contains("not_found"), "{err}");
-    let (code, _, err) = semisync_kv(&["put", "k", "v", "--leader", &follower]);
-    assert_eq!(code, 1);
-    assert!(err.contains("not_leader"), "{err}");
+    // A follower named as the leader answers 421 with the leader's URL: the write goes there.
+    let (code, out, err) = semisync_kv(&["put", "k", "v", "--leader", &follower]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with(r#"OK k = "v" (version 3;"#), "{out}");
+    assert!(
+        err.contains(&format!(
+            "is a follower; the command went to the leader it named, {leader}/"
+        )),
+        "{err}"
+    );
+    let (code, out, _) = semisync_kv(&["status", "--leader", &follower]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("leader leader"), "{out}");
     let (code, _, err) = semisync_kv(&["get", "k", "--node", "http://127.0.0.1:1"]);
     assert_eq!(code, 3, "an unreachable node exits 3: {err}");
     let (code, _, err) = semisync_kv(&["put", "k"]);
@@ -58,20 +68,20 @@ async fn command_line_client() {
 
     let (code, out, _) = semisync_kv(&["delete", "greeting", "--leader", &leader]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("OK deleted greeting (version 3"), "{out}");
+    assert!(out.starts_with("OK deleted greeting (version 4"), "{out}");
     let (code, out, _) = semisync_kv(&["dump", "--node", &leader]);
-    assert_eq!((code, out.trim()), (0, r#"a/b = "x""#));
+    assert_eq!((code, out.trim()), (0, "a/b = \"x\"\nk = \"v\""));
     let (_, out, _) = semisync_kv(&["dump", "--node", &leader, "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out).expect("JSON"),
-        json!({"a/b": "x"})
+        json!({"a/b": "x", "k": "v"})
     );
 
     cluster.wait_follower(4, "up", Duration::from_secs(5)).await;
     let (code, out, _) = semisync_kv(&["status", "--leader", &leader]);
     assert_eq!(code, 0);
     assert!(
-        out.starts_with("leader leader: version 3, 1 keys, write quorum 3"),
+        out.starts_with("leader leader: version 4, 2 keys, write quorum 3"),
         "{out}"
     );
     assert!(
@@ -89,7 +99,7 @@ async fn command_line_client() {
     let (code, out, _) = semisync_kv(&["health", "--url", &follower]);
     assert_eq!(
         (code, out.trim()),
-        (0, "ok: follower follower1 at version 3")
+        (0, "ok: follower follower1 at version 4")
     );
     let (code, _, _) = semisync_kv(&["health", "--url", "http://127.0.0.1:1"]);
     assert_ne!(code, 0);
