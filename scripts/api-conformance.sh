@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${SCHEMATHESIS_VENV:-target/schemathesis-venv}
-# Exit code 3: schemathesis could not be installed (no python3 venv, or no package index).
+# Exit code 75 (EX_TEMPFAIL): schemathesis could not be installed (no python3 venv, or no
+# package index); the last line of stderr says so.
 if [ ! -x "$venv/bin/st" ]; then
   if ! python3 -m venv "$venv" || ! "$venv/bin/pip" install --quiet schemathesis; then
     rm -rf "$venv"
     echo "cannot install schemathesis: python3 with venv and pip, and the package index, are needed" >&2
-    exit 3
+    exit 75
   fi
 fi
 "$venv/bin/st" --version

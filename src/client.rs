@@ -185,9 +185,10 @@ impl Client {
         let leader = match &answer {
             Err(ClientError::Api {
                 status: 421,
+                code,
                 body: error,
                 ..
-            }) => leader_named(error, &base),
+            }) if code == "not_leader" => leader_named(error, &base),
             _ => None,
         };
         let Some(leader) = leader else { return answer };
