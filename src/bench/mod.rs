@@ -10,6 +10,7 @@
 //! a local cluster of its own with `--local`.
 
 mod chart;
+pub mod crash;
 mod feed;
 mod soak;
 mod stats;
@@ -106,6 +107,12 @@ pub struct BenchArgs {
     /// redis-server on the PATH.
     #[arg(long)]
     pub versus_redis: bool,
+    /// Crash the leader instead (needs --local): for each of --quorums [default: 0 to the
+    /// number of followers], --concurrency clients write fresh keys for 2 s, the leader is
+    /// killed (SIGKILL) and restarted, and the writes answered 200 are looked up in its state;
+    /// prints how many were lost and writes crash_results.json.
+    #[arg(long)]
+    pub crash: bool,
     /// Run the soak instead (needs --local): closed-loop writes for this many seconds on the
     /// --keys key set, sampling every node's memory, file descriptors and threads; writes
     /// soak_results.json.
@@ -243,6 +250,19 @@ pub async fn run(args: BenchArgs) -> ExitCode {
             }
         };
     }
+    if args.crash {
+        return match run_crash(&args).await {
+            Ok(crash) => {
+                println!("{}", crash::table(&crash));
+                println!("wrote {}", args.out_dir.join(crash::CRASH_FILE).display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(seconds) = args.soak_seconds {
         return match run_soak(&args, seconds).await {
             Ok(soak) => {
@@ -310,6 +330,39 @@ async fn fill(args: &BenchArgs, keys: usize) -> Result<String, String> {
         args.value_bytes,
         keys as f64 / seconds
     ))
+}
+
+async fn run_crash(args: &BenchArgs) -> Result<crash::Crash, String> {
+    if !args.local {
+        return Err("--crash kills the leader: run it with --local".into());
+    }
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    std::fs::create_dir_all(&args.out_dir)
+        .map_err(|err| format!("cannot create {}: {err}", args.out_dir.display()))?;
+    let (mut target, status) = Target::connect(args, args.min_delay_ms, args.max_delay_ms).await?;
+    let quorums = or_default(
+        &args.quorums,
+        &(0..=status.followers.len()).collect::<Vec<_>>(),
+    );
+    if let Some(quorum) = quorums.iter().find(|&&q| q > status.followers.len()) {
+        return Err(format!(
+            "--quorums: {quorum} is more than the {} followers",
+            status.followers.len()
+        ));
+    }
+    let runs = crash::run(&mut target, &quorums, args.concurrency).await?;
+    let result = crash::Crash {
+        min_delay_ms: args.min_delay_ms,
+        max_delay_ms: args.max_delay_ms,
+        clients: args.concurrency,
+        seconds_before_crash: crash::CRASH_AFTER.as_secs_f64(),
+        runs,
+    };
+    let json = serde_json::to_string_pretty(&result).map_err(|err| err.to_string())?;
+    write(&args.out_dir.join(crash::CRASH_FILE), json.as_bytes())?;
+    Ok(result)
 }
 
 async fn run_soak(args: &BenchArgs, seconds: u64) -> Result<soak::Soak, String> {

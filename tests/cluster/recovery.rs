@@ -1,17 +1,14 @@
 //! Nodes that die, freeze or restart: each comes back to the leader's state by itself.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures::future::join_all;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
-use semisync_kv::local::LocalSettings;
-use semisync_kv::settings::Settings;
 use serde_json::json;
 
-use crate::helpers::{NodeExt, TestCluster, eventually, settings, with_quorum, write_many};
+use crate::helpers::{
+    NodeExt, TestCluster, eventually, semisync_kv, settings, with_quorum, write_many,
+};
 
 /// A follower killed with SIGKILL and restarted empty catches up to the leader's full state by
 /// itself, while writes keep flowing.
@@ -203,102 +200,47 @@ async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() 
     assert_eq!(state["k"], "new");
 }
 
-/// Writes a fresh key after fresh key on the leader, from `clients` clients at once, until
-/// `stop` is set or each client has written `most`; returns the writes answered 200, as
-/// (key, value). The client log that [`lost_acknowledged_writes`] checks.
-async fn write_until_stopped(
-    cluster: &TestCluster,
-    clients: usize,
-    most: usize,
-    stop: &AtomicBool,
-) -> Vec<(String, String)> {
-    let client = |c: usize| async move {
-        let mut acked = Vec::new();
-        for i in 0..most {
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let (key, value) = (format!("c{c}-{i}"), format!("v{c}-{i}"));
-            let url = format!("{}/kv/{key}", cluster.leader.url());
-            let answer = cluster
-                .http
-                .put(url)
-                .json(&json!({ "value": value }))
-                .send()
-                .await;
-            if answer.is_ok_and(|answer| answer.status() == StatusCode::OK) {
-                acked.push((key, value));
-            }
-        }
-        acked
-    };
-    let all = join_all((0..clients).map(client)).await;
-    all.into_iter().flatten().collect()
-}
-
-/// The acknowledged writes of `acked` that `state` does not hold (every key was written once).
-fn lost_acknowledged_writes(
-    acked: &[(String, String)],
-    state: &BTreeMap<String, String>,
-) -> Vec<String> {
-    acked
-        .iter()
-        .filter(|(key, value)| state.get(key) != Some(value))
-        .map(|(key, _)| key.clone())
-        .collect()
-}
-
-/// What the write quorum buys when the leader crashes: with W >= 1, every write answered 200 is
-/// on at least one follower, and the restarted leader, which merges every follower, keeps all
-/// of them; with W = 0 (asynchronous), the writes answered in the last moments before the crash
-/// had reached no follower (every message takes at least 200 ms) and are lost. The client log
-/// of 200s is checked against the new leader's whole state.
+/// What the write quorum buys when the leader crashes, through `semisync-kv bench --crash`:
+/// clients write fresh keys with lag 200..400 ms, the leader is killed with SIGKILL and
+/// restarted, and every write answered 200 is looked up in its state. With W >= 1 each is on a
+/// follower, and the restarted leader merges every follower: none is lost. With W = 0 the
+/// writes answered in the last 200 ms before the crash had reached no follower: some are lost.
 #[tokio::test]
 async fn a_leader_crash_loses_acknowledged_writes_only_when_asynchronous() {
-    for write_quorum in [0, 1, 3, 5] {
-        let mut cluster = TestCluster::start_up(LocalSettings {
-            settings: Settings {
-                write_quorum,
-                min_delay_ms: 200,
-                max_delay_ms: 400,
-                replicate_timeout_ms: 5000,
-            },
-            ..settings()
-        })
-        .await;
-        let stop = AtomicBool::new(false);
-        let crash = async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            cluster.leader.signal(Signal::SIGKILL);
-            stop.store(true, Ordering::Relaxed);
-        };
-        let (acked, ()) = tokio::join!(write_until_stopped(&cluster, 20, 300, &stop), crash);
-        cluster.leader.restart().expect("restart");
-        let state = cluster
-            .dump(&cluster.leader.url())
-            .await
-            .expect("the leader answers");
-        let lost = lost_acknowledged_writes(&acked, &state);
-        eprintln!(
-            "W = {write_quorum}: {} writes answered 200 before the crash, {} of them lost",
-            acked.len(),
-            lost.len()
-        );
-        assert!(
-            !acked.is_empty(),
-            "W = {write_quorum}: some writes were answered"
-        );
-        if write_quorum == 0 {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("crash-{}", std::process::id()));
+    let out_dir = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = semisync_kv(&[
+        "bench",
+        "--local",
+        "--crash",
+        "--quorums",
+        "0,1,3,5",
+        "--min-delay-ms",
+        "200",
+        "--max-delay-ms",
+        "400",
+        "--concurrency",
+        "20",
+        "--out-dir",
+        &out_dir,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    eprintln!("{stdout}");
+    let json = std::fs::read_to_string(out.join("crash_results.json")).expect("crash_results.json");
+    let crash: semisync_kv::bench::crash::Crash = serde_json::from_str(&json).expect("the JSON");
+    let quorums: Vec<usize> = crash.runs.iter().map(|run| run.quorum).collect();
+    assert_eq!(quorums, [0, 1, 3, 5]);
+    for run in &crash.runs {
+        assert!(run.acknowledged > 0, "{run:?}");
+        if run.quorum == 0 {
             assert!(
-                !lost.is_empty(),
-                "asynchronous writes just before a crash are lost"
+                run.lost > 0,
+                "asynchronous writes just before a crash are lost: {run:?}"
             );
         } else {
-            assert_eq!(
-                lost,
-                Vec::<String>::new(),
-                "W = {write_quorum}: no acknowledged write is lost"
-            );
+            assert_eq!(run.lost, 0, "no acknowledged write is lost: {run:?}");
         }
     }
+    let _ = std::fs::remove_dir_all(&out);
 }
