@@ -54,9 +54,16 @@ pub struct Config {
     #[arg(long, env = "FOLLOWERS", value_delimiter = ',', value_parser = parse_base_url)]
     pub followers: Vec<Url>,
 
-    /// Base URL of the leader as a follower sees it; named in a follower's "not the leader" errors.
+    /// Base URL of the leader as a follower sees it; named in a follower's "not the leader"
+    /// errors until the leader's state transfer names its PUBLIC_URL [default: none].
     #[arg(long, env = "LEADER_URL", value_parser = parse_base_url)]
     pub leader_url: Option<Url>,
+
+    /// This node's base URL as clients reach it, e.g. http://localhost:8000 in compose. A
+    /// leader sends it with its state transfers, and its followers name it in their
+    /// `421 not_leader` answers [default: none].
+    #[arg(long, env = "PUBLIC_URL", value_parser = parse_base_url)]
+    pub public_url: Option<Url>,
 
     /// The live settings at start: `WRITE_QUORUM`, `MIN_DELAY_MS`, `MAX_DELAY_MS`,
     /// `REPLICATE_TIMEOUT_MS`.

@@ -248,6 +248,7 @@ impl LocalCluster {
         let mut env: Vec<(String, String)> = vec![
             ("ROLE".into(), "leader".into()),
             ("LISTEN_ADDR".into(), leader_addr.to_string()),
+            ("PUBLIC_URL".into(), format!("http://{leader_addr}")),
             ("FOLLOWERS".into(), follower_urls.join(",")),
         ];
         env.extend(

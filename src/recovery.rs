@@ -182,7 +182,13 @@ async fn heartbeat(shared: Arc<Shared>, replica: SharedReplica, follower: Follow
 async fn transfer(shared: &Shared, replica: &SharedReplica, link: &Link, incarnation: u64) {
     // Before the copy: a write given up from now on goes with the next transfer.
     link.begin_transfer();
-    let transfer = StateTransfer::of(&lock(replica).store, shared.incarnation, incarnation);
+    let leader_url = shared.public_url.get().cloned();
+    let transfer = StateTransfer::of(
+        &lock(replica).store,
+        shared.incarnation,
+        leader_url,
+        incarnation,
+    );
     let (version, entries) = (transfer.version, transfer.entries.len());
     let started = Instant::now();
     let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;

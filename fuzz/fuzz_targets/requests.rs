@@ -33,6 +33,7 @@ fn node() -> &'static Node {
             internal_listen_addr: "127.0.0.1:0".parse().unwrap(),
             followers: vec![],
             leader_url: Some(parse_base_url("http://leader:8000").unwrap()),
+            public_url: None,
             settings: Settings {
                 write_quorum: 0,
                 min_delay_ms: 0,

@@ -130,6 +130,7 @@ async fn transfer(
     if replaced {
         replica.store.replace(entries, transfer.version);
         replica.following = Some(transfer.leader);
+        replica.leader_url = transfer.leader_url;
     } else {
         replica.store.merge(entries);
         replica.store.observe(transfer.version);

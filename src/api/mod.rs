@@ -79,7 +79,7 @@ impl AppState {
                 let clock = LagClock::precise().map_err(|err| {
                     StartError::Setup(format!("cannot start the lag clock's thread: {err}"))
                 })?;
-                Some(Replicator::new(
+                let replicator = Replicator::new(
                     &config.followers,
                     Arc::new(transport),
                     Arc::clone(&replica),
@@ -87,7 +87,11 @@ impl AppState {
                     config.replication_backlog,
                     Arc::clone(&metrics),
                     clock,
-                ))
+                );
+                if let Some(url) = &config.public_url {
+                    replicator.set_public_url(url.to_string());
+                }
+                Some(replicator)
             }
             Role::Follower => None,
         };
@@ -112,6 +116,13 @@ impl AppState {
     /// The node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// The leader's URL as a follower names it: the `PUBLIC_URL` its leader's state transfer
+    /// gave, else this follower's `LEADER_URL`.
+    fn leader_url(&self) -> Option<String> {
+        let learned = self.replica().leader_url.clone();
+        learned.or_else(|| self.inner.leader_url.clone())
     }
 
     /// Whether internal requests must carry the cluster token.
@@ -400,7 +411,7 @@ impl FromRequestParts<AppState> for Leader {
         match &state.inner.replicator {
             Some(replicator) => Ok(Leader(replicator.clone())),
             None => Err(Error::NotLeader {
-                leader: state.inner.leader_url.clone(),
+                leader: state.leader_url(),
             }),
         }
     }

@@ -26,6 +26,7 @@ fn config(role: Role) -> Config {
             Role::Follower => vec![],
         },
         leader_url: Some(parse_base_url("http://leader:8000").expect("valid URL")),
+        public_url: None,
         settings: Settings {
             write_quorum: 0,
             min_delay_ms: 0,
@@ -493,6 +494,24 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
             .0,
         StatusCode::OK
     );
+}
+
+/// A follower names its `LEADER_URL` in a 421 until a leader's state transfer gives that
+/// leader's `PUBLIC_URL`; then it names that.
+#[tokio::test]
+async fn a_follower_names_the_public_url_its_leader_sent() {
+    let app = app(Role::Follower);
+    let put = || call(&app, "PUT", "/kv/a", Some(r#"{"value":"v"}"#));
+    assert_eq!(put().await.1["leader"], "http://leader:8000/");
+    let follower = incarnation(&app).await;
+    let body = format!(
+        r#"{{"leader":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/","entries":[]}}"#
+    );
+    let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let (status, error) = put().await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(error["leader"], "http://localhost:8003/");
 }
 
 #[tokio::test]

@@ -54,7 +54,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
@@ -81,6 +81,9 @@ pub struct Replica {
     pub store: Store,
     /// On a follower: the leader whose writes it accepts. Always `None` on the leader.
     pub following: Option<Incarnation>,
+    /// On a follower: the public URL of the leader it follows, from that leader's state
+    /// transfer, when the leader has one.
+    pub leader_url: Option<String>,
 }
 
 /// A [`Replica`] shared between request handlers and the leader's background tasks. The guard
@@ -127,6 +130,8 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
     pub(crate) events: Events,
     clock: LagClock,
+    /// The leader's `PUBLIC_URL`, sent with its state transfers; set once, before it serves.
+    pub(crate) public_url: OnceLock<String>,
 }
 
 impl Shared {
@@ -172,6 +177,7 @@ impl Replicator {
             metrics,
             events: Events::new(),
             clock,
+            public_url: OnceLock::new(),
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -243,6 +249,12 @@ impl Replicator {
     /// The live feed of replication events, for the dashboard.
     pub fn events(&self) -> &Events {
         &self.shared.events
+    }
+
+    /// Sets the leader's public URL, which its state transfers name to the followers; only the
+    /// first call counts.
+    pub fn set_public_url(&self, url: String) {
+        let _ = self.shared.public_url.set(url);
     }
 
     /// This leader's incarnation.

@@ -198,17 +198,28 @@ pub struct StateTransfer {
     pub follower: Incarnation,
     /// The leader's latest version when it copied its map.
     pub version: Version,
+    /// The leader's `PUBLIC_URL`, which the follower names in its `not_leader` errors from
+    /// then on; absent when the leader has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_url: Option<String>,
     /// Every entry of the leader, tombstones included.
     pub entries: Vec<Write>,
 }
 
 impl StateTransfer {
-    /// A transfer of `store` from `leader` to the run `follower` of a follower.
-    pub fn of(store: &Store, leader: Incarnation, follower: Incarnation) -> Self {
+    /// A transfer of `store` from `leader` (its public URL `leader_url`) to the run `follower`
+    /// of a follower.
+    pub fn of(
+        store: &Store,
+        leader: Incarnation,
+        leader_url: Option<String>,
+        follower: Incarnation,
+    ) -> Self {
         Self {
             leader,
             follower,
             version: store.latest_version(),
+            leader_url,
             entries: writes_of(store),
         }
     }
