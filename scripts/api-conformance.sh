@@ -33,7 +33,7 @@ for i in 1 2; do
     LEADER_URL=http://127.0.0.1:17100 "$bin" serve 2>"$logs/follower$i.log" &
   pids+=($!)
 done
-ROLE=leader NODE_ID=leader LISTEN_ADDR=127.0.0.1:17100 WRITE_QUORUM=1 MIN_DELAY_MS=0 MAX_DELAY_MS=0 \
+ROLE=leader NODE_ID=leader LISTEN_ADDR=127.0.0.1:17100 INTERNAL_LISTEN_ADDR=127.0.0.1:17200 WRITE_QUORUM=1 MIN_DELAY_MS=0 MAX_DELAY_MS=0 \
   FOLLOWERS=http://127.0.0.1:17201,http://127.0.0.1:17202 "$bin" serve 2>"$logs/leader.log" &
 pids+=($!)
 for port in 17100 17101; do

@@ -25,7 +25,7 @@ follower() {
 }
 for i in 1 2 3 4 5; do follower "$i"; done
 followers=http://127.0.0.1:17501,http://127.0.0.1:17502,http://127.0.0.1:17503,http://127.0.0.1:17504,http://127.0.0.1:17505
-ROLE=leader NODE_ID=leader LISTEN_ADDR=127.0.0.1:17400 WRITE_QUORUM=1 MIN_DELAY_MS=0 MAX_DELAY_MS=0 \
+ROLE=leader NODE_ID=leader LISTEN_ADDR=127.0.0.1:17400 INTERNAL_LISTEN_ADDR=127.0.0.1:17500 WRITE_QUORUM=1 MIN_DELAY_MS=0 MAX_DELAY_MS=0 \
   FOLLOWERS=$followers "$bin" serve 2>"$logs/leader.log" &
 pids[0]=$!
 health_keys() { curl -sf "http://127.0.0.1:$1/health" | grep -o '"keys":[0-9]*' | cut -d: -f2; }

@@ -1,5 +1,5 @@
 //! The command line's client commands (`put`, `get`, `delete`, `dump`, `status`, `settings`,
-//! `cut`, `restore`, `health`): they need no JSON quoting, print a clear line, and exit with a
+//! `cut`, `restore`, `failover`, `health`): they need no JSON quoting, print a clear line, and exit with a
 //! code scripts can test.
 //!
 //! Exit codes: 0 success; 1 the node answered with an error (its code and message are printed);
@@ -13,7 +13,8 @@ use reqwest::Url;
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
-use crate::config::parse_base_url;
+use crate::config::{Role, parse_base_url};
+use crate::failover::PeerReport;
 use crate::replication::FollowerView;
 use crate::settings::SettingsChange;
 
@@ -113,6 +114,27 @@ pub enum ClientCommand {
         /// The leader to ask.
         #[command(flatten)]
         leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Promote a follower to leader of a new term (POST /admin/promote), as MHA or orchestrator
+    /// do: it fences the nodes it reaches, merges their states, and says which acknowledged
+    /// writes that keeps. Refused while the leader still answers, or with too few followers to
+    /// keep every acknowledged write, unless --force.
+    Failover {
+        /// Base URL of the follower to promote [default: the port of LISTEN_ADDR on 127.0.0.1,
+        /// the node this runs beside, as with `docker exec kv-follower1 /semisync-kv failover`].
+        #[arg(long, value_parser = parse_base_url)]
+        to: Option<Url>,
+        /// Promote even while the leader answers (it is deposed: its writes that no follower
+        /// acknowledged are lost), or when too few followers answer to keep every acknowledged
+        /// write.
+        #[arg(long)]
+        force: bool,
+        /// The address the node listens on, used when --to is not given.
+        #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
+        listen_addr: SocketAddr,
         /// The output format.
         #[command(flatten)]
         output: OutputArg,
@@ -236,8 +258,8 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
             let cluster = async |client: &Client| client.cluster().await;
             on_leader(&leader, cluster).await.map(|status| {
                 let head = format!(
-                    "leader {}: version {}, {} keys, {}",
-                    status.node_id, status.version, status.keys, status.settings
+                    "leader {} (term {}): version {}, {} keys, {}",
+                    status.node_id, status.term, status.version, status.keys, status.settings
                 );
                 print(
                     &output,
@@ -271,6 +293,29 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
             leader,
             output,
         } => cut_off(leader, &follower, false, &output).await,
+        ClientCommand::Failover {
+            to,
+            force,
+            listen_addr,
+            output,
+        } => {
+            let client = Client::new(to.unwrap_or_else(|| local_url(listen_addr)))?;
+            let promotion = client.promote(force).await?;
+            let line = format!(
+                "{} is the leader of term {}{}\n{}\n{}",
+                promotion.node_id,
+                promotion.term,
+                promotion
+                    .leader_url
+                    .as_ref()
+                    .map(|url| format!(", at {url}"))
+                    .unwrap_or_default(),
+                promotion.guarantee,
+                peer_table(&promotion.peers)
+            );
+            print(&output, &promotion, line);
+            Ok(())
+        }
         ClientCommand::Health { url, listen_addr } => {
             let client = Client::new(url.unwrap_or_else(|| local_url(listen_addr)))?;
             client.health().await.map(|h| {
@@ -333,6 +378,24 @@ fn print(output: &OutputArg, answer: &impl Serialize, line: String) {
     }
 }
 
+/// What each peer answered a promotion, as an aligned text table.
+fn peer_table(peers: &[PeerReport]) -> String {
+    let header = ["PEER", "WAS", "VERSION", "MERGED", "NOTE"];
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|peer| {
+            vec![
+                peer.node_id.clone().unwrap_or_else(|| peer.url.clone()),
+                peer.role.map_or("-", Role::as_str).to_owned(),
+                peer.version.map_or("-".into(), |v| v.to_string()),
+                if peer.merged { "yes" } else { "no" }.to_owned(),
+                peer.error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
 /// The followers as an aligned text table.
 pub fn follower_table(followers: &[FollowerView]) -> String {
     let header = [
@@ -346,10 +409,10 @@ pub fn follower_table(followers: &[FollowerView]) -> String {
         "RETRYING",
         "TRANSFERS",
     ];
-    let rows: Vec<[String; 9]> = followers
+    let rows: Vec<Vec<String>> = followers
         .iter()
         .map(|f| {
-            [
+            vec![
                 f.node_id.clone(),
                 if f.cut_off {
                     "cut_off".to_owned()
@@ -371,6 +434,11 @@ pub fn follower_table(followers: &[FollowerView]) -> String {
             ]
         })
         .collect();
+    table(&header, &rows)
+}
+
+/// `rows` under `header`, each column as wide as its widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::api::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::config::parse_base_url;
+use crate::failover::Promotion;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -149,6 +150,18 @@ impl Client {
             let mut url = at(base, "/admin/followers");
             if let Ok(mut segments) = url.path_segments_mut() {
                 segments.extend([follower, if cut { "cut" } else { "restore" }]);
+            }
+            url
+        };
+        self.call(Method::POST, url, None).await
+    }
+
+    /// `POST /admin/promote[?force=true]` on a follower: makes it the leader of a new term.
+    pub async fn promote(&self, force: bool) -> Result<Promotion, ClientError> {
+        let url = |base: &Url| {
+            let mut url = at(base, "/admin/promote");
+            if force {
+                url.set_query(Some("force=true"));
             }
             url
         };

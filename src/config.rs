@@ -7,11 +7,16 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::settings::Settings;
 
-/// What a node does in the cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// What a node does in the cluster. `ROLE` is the role a node takes in a new cluster: one that
+/// finds a live leader when it starts follows it, and a follower becomes the leader when it is
+/// promoted (`POST /admin/promote`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Accepts writes and replicates them to the followers.
     Leader,
@@ -32,7 +37,8 @@ impl Role {
 /// Settings of `semisync-kv serve`.
 #[derive(Clone, Debug, Args)]
 pub struct Config {
-    /// Role of this node: leader or follower.
+    /// Role of this node in a new cluster: leader or follower. A node that finds a live leader
+    /// when it starts follows it, whatever its role says.
     #[arg(long, env = "ROLE", value_enum)]
     pub role: Role,
 
@@ -44,13 +50,19 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8000")]
     pub listen_addr: SocketAddr,
 
-    /// Address of the internal listener (followers only): replication, heartbeats and state
-    /// transfers from the leader. Keep it off the public network (compose does not publish it).
+    /// Address of the internal listener: replication, heartbeats and state transfers from the
+    /// leader, and a candidate's fence. Keep it off the public network (compose does not
+    /// publish it).
     #[arg(long, env = "INTERNAL_LISTEN_ADDR", default_value = "0.0.0.0:9000")]
     pub internal_listen_addr: SocketAddr,
 
-    /// Comma-separated base URLs of the followers' internal listeners (leader only), e.g.
-    /// http://follower1:9000,http://follower2:9000.
+    /// Comma-separated base URLs of every other node's internal listener, e.g.
+    /// http://follower1:9000,http://follower2:9000. A leader replicates to them; a follower
+    /// needs them to be promoted. Required on a leader.
+    #[arg(long, env = "PEERS", value_delimiter = ',', value_parser = parse_base_url)]
+    pub peers: Vec<Url>,
+
+    /// The same as PEERS, under its earlier name; both lists count.
     #[arg(long, env = "FOLLOWERS", value_delimiter = ',', value_parser = parse_base_url)]
     pub followers: Vec<Url>,
 
@@ -107,14 +119,15 @@ pub struct Config {
 impl Config {
     /// Checks the rules that involve more than one setting; the message says what to change.
     pub fn validate(&self) -> Result<(), String> {
-        if self.role == Role::Leader && self.followers.is_empty() {
+        let peers = self.peers();
+        if self.role == Role::Leader && peers.is_empty() {
             return Err(
-                "FOLLOWERS (--followers) is empty: a leader needs at least one follower \
-                 URL, e.g. FOLLOWERS=http://follower1:8000"
+                "PEERS (--peers) is empty: a leader needs at least one follower's internal \
+                 URL, e.g. PEERS=http://follower1:9000"
                     .into(),
             );
         }
-        let followers = (self.role == Role::Leader).then_some(self.followers.len());
+        let followers = (!peers.is_empty()).then_some(peers.len());
         self.settings.validate(followers, self.request_timeout_ms)?;
         if self.replication_backlog == 0 {
             return Err("REPLICATION_BACKLOG (--replication-backlog) must be at least 1".into());
@@ -161,6 +174,17 @@ impl Config {
         }
         check_token(token, &setting)?;
         Ok(Some(token.to_owned()))
+    }
+
+    /// The other nodes' internal base URLs: `PEERS` then `FOLLOWERS`, each once.
+    pub fn peers(&self) -> Vec<Url> {
+        let mut peers: Vec<Url> = Vec::new();
+        for url in self.peers.iter().chain(&self.followers) {
+            if !peers.contains(url) {
+                peers.push(url.clone());
+            }
+        }
+        peers
     }
 
     /// How long a client may take to send a request's headers.
@@ -255,15 +279,33 @@ mod tests {
             "http://a:8000,http://b:8000,http://c:8000",
         ])
         .expect("valid");
-        assert_eq!(config.followers.len(), 3);
-        assert_eq!(config.followers[1].as_str(), "http://b:8000/");
+        assert_eq!(config.peers().len(), 3);
+        assert_eq!(config.peers()[1].as_str(), "http://b:8000/");
+    }
+
+    #[test]
+    fn peers_and_followers_name_the_same_nodes_once() {
+        let config = parse(&[
+            "--role",
+            "follower",
+            "--peers",
+            "http://a:9000,http://b:9000",
+            "--followers",
+            "http://b:9000,http://c:9000",
+        ])
+        .expect("valid");
+        let peers: Vec<String> = config.peers().iter().map(|url| url.to_string()).collect();
+        assert_eq!(
+            peers,
+            ["http://a:9000/", "http://b:9000/", "http://c:9000/"]
+        );
     }
 
     #[test]
     fn bad_configurations_name_the_setting() {
         let cases: [(&[&str], &str); 7] = [
             (&["--role", "boss"], "--role"),
-            (&["--role", "leader"], "FOLLOWERS"),
+            (&["--role", "leader"], "PEERS"),
             (
                 &[
                     "--role",

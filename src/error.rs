@@ -75,19 +75,54 @@ pub enum Error {
         leader: Option<String>,
     },
 
-    /// A replication message was sent to the leader.
-    #[error("this node is the leader; replication messages are only accepted by followers")]
-    NotFollower,
+    /// A message from a leader or candidate of a term older than this node's: the sender was
+    /// deposed (fencing).
+    #[error("this node has seen term {term}, newer than the sender's: the sender no longer \
+             leads{}", leader.as_ref().map(|url| format!("; the leader of term {term} is at {url}"))
+             .unwrap_or_default())]
+    StaleTerm {
+        /// The newest term this node has seen.
+        term: u64,
+        /// Where clients reach that term's leader, when this node knows.
+        leader: Option<String>,
+    },
 
-    /// A replicated write came from a leader this follower is not synchronized with (it
-    /// restarted, or the leader did); the leader's state transfer fixes that.
+    /// A replicated write came from a leader whose state transfer this follower does not hold
+    /// (it restarted, or a new term began); the leader's state transfer fixes that.
     #[error(
-        "this follower is not synchronized with the sending leader yet; it accepts its writes \
+        "this follower does not hold the sending leader's state yet; it accepts its writes \
              after the leader's state transfer"
     )]
     NotSynced {
-        /// The leader incarnation this follower does follow, if any.
+        /// The term whose leader's state this follower holds, if any.
         following: Option<u64>,
+    },
+
+    /// A promotion that would not keep every acknowledged write, or cannot be done.
+    #[error("promotion refused: {reason}")]
+    PromotionRefused {
+        /// Why, and what to do.
+        reason: String,
+        /// Followers whose state could be merged, the candidate included.
+        merged: usize,
+        /// Followers a safe promotion needs; `None` when no number suffices.
+        needed: Option<usize>,
+        /// The ending term's smallest write quorum, when known.
+        smallest_quorum: Option<usize>,
+    },
+
+    /// A promotion while the leader still answers.
+    #[error(
+        "the leader {node_id} (term {term}) still answers; promote only when it is gone, or \
+             with force=true to depose it (its writes that no follower acknowledged are lost)"
+    )]
+    LeaderAlive {
+        /// The live leader's node id.
+        node_id: String,
+        /// Its term.
+        term: u64,
+        /// Where clients reach it, if it has a public URL.
+        leader: Option<String>,
     },
 
     /// A state transfer meant for an earlier run of this follower (it restarted since the
@@ -198,8 +233,10 @@ impl Error {
             Error::InvalidPath(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
-            Error::NotFollower => (StatusCode::CONFLICT, "not_follower"),
+            Error::StaleTerm { .. } => (StatusCode::CONFLICT, "stale_term"),
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
+            Error::PromotionRefused { .. } => (StatusCode::CONFLICT, "promotion_refused"),
+            Error::LeaderAlive { .. } => (StatusCode::CONFLICT, "leader_alive"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
@@ -223,6 +260,18 @@ impl Error {
             Error::PayloadTooLarge { limit, .. } => json!({ "limit_bytes": limit }),
             Error::NotLeader { leader } => json!({ "leader": leader }),
             Error::NotSynced { following } => json!({ "following": following }),
+            Error::StaleTerm { term, leader } => json!({ "term": term, "leader": leader }),
+            Error::PromotionRefused {
+                merged,
+                needed,
+                smallest_quorum,
+                ..
+            } => json!({ "merged": merged, "needed": needed, "smallest_quorum": smallest_quorum }),
+            Error::LeaderAlive {
+                node_id,
+                term,
+                leader,
+            } => json!({ "node_id": node_id, "term": term, "leader": leader }),
             Error::UnknownFollower { known, .. } => json!({ "followers": known }),
             Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
             Error::QuorumTimeout {

@@ -14,7 +14,9 @@
 //!   format, each follower's link and pipeline, the quorum wait, the lag clock, the transport.
 //! - [`settings`]: the leader's live settings (quorum, lag, timeout) and their validation.
 //! - [`events`]: the leader's live feed of replication events, which the dashboard animates.
-//! - [`recovery`]: heartbeats, state transfers to followers that fell behind, leader restart.
+//! - [`recovery`]: heartbeats, and state transfers to followers that fell behind.
+//! - [`failover`]: terms, fencing, and how a node becomes the leader without losing an
+//!   acknowledged write (a leader's start, a promotion).
 //! - [`api`]: the node's state, built from a checked configuration; the axum routers (client
 //!   routes, the dashboard and admin routes, internal routes), their extractors, and the
 //!   lingering close of early answers.
@@ -35,6 +37,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod failover;
 pub mod local;
 pub mod metrics;
 pub mod recovery;

@@ -48,7 +48,7 @@ pub struct LocalNode {
     pub id: String,
     /// Where its public API listens.
     pub addr: SocketAddr,
-    /// Where its internal API listens (followers only).
+    /// Where its internal API listens.
     pub internal_addr: Option<SocketAddr>,
     binary: PathBuf,
     env: Vec<(String, String)>,
@@ -155,7 +155,7 @@ impl LocalNode {
         format!("http://{}", self.addr)
     }
 
-    /// The base URL of the node's internal API (followers only).
+    /// The base URL of the node's internal API.
     pub fn internal_url(&self) -> Option<String> {
         self.internal_addr.map(|addr| format!("http://{addr}"))
     }
@@ -221,40 +221,53 @@ pub struct LocalCluster {
 }
 
 impl LocalCluster {
-    /// Starts the followers, then the leader, from `binary` (a `semisync-kv` executable).
+    /// Starts the followers, then the leader, from `binary` (a `semisync-kv` executable). Every
+    /// node knows every other one (`PEERS`) and its own public URL (`PUBLIC_URL`), so that any
+    /// follower can be promoted.
     pub fn start(binary: &Path, settings: &LocalSettings) -> io::Result<Self> {
-        // The followers name the leader in their errors, so its port is chosen first.
-        let leader_addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        // Every address is chosen first, since each node names the others'. Holding all the
+        // listeners at once makes the ports distinct.
+        let nodes = settings.followers + 1;
+        let listeners = (0..2 * nodes)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<io::Result<Vec<_>>>()?;
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<io::Result<Vec<_>>>()?;
+        drop(listeners);
+        let (public, internal) = addrs.split_at(nodes);
         let token = settings
             .cluster_token
             .clone()
             .map(|token| ("CLUSTER_TOKEN".to_owned(), token));
-        let followers = (1..=settings.followers)
+        // Node 0 is the leader, node i the follower i.
+        let env_of = |node: usize, role: &str| {
+            let peers: Vec<String> = (0..nodes)
+                .filter(|&other| other != node)
+                .map(|other| format!("http://{}", internal[other]))
+                .collect();
+            let mut env: Vec<(String, String)> = vec![
+                ("ROLE".into(), role.into()),
+                ("LISTEN_ADDR".into(), public[node].to_string()),
+                ("INTERNAL_LISTEN_ADDR".into(), internal[node].to_string()),
+                ("PUBLIC_URL".into(), format!("http://{}", public[node])),
+                ("PEERS".into(), peers.join(",")),
+            ];
+            env.extend(
+                (settings.settings.env().into_iter()).map(|(name, value)| (name.to_owned(), value)),
+            );
+            env.extend(token.clone());
+            env
+        };
+        let followers = (1..nodes)
             .map(|i| {
-                let mut env = vec![
-                    ("ROLE".into(), "follower".into()),
-                    ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
-                    ("INTERNAL_LISTEN_ADDR".into(), "127.0.0.1:0".into()),
-                    ("LEADER_URL".into(), format!("http://{leader_addr}")),
-                ];
-                env.extend(token.clone());
+                let mut env = env_of(i, "follower");
+                env.push(("LEADER_URL".into(), format!("http://{}", public[0])));
                 LocalNode::start(binary, &format!("follower{i}"), env, &settings.log_filter)
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let follower_urls: Vec<String> = followers
-            .iter()
-            .filter_map(LocalNode::internal_url)
-            .collect();
-        let mut env: Vec<(String, String)> = vec![
-            ("ROLE".into(), "leader".into()),
-            ("LISTEN_ADDR".into(), leader_addr.to_string()),
-            ("PUBLIC_URL".into(), format!("http://{leader_addr}")),
-            ("FOLLOWERS".into(), follower_urls.join(",")),
-        ];
-        env.extend(
-            (settings.settings.env().into_iter()).map(|(name, value)| (name.to_owned(), value)),
-        );
-        env.extend(token);
+        let mut env = env_of(0, "leader");
         env.extend(settings.leader_env.iter().cloned());
         let leader = LocalNode::start(binary, "leader", env, &settings.log_filter)?;
         Ok(Self { leader, followers })

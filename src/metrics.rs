@@ -53,6 +53,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     version: Gauge,
     keys: Gauge,
+    term: Gauge,
+    leader: Gauge,
     replica_acked_version: Family<FollowerLabels, Gauge>,
     replica_lag_versions: Family<FollowerLabels, Gauge>,
     replica_up: Family<FollowerLabels, Gauge>,
@@ -85,6 +87,8 @@ impl Metrics {
             errors: Family::default(),
             version: Gauge::default(),
             keys: Gauge::default(),
+            term: Gauge::default(),
+            leader: Gauge::default(),
             replica_acked_version: Family::default(),
             replica_lag_versions: Family::default(),
             replica_up: Family::default(),
@@ -122,6 +126,16 @@ impl Metrics {
                 metrics.version.clone(),
             );
             r.register("keys", "Live keys on this node", metrics.keys.clone());
+            r.register(
+                "term",
+                "The newest term this node has seen (its own on the leader)",
+                metrics.term.clone(),
+            );
+            r.register(
+                "leader",
+                "1 while this node leads, else 0",
+                metrics.leader.clone(),
+            );
             r.register(
                 "replica_acked_version",
                 "Highest version each follower acknowledged (leader)",
@@ -200,6 +214,8 @@ impl Metrics {
     pub fn render(&self, node: &NodeGauges) -> String {
         self.version.set(node.version as i64);
         self.keys.set(node.keys as i64);
+        self.term.set(node.term as i64);
+        self.leader.set(i64::from(node.leader.is_some()));
         if let Some(leader) = &node.leader {
             let settings = &leader.settings;
             self.write_quorum.set(settings.write_quorum as i64);
@@ -240,6 +256,8 @@ pub struct NodeGauges {
     pub version: u64,
     /// Live keys.
     pub keys: usize,
+    /// The newest term the node has seen.
+    pub term: u64,
     /// On the leader, its settings and followers.
     pub leader: Option<LeaderGauges>,
 }

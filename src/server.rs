@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState};
-use crate::config::{Config, Role};
+use crate::config::Config;
 use crate::error::StartError;
 
 /// How long requests still in flight may run after shutdown was asked for. A write waiting for
@@ -28,18 +28,15 @@ const MAX_HEADERS: usize = 64;
 /// Most bytes a request's head (request line and headers) may take; hyper's minimum is 8 KiB.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-/// Checks `config`, binds the public listener (`LISTEN_ADDR`) and, on a follower, the internal
-/// one (`INTERNAL_LISTEN_ADDR`), and serves the node until `shutdown` resolves.
+/// Checks `config`, binds the public listener (`LISTEN_ADDR`) and the internal one
+/// (`INTERNAL_LISTEN_ADDR`), and serves the node until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let state = AppState::new(&config)?;
     let public = bind(config.listen_addr).await?;
-    let internal = match config.role {
-        Role::Follower => Some(bind(config.internal_listen_addr).await?),
-        Role::Leader => None,
-    };
+    let internal = Some(bind(config.internal_listen_addr).await?);
     serve_state(state, public, internal, &config, shutdown).await
 }
 
@@ -62,7 +59,8 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|err| StartError::Setup(format!("cannot listen on {addr}: {err}")))
 }
 
-/// Serves `state` on the listeners until `shutdown` resolves, after a leader's recovery.
+/// Serves `state` on the listeners until `shutdown` resolves; the public one once the node has
+/// started ([`AppState::start`]).
 async fn serve_state(
     state: AppState,
     public: TcpListener,
@@ -88,7 +86,7 @@ async fn serve_state(
         internal_addr = %internal_addr.map_or("none".to_owned(), |addr| addr.to_string()),
         node_id = state.node_id(),
         role = config.role.as_str(),
-        followers = ?config.followers.iter().map(|url| url.as_str()).collect::<Vec<_>>(),
+        peers = ?config.peers().iter().map(|url| url.as_str()).collect::<Vec<_>>(),
         settings = %config.settings,
         max_value_bytes = config.max_value_bytes,
         "listening"
@@ -97,44 +95,43 @@ async fn serve_state(
         warn!("no CLUSTER_TOKEN: internal routes accept requests from anyone who reaches them");
     }
 
-    if let Some(replicator) = state.replicator() {
-        // Before serving anything: a restarted leader must not issue versions its followers
-        // already hold, nor answer reads with an empty map.
-        tokio::select! {
-            recovered = replicator.recover() => {
-                info!(
-                    followers = recovered.followers,
-                    of = replicator.follower_count(),
-                    keys = recovered.keys,
-                    version = recovered.version,
-                    "recovered state from followers"
-                );
-                replicator.spawn_heartbeats();
-            }
-            () = stopped(stop_rx.clone()) => {
-                info!("stopped during recovery");
-                return Ok(());
-            }
-        }
-    }
-
+    // Before serving the public API: a starting leader must not issue versions its followers
+    // already hold, nor answer reads with an empty map. The internal listener serves already, so
+    // that two nodes starting at once can answer each other.
     let graceful = GracefulShutdown::new();
     let header_read_timeout = config.header_read_timeout();
-    let public = accept(
-        public,
-        api::client_router(state.clone()),
-        header_read_timeout,
-        &graceful,
-        stop_rx.clone(),
-    );
     let internal = async {
         if let Some(listener) = internal {
-            let router = api::internal_router(state);
-            accept(listener, router, header_read_timeout, &graceful, stop_rx).await;
+            let router = api::internal_router(state.clone());
+            accept(
+                listener,
+                router,
+                header_read_timeout,
+                &graceful,
+                stop_rx.clone(),
+            )
+            .await;
         }
     };
+    let public = async {
+        tokio::select! {
+            () = state.start() => {}
+            () = stopped(stop_rx.clone()) => {
+                info!("stopped while starting");
+                return;
+            }
+        }
+        let router = api::client_router(state.clone());
+        accept(
+            public,
+            router,
+            header_read_timeout,
+            &graceful,
+            stop_rx.clone(),
+        )
+        .await;
+    };
     tokio::join!(public, internal);
-
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await
         .is_err()

@@ -32,6 +32,7 @@ fn node() -> &'static Node {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             internal_listen_addr: "127.0.0.1:0".parse().unwrap(),
             followers: vec![],
+            peers: vec![],
             leader_url: Some(parse_base_url("http://leader:8000").unwrap()),
             public_url: None,
             settings: Settings {
@@ -50,11 +51,12 @@ fn node() -> &'static Node {
         };
         let state = AppState::new(&config).unwrap();
         let node = Node { runtime, public: client_router(state.clone()), internal: internal_router(state) };
-        // Follow leader 7, so that batches reach the apply path.
+        // Follow the leader of the last term, so that batches reach the apply path and no
+        // fuzzed fence or heartbeat can start a newer term.
         node.runtime.block_on(async {
             let status = call(&node.internal, Method::GET, "/internal/status", Vec::new()).await.1;
             let transfer = serde_json::json!({
-                "leader": LEADER, "follower": status["incarnation"], "version": 0, "entries": [],
+                "term": TERM, "follower": status["incarnation"], "version": 0, "entries": [],
             });
             let (code, _) = call(&node.internal, Method::POST, "/internal/transfer", transfer.to_string().into_bytes()).await;
             assert_eq!(code, 200);
@@ -63,8 +65,8 @@ fn node() -> &'static Node {
     })
 }
 
-/// The leader incarnation the fuzzed follower follows.
-const LEADER: u64 = 7;
+/// The term the fuzzed follower follows: the last one, so that it stays the newest.
+const TERM: u64 = u64::MAX;
 
 async fn call(router: &axum::Router, method: Method, uri: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     let request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();
@@ -90,13 +92,13 @@ fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
         data = rest;
     }
     let count = writes.len();
-    (serde_json::json!({"leader": LEADER, "writes": writes}), count)
+    (serde_json::json!({"term": TERM, "smallest_quorum": 1, "writes": writes}), count)
 }
 
 const METHODS: [Method; 5] = [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH];
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/kv/", "/internal/replicate", "/internal/transfer", "/internal/status", "/dump", "/health",
-    "/internal/state", "/cluster",
+    "/internal/fence", "/internal/heartbeat", "/cluster",
 ];
 
 fuzz_target!(|data: &[u8]| {

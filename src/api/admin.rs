@@ -1,6 +1,7 @@
-//! The leader's admin routes, which the dashboard calls and curl and the CLI can too: read and
-//! change the live settings (`/admin/settings`), and cut off or restore replication to one
-//! follower (`/admin/followers/{follower}/cut` and `/restore`).
+//! The admin routes, which the dashboard calls and curl and the CLI can too: on the leader, read
+//! and change the live settings (`/admin/settings`), and cut off or restore replication to one
+//! follower (`/admin/followers/{follower}/cut` and `/restore`); on a follower, promote it to
+//! leader (`/admin/promote`).
 //!
 //! They are as open as the write routes: whoever can write to this lab can also slow it down.
 //! But a browser request from a page of another site is refused (`403 cross_origin`): a
@@ -18,8 +19,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tracing::info;
 
-use super::{AppState, Json, Leader, path_param};
+use serde::Deserialize;
+
+use super::{AppState, Json, Leader, Query, path_param};
 use crate::error::{Error, Result};
+use crate::failover::Promotion;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -28,6 +32,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/settings", get(settings).patch(change_settings))
         .route("/admin/followers/{follower}/cut", post(cut))
         .route("/admin/followers/{follower}/restore", post(restore))
+        .route("/admin/promote", post(promote))
         .route_layer(axum::middleware::from_fn(same_origin))
 }
 
@@ -47,6 +52,25 @@ async fn same_origin(request: Request, next: Next) -> Result<Response> {
 }
 
 /// `GET /admin/settings`: the live settings.
+/// `?force=true` on `POST /admin/promote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteParams {
+    /// Promote even while the leader answers, or with too few followers to keep every
+    /// acknowledged write.
+    #[serde(default)]
+    force: bool,
+}
+
+/// Makes this follower the leader of a new term: fences the peers it reaches, merges their
+/// states, and says which acknowledged writes that keeps (see [`failover`](crate::failover)).
+async fn promote(
+    State(state): State<AppState>,
+    Query(params): Query<PromoteParams>,
+) -> Result<axum::Json<Promotion>> {
+    state.promote(params.force).await.map(axum::Json)
+}
+
 async fn settings(Leader(replicator): Leader) -> axum::Json<Settings> {
     axum::Json(replicator.settings())
 }

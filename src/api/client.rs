@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
-use crate::replication::{FollowerState, FollowerView, Incarnation, Replicator, Write};
+use crate::replication::{FollowerState, FollowerView, Replicator, Term, Write};
 use crate::settings::Settings;
 use crate::store::Version;
 
@@ -35,6 +35,7 @@ pub(super) fn routes() -> Router<AppState> {
 /// Prometheus metrics in the text exposition format.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
     let (version, keys) = state.version_and_keys();
+    let term = state.replica().term;
     let leader = state.replicator().map(|replicator| LeaderGauges {
         settings: replicator.settings(),
         followers: replicator
@@ -52,6 +53,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     let text = state.inner.metrics.render(&NodeGauges {
         version,
         keys,
+        term,
         leader,
     });
     (
@@ -75,26 +77,36 @@ pub(super) struct KeyParam {
 pub struct Health {
     /// Always "ok" when the node answers.
     pub status: String,
-    /// "leader" or "follower".
+    /// "leader" or "follower": what the node does now.
     pub role: String,
     /// The node's id.
     pub node_id: String,
+    /// The newest term the node has seen: its own on the leader.
+    pub term: Term,
+    /// Where clients reach the leader of that term (its `PUBLIC_URL`), when the node knows.
+    pub leader: Option<String>,
     /// Highest version the node has applied.
     pub version: Version,
     /// Number of live keys.
     pub keys: usize,
 }
 
-/// The node's role, id and latest version.
+/// The node's role, id, term, leader and latest version.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 pub(super) async fn health(State(state): State<AppState>) -> axum::Json<Health> {
-    let (version, keys) = state.version_and_keys();
+    let role = state.role();
+    let replica = state.replica();
     axum::Json(Health {
         status: "ok".into(),
-        role: state.inner.role.as_str().into(),
+        role: role.as_str().into(),
         node_id: state.node_id().into(),
-        version,
-        keys,
+        term: replica.term,
+        leader: replica
+            .leader_url
+            .clone()
+            .or_else(|| state.inner.leader_url.clone()),
+        version: replica.store.latest_version(),
+        keys: replica.store.len(),
     })
 }
 
@@ -232,8 +244,17 @@ async fn write(
         )));
     }
 
-    // The guard is dropped at the end of this statement, before any `.await`.
-    let entry = state.replica().store.write(&key, value);
+    let entry = {
+        let mut replica = state.replica();
+        // A leader deposed since the extractor ran must not write: its replica now follows
+        // the newer term.
+        if replica.term != replicator.term() {
+            return Err(Error::NotLeader {
+                leader: replica.leader_url.clone(),
+            });
+        }
+        replica.store.write(&key, value)
+    };
     let write = Arc::new(Write::new(key, entry));
     let outcome = replicator.replicate(Arc::clone(&write), quorum).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -275,8 +296,13 @@ async fn write(
 pub struct ClusterStatus {
     /// The leader's node id.
     pub node_id: String,
-    /// The leader's incarnation (new at every restart).
-    pub incarnation: Incarnation,
+    /// The leader's term: new at every promotion and every leader start.
+    pub term: Term,
+    /// Where clients reach the leader (its `PUBLIC_URL`), if it has one.
+    pub leader_url: Option<String>,
+    /// The smallest write quorum of this term so far, per-request overrides included: what a
+    /// promotion must merge enough followers for.
+    pub smallest_quorum: usize,
     /// The leader's latest version.
     pub version: Version,
     /// Live keys on the leader.

@@ -1,5 +1,7 @@
-//! Internal routes, called only by the leader: a follower receives batches of writes and state
-//! transfers here, and reports its status and its whole replica.
+//! Internal routes, between nodes: a follower receives its leader's batches, heartbeats and
+//! state transfers here; every node reports its status to a starting node, and a candidate
+//! fences it and reads its replica. Each message of a leader or candidate carries its term, and
+//! an older term is refused.
 
 use std::sync::Arc;
 
@@ -7,11 +9,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 
-use super::{AppState, Follower, Json, check_key};
+use super::{AppState, Json, check_key};
 use crate::error::{Error, ErrorBody, Result};
 use crate::replication::wire::{
-    Batch, BatchAck, EntryAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH,
-    STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck, Write,
+    Batch, BatchAck, EntryAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
+    REPLICATE_PATH, ReplicaState, STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck, Write,
 };
 
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
@@ -26,35 +28,37 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route(REPLICATE_PATH, post(replicate))
         .route(TRANSFER_PATH, post(transfer))
+        .route(HEARTBEAT_PATH, post(heartbeat))
         .route(STATUS_PATH, get(status))
-        .route(STATE_PATH, get(state))
+        .route(FENCE_PATH, post(fence))
 }
 
 /// Applies a batch of replicated writes under one lock, each only if it is newer than what
 /// this follower holds, and acknowledges each in one answer: a duplicate or a late, older write
 /// is acknowledged too, and a bad write is refused on its own without holding back the others.
-/// Batches from a leader this follower is not synchronized with are refused whole until that
-/// leader's state transfer arrived.
+/// Batches of an older term are refused (the sender was deposed), and so are batches of a
+/// leader whose state transfer this follower does not hold yet.
 #[utoipa::path(post, path = "/internal/replicate", request_body = Batch, responses(
     (status = 200, description = "one ack or refusal per write, in the batch's order", body = BatchAck),
     (status = 400, description = "not a batch", body = ErrorBody),
     (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
-    (status = 409, description = "not_synced: the follower does not follow this leader (yet)", body = ErrorBody),
+    (status = 409, description = "stale_term: the sender's term is over; not_synced: this follower does not hold the sender's state (yet)", body = ErrorBody),
     (status = 413, description = "body too large", body = ErrorBody),
 ))]
 pub(super) async fn replicate(
-    Follower: Follower,
     State(state): State<AppState>,
     Json(batch): Json<Batch>,
 ) -> Result<axum::Json<BatchAck>> {
     let checks: Vec<Result<()>> = batch.writes.iter().map(|write| check(write)).collect();
     let acks = {
         let mut replica = state.replica();
-        if replica.following != Some(batch.leader) {
+        state.accept_term(&mut replica, batch.term, None)?;
+        if replica.following != Some(batch.term) {
             return Err(Error::NotSynced {
                 following: replica.following,
             });
         }
+        replica.hear_quorum(batch.smallest_quorum);
         batch
             .writes
             .into_iter()
@@ -86,35 +90,73 @@ pub(super) async fn replicate(
     }))
 }
 
-/// The heartbeat's answer: who this follower is and which leader it is synchronized with.
+/// The leader's heartbeat: this follower adopts its term, hears of its public URL, smallest
+/// quorum and live settings, and answers its status.
+#[utoipa::path(post, path = "/internal/heartbeat", request_body = Heartbeat, responses(
+    (status = 200, body = NodeStatus),
+    (status = 400, description = "not a heartbeat", body = ErrorBody),
+    (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
+    (status = 409, description = "stale_term: the sender's term is over", body = ErrorBody),
+))]
+pub(super) async fn heartbeat(
+    State(state): State<AppState>,
+    Json(heartbeat): Json<Heartbeat>,
+) -> Result<axum::Json<NodeStatus>> {
+    let mut replica = state.replica();
+    state.accept_term(
+        &mut replica,
+        heartbeat.term,
+        heartbeat.leader_url.as_deref(),
+    )?;
+    replica.hear_quorum(heartbeat.smallest_quorum);
+    replica.leader_settings = Some(heartbeat.settings);
+    Ok(axum::Json(state.status_of(&replica)))
+}
+
+/// This node's role, term and leader, changing nothing: what a starting node and a candidate
+/// read from every peer.
 #[utoipa::path(get, path = "/internal/status", responses(
-    (status = 200, body = FollowerStatus),
+    (status = 200, body = NodeStatus),
     (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
 ))]
-pub(super) async fn status(
-    Follower: Follower,
+pub(super) async fn status(State(state): State<AppState>) -> axum::Json<NodeStatus> {
+    let replica = state.replica();
+    axum::Json(state.status_of(&replica))
+}
+
+/// A candidate's fence: this node adopts the candidate's newer term, so that it refuses the old
+/// leader from now on, and answers its whole replica as of that moment, in one step under the
+/// lock. A leader steps down. A term that is not newer than this node's is refused: a node
+/// takes each term from one candidate only.
+async fn fence(
     State(state): State<AppState>,
-) -> axum::Json<FollowerStatus> {
-    let replica = state.replica();
-    axum::Json(FollowerStatus {
+    Json(fence): Json<Fence>,
+) -> Result<axum::Json<FenceAck>> {
+    let mut replica = state.replica();
+    if fence.term <= replica.term {
+        return Err(Error::StaleTerm {
+            term: replica.term,
+            leader: replica.leader_url.clone(),
+        });
+    }
+    let leading = state.replicator();
+    let smallest_quorum = match &leading {
+        Some(replicator) => Some(replicator.smallest_quorum()),
+        None => replica.smallest_quorum,
+    };
+    let replica_state = ReplicaState::of(&replica.store, replica.following);
+    state.accept_term(&mut replica, fence.term, fence.leader_url.as_deref())?;
+    Ok(axum::Json(FenceAck {
         node_id: state.node_id().to_owned(),
-        incarnation: state.inner.incarnation,
-        following: replica.following,
-        version: replica.store.latest_version(),
-        keys: replica.store.len(),
-    })
+        was_leader: leading.is_some(),
+        smallest_quorum,
+        state: replica_state,
+    }))
 }
 
-/// This follower's whole replica, for a restarting leader.
-async fn state(Follower: Follower, State(state): State<AppState>) -> axum::Json<ReplicaState> {
-    let replica = state.replica();
-    axum::Json(ReplicaState::of(&replica.store, replica.following))
-}
-
-/// A state transfer from the leader: merged when this follower already follows that leader,
-/// otherwise it replaces the state and the follower starts following that leader.
+/// A state transfer from the leader: merged when this follower already holds that leader's
+/// state, otherwise it replaces the state and the follower follows that leader's term.
 async fn transfer(
-    Follower: Follower,
     State(state): State<AppState>,
     Json(transfer): Json<StateTransfer>,
 ) -> Result<axum::Json<TransferAck>> {
@@ -126,11 +168,13 @@ async fn transfer(
     }
     let entries = transfer.entries.into_iter().map(Write::into_entry);
     let mut replica = state.replica();
-    let replaced = replica.following != Some(transfer.leader);
+    state.accept_term(&mut replica, transfer.term, transfer.leader_url.as_deref())?;
+    let replaced = replica.following != Some(transfer.term);
     if replaced {
-        replica.store.replace(entries, transfer.version);
-        replica.following = Some(transfer.leader);
-        replica.leader_url = transfer.leader_url;
+        // Keep the version counter where it was: versions never go backwards on a node.
+        let latest = replica.store.latest_version().max(transfer.version);
+        replica.store.replace(entries, latest);
+        replica.following = Some(transfer.term);
     } else {
         replica.store.merge(entries);
         replica.store.observe(transfer.version);

@@ -10,7 +10,7 @@ pub mod openapi;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,13 +25,20 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::config::{Config, Role};
 use crate::error::{Error, StartError};
+use crate::failover::{self, Count, Fenced, Peers, Promotion};
 use crate::metrics::Metrics;
+use crate::recovery::HEARTBEAT_INTERVAL;
+use crate::replication::wire::{Fence, NodeStatus};
 use crate::replication::{
-    HttpTransport, Incarnation, LagClock, Replica, Replicator, SharedReplica, lock,
+    HttpTransport, Incarnation, LagClock, Leadership, Replica, Replicator, SharedReplica, Term,
+    lock,
 };
+use crate::settings::Settings;
 use crate::store::Version;
 
 pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
@@ -39,8 +46,8 @@ pub use client::{ClusterStatus, Health, ReadResponse, WriteResponse};
 /// Longest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// Everything a request handler can reach: the node's identity, its replica (store) and, on the
-/// leader, the replicator.
+/// Everything a request handler can reach: the node's identity, its replica (store), its
+/// peers and, while it leads, the replicator.
 #[derive(Clone, Debug)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -49,12 +56,23 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     node_id: String,
-    role: Role,
+    /// The role `ROLE` gave: what the node does when it starts in a new cluster.
+    start_role: Role,
     incarnation: Incarnation,
     replica: SharedReplica,
-    replicator: Option<Replicator>,
+    /// The replicator, while this node leads.
+    leadership: RwLock<Option<Replicator>>,
+    /// The other nodes, when `PEERS` names any: whom it leads, or fences when promoted.
+    peers: Option<Peers>,
+    /// One promotion at a time on this node.
+    promoting: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
+    /// `LEADER_URL`: the leader a follower names until it hears of one.
     leader_url: Option<String>,
+    public_url: Option<String>,
+    /// The live settings a leader starts with when it has heard of none.
+    settings: Settings,
+    backlog: usize,
     max_value_bytes: usize,
     cluster_token: Option<String>,
     request_timeout: Duration,
@@ -65,45 +83,36 @@ struct Inner {
 
 impl AppState {
     /// The state of a node configured by `config`, with an empty store: the one place the
-    /// library checks a configuration ([`Config::validate`]) and reads the cluster token. On the
-    /// leader it starts the followers' pipelines, so it must be called inside a tokio runtime.
+    /// library checks a configuration ([`Config::validate`]) and reads the cluster token. A node
+    /// leads only after [`AppState::start`].
     pub fn new(config: &Config) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
         let cluster_token = config.read_cluster_token().map_err(StartError::Config)?;
-        let replica = Arc::new(Mutex::new(Replica::default()));
-        let metrics = Arc::new(Metrics::new());
-        let replicator = match config.role {
-            Role::Leader => {
-                let transport = HttpTransport::new(&config.followers, cluster_token.as_deref())
-                    .map_err(StartError::Setup)?;
-                let clock = LagClock::precise().map_err(|err| {
-                    StartError::Setup(format!("cannot start the lag clock's thread: {err}"))
-                })?;
-                let replicator = Replicator::new(
-                    &config.followers,
-                    Arc::new(transport),
-                    Arc::clone(&replica),
-                    config.settings,
-                    config.replication_backlog,
-                    Arc::clone(&metrics),
-                    clock,
-                );
-                if let Some(url) = &config.public_url {
-                    replicator.set_public_url(url.to_string());
-                }
-                Some(replicator)
-            }
-            Role::Follower => None,
+        let urls = config.peers();
+        let peers = if urls.is_empty() {
+            None
+        } else {
+            let transport =
+                HttpTransport::new(&urls, cluster_token.as_deref()).map_err(StartError::Setup)?;
+            let clock = LagClock::precise().map_err(|err| {
+                StartError::Setup(format!("cannot start the lag clock's thread: {err}"))
+            })?;
+            Some(Peers::new(urls, Arc::new(transport), Arc::new(clock)))
         };
         Ok(Self {
             inner: Arc::new(Inner {
                 node_id: config.node_id(),
-                role: config.role,
+                start_role: config.role,
                 incarnation: rand::random(),
-                replica,
-                replicator,
-                metrics,
+                replica: Arc::new(Mutex::new(Replica::default())),
+                leadership: RwLock::new(None),
+                peers,
+                promoting: tokio::sync::Mutex::new(()),
+                metrics: Arc::new(Metrics::new()),
                 leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
+                public_url: config.public_url.as_ref().map(|url| url.to_string()),
+                settings: config.settings,
+                backlog: config.replication_backlog,
                 max_value_bytes: config.max_value_bytes,
                 cluster_token,
                 request_timeout: config.request_timeout(),
@@ -113,13 +122,198 @@ impl AppState {
         })
     }
 
+    /// Start-up, before the node serves anything: a node started as the leader asks its peers
+    /// whether one of them leads, and follows it if so; otherwise it fences them with a new
+    /// term, merges their states and leads (see [`failover`](crate::failover)). A follower
+    /// waits for its leader's heartbeat.
+    pub async fn start(&self) {
+        let Some(peers) = &self.inner.peers else {
+            return;
+        };
+        if self.inner.start_role != Role::Leader {
+            return;
+        }
+        let deadline = Instant::now() + failover::START_TIMEOUT;
+        let statuses = peers.statuses(deadline, true).await;
+        if let Some(leader) = failover::live_leader(&statuses) {
+            info!(leader = %leader.node_id, term = leader.term,
+                "a leader is already running: following it instead of leading");
+            let _ = self
+                .replica()
+                .check_term(leader.term, leader.leader_url.as_deref());
+            return;
+        }
+        let term = failover::next_term(self.replica().term, &statuses);
+        let fenced = self.fence(peers, term, deadline, true).await;
+        let (merged, _) = peers.merge(&self.inner.replica, &fenced);
+        let (version, keys) = self.version_and_keys();
+        info!(
+            term,
+            followers = merged,
+            of = peers.urls.len(),
+            keys,
+            version,
+            "recovered state from followers"
+        );
+        self.lead(peers, term, None);
+    }
+
+    /// Leads term 1 at once, without asking the peers: the router tests have none that answer,
+    /// and test the routes, not the start.
+    #[cfg(test)]
+    pub(crate) fn lead_at_once(&self) {
+        if let Some(peers) = &self.inner.peers {
+            let _ = self.replica().check_term(1, None);
+            self.lead(peers, 1, None);
+        }
+    }
+
+    /// Adopts `term` on this node, then fences every peer with it and reads their states.
+    async fn fence(&self, peers: &Peers, term: Term, deadline: Instant, retry: bool) -> Fenced {
+        let leader_url = self.inner.public_url.clone();
+        // This node first: from now on it refuses the old leader too.
+        let _ = self.replica().check_term(term, leader_url.as_deref());
+        let fence = Fence { term, leader_url };
+        peers.fence(&fence, deadline, retry).await
+    }
+
+    /// Leads `term` over `peers`, with the live settings the old leader's heartbeat carried
+    /// unless `settings` are given.
+    fn lead(&self, peers: &Peers, term: Term, settings: Option<Settings>) -> Replicator {
+        let heard = self.replica().leader_settings;
+        let settings = settings.unwrap_or_else(|| {
+            failover::settings_for(heard, self.inner.settings, peers.urls.len())
+        });
+        let leadership = Leadership {
+            term,
+            public_url: self.inner.public_url.clone(),
+            settings,
+            backlog: self.inner.backlog,
+        };
+        let replicator = peers.lead(leadership, &self.inner.replica, &self.inner.metrics);
+        *self
+            .inner
+            .leadership
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(replicator.clone());
+        replicator
+    }
+
+    /// Promotes this follower to leader of a new term (`POST /admin/promote`): refuses while a
+    /// peer still leads or when too few followers can be merged, unless `force`.
+    pub async fn promote(&self, force: bool) -> Result<Promotion, Error> {
+        let refuse = |reason: &str| Error::PromotionRefused {
+            reason: reason.to_owned(),
+            merged: 0,
+            needed: None,
+            smallest_quorum: None,
+        };
+        let Some(peers) = &self.inner.peers else {
+            return Err(refuse(
+                "this node has no PEERS: it cannot reach the other nodes to lead them",
+            ));
+        };
+        let _one_at_a_time = self.inner.promoting.lock().await;
+        if let Some(replicator) = self.replicator() {
+            return Err(refuse(&format!(
+                "this node already leads term {}",
+                replicator.term()
+            )));
+        }
+        let deadline = Instant::now() + HEARTBEAT_INTERVAL;
+        let statuses = peers.statuses(deadline, false).await;
+        if let (Some(leader), false) = (failover::live_leader(&statuses), force) {
+            return Err(Error::LeaderAlive {
+                node_id: leader.node_id.clone(),
+                term: leader.term,
+                leader: leader.leader_url.clone(),
+            });
+        }
+        let (smallest_quorum, own_term) = {
+            let replica = self.replica();
+            (replica.smallest_quorum, replica.term)
+        };
+        let followers = peers.urls.len();
+        let reachable = 1 + statuses
+            .iter()
+            .flatten()
+            .filter(|status| status.role == Role::Follower)
+            .count();
+        let before = Count {
+            followers,
+            merged: reachable,
+            smallest_quorum,
+        };
+        if !force && !before.safe() {
+            return Err(failover::refuse(&before, None));
+        }
+
+        let term = failover::next_term(own_term, &statuses);
+        let deadline = Instant::now() + failover::START_TIMEOUT;
+        let fenced = self.fence(peers, term, deadline, false).await;
+        let (merged, smallest_quorum) = peers.merge(&self.inner.replica, &fenced);
+        let count = Count {
+            followers,
+            merged: merged + 1,
+            smallest_quorum,
+        };
+        if !force && !count.safe() {
+            return Err(failover::refuse(&count, Some(term)));
+        }
+        let replicator = self.lead(peers, term, None);
+        let (version, keys) = self.version_and_keys();
+        let promotion = Promotion {
+            node_id: self.node_id().to_owned(),
+            term,
+            leader_url: self.inner.public_url.clone(),
+            followers,
+            merged: count.merged,
+            smallest_quorum: count.smallest_quorum,
+            kept_if_acked_by: count.kept_if_acked_by(),
+            safe: count.safe(),
+            forced: force && !count.safe(),
+            guarantee: count.guarantee(),
+            version,
+            keys,
+            peers: peers.reports(&statuses, &fenced),
+        };
+        warn!(term, merged = count.merged, of = followers, safe = promotion.safe,
+            settings = %replicator.settings(), "promoted: {}", promotion.guarantee);
+        Ok(promotion)
+    }
+
+    /// Checks the term of a message from a leader or a candidate under the replica lock: an
+    /// older term is refused (`409 stale_term`); a newer one is adopted, and if this node leads
+    /// it steps down. Another leader of this node's own term is refused too.
+    fn accept_term(
+        &self,
+        replica: &mut Replica,
+        term: Term,
+        leader_url: Option<&str>,
+    ) -> Result<bool, Error> {
+        let leading = self.replicator();
+        if let Some(replicator) = &leading {
+            if term <= replicator.term() {
+                return Err(Error::StaleTerm {
+                    term: replica.term,
+                    leader: replica.leader_url.clone(),
+                });
+            }
+        }
+        let newer = replica.check_term(term, leader_url)?;
+        if let Some(replicator) = leading {
+            replicator.stop();
+        }
+        Ok(newer)
+    }
+
     /// The node's id.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
     }
 
-    /// The leader's URL as a follower names it: the `PUBLIC_URL` its leader's state transfer
-    /// gave, else this follower's `LEADER_URL`.
+    /// The leader's URL as a follower names it: the `PUBLIC_URL` its leader gave, else this
+    /// follower's `LEADER_URL`.
     fn leader_url(&self) -> Option<String> {
         let learned = self.replica().leader_url.clone();
         learned.or_else(|| self.inner.leader_url.clone())
@@ -130,9 +324,25 @@ impl AppState {
         self.inner.cluster_token.is_some()
     }
 
-    /// The leader's replicator; `None` on a follower.
-    pub fn replicator(&self) -> Option<&Replicator> {
-        self.inner.replicator.as_ref()
+    /// The replicator while this node leads; `None` on a follower, and on a leader that
+    /// stepped down.
+    pub fn replicator(&self) -> Option<Replicator> {
+        let leadership = self
+            .inner
+            .leadership
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        leadership
+            .clone()
+            .filter(|replicator| !replicator.is_deposed())
+    }
+
+    /// What this node does now.
+    pub fn role(&self) -> Role {
+        match self.replicator() {
+            Some(_) => Role::Leader,
+            None => Role::Follower,
+        }
     }
 
     /// The leader's replication status, as `GET /cluster` and the dashboard show it.
@@ -140,11 +350,28 @@ impl AppState {
         let (version, keys) = self.version_and_keys();
         ClusterStatus {
             node_id: self.node_id().to_owned(),
-            incarnation: replicator.incarnation(),
+            term: replicator.term(),
+            leader_url: self.inner.public_url.clone(),
             version,
             keys,
+            smallest_quorum: replicator.smallest_quorum(),
             settings: replicator.settings(),
             followers: replicator.followers(),
+        }
+    }
+
+    /// This node's status as its peers read it, from its locked replica.
+    fn status_of(&self, replica: &Replica) -> NodeStatus {
+        let role = self.role();
+        NodeStatus {
+            node_id: self.node_id().to_owned(),
+            role,
+            term: replica.term,
+            incarnation: self.inner.incarnation,
+            following: replica.following,
+            leader_url: replica.leader_url.clone(),
+            version: replica.store.latest_version(),
+            keys: replica.store.len(),
         }
     }
 
@@ -408,25 +635,11 @@ impl FromRequestParts<AppState> for Leader {
     type Rejection = Error;
 
     async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match &state.inner.replicator {
-            Some(replicator) => Ok(Leader(replicator.clone())),
+        match state.replicator() {
+            Some(replicator) => Ok(Leader(replicator)),
             None => Err(Error::NotLeader {
                 leader: state.leader_url(),
             }),
-        }
-    }
-}
-
-/// Present only on a follower: internal handlers that take it refuse to run on the leader.
-struct Follower;
-
-impl FromRequestParts<AppState> for Follower {
-    type Rejection = Error;
-
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        match state.inner.role {
-            Role::Follower => Ok(Follower),
-            Role::Leader => Err(Error::NotFollower),
         }
     }
 }

@@ -38,7 +38,7 @@ struct ApiDoc;
         (`INTERNAL_LISTEN_ADDR`). Every request carries `Authorization: Bearer <CLUSTER_TOKEN>` \
         when a token is set. Errors are JSON objects with `error` and `message`."
     ),
-    paths(internal::replicate, internal::status),
+    paths(internal::replicate, internal::heartbeat, internal::status),
     components(schemas(ErrorBody))
 )]
 struct InternalApiDoc;
@@ -101,5 +101,5 @@ pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {
 
 pub(super) async fn serve(State(state): State<AppState>) -> axum::Json<utoipa::openapi::OpenApi> {
     let followers = state.replicator().map_or(0, |r| r.follower_count());
-    axum::Json(document(state.inner.role, followers))
+    axum::Json(document(state.role(), followers))
 }

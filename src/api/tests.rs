@@ -25,6 +25,7 @@ fn config(role: Role) -> Config {
             Role::Leader => vec![parse_base_url(DEAD_FOLLOWER).expect("valid URL")],
             Role::Follower => vec![],
         },
+        peers: vec![],
         leader_url: Some(parse_base_url("http://leader:8000").expect("valid URL")),
         public_url: None,
         settings: Settings {
@@ -54,6 +55,9 @@ struct Node {
 
 fn node(config: &Config) -> Node {
     let state = AppState::new(config).expect("a valid configuration");
+    if config.role == Role::Leader {
+        state.lead_at_once();
+    }
     Node {
         public: client_router(state.clone()),
         internal: internal_router(state),
@@ -365,11 +369,11 @@ async fn incarnation(app: &Node) -> u64 {
 async fn transfer(app: &Node, leader: u64, version: u64, entries: &str) -> String {
     let follower = incarnation(app).await;
     format!(
-        r#"{{"leader":{leader},"follower":{follower},"version":{version},"entries":[{entries}]}}"#
+        r#"{{"term":{leader},"follower":{follower},"version":{version},"entries":[{entries}]}}"#
     )
 }
 
-/// Makes `app` (a follower) follow leader incarnation 7 with an empty state.
+/// Makes `app` (a follower) follow the leader of term 7 with an empty state.
 async fn follow_leader_7(app: &Node) {
     let body = transfer(app, 7, 0, "").await;
     let (status, ack) = call(app, "POST", "/internal/transfer", Some(&body)).await;
@@ -377,9 +381,17 @@ async fn follow_leader_7(app: &Node) {
     assert_eq!(ack["replaced"], true);
 }
 
-/// A batch from leader incarnation 7 of the writes (JSON objects) `writes`.
+/// A batch from the leader of term 7 of the writes (JSON objects) `writes`.
 fn batch(writes: &[&str]) -> String {
-    format!(r#"{{"leader":7,"writes":[{}]}}"#, writes.join(","))
+    batch_of(7, writes)
+}
+
+/// A batch from the leader of `term` of the writes (JSON objects) `writes`.
+fn batch_of(term: u64, writes: &[&str]) -> String {
+    format!(
+        r#"{{"term":{term},"smallest_quorum":1,"writes":[{}]}}"#,
+        writes.join(",")
+    )
 }
 
 #[tokio::test]
@@ -476,24 +488,35 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     .await;
     assert_eq!(json["following"], Value::Null);
     follow_leader_7(&app).await;
-    let other = r#"{"leader":8,"writes":[{"key":"k","value":"v","version":1}]}"#;
-    let json = assert_error(
-        &app,
-        "POST",
-        "/internal/replicate",
-        Some(other),
-        409,
-        "not_synced",
-    )
-    .await;
-    assert_eq!(json["following"], 7);
-    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(body))
             .await
             .0,
         StatusCode::OK
     );
+    // A newer term's batch: the follower adopts the term, but holds none of that leader's
+    // state until its transfer; and the old term is over.
+    let newer = &batch_of(8, &[r#"{"key":"k","value":"new","version":2}"#]);
+    let json = assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(newer),
+        409,
+        "not_synced",
+    )
+    .await;
+    assert_eq!(json["following"], Value::Null);
+    assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(body),
+        409,
+        "stale_term",
+    )
+    .await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"k": "v"}));
 }
 
 /// A follower names its `LEADER_URL` in a 421 until a leader's state transfer gives that
@@ -505,7 +528,7 @@ async fn a_follower_names_the_public_url_its_leader_sent() {
     assert_eq!(put().await.1["leader"], "http://leader:8000/");
     let follower = incarnation(&app).await;
     let body = format!(
-        r#"{{"leader":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/","entries":[]}}"#
+        r#"{{"term":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/","entries":[]}}"#
     );
     let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
@@ -554,13 +577,36 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&new_leader)).await;
     assert_eq!(ack["replaced"], true);
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
-    let (_, state) = call(&app, "GET", "/internal/state", None).await;
-    assert_eq!(state["following"], 9);
-    assert_eq!(state["version"], 6);
+    let (_, status) = call(&app, "GET", "/internal/status", None).await;
     assert_eq!(
-        state["entries"],
-        json!([{"key": "a", "value": "L2", "version": 6}])
+        (status["term"].clone(), status["following"].clone()),
+        (json!(9), json!(9))
     );
+    assert_eq!(status["version"], 6);
+
+    // The old term is over: its messages are refused, naming the new term.
+    let late = transfer(&app, 7, 7, r#"{"key":"a","value":"old","version":7}"#).await;
+    let error = assert_error(
+        &app,
+        "POST",
+        "/internal/transfer",
+        Some(&late),
+        409,
+        "stale_term",
+    )
+    .await;
+    assert_eq!(error["term"], 9);
+    let old = &batch(&[r#"{"key":"a","value":"old","version":8}"#]);
+    assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(old),
+        409,
+        "stale_term",
+    )
+    .await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
 }
 
 #[tokio::test]
@@ -568,7 +614,7 @@ async fn a_transfer_meant_for_an_earlier_run_is_refused() {
     let app = app(Role::Follower);
     let other_run = incarnation(&app).await.wrapping_add(1);
     let entries = r#"[{"key":"k","value":"v","version":1}]"#;
-    let body = format!(r#"{{"leader":7,"follower":{other_run},"version":1,"entries":{entries}}}"#);
+    let body = format!(r#"{{"term":7,"follower":{other_run},"version":1,"entries":{entries}}}"#);
     assert_error(
         &app,
         "POST",
@@ -605,11 +651,20 @@ async fn replication_input_is_validated() {
             "invalid_body",
         ),
         (
-            r#"{"leader":7,"key":"k","value":"v","version":1}"#,
+            r#"{"term":7,"smallest_quorum":1,"key":"k","value":"v","version":1}"#,
             400,
             "invalid_body",
         ),
-        (r#"{"leader":7,"writes":{}}"#, 400, "invalid_body"),
+        (
+            r#"{"term":7,"smallest_quorum":1,"writes":{}}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"term":7,"writes":[{"key":"k","value":"v","version":1}]}"#,
+            400,
+            "invalid_body",
+        ),
     ];
     for (body, status, code) in cases {
         assert_error(
@@ -626,7 +681,7 @@ async fn replication_input_is_validated() {
     let bad_transfers = [
         ("[]".to_owned(), 400, "invalid_body"),
         (
-            format!(r#"{{"leader":null,"follower":{me},"version":1,"entries":[]}}"#),
+            format!(r#"{{"term":null,"follower":{me},"version":1,"entries":[]}}"#),
             400,
             "invalid_body",
         ),
@@ -662,27 +717,115 @@ async fn replication_input_is_validated() {
         StatusCode::OK
     );
 
+    // A leader refuses a batch of its own term: only one node leads a term.
     let leader = node(&config(Role::Leader));
-    let body = &batch(&[r#"{"key":"k","value":"v","version":1}"#]);
+    let body = &batch_of(1, &[r#"{"key":"k","value":"v","version":1}"#]);
     assert_error(
         &leader,
         "POST",
         "/internal/replicate",
         Some(body),
         409,
-        "not_follower",
+        "stale_term",
+    )
+    .await;
+    let (status, json) = call(&leader, "GET", "/internal/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (json["role"].clone(), json["term"].clone()),
+        (json!("leader"), json!(1))
+    );
+    assert_error(&leader, "GET", "/kv/k", None, 404, "not_found").await;
+}
+
+/// A fence adopts the candidate's term and answers the replica as it was, in one step: from then
+/// on the node refuses the old leader's batches. A term not above the node's is refused.
+#[tokio::test]
+async fn a_fence_adopts_the_new_term_and_answers_the_state() {
+    let app = app(Role::Follower);
+    follow_leader_7(&app).await;
+    let write = &batch(&[r#"{"key":"k","value":"acked","version":3}"#]);
+    assert_eq!(
+        call(&app, "POST", "/internal/replicate", Some(write))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let fence = r#"{"term":8,"leader_url":"http://localhost:8003/"}"#;
+    let (status, ack) = call(&app, "POST", "/internal/fence", Some(fence)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["was_leader"], false);
+    assert_eq!(ack["smallest_quorum"], 1);
+    assert_eq!(ack["state"]["following"], 7);
+    assert_eq!(
+        ack["state"]["entries"],
+        json!([{"key": "k", "value": "acked", "version": 3}])
+    );
+
+    let late = &batch(&[r#"{"key":"k","value":"late","version":4}"#]);
+    assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(late),
+        409,
+        "stale_term",
     )
     .await;
     assert_error(
-        &leader,
-        "GET",
-        "/internal/status",
-        None,
+        &app,
+        "POST",
+        "/internal/fence",
+        Some(fence),
         409,
-        "not_follower",
+        "stale_term",
     )
     .await;
-    assert_error(&leader, "GET", "/kv/k", None, 404, "not_found").await;
+    let (_, error) = call(&app, "PUT", "/kv/k", Some(r#"{"value":"v"}"#)).await;
+    assert_eq!(error["leader"], "http://localhost:8003/");
+    assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "acked");
+}
+
+/// A leader that hears of a newer term steps down at once and names the new leader.
+#[tokio::test]
+async fn a_leader_steps_down_on_a_newer_term() {
+    let leader = app(Role::Leader);
+    let put = || call(&leader, "PUT", "/kv/k", Some(r#"{"value":"v"}"#));
+    assert_eq!(put().await.0, StatusCode::OK);
+    let heartbeat = json!({
+        "term": 5,
+        "leader_url": "http://localhost:8002/",
+        "smallest_quorum": 2,
+        "settings": config(Role::Leader).settings,
+    });
+    let (status, json) = call(
+        &leader,
+        "POST",
+        "/internal/heartbeat",
+        Some(&heartbeat.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        (json["role"].clone(), json["term"].clone()),
+        (json!("follower"), json!(5))
+    );
+    let error = assert_error(
+        &leader,
+        "PUT",
+        "/kv/k",
+        Some(r#"{"value":"v"}"#),
+        421,
+        "not_leader",
+    )
+    .await;
+    assert_eq!(error["leader"], "http://localhost:8002/");
+    let (_, health) = call(&leader, "GET", "/health", None).await;
+    assert_eq!(
+        (health["role"].clone(), health["term"].clone()),
+        (json!("follower"), json!(5))
+    );
 }
 
 #[tokio::test]
@@ -752,7 +895,7 @@ async fn the_state_refuses_a_configuration_that_cannot_work() {
     })
     .expect_err("a leader needs followers");
     assert!(
-        matches!(&err, StartError::Config(message) if message.contains("FOLLOWERS")),
+        matches!(&err, StartError::Config(message) if message.contains("PEERS")),
         "{err}"
     );
 }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::transport::Failure;
-use super::wire::{FollowerStatus, Incarnation, TransferAck};
+use super::wire::{NodeStatus, Term, TransferAck};
 use crate::events::FollowerIndex;
 use crate::metrics::Metrics;
 use crate::store::Version;
@@ -256,12 +256,8 @@ impl Link {
     }
 
     /// Records the heartbeat's answer; returns whether the follower needs a state transfer
-    /// from the leader `leader` (it follows another leader or none, or one is due).
-    pub fn on_heartbeat(
-        &self,
-        status: Result<&FollowerStatus, &Failure>,
-        leader: Incarnation,
-    ) -> bool {
+    /// from the leader of `term` (it holds another term's state or none, or one is due).
+    pub fn on_heartbeat(&self, status: Result<&NodeStatus, &Failure>, term: Term) -> bool {
         let mut state = self.state();
         let status = match status {
             Ok(status) => status,
@@ -280,7 +276,7 @@ impl Link {
         state.node_id = Some(status.node_id.clone());
         state.applied_version = status.version;
         state.keys = Some(status.keys);
-        let needs_transfer = state.transfer_due || status.following != Some(leader);
+        let needs_transfer = state.transfer_due || status.following != Some(term);
         if !needs_transfer && state.health != FollowerState::Up {
             info!(follower = %self.url, node_id = %status.node_id, "follower up");
             state.health = FollowerState::Up;

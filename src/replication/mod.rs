@@ -54,11 +54,14 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
+use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::error::Error;
 use crate::events::{Event, Events, millis, shorten};
@@ -70,20 +73,59 @@ pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
 pub use transport::{Failure, HttpTransport, Transport};
-pub use wire::{Incarnation, Write};
+pub use wire::{Incarnation, Term, Write};
 
-/// A node's replicated state: its store and, on a follower, the leader incarnation it has been
-/// synchronized with (`None` until the first state transfer). One lock guards both, so that
-/// "am I synced with this leader?" and "apply" happen together.
+/// A node's replicated state: its store, the newest term it has seen, and on a follower what it
+/// knows of that term's leader. One lock guards them all, so that "is this message of my term,
+/// and do I hold its leader's state?" and "apply" happen together.
 #[derive(Debug, Default)]
 pub struct Replica {
     /// The versioned map.
     pub store: Store,
-    /// On a follower: the leader whose writes it accepts. Always `None` on the leader.
-    pub following: Option<Incarnation>,
-    /// On a follower: the public URL of the leader it follows, from that leader's state
-    /// transfer, when the leader has one.
+    /// The newest term this node has seen: its own on a leader. Messages of older terms are
+    /// refused (`409 stale_term`).
+    pub term: Term,
+    /// On a follower: the term whose leader's state transfer it holds, and whose writes it
+    /// accepts; `None` until that transfer arrived, and always on a leader.
+    pub following: Option<Term>,
+    /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,
+    /// On a follower: the smallest write quorum of `term` it has heard of.
+    pub smallest_quorum: Option<usize>,
+    /// On a follower: the live settings of `term`'s leader, from its heartbeat; a promoted
+    /// follower carries on with them.
+    pub leader_settings: Option<Settings>,
+}
+
+impl Replica {
+    /// Checks the term of a message from a leader or a candidate: an older one is refused with
+    /// the newer term and its leader. A newer one is adopted: this node then holds no leader's
+    /// state until that leader's state transfer. Returns whether the term was newer.
+    pub fn check_term(&mut self, term: Term, leader_url: Option<&str>) -> Result<bool, Error> {
+        if term < self.term {
+            return Err(Error::StaleTerm {
+                term: self.term,
+                leader: self.leader_url.clone(),
+            });
+        }
+        let newer = term > self.term;
+        if newer {
+            self.term = term;
+            self.following = None;
+            self.smallest_quorum = None;
+            self.leader_settings = None;
+            self.leader_url = None;
+        }
+        if let Some(url) = leader_url {
+            self.leader_url = Some(url.to_owned());
+        }
+        Ok(newer)
+    }
+
+    /// Records the smallest write quorum the leader of this term reports.
+    pub fn hear_quorum(&mut self, quorum: usize) {
+        self.smallest_quorum = Some(self.smallest_quorum.map_or(quorum, |q| q.min(quorum)));
+    }
 }
 
 /// A [`Replica`] shared between request handlers and the leader's background tasks. The guard
@@ -122,21 +164,60 @@ impl QuorumOutcome {
 /// What the fan-out, the pipelines and recovery share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) incarnation: Incarnation,
+    pub(crate) term: Term,
+    pub(crate) replica: SharedReplica,
     pub(crate) links: Vec<Link>,
     pub(crate) transport: Arc<dyn Transport>,
     settings: RwLock<Settings>,
     backlog: usize,
     metrics: Arc<Metrics>,
     pub(crate) events: Events,
-    clock: LagClock,
-    /// The leader's `PUBLIC_URL`, sent with its state transfers; set once, before it serves.
-    pub(crate) public_url: OnceLock<String>,
+    clock: Arc<LagClock>,
+    /// The leader's `PUBLIC_URL`, sent with its state transfers and heartbeats.
+    pub(crate) public_url: Option<String>,
+    /// The smallest write quorum of this term so far, which the followers hear of.
+    smallest_quorum: AtomicUsize,
+    /// Turns true once this leader stepped down: its tasks end.
+    deposed: watch::Sender<bool>,
 }
 
 impl Shared {
-    fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         *self.settings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The smallest write quorum of this term so far.
+    pub(crate) fn smallest_quorum(&self) -> usize {
+        self.smallest_quorum.load(Ordering::Relaxed)
+    }
+
+    /// Steps down on learning of `term`, newer than this leader's, led from `leader_url`: the
+    /// node adopts the term and follows, and this leader's tasks end. Its writes that no
+    /// follower acknowledged go when the new leader's state transfer replaces its state.
+    pub(crate) fn depose(&self, term: Term, leader_url: Option<&str>) {
+        if term <= self.term {
+            return;
+        }
+        let _ = lock(&self.replica).check_term(term, leader_url);
+        self.stop();
+    }
+
+    /// Ends this leader's tasks.
+    pub(crate) fn stop(&self) {
+        if !self.deposed.send_replace(true) {
+            warn!(term = self.term, "stepped down: a newer term has begun");
+        }
+    }
+
+    /// Whether this leader stepped down.
+    pub(crate) fn is_deposed(&self) -> bool {
+        *self.deposed.borrow()
+    }
+
+    /// Resolves once this leader stepped down.
+    pub(crate) async fn deposed(&self) {
+        let mut deposed = self.deposed.subscribe();
+        let _ = deposed.wait_for(|deposed| *deposed).await;
     }
 }
 
@@ -149,27 +230,46 @@ pub struct Replicator {
     pub(crate) replica: SharedReplica,
 }
 
+/// What a leader of one term is made of, besides its followers.
+#[derive(Debug)]
+pub struct Leadership {
+    /// The term it leads.
+    pub term: Term,
+    /// Its `PUBLIC_URL`, which its state transfers and heartbeats name.
+    pub public_url: Option<String>,
+    /// The live settings it starts with.
+    pub settings: Settings,
+    /// Most writes pending for one follower (`REPLICATION_BACKLOG`).
+    pub backlog: usize,
+}
+
 impl Replicator {
-    /// A replicator for `followers` (base URLs of their internal listeners) that replicates
-    /// writes applied to `replica` over `transport`, starting with `settings`, with at most
-    /// `backlog` writes pending for one follower, sleeping lags on `clock`. Starts one pipeline
-    /// task per follower, so it must be called inside a tokio runtime.
+    /// A replicator for the leader of `leadership.term`, for `followers` (base URLs of their
+    /// internal listeners), that replicates writes applied to `replica` over `transport`,
+    /// sleeping lags on `clock`. Starts one pipeline task per follower, so it must be called
+    /// inside a tokio runtime.
     pub fn new(
+        leadership: Leadership,
         followers: &[Url],
         transport: Arc<dyn Transport>,
         replica: SharedReplica,
-        settings: Settings,
-        backlog: usize,
         metrics: Arc<Metrics>,
-        clock: LagClock,
+        clock: Arc<LagClock>,
     ) -> Self {
+        let Leadership {
+            term,
+            public_url,
+            settings,
+            backlog,
+        } = leadership;
         let links = followers
             .iter()
             .enumerate()
             .map(|(index, url)| Link::new(index, url, &metrics))
             .collect();
         let shared = Arc::new(Shared {
-            incarnation: rand::random(),
+            term,
+            replica: Arc::clone(&replica),
             links,
             transport,
             settings: RwLock::new(settings),
@@ -177,7 +277,9 @@ impl Replicator {
             metrics,
             events: Events::new(),
             clock,
-            public_url: OnceLock::new(),
+            public_url,
+            smallest_quorum: AtomicUsize::new(settings.write_quorum),
+            deposed: watch::channel(false).0,
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -251,15 +353,25 @@ impl Replicator {
         &self.shared.events
     }
 
-    /// Sets the leader's public URL, which its state transfers name to the followers; only the
-    /// first call counts.
-    pub fn set_public_url(&self, url: String) {
-        let _ = self.shared.public_url.set(url);
+    /// The term this replicator leads.
+    pub fn term(&self) -> Term {
+        self.shared.term
     }
 
-    /// This leader's incarnation.
-    pub fn incarnation(&self) -> Incarnation {
-        self.shared.incarnation
+    /// Whether this leader stepped down, having learned of a newer term.
+    pub fn is_deposed(&self) -> bool {
+        self.shared.is_deposed()
+    }
+
+    /// Steps this leader down: its pipelines and heartbeats end. The caller has adopted the
+    /// newer term in the replica.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// The smallest write quorum of this term so far.
+    pub fn smallest_quorum(&self) -> usize {
+        self.shared.smallest_quorum()
     }
 
     /// The leader's view of every follower.
@@ -284,6 +396,9 @@ impl Replicator {
         let shared = &self.shared;
         let settings = shared.settings();
         let timeout = Duration::from_millis(settings.replicate_timeout_ms);
+        // Before any message leaves: every batch that carries this write names a quorum no
+        // larger than its own, so a follower that acknowledges it knows of its quorum.
+        shared.smallest_quorum.fetch_min(quorum, Ordering::Relaxed);
         shared.events.publish(|| Event::Write {
             version: write.version,
             key: shorten(&write.key),

@@ -91,7 +91,8 @@ fn schedule(shared: &Arc<Shared>, queue: UnboundedSender<Message>, message: Mess
 /// A batch that came back: its messages and the follower's answer.
 type Returned = (Vec<Message>, Result<BatchAck>);
 
-/// The pipeline's loop: takes what is due, sends batches, and handles their answers.
+/// The pipeline's loop: takes what is due, sends batches, and handles their answers, until the
+/// replicator is gone or its leader stepped down.
 async fn run(
     shared: Arc<Shared>,
     index: FollowerIndex,
@@ -106,6 +107,8 @@ async fn run(
         in_flight: JoinSet::new(),
         sent_at: Vec::new(),
     };
+    let shared = Arc::clone(&pipeline.shared);
+    let mut deposed = std::pin::pin!(shared.deposed());
     loop {
         while let Ok(message) = queue.try_recv() {
             pipeline.ready.push_back(message);
@@ -137,6 +140,13 @@ async fn run(
                 }
             },
             () = sleep_until(slow_at) => {},
+            () = &mut deposed => {
+                // A deposed leader's writes wait for no more acks.
+                let ready: Vec<Message> = pipeline.ready.drain(..).collect();
+                let retried = ready.iter().filter(|m| m.attempt > 1).count();
+                pipeline.give_up(ready, "a newer term has begun: this leader stepped down", retried);
+                return;
+            }
         }
     }
 }
@@ -184,7 +194,8 @@ impl Worker {
         {
             let messages = take_batch(&mut self.ready);
             let batch = Batch {
-                leader: self.shared.incarnation,
+                term: self.shared.term,
+                smallest_quorum: self.shared.smallest_quorum(),
                 writes: messages.iter().map(|m| Arc::clone(&m.write)).collect(),
             };
             let cut_off = link.cut_off();
@@ -262,6 +273,17 @@ impl Worker {
     fn on_failure(&mut self, messages: Vec<Message>, failure: &Failure) {
         let shared = &self.shared;
         let link = &shared.links[self.index];
+        if let Some((term, leader)) = &failure.newer_term {
+            // The follower serves a newer term: this leader was deposed. Its writes stop here.
+            shared.depose(*term, leader.as_deref());
+            let retried = messages.iter().filter(|m| m.attempt > 1).count();
+            self.give_up(
+                messages,
+                "a newer term has begun: this leader stepped down",
+                retried,
+            );
+            return;
+        }
         shared
             .metrics
             .replication_error(link.url.as_str(), failure.kind);

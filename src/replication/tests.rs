@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::transport::{BoxFuture, Failure, Result};
 use super::wire::{
-    Batch, BatchAck, EntryAck, FollowerStatus, ReplicaState, StateTransfer, TransferAck,
+    Batch, BatchAck, EntryAck, Fence, FenceAck, Heartbeat, NodeStatus, StateTransfer, TransferAck,
 };
 use super::*;
 use crate::events::{Event, FollowerIndex, Subscription};
@@ -28,8 +28,11 @@ struct Received {
 /// A transport to followers that live in memory and do what the test says.
 #[derive(Debug, Default)]
 struct Fake {
-    /// The leader's incarnation, which the followers report following.
+    /// The leader's term, which the followers report following.
     leader: AtomicU64,
+    /// A newer term every follower has seen, when set: they refuse everything with
+    /// `stale_term`.
+    newer_term: Mutex<Option<Term>>,
     /// Followers that do not answer anything (down, or cut off by the network).
     down: Mutex<HashSet<FollowerIndex>>,
     /// Followers whose batches fail with a 500 while their heartbeat answers.
@@ -69,6 +72,30 @@ impl Fake {
     fn is_down(&self, follower: FollowerIndex) -> bool {
         self.down.lock().expect("not poisoned").contains(&follower)
     }
+
+    /// The refusal of a follower that has seen a newer term, if one was set.
+    fn stale(&self) -> Result<()> {
+        match *self.newer_term.lock().expect("not poisoned") {
+            Some(term) => Err(Failure {
+                newer_term: Some((term, Some("http://new-leader".into()))),
+                ..Failure::new("stale_term", "HTTP 409")
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn status_of(&self, follower: FollowerIndex) -> NodeStatus {
+        NodeStatus {
+            node_id: format!("f{follower}"),
+            role: crate::config::Role::Follower,
+            term: self.leader.load(Ordering::SeqCst),
+            incarnation: follower as u64,
+            following: Some(self.leader.load(Ordering::SeqCst)),
+            leader_url: None,
+            version: 0,
+            keys: 0,
+        }
+    }
 }
 
 impl Transport for Fake {
@@ -79,6 +106,7 @@ impl Transport for Fake {
             let latency = *self.latency.lock().expect("not poisoned");
             tokio::time::sleep(latency).await;
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.stale()?;
             let fail = self.is_down(follower)
                 || self
                     .failing_batches
@@ -123,20 +151,27 @@ impl Transport for Fake {
         })
     }
 
-    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>> {
+    fn heartbeat(
+        &self,
+        follower: FollowerIndex,
+        _: Heartbeat,
+    ) -> BoxFuture<'_, Result<NodeStatus>> {
         Box::pin(async move {
             self.heartbeats.store(true, Ordering::SeqCst);
             if self.is_down(follower) {
                 return Err(Failure::new("connect", "connection refused"));
             }
-            Ok(FollowerStatus {
-                node_id: format!("f{follower}"),
-                incarnation: follower as u64,
-                following: Some(self.leader.load(Ordering::SeqCst)),
-                version: 0,
-                keys: 0,
-            })
+            self.stale()?;
+            Ok(self.status_of(follower))
         })
+    }
+
+    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<NodeStatus>> {
+        Box::pin(async move { Ok(self.status_of(follower)) })
+    }
+
+    fn fence(&self, _: FollowerIndex, _: Fence) -> BoxFuture<'_, Result<FenceAck>> {
+        Box::pin(async { Err(Failure::new("connect", "not in these tests")) })
     }
 
     fn transfer(
@@ -153,10 +188,6 @@ impl Transport for Fake {
             })
         })
     }
-
-    fn fetch_state(&self, _: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>> {
-        Box::pin(async { Err(Failure::new("connect", "not in these tests")) })
-    }
 }
 
 const NO_LAG: Settings = Settings {
@@ -172,17 +203,23 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
     let urls: Vec<reqwest::Url> = (0..followers)
         .map(|i| format!("http://f{i}:9000").parse().expect("a URL"))
         .collect();
-    let replicator = Replicator::new(
-        &urls,
-        Arc::clone(&fake) as Arc<dyn Transport>,
-        SharedReplica::default(),
+    let leadership = Leadership {
+        term: 7,
+        public_url: None,
         settings,
         backlog,
+    };
+    let replica = SharedReplica::default();
+    lock(&replica).term = 7;
+    let replicator = Replicator::new(
+        leadership,
+        &urls,
+        Arc::clone(&fake) as Arc<dyn Transport>,
+        replica,
         Arc::new(Metrics::new()),
-        LagClock::tokio(),
+        Arc::new(LagClock::tokio()),
     );
-    fake.leader
-        .store(replicator.incarnation(), Ordering::SeqCst);
+    fake.leader.store(replicator.term(), Ordering::SeqCst);
     (replicator, fake)
 }
 
@@ -529,4 +566,40 @@ async fn a_write_waits_no_longer_than_the_acks_that_can_still_come() {
     let outcome = write(&replicator, "b", 2).await;
     assert!(!outcome.reached());
     assert_eq!(started.elapsed(), Duration::ZERO, "no follower will ack it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_of_a_newer_term_deposes_the_leader_and_its_writes_fail() {
+    let (replicator, fake) = leader(3, NO_LAG, 100);
+    assert!(write(&replicator, "before", 1).await.reached());
+    *fake.newer_term.lock().expect("not poisoned") = Some(9);
+    let outcome = write(&replicator, "after", 1).await;
+    assert!(
+        !outcome.reached(),
+        "a deposed leader's write got {outcome:?}"
+    );
+    assert!(replicator.is_deposed());
+    let replica = lock(&replicator.replica);
+    assert_eq!(replica.term, 9, "the node adopted the newer term");
+    assert_eq!(replica.leader_url.as_deref(), Some("http://new-leader"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_batch_carries_the_smallest_quorum_of_the_term() {
+    let (replicator, _fake) = leader(
+        3,
+        Settings {
+            write_quorum: 3,
+            ..NO_LAG
+        },
+        100,
+    );
+    assert_eq!(replicator.smallest_quorum(), 3);
+    assert!(write(&replicator, "a", 2).await.reached());
+    assert!(write(&replicator, "b", 3).await.reached());
+    assert_eq!(
+        replicator.smallest_quorum(),
+        2,
+        "a per-write quorum of 2 counts"
+    );
 }

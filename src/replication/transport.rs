@@ -10,28 +10,36 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 
 use super::wire::{
-    Batch, BatchAck, FollowerStatus, REPLICATE_PATH, ReplicaState, STATE_PATH, STATUS_PATH,
-    StateTransfer, TRANSFER_PATH, TransferAck,
+    Batch, BatchAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
+    REPLICATE_PATH, STATUS_PATH, StateTransfer, TRANSFER_PATH, Term, TransferAck,
 };
 use crate::events::FollowerIndex;
 
 /// A future a transport returns; boxed so that the trait can be used as `dyn Transport`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// How the leader talks to its followers, each named by its position in `FOLLOWERS`.
+/// How a node talks to its peers, each named by its position in `PEERS`: as their leader, and
+/// as a starting node or a candidate.
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Sends one batch of writes and returns the follower's per-write answer.
     fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>>;
-    /// Asks the follower for its status (the heartbeat).
-    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>>;
+    /// Sends the follower the leader's heartbeat; returns its status.
+    fn heartbeat(
+        &self,
+        follower: FollowerIndex,
+        heartbeat: Heartbeat,
+    ) -> BoxFuture<'_, Result<NodeStatus>>;
     /// Sends the follower a state transfer.
     fn transfer(
         &self,
         follower: FollowerIndex,
         transfer: StateTransfer,
     ) -> BoxFuture<'_, Result<TransferAck>>;
-    /// Reads the follower's whole replica (a restarting leader does).
-    fn fetch_state(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>>;
+    /// Asks a peer for its role, term and leader, changing nothing (a starting node does).
+    fn status(&self, peer: FollowerIndex) -> BoxFuture<'_, Result<NodeStatus>>;
+    /// Fences a peer with a new term and reads its whole replica, in one step (a candidate
+    /// does).
+    fn fence(&self, peer: FollowerIndex, fence: Fence) -> BoxFuture<'_, Result<FenceAck>>;
 }
 
 /// A transport's result.
@@ -41,10 +49,13 @@ pub type Result<T> = std::result::Result<T, Failure>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What kind of failure, as the metrics' `reason` label says it: `connect`, `timeout`,
-    /// `not_synced`, `refused` (another 4xx), `server_error` (5xx), `cut_off` or `other`.
+    /// `not_synced`, `stale_term`, `refused` (another 4xx), `server_error` (5xx), `cut_off` or
+    /// `other`.
     pub kind: &'static str,
     /// What went wrong, for people.
     pub reason: String,
+    /// On a `stale_term` refusal: the peer's newer term, and where its leader is, if it knows.
+    pub newer_term: Option<(Term, Option<String>)>,
 }
 
 impl Failure {
@@ -53,6 +64,7 @@ impl Failure {
         Self {
             kind,
             reason: reason.into(),
+            newer_term: None,
         }
     }
 
@@ -106,8 +118,9 @@ pub struct HttpTransport {
 #[derive(Debug)]
 struct FollowerUrls {
     replicate: Url,
+    heartbeat: Url,
     status: Url,
-    state: Url,
+    fence: Url,
     transfer: Url,
 }
 
@@ -144,8 +157,9 @@ impl HttpTransport {
             .map(|url| {
                 Ok(FollowerUrls {
                     replicate: join(url, REPLICATE_PATH)?,
+                    heartbeat: join(url, HEARTBEAT_PATH)?,
                     status: join(url, STATUS_PATH)?,
-                    state: join(url, STATE_PATH)?,
+                    fence: join(url, FENCE_PATH)?,
                     transfer: join(url, TRANSFER_PATH)?,
                 })
             })
@@ -169,10 +183,34 @@ impl Transport for HttpTransport {
         })
     }
 
-    fn status(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<FollowerStatus>> {
+    fn heartbeat(
+        &self,
+        follower: FollowerIndex,
+        heartbeat: Heartbeat,
+    ) -> BoxFuture<'_, Result<NodeStatus>> {
         Box::pin(async move {
-            let url = self.urls(follower)?.status.clone();
+            let url = self.urls(follower)?.heartbeat.clone();
+            let request = self
+                .client
+                .post(url)
+                .timeout(STATUS_TIMEOUT)
+                .json(&heartbeat);
+            exchange(request).await
+        })
+    }
+
+    fn status(&self, peer: FollowerIndex) -> BoxFuture<'_, Result<NodeStatus>> {
+        Box::pin(async move {
+            let url = self.urls(peer)?.status.clone();
             exchange(self.client.get(url).timeout(STATUS_TIMEOUT)).await
+        })
+    }
+
+    fn fence(&self, peer: FollowerIndex, fence: Fence) -> BoxFuture<'_, Result<FenceAck>> {
+        Box::pin(async move {
+            let url = self.urls(peer)?.fence.clone();
+            let request = self.client.post(url).timeout(TRANSFER_TIMEOUT).json(&fence);
+            exchange(request).await
         })
     }
 
@@ -191,17 +229,10 @@ impl Transport for HttpTransport {
             exchange(request).await
         })
     }
-
-    fn fetch_state(&self, follower: FollowerIndex) -> BoxFuture<'_, Result<ReplicaState>> {
-        Box::pin(async move {
-            let url = self.urls(follower)?.state.clone();
-            exchange(self.client.get(url).timeout(TRANSFER_TIMEOUT)).await
-        })
-    }
 }
 
-/// Sends `request` and reads its JSON answer. A 409 `not_synced` and any other error status
-/// become a [`Failure`] of their own kind.
+/// Sends `request` and reads its JSON answer. A 409 `not_synced` or `stale_term` and any other
+/// error status become a [`Failure`] of their own kind.
 async fn exchange<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T> {
     let response = request
         .send()
@@ -214,14 +245,20 @@ async fn exchange<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuild
         });
     }
     let body = response.text().await.unwrap_or_default();
-    let kind = if status == StatusCode::CONFLICT && body.contains("\"not_synced\"") {
-        "not_synced"
-    } else if status.is_client_error() {
-        "refused"
-    } else {
-        "server_error"
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let code = (status == StatusCode::CONFLICT).then(|| error["error"].as_str());
+    let kind = match code.flatten() {
+        Some("not_synced") => "not_synced",
+        Some("stale_term") => "stale_term",
+        _ if status.is_client_error() => "refused",
+        _ => "server_error",
     };
-    Err(Failure::new(kind, format!("HTTP {status}: {body}")))
+    let mut failure = Failure::new(kind, format!("HTTP {status}: {body}"));
+    if kind == "stale_term" {
+        let leader = error["leader"].as_str().map(str::to_owned);
+        failure.newer_term = error["term"].as_u64().map(|term| (term, leader));
+    }
+    Err(failure)
 }
 
 /// A reqwest error with its causes, which its `Display` alone leaves out.

@@ -6,21 +6,30 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::Role;
+use crate::settings::Settings;
 use crate::store::{Entry, Store, Version};
 
 /// The follower route that receives batches of replicated writes.
 pub const REPLICATE_PATH: &str = "/internal/replicate";
-/// The follower route the leader's heartbeat reads.
+/// The route that tells a node's role, term and leader, read by a starting node and a candidate
+/// (`GET`).
 pub const STATUS_PATH: &str = "/internal/status";
-/// The follower route that returns its whole replica (read by a restarting leader).
-pub const STATE_PATH: &str = "/internal/state";
+/// The follower route the leader's heartbeat posts to.
+pub const HEARTBEAT_PATH: &str = "/internal/heartbeat";
+/// The route a candidate fences a node on and reads its whole replica from, in one step.
+pub const FENCE_PATH: &str = "/internal/fence";
 /// The follower route that receives a state transfer.
 pub const TRANSFER_PATH: &str = "/internal/transfer";
 
 /// Identifies one run of a node: a random number drawn at start-up. A follower that restarts
-/// comes back with a new one, and a follower remembers the incarnation of the leader whose
-/// state it holds.
+/// comes back with a new one, so that a state transfer meant for its earlier run is refused.
 pub type Incarnation = u64;
+
+/// A leadership: a number that only grows. Each new leader (a promotion, or a leader's start)
+/// takes a term above every one it has seen, and every message a leader sends carries its term,
+/// so a node that has seen a newer term refuses a deposed leader's messages (fencing).
+pub type Term = u64;
 
 /// One versioned write of a key: what a batch carries for each write, and what a state
 /// transfer carries for each key.
@@ -115,10 +124,13 @@ fn writes_of(store: &Store) -> Vec<Write> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
-    /// The sending leader's incarnation; a follower accepts writes only from the leader it is
-    /// synchronized with.
+    /// The sending leader's term; a follower accepts writes only from the leader whose state
+    /// transfer it holds, and refuses an older term's.
     #[serde(deserialize_with = "whole_number")]
-    pub leader: Incarnation,
+    pub term: Term,
+    /// The smallest write quorum of this term so far: what a candidate needs to know to say
+    /// which acknowledged writes a promotion keeps. It goes with every write that needs it.
+    pub smallest_quorum: usize,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
     pub writes: Vec<Arc<Write>>,
@@ -147,29 +159,80 @@ pub struct EntryAck {
     pub refused: Option<String>,
 }
 
-/// A follower's answer to the leader's heartbeat: `GET /internal/status`.
+/// The leader's heartbeat: `POST /internal/heartbeat`, every 500 ms to every follower. It tells
+/// the follower the term, where clients reach the leader, the smallest quorum of the term and
+/// the live settings, which a follower promoted later carries on with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FollowerStatus {
-    /// The follower's node id.
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader's `PUBLIC_URL`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_url: Option<String>,
+    /// The smallest write quorum of this term so far.
+    pub smallest_quorum: usize,
+    /// The leader's live settings.
+    pub settings: Settings,
+}
+
+/// A node's role, term and replica as it reports them: the answer to a heartbeat, and to
+/// `GET /internal/status`, which a starting node and a candidate read from every peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    /// The node's id.
     pub node_id: String,
-    /// The follower's incarnation (new after every restart).
+    /// Whether it leads now.
+    pub role: Role,
+    /// The newest term it has seen (its own, on a leader).
+    pub term: Term,
+    /// The node's incarnation (new after every restart).
     pub incarnation: Incarnation,
-    /// The leader incarnation it is synchronized with, if any.
-    pub following: Option<Incarnation>,
+    /// The term whose leader's state it holds, if any; always `None` on a leader.
+    pub following: Option<Term>,
+    /// Where clients reach the leader of its term, when it knows.
+    pub leader_url: Option<String>,
     /// Highest version it has applied.
     pub version: Version,
     /// Number of live keys it holds.
     pub keys: usize,
 }
 
-/// A follower's whole replica: the answer to `GET /internal/state`, read by a restarting
-/// leader.
+/// What a candidate sends to every node it reaches before it reads their states:
+/// `POST /internal/fence`. The node adopts the new term at once, so it refuses the old leader's
+/// batches from then on, and answers its replica in the same step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    /// The candidate's new term; it must be above the node's.
+    #[serde(deserialize_with = "whole_number")]
+    pub term: Term,
+    /// The candidate's `PUBLIC_URL`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_url: Option<String>,
+}
+
+/// A fenced node's answer: its replica as of the moment it adopted the new term.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FenceAck {
+    /// The node's id.
+    pub node_id: String,
+    /// Whether it was a leader until this fence (it has stepped down). A candidate does not
+    /// merge a deposed leader's writes: no follower acknowledged those it alone holds.
+    pub was_leader: bool,
+    /// The smallest write quorum of the ending term the node heard of, if it heard of any.
+    pub smallest_quorum: Option<usize>,
+    /// Its whole replica.
+    pub state: ReplicaState,
+}
+
+/// A node's whole replica, as a fence answers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaState {
-    /// The leader incarnation the follower is synchronized with, if any.
-    pub following: Option<Incarnation>,
-    /// The follower's latest version.
+    /// The term whose leader's state the node held, if any.
+    pub following: Option<Term>,
+    /// The node's latest version.
     pub version: Version,
     /// Every entry, tombstones included.
     pub entries: Vec<Write>,
@@ -177,7 +240,7 @@ pub struct ReplicaState {
 
 impl ReplicaState {
     /// The state of `store`, as held by a follower of `following`.
-    pub fn of(store: &Store, following: Option<Incarnation>) -> Self {
+    pub fn of(store: &Store, following: Option<Term>) -> Self {
         Self {
             following,
             version: store.latest_version(),
@@ -190,8 +253,8 @@ impl ReplicaState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateTransfer {
-    /// The sending leader's incarnation.
-    pub leader: Incarnation,
+    /// The sending leader's term.
+    pub term: Term,
     /// The follower incarnation the transfer is meant for. A follower that restarted since the
     /// leader's heartbeat refuses it: the transfer might lack writes the earlier run had
     /// acknowledged after the leader copied its map, so the leader must copy it again.
@@ -207,16 +270,16 @@ pub struct StateTransfer {
 }
 
 impl StateTransfer {
-    /// A transfer of `store` from `leader` (its public URL `leader_url`) to the run `follower`
-    /// of a follower.
+    /// A transfer of `store` from the leader of `term` (its public URL `leader_url`) to the run
+    /// `follower` of a follower.
     pub fn of(
         store: &Store,
-        leader: Incarnation,
+        term: Term,
         leader_url: Option<String>,
         follower: Incarnation,
     ) -> Self {
         Self {
-            leader,
+            term,
             follower,
             version: store.latest_version(),
             leader_url,
@@ -230,7 +293,7 @@ impl StateTransfer {
 pub struct TransferAck {
     /// The follower's node id.
     pub node_id: String,
-    /// True when the follower replaced its state (it followed another leader or none); false
+    /// True when the follower replaced its state (it held another term's state or none); false
     /// when it merged the transfer into what it had.
     pub replaced: bool,
     /// The follower's latest version after the transfer.
@@ -244,7 +307,8 @@ mod tests {
     #[test]
     fn a_batch_reads_back_what_it_wrote() {
         let batch = Batch {
-            leader: 7,
+            term: 7,
+            smallest_quorum: 2,
             writes: vec![
                 Arc::new(Write::new("a".into(), Entry::value("1", 1))),
                 Arc::new(Write::new("b".into(), Entry::tombstone(2))),
@@ -253,7 +317,7 @@ mod tests {
         let json = serde_json::to_value(&batch).expect("serializable");
         assert_eq!(
             json,
-            serde_json::json!({"leader": 7, "writes": [
+            serde_json::json!({"term": 7, "smallest_quorum": 2, "writes": [
                 {"key": "a", "value": "1", "version": 1},
                 {"key": "b", "value": null, "version": 2},
             ]})

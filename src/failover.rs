@@ -1,0 +1,487 @@
+//! Failover: how a node becomes the leader, when it starts with `ROLE=leader` or when a follower
+//! is promoted (`POST /admin/promote`), without losing a write a client was told succeeded.
+//!
+//! # Terms and fencing
+//!
+//! Every leadership has a [`Term`], a number that only grows. Every message a leader sends
+//! carries its term, and a node refuses messages of a term older than the newest it has seen
+//! (`409 stale_term`, naming the newer term and its leader). A leader that learns of a newer term
+//! (a follower refuses its batch, or a candidate fences it) steps down at once and follows.
+//!
+//! # Promotion by quorum intersection
+//!
+//! Followers apply writes in any order, so "the follower with the highest version" may still
+//! lack an older acknowledged write. A candidate therefore **merges the states** of every
+//! follower it reaches, its own included, and it does so in this order:
+//!
+//! 1. **Fence.** It takes a term above every one it has seen and sends it to every peer
+//!    (`POST /internal/fence`). A peer adopts the term and answers its replica *in the same
+//!    step*, under its lock: every write it acknowledged before is in that answer, and from then
+//!    on it refuses the old leader. Reading first and fencing after would lose a write the old
+//!    leader got acknowledged in between.
+//! 2. **Count.** A write acknowledged by `W` of the `N` followers is in the merged state of any
+//!    `N - W + 1` of them (the two sets must share a follower). So with `R` followers merged,
+//!    every write acknowledged by at least `N - R + 1` followers is kept, and the promotion is
+//!    safe when `R >= N - Wmin + 1`, where `Wmin` is the smallest quorum any write of the ending
+//!    term used, per-request overrides included (followers hear of it with every batch and
+//!    heartbeat). With asynchronous writes (`Wmin = 0`) no promotion is safe. Too few followers
+//!    is a `409`, unless `force=true`.
+//! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
+//!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
+//!    new term with the live settings of the old one. Every other node gets a state transfer
+//!    that replaces its state, which removes the ending term's writes that no quorum kept.
+//!
+//! A node that starts with `ROLE=leader` first asks its peers whether one of them leads: if so it
+//! follows, whatever its role says (the old leader restarted after a failover); if not, it takes
+//! over the same way, without the count.
+//!
+//! What this is not: an election. Two candidates promoted at once could both win one term when
+//! each needs few followers; running one failover manager at a time is the operator's job here,
+//! as with MHA or orchestrator. Raft's votes close that gap.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::join_all;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use utoipa::ToSchema;
+
+use crate::config::Role;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::replication::transport::Failure;
+use crate::replication::wire::{Fence, FenceAck, NodeStatus, Write};
+use crate::replication::{LagClock, Leadership, Replicator, SharedReplica, Term, Transport, lock};
+use crate::settings::Settings;
+
+/// How long a starting leader waits for its peers to answer.
+pub const START_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between two attempts to reach a peer while a leader starts.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// A node's peers: every other node, by the base URL of its internal listener, and what it
+/// needs to lead them.
+#[derive(Debug)]
+pub struct Peers {
+    /// Their internal base URLs (`PEERS`).
+    pub urls: Vec<Url>,
+    transport: Arc<dyn Transport>,
+    clock: Arc<LagClock>,
+}
+
+/// What one peer answered during a promotion.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PeerReport {
+    /// The peer's internal URL.
+    pub url: String,
+    /// Its node id, when it answered.
+    pub node_id: Option<String>,
+    /// Its role before the fence, when it answered.
+    pub role: Option<Role>,
+    /// Its latest version before the fence, when it answered.
+    pub version: Option<u64>,
+    /// Whether its state was merged.
+    pub merged: bool,
+    /// Why it was not, when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a promotion did and what it guarantees: the answer to `POST /admin/promote`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Promotion {
+    /// The new leader's node id.
+    pub node_id: String,
+    /// The new term.
+    pub term: Term,
+    /// Where clients reach the new leader (its `PUBLIC_URL`), if it has one.
+    pub leader_url: Option<String>,
+    /// The followers a leader of this cluster has (`N`: the new leader's peers).
+    pub followers: usize,
+    /// Followers whose state was merged, the new leader's own included (`R`).
+    pub merged: usize,
+    /// The smallest write quorum of the ending term that the merged followers heard of
+    /// (`Wmin`); `null` when none heard of any write (then 1 is assumed).
+    pub smallest_quorum: Option<usize>,
+    /// Every write acknowledged by at least this many followers is kept (`N - R + 1`).
+    pub kept_if_acked_by: usize,
+    /// Whether every acknowledged write of the ending term is kept (`R >= N - Wmin + 1`).
+    pub safe: bool,
+    /// Whether `force=true` promoted a node the count refused.
+    pub forced: bool,
+    /// The guarantee, in words.
+    pub guarantee: String,
+    /// The version new writes continue after.
+    pub version: u64,
+    /// Live keys after the merge.
+    pub keys: usize,
+    /// What each peer answered.
+    pub peers: Vec<PeerReport>,
+}
+
+/// How the states a candidate collected count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// `N`: the followers of a leader of this cluster.
+    pub followers: usize,
+    /// `R`: followers merged, the candidate included.
+    pub merged: usize,
+    /// `Wmin`, when known.
+    pub smallest_quorum: Option<usize>,
+}
+
+impl Count {
+    /// Writes acknowledged by at least this many followers are in the merge: `N - R + 1`.
+    pub fn kept_if_acked_by(&self) -> usize {
+        (self.followers + 1).saturating_sub(self.merged).max(1)
+    }
+
+    /// The smallest quorum, 1 when no merged follower heard of any write: the weakest a
+    /// synchronous write can be.
+    fn quorum(&self) -> usize {
+        self.smallest_quorum.unwrap_or(1)
+    }
+
+    /// Followers a safe promotion must merge: `N - Wmin + 1`; `None` when no number suffices
+    /// (asynchronous writes).
+    pub fn needed(&self) -> Option<usize> {
+        match self.quorum() {
+            0 => None,
+            quorum => Some((self.followers + 1).saturating_sub(quorum)),
+        }
+    }
+
+    /// Whether every write of the ending term acknowledged to its client is in the merge.
+    pub fn safe(&self) -> bool {
+        self.needed().is_some_and(|needed| self.merged >= needed)
+    }
+
+    /// The guarantee in words.
+    pub fn guarantee(&self) -> String {
+        let (n, r, kept) = (self.followers, self.merged, self.kept_if_acked_by());
+        let merged = format!(
+            "merged {r} of {n} followers: every write acknowledged by at least {kept} {} is kept",
+            plural(kept, "follower")
+        );
+        match self.needed() {
+            None => format!(
+                "{merged}; but the ending term wrote with quorum 0 (asynchronous), so a write \
+                 acknowledged to its client before any follower had it may be lost"
+            ),
+            Some(_) if self.safe() => format!(
+                "{merged}, and the ending term's smallest quorum was {}: no acknowledged write \
+                 is lost",
+                self.quorum()
+            ),
+            Some(_) => format!(
+                "{merged}; the ending term's smallest quorum was {q}, so a write acknowledged by \
+                 only {q} to {} followers may be lost",
+                kept - 1,
+                q = self.quorum()
+            ),
+        }
+    }
+}
+
+fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
+        word.to_owned()
+    } else {
+        format!("{word}s")
+    }
+}
+
+/// The states a candidate collected by fencing its peers.
+#[derive(Debug)]
+pub struct Fenced {
+    /// What each peer answered, in `PEERS` order.
+    pub answers: Vec<Result<FenceAck, Failure>>,
+}
+
+impl Peers {
+    /// The peers at `urls`, reached over `transport`; `clock` is the lag clock a leader of
+    /// them sleeps on.
+    pub fn new(urls: Vec<Url>, transport: Arc<dyn Transport>, clock: Arc<LagClock>) -> Self {
+        Self {
+            urls,
+            transport,
+            clock,
+        }
+    }
+
+    /// Asks every peer for its status, concurrently; retries the ones that fail until
+    /// `deadline` when `retry` is set (a starting cluster), else asks each once.
+    pub async fn statuses(
+        &self,
+        deadline: Instant,
+        retry: bool,
+    ) -> Vec<Result<NodeStatus, Failure>> {
+        let asks = (0..self.urls.len()).map(|peer| async move {
+            loop {
+                let asked = tokio::time::timeout_at(deadline, self.transport.status(peer)).await;
+                match asked {
+                    Err(_) => return Err(Failure::new("timeout", "no answer in time")),
+                    Ok(Ok(status)) => return Ok(status),
+                    Ok(Err(failure)) if retry && Instant::now() + RETRY < deadline => {
+                        debug!(peer = %self.urls[peer], error = %failure, "retrying");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    Ok(Err(failure)) => return Err(failure),
+                }
+            }
+        });
+        join_all(asks).await
+    }
+
+    /// Fences every peer with `fence` and collects their replicas, concurrently; retries the
+    /// ones that cannot be reached until `deadline` when `retry` is set. The deadline bounds
+    /// the wait for an answer to begin, not the transfer of a large state.
+    pub async fn fence(&self, fence: &Fence, deadline: Instant, retry: bool) -> Fenced {
+        let fences = (0..self.urls.len()).map(|peer| async move {
+            loop {
+                let fenced = self.transport.fence(peer, fence.clone());
+                match tokio::time::timeout_at(deadline, fenced).await {
+                    Err(_) => return Err(Failure::new("timeout", "no answer in time")),
+                    Ok(Ok(ack)) => return Ok(ack),
+                    Ok(Err(failure))
+                        if retry
+                            && failure.newer_term.is_none()
+                            && Instant::now() + RETRY < deadline =>
+                    {
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    Ok(Err(failure)) => return Err(failure),
+                }
+            }
+        });
+        Fenced {
+            answers: join_all(fences).await,
+        }
+    }
+
+    /// Merges the fenced states into `replica`, whose term is already `term`, and raises its
+    /// version counter above everything seen; returns how many followers' states were merged
+    /// (not counting this node) and the smallest quorum they heard of.
+    pub fn merge(&self, replica: &SharedReplica, fenced: &Fenced) -> (usize, Option<usize>) {
+        let mut replica = lock(replica);
+        let mut smallest = replica.smallest_quorum;
+        let mut merged = 0;
+        for ack in fenced.answers.iter().flatten() {
+            replica.store.observe(ack.state.version);
+            if ack.was_leader {
+                continue;
+            }
+            let entries = ack.state.entries.iter().cloned().map(Write::into_entry);
+            replica.store.merge(entries);
+            merged += 1;
+            if let Some(quorum) = ack.smallest_quorum {
+                smallest = Some(smallest.map_or(quorum, |s| s.min(quorum)));
+            }
+        }
+        if fenced.answers.iter().any(Result::is_err) {
+            // A peer that did not answer may hold versions nobody else has seen (a deposed leader
+            // that kept writing). Versions from the clock are newer than any an earlier leader
+            // issued (it would have needed more than a million writes a second to get ahead of
+            // the clock), so new writes still win over such writes and never reuse their versions.
+            replica.store.observe(clock_version());
+        }
+        (merged, smallest)
+    }
+
+    /// Makes this node the leader of `leadership.term` over these peers, writing to
+    /// `replica`; starts its pipelines and heartbeats.
+    pub fn lead(
+        &self,
+        leadership: Leadership,
+        replica: &SharedReplica,
+        metrics: &Arc<Metrics>,
+    ) -> Replicator {
+        {
+            let mut replica = lock(replica);
+            replica.following = None;
+            replica.leader_url = leadership.public_url.clone();
+        }
+        let term = leadership.term;
+        let replicator = Replicator::new(
+            leadership,
+            &self.urls,
+            Arc::clone(&self.transport),
+            Arc::clone(replica),
+            Arc::clone(metrics),
+            Arc::clone(&self.clock),
+        );
+        replicator.spawn_heartbeats();
+        info!(term, followers = self.urls.len(), "leading");
+        replicator
+    }
+
+    /// What each peer answered, for a promotion's report.
+    pub fn reports(
+        &self,
+        statuses: &[Result<NodeStatus, Failure>],
+        fenced: &Fenced,
+    ) -> Vec<PeerReport> {
+        self.urls
+            .iter()
+            .zip(statuses.iter().zip(&fenced.answers))
+            .map(|(url, (status, answer))| {
+                let status = status.as_ref().ok();
+                PeerReport {
+                    url: url.to_string(),
+                    node_id: status.map(|s| s.node_id.clone()),
+                    role: status.map(|s| s.role),
+                    version: status.map(|s| s.version),
+                    merged: answer.as_ref().is_ok_and(|ack| !ack.was_leader),
+                    error: match answer {
+                        Ok(ack) if ack.was_leader => {
+                            Some("was the leader: deposed, its writes not merged".into())
+                        }
+                        Ok(_) => None,
+                        Err(failure) => Some(failure.reason.clone()),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// The live settings a new leader starts with: the ones its old leader's heartbeat carried,
+/// when they fit this cluster, else `fallback`.
+pub fn settings_for(heard: Option<Settings>, fallback: Settings, followers: usize) -> Settings {
+    heard
+        .filter(|settings| settings.validate(Some(followers), None).is_ok())
+        .unwrap_or(fallback)
+}
+
+/// The term a new leader takes: above its own and every one its peers reported.
+pub fn next_term(own: Term, statuses: &[Result<NodeStatus, Failure>]) -> Term {
+    let newest = statuses.iter().flatten().map(|status| status.term);
+    newest.fold(own, Term::max) + 1
+}
+
+/// The live leader among `statuses`, if one answered.
+pub fn live_leader(statuses: &[Result<NodeStatus, Failure>]) -> Option<&NodeStatus> {
+    statuses
+        .iter()
+        .flatten()
+        .filter(|status| status.role == Role::Leader)
+        .max_by_key(|status| status.term)
+}
+
+/// Refuses a promotion that the count does not make safe.
+pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
+    let needed = count.needed();
+    let why = match needed {
+        None => "the ending term wrote with quorum 0 (asynchronous): no promotion can keep \
+                 every acknowledged write"
+            .to_owned(),
+        Some(needed) => format!(
+            "it reaches {} of {} followers (itself included), and a write acknowledged by {} \
+             (the ending term's smallest quorum) is only sure to be in the merge of {needed}",
+            count.merged,
+            count.followers,
+            count.quorum()
+        ),
+    };
+    let fenced = match fenced_term {
+        Some(term) => format!(
+            " The reachable nodes were fenced with term {term}: they refuse the old leader; \
+             promote again when more followers are back."
+        ),
+        None => String::new(),
+    };
+    if let Some(term) = fenced_term {
+        warn!(
+            term,
+            merged = count.merged,
+            "promotion refused after the fence"
+        );
+    }
+    Error::PromotionRefused {
+        reason: format!("{why}; force=true promotes anyway and may lose writes.{fenced}"),
+        merged: count.merged,
+        needed,
+        smallest_quorum: count.smallest_quorum,
+    }
+}
+
+/// Microseconds since the Unix epoch: a version floor newer than any earlier leader's versions.
+fn clock_version() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(followers: usize, merged: usize, smallest_quorum: Option<usize>) -> Count {
+        Count {
+            followers,
+            merged,
+            smallest_quorum,
+        }
+    }
+
+    #[test]
+    fn a_promotion_is_safe_when_the_merge_meets_every_quorum() {
+        // N = 5: a write acknowledged by W followers is in any N - W + 1 of them.
+        for (quorum, needed) in [(1, 5), (2, 4), (3, 3), (4, 2), (5, 1)] {
+            let at = |merged| count(5, merged, Some(quorum));
+            assert_eq!(at(needed).needed(), Some(needed));
+            assert!(at(needed).safe(), "W = {quorum}, R = {needed}");
+            assert!(!at(needed - 1).safe(), "W = {quorum}, R = {}", needed - 1);
+        }
+    }
+
+    #[test]
+    fn asynchronous_writes_are_never_safe_and_unknown_quorums_count_as_one() {
+        assert_eq!(count(5, 5, Some(0)).needed(), None);
+        assert!(!count(5, 5, Some(0)).safe());
+        assert!(count(5, 5, None).safe());
+        assert!(!count(5, 4, None).safe());
+    }
+
+    #[test]
+    fn the_guarantee_names_what_is_kept() {
+        let safe = count(5, 4, Some(3)).guarantee();
+        assert!(
+            safe.starts_with(
+                "merged 4 of 5 followers: every write acknowledged by at least 2 followers is kept"
+            ),
+            "{safe}"
+        );
+        assert!(safe.contains("no acknowledged write is lost"), "{safe}");
+        let forced = count(5, 2, Some(1)).guarantee();
+        assert!(
+            forced.contains("acknowledged by only 1 to 3 followers may be lost"),
+            "{forced}"
+        );
+        let asynchronous = count(5, 5, Some(0)).guarantee();
+        assert!(asynchronous.contains("quorum 0"), "{asynchronous}");
+    }
+
+    #[test]
+    fn a_new_term_is_above_every_term_seen() {
+        let status = |term| {
+            Ok(NodeStatus {
+                node_id: "n".into(),
+                role: Role::Follower,
+                term,
+                incarnation: 1,
+                following: None,
+                leader_url: None,
+                version: 0,
+                keys: 0,
+            })
+        };
+        let statuses = [status(3), Err(Failure::new("connect", "down")), status(7)];
+        assert_eq!(next_term(5, &statuses), 8);
+        assert_eq!(next_term(9, &statuses), 10);
+        assert!(live_leader(&statuses).is_none());
+    }
+}
