@@ -236,38 +236,28 @@ impl Peers {
         join_all(asks).await
     }
 
-    /// Fences every peer with `fence` and collects their replicas, concurrently; retries the
-    /// ones that cannot be reached until `deadline` when `retry` is set. The deadline bounds
-    /// the wait for an answer to begin, not the transfer of a large state.
-    pub async fn fence(&self, fence: &Fence, deadline: Instant, retry: bool) -> Fenced {
-        let fences = (0..self.urls.len()).map(|peer| async move {
-            loop {
-                let fenced = self.transport.fence(peer, fence.clone());
-                match tokio::time::timeout_at(deadline, fenced).await {
-                    Err(_) => return Err(Failure::new("timeout", "no answer in time")),
-                    Ok(Ok(ack)) => return Ok(ack),
-                    Ok(Err(failure))
-                        if retry
-                            && failure.newer_term.is_none()
-                            && Instant::now() + RETRY < deadline =>
-                    {
-                        tokio::time::sleep(RETRY).await;
-                    }
-                    Ok(Err(failure)) => return Err(failure),
-                }
-            }
-        });
+    /// Fences every peer with `fence` and collects their replicas, concurrently, once each
+    /// (the peers were just asked for their status). The transport bounds the wait: a peer that
+    /// cannot be reached fails at once, a frozen one when its answer has not begun within 2 s,
+    /// and a large state may take longer to arrive.
+    pub async fn fence(&self, fence: &Fence) -> Fenced {
+        let fences = (0..self.urls.len()).map(|peer| self.transport.fence(peer, fence.clone()));
         Fenced {
             answers: join_all(fences).await,
         }
     }
 
-    /// Merges the fenced states into `replica`, whose term is already `term`, and raises its
-    /// version counter above everything seen; returns how many followers' states were merged
-    /// (not counting this node) and the smallest quorum they heard of.
-    pub fn merge(&self, replica: &SharedReplica, fenced: &Fenced) -> (usize, Option<usize>) {
+    /// Merges the fenced states into `replica`, and raises its version counter above
+    /// everything seen; returns how many followers' states were merged (not counting this
+    /// node) and the smallest quorum they and this node (`own_quorum`) heard of.
+    pub fn merge(
+        &self,
+        replica: &SharedReplica,
+        fenced: &Fenced,
+        own_quorum: Option<usize>,
+    ) -> (usize, Option<usize>) {
         let mut replica = lock(replica);
-        let mut smallest = replica.smallest_quorum;
+        let mut smallest = own_quorum;
         let mut merged = 0;
         for ack in fenced.answers.iter().flatten() {
             replica.store.observe(ack.state.version);
@@ -340,7 +330,7 @@ impl Peers {
                             Some("was the leader: deposed, its writes not merged".into())
                         }
                         Ok(_) => None,
-                        Err(failure) => Some(failure.reason.clone()),
+                        Err(failure) => Some(format!("not reached ({})", failure.kind)),
                     },
                 }
             })
@@ -475,6 +465,7 @@ mod tests {
                 incarnation: 1,
                 following: None,
                 leader_url: None,
+                public_url: None,
                 version: 0,
                 keys: 0,
             })

@@ -23,13 +23,16 @@ pub struct Settings {
     /// Follower acks a write waits for unless it asks for another quorum, 0..=number of
     /// followers (0 = asynchronous).
     #[arg(long, env = "WRITE_QUORUM", default_value_t = Settings::DEFAULT.write_quorum)]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub write_quorum: usize,
     /// Smallest simulated lag of each message to each follower, in milliseconds.
     #[arg(long, env = "MIN_DELAY_MS", default_value_t = Settings::DEFAULT.min_delay_ms)]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub min_delay_ms: u64,
     /// Largest simulated lag of each message to each follower, in milliseconds (at most
     /// 60000).
     #[arg(long, env = "MAX_DELAY_MS", default_value_t = Settings::DEFAULT.max_delay_ms)]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub max_delay_ms: u64,
     /// How long a write waits for its quorum before the leader answers 503, in milliseconds
     /// (at most 3600000).
@@ -38,6 +41,7 @@ pub struct Settings {
         env = "REPLICATE_TIMEOUT_MS",
         default_value_t = Settings::DEFAULT.replicate_timeout_ms
     )]
+    #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub replicate_timeout_ms: u64,
 }
 

@@ -65,8 +65,9 @@ fn node() -> &'static Node {
     })
 }
 
-/// The term the fuzzed follower follows: the last one, so that it stays the newest.
-const TERM: u64 = u64::MAX;
+/// The term the fuzzed follower follows: the largest a message may carry, so that it stays the
+/// newest.
+const TERM: u64 = (1 << 53) - 1;
 
 async fn call(router: &axum::Router, method: Method, uri: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
     let request = Request::builder().method(method).uri(uri).body(Body::from(body)).unwrap();

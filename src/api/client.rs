@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
+use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -91,12 +92,13 @@ pub struct Health {
     pub keys: usize,
 }
 
-/// The node's role, id, term, leader and latest version.
+/// The node's role, id, term, leader and latest version. Any web page may read it (it says
+/// nothing secret): a dashboard whose leader is gone asks the other nodes where the leader went.
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
-pub(super) async fn health(State(state): State<AppState>) -> axum::Json<Health> {
+pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let role = state.role();
     let replica = state.replica();
-    axum::Json(Health {
+    let health = axum::Json(Health {
         status: "ok".into(),
         role: role.as_str().into(),
         node_id: state.node_id().into(),
@@ -107,7 +109,8 @@ pub(super) async fn health(State(state): State<AppState>) -> axum::Json<Health> 
             .or_else(|| state.inner.leader_url.clone()),
         version: replica.store.latest_version(),
         keys: replica.store.len(),
-    })
+    });
+    ([(ACCESS_CONTROL_ALLOW_ORIGIN, "*")], health)
 }
 
 /// Body of a successful `GET /kv/{key}`.

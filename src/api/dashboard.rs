@@ -112,12 +112,13 @@ struct Snapshot {
 
 impl Feed {
     /// The next message: a snapshot when one is due or events were missed, else the next event.
-    /// (`None`, the end of the stream, would need the feed to close, which the replicator this
-    /// stream holds keeps open: a stream ends when its browser leaves or the server stops.)
+    /// `None`, the end of the stream, once this leader stepped down: the page then asks where
+    /// the leader went.
     async fn next(&mut self) -> Option<Event> {
         tokio::select! {
             // Snapshots first, so that a flood of events cannot hold them back.
             biased;
+            () = self.replicator.stepped_down() => None,
             _ = self.ticker.tick() => Some(self.snapshot(0)),
             received = self.events.recv() => match received {
                 Ok(stamped) => Some(json(&stamped)),

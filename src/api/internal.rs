@@ -12,8 +12,9 @@ use axum::routing::{get, post};
 use super::{AppState, Json, check_key};
 use crate::error::{Error, ErrorBody, Result};
 use crate::replication::wire::{
-    Batch, BatchAck, EntryAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
-    REPLICATE_PATH, ReplicaState, STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck, Write,
+    Batch, BatchAck, EntryAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat,
+    MAX_JSON_INTEGER, NodeStatus, REPLICATE_PATH, ReplicaState, STATUS_PATH, StateTransfer,
+    TRANSFER_PATH, TransferAck, Write,
 };
 
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
@@ -22,7 +23,7 @@ use crate::replication::wire::{
 pub(super) const BODY_LIMIT: usize = 4 << 30;
 
 /// Largest version a message may carry: the largest integer JSON numbers hold exactly.
-const MAX_VERSION: u64 = (1 << 53) - 1;
+const MAX_VERSION: u64 = MAX_JSON_INTEGER;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

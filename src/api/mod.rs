@@ -81,6 +81,14 @@ struct Inner {
     event_streams: Arc<Semaphore>,
 }
 
+/// What a node heard from the leader of its term, kept when it takes a newer one: the smallest
+/// write quorum of that term, and that leader's live settings.
+#[derive(Debug)]
+struct Heard {
+    smallest_quorum: Option<usize>,
+    settings: Option<Settings>,
+}
+
 impl AppState {
     /// The state of a node configured by `config`, with an empty store: the one place the
     /// library checks a configuration ([`Config::validate`]) and reads the cluster token. A node
@@ -144,8 +152,8 @@ impl AppState {
             return;
         }
         let term = failover::next_term(self.replica().term, &statuses);
-        let fenced = self.fence(peers, term, deadline, true).await;
-        let (merged, _) = peers.merge(&self.inner.replica, &fenced);
+        let (fenced, heard) = self.fence(peers, term).await;
+        let (merged, _) = peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
         let (version, keys) = self.version_and_keys();
         info!(
             term,
@@ -155,7 +163,7 @@ impl AppState {
             version,
             "recovered state from followers"
         );
-        self.lead(peers, term, None);
+        self.lead(peers, term, heard.settings);
     }
 
     /// Leads term 1 at once, without asking the peers: the router tests have none that answer,
@@ -169,21 +177,27 @@ impl AppState {
     }
 
     /// Adopts `term` on this node, then fences every peer with it and reads their states.
-    async fn fence(&self, peers: &Peers, term: Term, deadline: Instant, retry: bool) -> Fenced {
+    /// Returns them, and what this node had heard from the ending term's leader.
+    async fn fence(&self, peers: &Peers, term: Term) -> (Fenced, Heard) {
         let leader_url = self.inner.public_url.clone();
-        // This node first: from now on it refuses the old leader too.
-        let _ = self.replica().check_term(term, leader_url.as_deref());
+        let heard = {
+            let mut replica = self.replica();
+            let heard = Heard {
+                smallest_quorum: replica.smallest_quorum,
+                settings: replica.leader_settings,
+            };
+            // This node first: from now on it refuses the old leader too.
+            let _ = replica.check_term(term, leader_url.as_deref());
+            heard
+        };
         let fence = Fence { term, leader_url };
-        peers.fence(&fence, deadline, retry).await
+        (peers.fence(&fence).await, heard)
     }
 
     /// Leads `term` over `peers`, with the live settings the old leader's heartbeat carried
-    /// unless `settings` are given.
-    fn lead(&self, peers: &Peers, term: Term, settings: Option<Settings>) -> Replicator {
-        let heard = self.replica().leader_settings;
-        let settings = settings.unwrap_or_else(|| {
-            failover::settings_for(heard, self.inner.settings, peers.urls.len())
-        });
+    /// (`heard`) when they fit, else this node's configured ones.
+    fn lead(&self, peers: &Peers, term: Term, heard: Option<Settings>) -> Replicator {
+        let settings = failover::settings_for(heard, self.inner.settings, peers.urls.len());
         let leadership = Leadership {
             term,
             public_url: self.inner.public_url.clone(),
@@ -249,9 +263,9 @@ impl AppState {
         }
 
         let term = failover::next_term(own_term, &statuses);
-        let deadline = Instant::now() + failover::START_TIMEOUT;
-        let fenced = self.fence(peers, term, deadline, false).await;
-        let (merged, smallest_quorum) = peers.merge(&self.inner.replica, &fenced);
+        let (fenced, heard) = self.fence(peers, term).await;
+        let (merged, smallest_quorum) =
+            peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
         let count = Count {
             followers,
             merged: merged + 1,
@@ -260,7 +274,7 @@ impl AppState {
         if !force && !count.safe() {
             return Err(failover::refuse(&count, Some(term)));
         }
-        let replicator = self.lead(peers, term, None);
+        let replicator = self.lead(peers, term, heard.settings);
         let (version, keys) = self.version_and_keys();
         let promotion = Promotion {
             node_id: self.node_id().to_owned(),
@@ -370,6 +384,7 @@ impl AppState {
             incarnation: self.inner.incarnation,
             following: replica.following,
             leader_url: replica.leader_url.clone(),
+            public_url: self.inner.public_url.clone(),
             version: replica.store.latest_version(),
             keys: replica.store.len(),
         }

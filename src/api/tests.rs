@@ -665,6 +665,16 @@ async fn replication_input_is_validated() {
             400,
             "invalid_body",
         ),
+        (
+            r#"{"term":9007199254740992,"smallest_quorum":1,"writes":[]}"#,
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"term":7,"smallest_quorum":1.5,"writes":[]}"#,
+            400,
+            "invalid_body",
+        ),
     ];
     for (body, status, code) in cases {
         assert_error(

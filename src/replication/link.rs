@@ -45,8 +45,11 @@ pub enum FollowerState {
 pub struct FollowerView {
     /// The follower's node id (its URL's host until it first answers).
     pub node_id: String,
-    /// The follower's base URL.
+    /// The follower's base URL (its internal listener).
     pub url: String,
+    /// Where clients reach the follower (its `PUBLIC_URL`), once it told; the dashboard asks
+    /// these nodes where the leader went when its own stream ends.
+    pub public_url: Option<String>,
     /// `up`, `down` or `catching_up`.
     pub state: FollowerState,
     /// Highest version the follower acknowledged (a write or a state transfer).
@@ -109,6 +112,7 @@ pub struct Link {
 #[derive(Debug)]
 struct LinkState {
     node_id: Option<String>,
+    public_url: Option<String>,
     health: FollowerState,
     acked_version: Version,
     applied_version: Version,
@@ -140,6 +144,7 @@ impl Link {
             ack_seconds: metrics.ack_histogram(url.as_str()),
             state: Mutex::new(LinkState {
                 node_id: None,
+                public_url: None,
                 // Unknown until the first heartbeat; a follower starts out needing a transfer.
                 health: FollowerState::CatchingUp,
                 acked_version: 0,
@@ -274,6 +279,7 @@ impl Link {
         state.last_contact = Some(Instant::now());
         state.failing_since = None;
         state.node_id = Some(status.node_id.clone());
+        state.public_url = status.public_url.clone();
         state.applied_version = status.version;
         state.keys = Some(status.keys);
         let needs_transfer = state.transfer_due || status.following != Some(term);
@@ -365,6 +371,7 @@ impl Link {
         FollowerView {
             node_id,
             url: self.url.to_string(),
+            public_url: state.public_url.clone(),
             state: state.health,
             acked_version: state.acked_version,
             applied_version: state.applied_version,

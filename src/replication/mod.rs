@@ -363,6 +363,11 @@ impl Replicator {
         self.shared.is_deposed()
     }
 
+    /// Resolves once this leader stepped down.
+    pub async fn stepped_down(&self) {
+        self.shared.deposed().await;
+    }
+
     /// Steps this leader down: its pipelines and heartbeats end. The caller has adopted the
     /// newer term in the replica.
     pub fn stop(&self) {

@@ -92,6 +92,7 @@ impl Fake {
             incarnation: follower as u64,
             following: Some(self.leader.load(Ordering::SeqCst)),
             leader_url: None,
+            public_url: None,
             version: 0,
             keys: 0,
         }

@@ -103,8 +103,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a heartbeat may take before the follower counts as down.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long one state transfer, or one read of a follower's replica, may take.
+/// How long one state transfer, or one fence with the replica it answers, may take.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a fenced node may take to begin its answer: a frozen node accepts the connection and
+/// then says nothing, and a candidate must not wait for it as long as for a large state.
+const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The real transport: JSON over HTTP/1.1 to each follower's internal listener, on one pooled
 /// client with keep-alive, no proxy (a proxy variable in the environment must not reroute
@@ -210,7 +213,15 @@ impl Transport for HttpTransport {
         Box::pin(async move {
             let url = self.urls(peer)?.fence.clone();
             let request = self.client.post(url).timeout(TRANSFER_TIMEOUT).json(&fence);
-            exchange(request).await
+            let response = tokio::time::timeout(FENCE_ANSWER_TIMEOUT, send(request))
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        "timeout",
+                        format!("no answer began within {FENCE_ANSWER_TIMEOUT:?}"),
+                    )
+                })??;
+            read(response).await
         })
     }
 
@@ -231,13 +242,22 @@ impl Transport for HttpTransport {
     }
 }
 
-/// Sends `request` and reads its JSON answer. A 409 `not_synced` or `stale_term` and any other
-/// error status become a [`Failure`] of their own kind.
+/// Sends `request` and reads its JSON answer.
 async fn exchange<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T> {
-    let response = request
+    read(send(request).await?).await
+}
+
+/// Sends `request`; resolves once the answer's head has arrived.
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    request
         .send()
         .await
-        .map_err(|err| Failure::from_reqwest(&err))?;
+        .map_err(|err| Failure::from_reqwest(&err))
+}
+
+/// Reads an answer's JSON body. A 409 `not_synced` or `stale_term` and any other error status
+/// become a [`Failure`] of their own kind.
+async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status();
     if status.is_success() {
         return response.json().await.map_err(|err| {

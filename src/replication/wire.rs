@@ -51,6 +51,49 @@ pub struct Write {
     pub version: Version,
 }
 
+/// Largest integer a JSON number holds exactly: terms, versions and counts stay at or below it.
+pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
+
+/// Reads a whole number from 0 to [`MAX_JSON_INTEGER`], written either way JSON allows.
+fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let value = whole_number(deserializer)?;
+    if value > MAX_JSON_INTEGER {
+        return Err(serde::de::Error::custom(format!(
+            "{value} is above {MAX_JSON_INTEGER}, the largest integer JSON holds exactly"
+        )));
+    }
+    Ok(value)
+}
+
+/// Reads a count (a quorum) as [`integer`] does.
+fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    let value = integer(deserializer)?;
+    usize::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} is too large")))
+}
+
+/// The leader's live settings as a heartbeat carries them, each a whole number written either
+/// way JSON allows; whether they make sense is checked when a promoted follower adopts them.
+fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::Error> {
+    #[derive(Deserialize)]
+    struct Json {
+        #[serde(deserialize_with = "count")]
+        write_quorum: usize,
+        #[serde(deserialize_with = "integer")]
+        min_delay_ms: u64,
+        #[serde(deserialize_with = "integer")]
+        max_delay_ms: u64,
+        #[serde(deserialize_with = "integer")]
+        replicate_timeout_ms: u64,
+    }
+    let json = Json::deserialize(deserializer)?;
+    Ok(Settings {
+        write_quorum: json.write_quorum,
+        min_delay_ms: json.min_delay_ms,
+        max_delay_ms: json.max_delay_ms,
+        replicate_timeout_ms: json.replicate_timeout_ms,
+    })
+}
+
 /// Reads a whole number written either way JSON allows: `3` or `3.0` (JSON has one number
 /// type, and to JSON Schema both are the integer 3). A fraction or a negative number is refused.
 fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -126,10 +169,13 @@ fn writes_of(store: &Store) -> Vec<Write> {
 pub struct Batch {
     /// The sending leader's term; a follower accepts writes only from the leader whose state
     /// transfer it holds, and refuses an older term's.
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub term: Term,
     /// The smallest write quorum of this term so far: what a candidate needs to know to say
     /// which acknowledged writes a promotion keeps. It goes with every write that needs it.
+    #[serde(deserialize_with = "count")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub smallest_quorum: usize,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
@@ -166,13 +212,18 @@ pub struct EntryAck {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// The leader's term.
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub term: Term,
     /// The leader's `PUBLIC_URL`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
     /// The smallest write quorum of this term so far.
+    #[serde(deserialize_with = "count")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub smallest_quorum: usize,
     /// The leader's live settings.
+    #[serde(deserialize_with = "settings")]
     pub settings: Settings,
 }
 
@@ -192,6 +243,8 @@ pub struct NodeStatus {
     pub following: Option<Term>,
     /// Where clients reach the leader of its term, when it knows.
     pub leader_url: Option<String>,
+    /// Where clients reach this node (its `PUBLIC_URL`), if it has one.
+    pub public_url: Option<String>,
     /// Highest version it has applied.
     pub version: Version,
     /// Number of live keys it holds.
@@ -205,7 +258,8 @@ pub struct NodeStatus {
 #[serde(deny_unknown_fields)]
 pub struct Fence {
     /// The candidate's new term; it must be above the node's.
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub term: Term,
     /// The candidate's `PUBLIC_URL`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,6 +308,8 @@ impl ReplicaState {
 #[serde(deny_unknown_fields)]
 pub struct StateTransfer {
     /// The sending leader's term.
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub term: Term,
     /// The follower incarnation the transfer is meant for. A follower that restarted since the
     /// leader's heartbeat refuses it: the transfer might lack writes the earlier run had

@@ -18,7 +18,7 @@ use semisync_kv::settings::Settings;
 use serde_json::json;
 
 use crate::common::{runs, skip_without_tool};
-use crate::helpers::{TestCluster, eventually, send, settings};
+use crate::helpers::{NodeExt, TestCluster, eventually, send, settings};
 
 /// How long the page may take to show something.
 const WAIT: Duration = Duration::from_secs(20);
@@ -289,6 +289,24 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
         .converged(WAIT)
         .await
         .expect("the restored follower catches up");
+
+    // The leader dies and follower2 is promoted: the page says where the leader went, with a
+    // link to its dashboard.
+    cluster.leader.signal(Signal::SIGKILL);
+    let new_leader = cluster.followers[1].url();
+    let (status, promotion) = send(cluster.http.post(format!("{new_leader}/admin/promote"))).await;
+    assert_eq!(status, StatusCode::OK, "{promotion}");
+    browser
+        .wait_for(&format!("#banner a[href='{new_leader}/']"))
+        .await;
+    assert!(
+        browser
+            .text("#banner")
+            .await
+            .contains("The leader changed: term 2"),
+        "{}",
+        browser.text("#banner").await
+    );
     assert_eq!(
         browser.script_errors().await,
         "",

@@ -341,13 +341,44 @@ async fn a_frozen_leader_is_fenced_and_steps_down() {
     }
     let old = cluster.leader.url();
     let new_leader = cluster.followers[0].url();
+    // A live setting changed on the old leader reaches the followers with its next heartbeat
+    // (no writes go on meanwhile, so every contact from now on is one).
+    let http = &cluster.http;
+    let change = json!({"replicate_timeout_ms": 4321});
+    let (status, body) = send(http.patch(format!("{old}/admin/settings")).json(&change)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed = Instant::now();
+    eventually(Duration::from_secs(5), || async {
+        let (_, cluster) = send(http.get(format!("{old}/cluster"))).await;
+        let since = changed.elapsed().as_millis() as u64;
+        let followers = cluster["followers"].as_array().cloned().unwrap_or_default();
+        let heard = |f: &Value| {
+            f["last_contact_ms_ago"]
+                .as_u64()
+                .is_some_and(|ago| ago + 50 < since)
+        };
+        if followers.len() == 5 && followers.iter().all(heard) {
+            Ok(())
+        } else {
+            Err(format!(
+                "not every follower had a heartbeat since the change: {cluster}"
+            ))
+        }
+    })
+    .await
+    .expect("a heartbeat after the change");
+
     cluster.leader.signal(Signal::SIGSTOP);
     let (code, promotion, stderr) = failover(&new_leader, false);
     assert_eq!(code, 0, "{stderr}");
     let term = promotion["term"].as_u64().expect("term");
+    let (_, settings) = send(http.get(format!("{new_leader}/admin/settings"))).await;
+    assert_eq!(
+        settings["replicate_timeout_ms"], 4321,
+        "the new leader carries the live settings on"
+    );
 
     // Writes sent to the frozen leader wait in its socket until it thaws.
-    let http = &cluster.http;
     let keys: Vec<String> = (0..5).map(|i| format!("fenced{i}")).collect();
     let fenced_writes = keys
         .iter()

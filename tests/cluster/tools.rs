@@ -81,7 +81,7 @@ async fn command_line_client() {
     let (code, out, _) = semisync_kv(&["status", "--leader", &leader]);
     assert_eq!(code, 0);
     assert!(
-        out.starts_with("leader leader: version 4, 2 keys, write quorum 3"),
+        out.starts_with("leader leader (term 1): version 4, 2 keys, write quorum 3"),
         "{out}"
     );
     assert!(
