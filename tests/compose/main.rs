@@ -182,12 +182,20 @@ async fn wait_healthy(names: &[&str]) {
 
 /// Polls until every follower's `/dump` equals the leader's.
 async fn converged(http: &reqwest::Client) -> BTreeMap<String, String> {
-    let followers: Vec<(String, String)> = (1..=5)
-        .map(|i| (format!("follower{i}"), follower_url(i)))
-        .collect();
-    common::converged(http, LEADER, &followers, settle())
+    let followers: Vec<String> = (1..=5).map(follower_url).collect();
+    converged_on(http, LEADER, &followers).await
+}
+
+/// Polls until the `/dump` of every node in `nodes` equals that of the leader at `leader`.
+async fn converged_on(
+    http: &reqwest::Client,
+    leader: &str,
+    nodes: &[String],
+) -> BTreeMap<String, String> {
+    let nodes: Vec<(String, String)> = nodes.iter().map(|url| (url.clone(), url.clone())).collect();
+    common::converged(http, leader, &nodes, settle())
         .await
-        .expect("followers converge on the leader's state")
+        .expect("every node converges on the leader's state")
 }
 
 /// The leader's view of the follower `node_id`.
@@ -359,6 +367,42 @@ async fn lab_scenarios_against_the_compose_cluster() {
     .expect("nothing pending for follower2");
     let state = converged(&http).await;
     assert_eq!(state.len(), 27, "{state:?}");
+
+    // Failover: the leader stopped, follower1 promoted from inside its container. Every write
+    // acknowledged so far is on the new leader, which takes writes on its own port; the old
+    // leader, started again, follows it.
+    docker(&["stop", "-t", "2", "kv-leader"]);
+    let promoted = docker(&["exec", "kv-follower1", "/semisync-kv", "failover"]);
+    assert!(
+        promoted.contains("follower1 is the leader of term")
+            && promoted.contains("http://localhost:8001/")
+            && promoted.contains("merged 5 of 5 followers"),
+        "{promoted}"
+    );
+    let new_leader = follower_url(1);
+    let (status, body) = send(
+        http.put(format!("{new_leader}/kv/x"))
+            .json(&json!({"value": "after failover"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send(
+        http.put(format!("{}/kv/x", follower_url(3)))
+            .json(&json!({"value": "v"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{body}");
+    assert_eq!(body["leader"], "http://localhost:8001/");
+    docker(&["start", "kv-leader"]);
+    wait_healthy(&["kv-leader"]).await;
+    let (_, health) = send(http.get(format!("{LEADER}/health"))).await;
+    assert_eq!(health["role"], "follower", "{health}");
+    assert_eq!(health["leader"], "http://localhost:8001/", "{health}");
+    let others: Vec<String> = [0, 2, 3, 4, 5].into_iter().map(follower_url).collect();
+    let after = converged_on(&http, &new_leader, &others).await;
+    assert_eq!(after.len(), 28, "{after:?}");
+    assert_eq!(after["x"], "after failover");
+    assert_eq!(after["greeting"], "hello");
 
     // `docker stop` is answered by the binary itself (PID 1 handles SIGTERM): exit code 0, not
     // the 137 of the SIGKILL that Docker sends when the grace period runs out.
