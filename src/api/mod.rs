@@ -132,13 +132,24 @@ impl AppState {
 
     /// Start-up, before the node serves anything: a node started as the leader asks its peers
     /// whether one of them leads, and follows it if so; otherwise it fences them with a new
-    /// term, merges their states and leads (see [`failover`](crate::failover)). A follower
-    /// waits for its leader's heartbeat.
+    /// term, merges their states and leads (see [`failover`]). A follower
+    /// asks them for the newest term once, and waits for its leader's heartbeat.
     pub async fn start(&self) {
         let Some(peers) = &self.inner.peers else {
             return;
         };
         if self.inner.start_role != Role::Leader {
+            // A follower that restarted remembers no term: it learns the newest one now, so that
+            // a deposed leader cannot get its acks before the current leader's heartbeat comes.
+            let statuses = peers
+                .statuses(Instant::now() + HEARTBEAT_INTERVAL, false)
+                .await;
+            let newest = statuses.iter().flatten().map(|status| status.term).max();
+            let leader = failover::live_leader(&statuses);
+            if let Some(term) = newest {
+                let leader_url = leader.and_then(|leader| leader.leader_url.as_deref());
+                let _ = self.replica().check_term(term, leader_url);
+            }
             return;
         }
         let deadline = Instant::now() + failover::START_TIMEOUT;

@@ -77,14 +77,21 @@ impl Pipeline {
 
 fn schedule(shared: &Arc<Shared>, queue: UnboundedSender<Message>, message: Message, due: Instant) {
     if due <= Instant::now() {
-        // An error means the pipeline ended: the leader is shutting down.
-        let _ = queue.send(message);
+        hand_over(&queue, message);
     } else {
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             shared.clock.sleep_until(due).await;
-            let _ = queue.send(message);
+            hand_over(&queue, message);
         });
+    }
+}
+
+/// Puts `message` in its pipeline's queue. When the pipeline has ended (the leader stepped down
+/// or is shutting down), no ack can come for it: its write stops waiting for this follower.
+fn hand_over(queue: &UnboundedSender<Message>, message: Message) {
+    if let Err(unsent) = queue.send(message) {
+        unsent.0.tally.give_up();
     }
 }
 
