@@ -380,8 +380,12 @@ async fn lab_scenarios_against_the_compose_cluster() {
         "{promoted}"
     );
     let new_leader = follower_url(1);
+    // The new leader goes on with the old one's live settings: quorum 5 since case B, which
+    // the four followers left cannot reach, so this write asks for 3.
+    let (_, settings) = send(http.get(format!("{new_leader}/admin/settings"))).await;
+    assert_eq!(settings["write_quorum"], 5, "{settings}");
     let (status, body) = send(
-        http.put(format!("{new_leader}/kv/x"))
+        http.put(format!("{new_leader}/kv/x?quorum=3"))
             .json(&json!({"value": "after failover"})),
     )
     .await;
