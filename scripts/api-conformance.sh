@@ -27,7 +27,8 @@ logs=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
-export CLUSTER_TOKEN=api-conformance RUST_LOG=warn
+# A read with min_version may wait up to the request timeout: keep it short.
+export CLUSTER_TOKEN=api-conformance RUST_LOG=warn REPLICATE_TIMEOUT_MS=1000 REQUEST_TIMEOUT_MS=2000
 for i in 1 2; do
   ROLE=follower NODE_ID=follower$i LISTEN_ADDR=127.0.0.1:1710$i INTERNAL_LISTEN_ADDR=127.0.0.1:1720$i \
     LEADER_URL=http://127.0.0.1:17100 "$bin" serve 2>"$logs/follower$i.log" &

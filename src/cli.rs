@@ -44,6 +44,11 @@ pub enum ClientCommand {
     Get {
         /// The key.
         key: String,
+        /// Answer only once the node holds this version of the key or a newer one (the version
+        /// `put` printed: read-your-writes on a follower); waits up to 1 s, then fails with
+        /// not_yet_replicated.
+        #[arg(long)]
+        min_version: Option<u64>,
         /// The node to ask.
         #[command(flatten)]
         node: NodeArg,
@@ -217,9 +222,14 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
                 print(&output, &w, line)
             })
         }
-        ClientCommand::Get { key, node, output } => {
+        ClientCommand::Get {
+            key,
+            min_version,
+            node,
+            output,
+        } => {
             let client = Client::new(node.url)?;
-            client.get(&key).await.map(|r| {
+            client.get_at_least(&key, min_version).await.map(|r| {
                 let line = format!("{} = {:?} (version {})", r.key, r.value, r.version);
                 print(&output, &r, line)
             })

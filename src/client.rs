@@ -112,8 +112,26 @@ impl Client {
 
     /// `GET /kv/{key}`.
     pub async fn get(&self, key: &str) -> Result<ReadResponse, ClientError> {
-        self.call(Method::GET, |base| key_url(base, key, None), None)
-            .await
+        self.get_at_least(key, None).await
+    }
+
+    /// `GET /kv/{key}?min_version=V`: the value once the node holds version `V` of the key or
+    /// a newer one (read-your-writes on a follower); `503 not_yet_replicated` if it did not get
+    /// there within the node's default wait.
+    pub async fn get_at_least(
+        &self,
+        key: &str,
+        min_version: Option<u64>,
+    ) -> Result<ReadResponse, ClientError> {
+        let url = |base: &Url| {
+            let mut url = key_url(base, key, None);
+            if let Some(version) = min_version {
+                url.query_pairs_mut()
+                    .append_pair("min_version", &version.to_string());
+            }
+            url
+        };
+        self.call(Method::GET, url, None).await
     }
 
     /// `GET /dump`: the node's whole state.

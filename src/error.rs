@@ -125,6 +125,23 @@ pub enum Error {
         leader: Option<String>,
     },
 
+    /// A read with `min_version` on a node that did not hold that version of the key in time.
+    #[error(
+        "key {key:?} holds {} on this node, older than min_version {min_version}, and did not \
+         get there within {waited_ms} ms: try again later, or read from the leader",
+        version.map_or("no version".to_owned(), |v| format!("version {v}"))
+    )]
+    NotYetReplicated {
+        /// The key read.
+        key: String,
+        /// The version asked for.
+        min_version: Version,
+        /// The version the key holds on this node, if any (a tombstone's included).
+        version: Option<Version>,
+        /// How long the read waited, in milliseconds.
+        waited_ms: u64,
+    },
+
     /// A state transfer meant for an earlier run of this follower (it restarted since the
     /// leader's heartbeat); the leader sends a fresh one.
     #[error("this state transfer was meant for an earlier run of this follower")]
@@ -239,6 +256,9 @@ impl Error {
             Error::LeaderAlive { .. } => (StatusCode::CONFLICT, "leader_alive"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
+            Error::NotYetReplicated { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_yet_replicated")
+            }
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
@@ -261,6 +281,17 @@ impl Error {
             Error::NotLeader { leader } => json!({ "leader": leader }),
             Error::NotSynced { following } => json!({ "following": following }),
             Error::StaleTerm { term, leader } => json!({ "term": term, "leader": leader }),
+            Error::NotYetReplicated {
+                key,
+                min_version,
+                version,
+                waited_ms,
+            } => json!({
+                "key": key,
+                "min_version": min_version,
+                "version": version,
+                "waited_ms": waited_ms,
+            }),
             Error::PromotionRefused {
                 merged,
                 needed,

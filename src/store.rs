@@ -135,6 +135,11 @@ impl Store {
         self.latest = self.latest.max(version);
     }
 
+    /// The version `key` holds, a tombstone's included; `None` when it was never written here.
+    pub fn version_of(&self, key: &str) -> Option<Version> {
+        self.entries.get(key).map(|entry| entry.version)
+    }
+
     /// The live value and version of `key`; `None` when absent or deleted.
     pub fn get(&self, key: &str) -> Option<(&str, Version)> {
         let entry = self.entries.get(key)?;

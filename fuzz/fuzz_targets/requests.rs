@@ -97,9 +97,10 @@ fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
 }
 
 const METHODS: [Method; 5] = [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH];
-const PATHS: [&str; 9] = [
+// A read with `min_version` is fuzzed with `wait_ms=0`: a wait would only slow the fuzzer down.
+const PATHS: [&str; 10] = [
     "/kv/", "/internal/replicate", "/internal/transfer", "/internal/status", "/dump", "/health",
-    "/internal/fence", "/internal/heartbeat", "/cluster",
+    "/internal/fence", "/internal/heartbeat", "/cluster", "/kv/k?wait_ms=0&min_version=",
 ];
 
 fuzz_target!(|data: &[u8]| {

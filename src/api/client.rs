@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
+use crate::replication::wire::MAX_JSON_INTEGER;
 use crate::replication::{FollowerState, FollowerView, Replicator, Term, Write};
 use crate::settings::Settings;
 use crate::store::Version;
@@ -124,29 +126,83 @@ pub struct ReadResponse {
     pub version: Version,
 }
 
-/// The value of a key on this node (a follower may lag behind the leader).
-#[utoipa::path(get, path = "/kv/{key}", params(KeyParam), responses(
+/// The query string of `GET /kv/{key}`: the session guarantee of a read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ReadParams {
+    /// Answer only once the key holds this version or a newer one on this node: pass the
+    /// version of your own write (read-your-writes) or of your last read (monotonic reads).
+    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
+    min_version: Option<u64>,
+    /// How long to wait for `min_version`, in milliseconds: 1000 unless given, and below
+    /// `REQUEST_TIMEOUT_MS`.
+    #[param(minimum = 0)]
+    wait_ms: Option<u64>,
+}
+
+/// How long a read waits for its `min_version` unless it says.
+const DEFAULT_WAIT_MS: u64 = 1000;
+
+/// The value of a key on this node (a follower may lag behind the leader). With `min_version`,
+/// the answer waits until the key holds that version or a newer one here, and is never older;
+/// if it does not get there within `wait_ms`, the answer is `503 not_yet_replicated`.
+#[utoipa::path(get, path = "/kv/{key}", params(KeyParam, ReadParams), responses(
     (status = 200, body = ReadResponse),
-    (status = 400, description = "invalid key", body = ErrorBody),
-    (status = 404, description = "no such key", body = ErrorBody),
+    (status = 400, description = "invalid key or query", body = ErrorBody),
+    (status = 404, description = "no such key (at min_version or newer: deleted)", body = ErrorBody),
+    (status = 503, description = "not_yet_replicated: the key is older than min_version here", body = ErrorBody),
 ))]
 pub(super) async fn read(
     State(state): State<AppState>,
     Key(key): Key,
+    Query(params): Query<ReadParams>,
 ) -> Result<axum::Json<ReadResponse>> {
-    let (value, version) = {
-        let replica = state.replica();
-        let (value, version) = replica
-            .store
-            .get(&key)
-            .ok_or_else(|| Error::NotFound { key: key.clone() })?;
-        (value.to_owned(), version)
-    };
-    Ok(axum::Json(ReadResponse {
-        key,
-        value,
-        version,
-    }))
+    let min_version = params.min_version.unwrap_or(0);
+    if min_version > MAX_JSON_INTEGER {
+        return Err(Error::InvalidQuery(format!(
+            "min_version must be at most {MAX_JSON_INTEGER}, got {min_version}"
+        )));
+    }
+    let limit = state.inner.request_timeout.as_millis() as u64;
+    let wait_ms = params.wait_ms.unwrap_or(DEFAULT_WAIT_MS.min(limit / 2));
+    if wait_ms >= limit {
+        return Err(Error::InvalidQuery(format!(
+            "wait_ms must be below REQUEST_TIMEOUT_MS ({limit}), got {wait_ms}"
+        )));
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(wait_ms);
+    loop {
+        // Registered before the check, so that a write applied right after it wakes this read.
+        let applied = state.inner.applied.notified();
+        let mut applied = std::pin::pin!(applied);
+        applied.as_mut().enable();
+        {
+            let replica = state.replica();
+            let held = replica.store.version_of(&key);
+            if held.unwrap_or(0) >= min_version {
+                let (value, version) = replica
+                    .store
+                    .get(&key)
+                    .ok_or_else(|| Error::NotFound { key: key.clone() })?;
+                return Ok(axum::Json(ReadResponse {
+                    value: value.to_owned(),
+                    key,
+                    version,
+                }));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotYetReplicated {
+                    key,
+                    min_version,
+                    version: held,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, applied).await;
+    }
 }
 
 /// The node's whole state: every live key and its value.
@@ -258,6 +314,7 @@ async fn write(
         }
         replica.store.write(&key, value)
     };
+    state.applied();
     let write = Arc::new(Write::new(key, entry));
     let outcome = replicator.replicate(Arc::clone(&write), quorum).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -85,6 +85,7 @@ pub(super) async fn replicate(
             })
             .collect()
     };
+    state.applied();
     Ok(axum::Json(BatchAck {
         node_id: state.node_id().to_owned(),
         acks,
@@ -181,6 +182,8 @@ async fn transfer(
         replica.store.observe(transfer.version);
     }
     let version = replica.store.latest_version();
+    drop(replica);
+    state.applied();
     Ok(axum::Json(TransferAck {
         node_id: state.node_id().to_owned(),
         replaced,

@@ -24,7 +24,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -79,6 +79,8 @@ struct Inner {
     max_concurrent_requests: usize,
     /// Bounds the dashboard's event streams.
     event_streams: Arc<Semaphore>,
+    /// Woken whenever the replica applied something: reads waiting for a `min_version`.
+    applied: Notify,
 }
 
 /// What a node heard from the leader of its term, kept when it takes a newer one: the smallest
@@ -126,6 +128,7 @@ impl AppState {
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
                 event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
+                applied: Notify::new(),
             }),
         })
     }
@@ -165,6 +168,7 @@ impl AppState {
         let term = failover::next_term(self.replica().term, &statuses);
         let (fenced, heard) = self.fence(peers, term).await;
         let (merged, _) = peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
+        self.applied();
         let (version, keys) = self.version_and_keys();
         info!(
             term,
@@ -277,6 +281,7 @@ impl AppState {
         let (fenced, heard) = self.fence(peers, term).await;
         let (merged, smallest_quorum) =
             peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
+        self.applied();
         let count = Count {
             followers,
             merged: merged + 1,
@@ -330,6 +335,11 @@ impl AppState {
             replicator.stop();
         }
         Ok(newer)
+    }
+
+    /// Wakes the reads waiting for a version: the replica applied something.
+    fn applied(&self) {
+        self.inner.applied.notify_waiters();
     }
 
     /// The node's id.

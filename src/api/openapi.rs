@@ -1,6 +1,7 @@
 //! The OpenAPI description of the public API, generated from the handlers and types by utoipa,
 //! and served at `GET /openapi.json`. Each node describes the API it serves: a follower's has no
-//! writes and no `/cluster`, and the leader's bounds `?quorum` by its number of followers.
+//! writes and no `/cluster`, the leader's bounds `?quorum` by its number of followers, and each
+//! bounds a read's `?wait_ms` by its request timeout.
 
 use axum::extract::State;
 use utoipa::OpenApi;
@@ -54,10 +55,27 @@ pub(super) async fn serve_internal() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(internal_document())
 }
 
-/// The description of the API a node with this role and number of followers serves.
-pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {
+/// The description of the API a node with this role, number of followers and request timeout
+/// serves.
+pub fn document(role: Role, followers: usize, request_timeout_ms: u64) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // A read waits for its min_version less than the request may take.
+    let reads = doc
+        .paths
+        .paths
+        .get_mut("/kv/{key}")
+        .and_then(|item| item.get.as_mut());
+    let parameters = reads
+        .into_iter()
+        .flat_map(|read| read.parameters.iter_mut().flatten());
+    for parameter in parameters.filter(|p| p.name == "wait_ms") {
+        let schema = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(request_timeout_ms.saturating_sub(1) as f64));
+        parameter.schema = Some(RefOr::T(Schema::Object(schema.build())));
+    }
     match role {
         Role::Follower => {
             doc.paths.paths.remove("/cluster");
@@ -101,5 +119,6 @@ pub fn document(role: Role, followers: usize) -> utoipa::openapi::OpenApi {
 
 pub(super) async fn serve(State(state): State<AppState>) -> axum::Json<utoipa::openapi::OpenApi> {
     let followers = state.replicator().map_or(0, |r| r.follower_count());
-    axum::Json(document(state.role(), followers))
+    let request_timeout_ms = state.inner.request_timeout.as_millis() as u64;
+    axum::Json(document(state.role(), followers, request_timeout_ms))
 }

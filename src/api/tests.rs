@@ -1314,3 +1314,65 @@ async fn the_dashboard_and_admin_routes_are_the_leaders() {
         assert_error(&follower, method, uri, Some("{}"), 421, "not_leader").await;
     }
 }
+
+/// `min_version` on a follower: at once when the key is there, a wait that ends when the write
+/// arrives, and `503 not_yet_replicated` with the version held when it does not come in time.
+#[tokio::test]
+async fn a_read_with_min_version_waits_for_that_version() {
+    let app = app(Role::Follower);
+    follow_leader_7(&app).await;
+    let write = |version: u64| {
+        batch(&[&format!(
+            r#"{{"key":"k","value":"v{version}","version":{version}}}"#
+        )])
+    };
+    let (status, _) = call(&app, "POST", "/internal/replicate", Some(&write(3))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = call(&app, "GET", "/kv/k?min_version=3&wait_ms=0", None).await;
+    assert_eq!(
+        (status, json["version"].clone()),
+        (StatusCode::OK, json!(3))
+    );
+
+    let uri = "/kv/k?min_version=5&wait_ms=20";
+    let error = assert_error(&app, "GET", uri, None, 503, "not_yet_replicated").await;
+    assert_eq!(
+        (error["version"].clone(), error["min_version"].clone()),
+        (json!(3), json!(5))
+    );
+    let uri = "/kv/other?min_version=1&wait_ms=0";
+    let error = assert_error(&app, "GET", uri, None, 503, "not_yet_replicated").await;
+    assert_eq!(error["version"], Value::Null);
+
+    // The write arrives while the read waits.
+    let later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        call(&app, "POST", "/internal/replicate", Some(&write(5)))
+            .await
+            .0
+    };
+    let waiting = call(&app, "GET", "/kv/k?min_version=5&wait_ms=5000", None);
+    let ((status, json), applied) = tokio::join!(waiting, later);
+    assert_eq!(applied, StatusCode::OK);
+    assert_eq!(
+        (status, json["value"].clone()),
+        (StatusCode::OK, json!("v5"))
+    );
+
+    // A delete at that version or later is an answer too: the key is gone.
+    let delete = batch(&[r#"{"key":"k","value":null,"version":6}"#]);
+    call(&app, "POST", "/internal/replicate", Some(&delete)).await;
+    assert_error(&app, "GET", "/kv/k?min_version=6", None, 404, "not_found").await;
+
+    // What cannot be read is a 400; the wait must end before the request's own timeout.
+    for uri in [
+        "/kv/k?min_version=-1",
+        "/kv/k?min_version=1.5",
+        "/kv/k?wait_ms=soon",
+        "/kv/k?min_version=1&wait_ms=10100",
+        "/kv/k?min_version=1&after=2",
+        "/kv/k?min_version=9007199254740992",
+    ] {
+        assert_error(&app, "GET", uri, None, 400, "invalid_query").await;
+    }
+}

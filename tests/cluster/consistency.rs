@@ -1,4 +1,5 @@
-//! What reads see: linearizable on the leader, not on followers.
+//! What reads see: linearizable on the leader, not on followers; on followers, read-your-writes
+//! and monotonic reads with `min_version`.
 
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use semisync_kv::settings::Settings;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::helpers::{NodeExt, TestCluster, base, eventually, settings};
+use crate::common;
+use crate::helpers::{NodeExt, TestCluster, base, eventually, send, settings};
 use crate::linearizability::{self, history_of, record};
 
 /// Several clients PUT, DELETE and GET a few keys on the leader while most followers are frozen
@@ -130,5 +132,110 @@ async fn reads_from_followers_are_not_linearizable() {
     assert!(
         !linearizability::linearizable(&operations),
         "stale follower reads: {operations:#?}"
+    );
+}
+
+/// Read-your-writes and monotonic reads on followers: clients write on the leader and read each
+/// key back from a random follower with `min_version` set to the newest version they wrote or
+/// read of it; under concurrent writes with lag, no answer is older. The same reads without
+/// `min_version` are sometimes stale: that is what the parameter buys.
+#[tokio::test]
+async fn min_version_gives_read_your_writes_on_followers() {
+    let cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 1,
+            max_delay_ms: 200,
+            ..base()
+        },
+        ..settings()
+    })
+    .await;
+    let leader = cluster.leader.url();
+    let followers: Vec<String> = cluster.followers.iter().map(|f| f.url()).collect();
+    let client = |c: usize| {
+        let (http, leader, followers) = (&cluster.http, &leader, &followers);
+        async move {
+            let mut seen = std::collections::HashMap::new();
+            let mut stale = 0;
+            for i in 0..25 {
+                let key = format!("c{c}-k{}", i % 3);
+                let value = format!("c{c}-{i}");
+                let (status, wrote) = common::put(http, leader, &key, &value, None).await;
+                assert_eq!(status, StatusCode::OK, "{wrote}");
+                let version = wrote["version"].as_u64().expect("version");
+                seen.insert(key.clone(), version);
+                let follower = &followers[rand::random_range(0..followers.len())];
+                let plain = send(http.get(format!("{follower}/kv/{key}"))).await.1;
+                stale += usize::from(plain["version"].as_u64().unwrap_or(0) < version);
+                let min = seen[&key];
+                let url = format!("{follower}/kv/{key}?min_version={min}&wait_ms=5000");
+                let (status, read) = send(http.get(url)).await;
+                assert_eq!(status, StatusCode::OK, "{follower}: {read}");
+                let got = read["version"].as_u64().expect("version");
+                assert!(
+                    got >= min,
+                    "{follower} answered version {got} below {min}: {read}"
+                );
+                if got == version {
+                    assert_eq!(read["value"], value.as_str(), "{read}");
+                }
+                seen.insert(key, got);
+            }
+            stale
+        }
+    };
+    let stale: usize = join_all((0..4).map(client)).await.into_iter().sum();
+    assert!(
+        stale > 0,
+        "with lag, some plain follower reads right after a write are stale"
+    );
+}
+
+/// `min_version` on a follower that is cut off: `503 not_yet_replicated` with the version it
+/// holds; once restored, the same read succeeds, and a read of a version already there
+/// answers without waiting.
+#[tokio::test]
+async fn min_version_on_a_cut_off_follower_is_not_yet_replicated() {
+    let cluster = TestCluster::start_up(settings()).await;
+    let leader = cluster.leader.url();
+    let follower = cluster.followers[0].url();
+    let (status, first) = cluster.put("k", "first", None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let first = first["version"].as_u64().expect("version");
+    cluster
+        .converged(Duration::from_secs(5))
+        .await
+        .expect("converged");
+    let at_once = format!("{follower}/kv/k?min_version={first}&wait_ms=0");
+    assert_eq!(cluster.get(&at_once, "").await.1["value"], "first");
+
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{leader}/admin/followers/follower1/cut")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, second) = cluster.put("k", "second", None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let second = second["version"].as_u64().expect("version");
+    let waiting = format!("{follower}/kv/k?min_version={second}&wait_ms=200");
+    let (status, error) = cluster.get(&waiting, "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+    assert_eq!(error["error"], "not_yet_replicated");
+    assert_eq!(error["version"], first, "{error}");
+
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{leader}/admin/followers/follower1/restore")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let restored = format!("{follower}/kv/k?min_version={second}&wait_ms=10000");
+    let (status, read) = cluster.get(&restored, "").await;
+    assert_eq!(
+        (status, read["value"].clone()),
+        (StatusCode::OK, json!("second"))
     );
 }

@@ -48,6 +48,16 @@ async fn command_line_client() {
     let (code, _, err) = semisync_kv(&["get", "nope", "--node", &leader]);
     assert_eq!(code, 1, "an error answer exits 1");
     assert!(err.contains("not_found"), "{err}");
+    // Read-your-writes: a follower answers version 2 of a/b, and fails for a version no write
+    // has reached yet, after waiting for it.
+    let (code, out, _) = semisync_kv(&["get", "a/b", "--min-version", "2", "--node", &follower]);
+    assert_eq!((code, out.trim()), (0, r#"a/b = "x" (version 2)"#));
+    let (code, _, err) = semisync_kv(&["get", "a/b", "--min-version", "99", "--node", &follower]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not_yet_replicated") && err.contains("holds version 2"),
+        "{err}"
+    );
     // A follower named as the leader answers 421 with the leader's URL: the write goes there.
     let (code, out, err) = semisync_kv(&["put", "k", "v", "--leader", &follower]);
     assert_eq!(code, 0, "{out}{err}");
