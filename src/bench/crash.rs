@@ -1,20 +1,24 @@
 //! `bench --local --crash`: what a leader crash costs at each write quorum. For each quorum,
 //! clients write fresh keys to a local cluster with the lag asked for; after [`CRASH_AFTER`]
-//! the leader is killed (SIGKILL) in the middle of their writes and restarted, and every write
-//! that was answered 200 is looked up in the restarted leader's whole state.
+//! the leader is killed (SIGKILL) in the middle of their writes, follower1 is promoted
+//! (`POST /admin/promote`), and every write that was answered 200 is looked up in the new
+//! leader's whole state. Then the old leader is started again, finds the new one and follows it,
+//! and the next quorum's run kills the new leader.
 //!
 //! With a quorum of 1 or more none is lost: each such write is on at least one follower, and the
-//! restarted leader merges every follower it reaches (all of them, here). With quorum 0 the
+//! promoted follower merges every follower it reaches (all of them, here). With quorum 0 the
 //! leader answers before any follower has the write, and what it answered in the last moments
-//! before the crash is gone.
+//! before the crash is gone: the promotion says so, and must be forced.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::Target;
+use crate::client::Client;
 
 /// The JSON file's name in the output folder.
 pub const CRASH_FILE: &str = "crash_results.json";
@@ -45,12 +49,17 @@ pub struct CrashRun {
     pub quorum: usize,
     /// Writes answered 200 before the crash.
     pub acknowledged: usize,
-    /// Of those, the ones the restarted leader does not hold.
+    /// Of those, the ones the promoted follower does not hold.
     pub lost: usize,
+    /// Followers the promotion merged, itself included.
+    pub merged: usize,
+    /// Whether the promotion said every acknowledged write is kept (a quorum-0 run is forced).
+    pub safe: bool,
 }
 
-/// Runs one crash per quorum on the local cluster of `target`, whose leader it kills and
-/// restarts each time. Each run writes its own keys (`crash-q{quorum}-c{client}-{i}`).
+/// Runs one crash per quorum on the local cluster of `target`: kills its leader, promotes
+/// follower1, and brings the old leader back as a follower in follower1's place, each time.
+/// Each run writes its own keys (`crash-q{quorum}-c{client}-{i}`).
 pub(super) async fn run(
     target: &mut Target,
     quorums: &[usize],
@@ -88,17 +97,34 @@ pub(super) async fn run(
         };
         let (acknowledged, ()) = tokio::join!(writes, crash);
         let acknowledged: Vec<(String, String)> = acknowledged.into_iter().flatten().collect();
-        local
-            .leader
-            .restart()
-            .map_err(|err| format!("cannot restart the leader: {err}"))?;
-        target.wait_all_up().await?;
-        let state = target.leader.dump().await.map_err(|err| err.to_string())?;
+        let client = |url: String| {
+            Url::parse(&url)
+                .map_err(|err| err.to_string())
+                .and_then(|url| Client::new(url).map_err(|err| err.to_string()))
+        };
+        // Asynchronous writes can only be promoted by force: the promotion refuses otherwise.
+        let candidate = client(local.followers[0].url())?;
+        let promotion = candidate
+            .promote(quorum == 0)
+            .await
+            .map_err(|err| format!("cannot promote follower1: {err}"))?;
+        let state = candidate.dump().await.map_err(|err| err.to_string())?;
         runs.push(CrashRun {
             quorum,
             acknowledged: acknowledged.len(),
             lost: lost(&acknowledged, &state),
+            merged: promotion.merged,
+            safe: promotion.safe,
         });
+        // The old leader comes back, follows the new one, and takes follower1's place.
+        local
+            .leader
+            .restart()
+            .map_err(|err| format!("cannot restart the old leader: {err}"))?;
+        std::mem::swap(&mut local.leader, &mut local.followers[0]);
+        target.followers[0] = client(local.followers[0].url())?;
+        target.leader = candidate;
+        target.wait_all_up().await?;
     }
     Ok(runs)
 }
@@ -114,17 +140,21 @@ fn lost(acknowledged: &[(String, String)], state: &BTreeMap<String, String>) -> 
 /// The table `bench --crash` prints.
 pub fn table(crash: &Crash) -> String {
     let mut lines = vec![format!(
-        "leader killed after {:.1} s of writes from {} clients, lag {}..{} ms, then restarted",
+        "leader killed after {:.1} s of writes from {} clients, lag {}..{} ms, then follower1 promoted",
         crash.seconds_before_crash, crash.clients, crash.min_delay_ms, crash.max_delay_ms
     )];
     lines.push(format!(
-        "{:>6} {:>13} {:>6}",
-        "quorum", "acknowledged", "lost"
+        "{:>6} {:>13} {:>6} {:>7}  promotion",
+        "quorum", "acknowledged", "lost", "merged"
     ));
     for run in &crash.runs {
         lines.push(format!(
-            "{:>6} {:>13} {:>6}",
-            run.quorum, run.acknowledged, run.lost
+            "{:>6} {:>13} {:>6} {:>7}  {}",
+            run.quorum,
+            run.acknowledged,
+            run.lost,
+            run.merged,
+            if run.safe { "safe" } else { "forced" }
         ));
     }
     lines.join("\n")

@@ -109,8 +109,8 @@ pub struct BenchArgs {
     pub versus_redis: bool,
     /// Crash the leader instead (needs --local): for each of --quorums [default: 0 to the
     /// number of followers], --concurrency clients write fresh keys for 2 s, the leader is
-    /// killed (SIGKILL) and restarted, and the writes answered 200 are looked up in its state;
-    /// prints how many were lost and writes crash_results.json.
+    /// killed (SIGKILL) and follower1 promoted, and the writes answered 200 are looked up in the
+    /// new leader's state; prints how many were lost and writes crash_results.json.
     #[arg(long)]
     pub crash: bool,
     /// Run the soak instead (needs --local): closed-loop writes for this many seconds on the

@@ -611,3 +611,51 @@ async fn reads_and_writes_stay_linearizable_across_a_failover() {
         );
     }
 }
+
+/// What the write quorum buys when the leader crashes, through `semisync-kv bench --crash`:
+/// clients write fresh keys with lag 200..400 ms, the leader is killed with SIGKILL, follower1
+/// is promoted, and every write answered 200 is looked up in its state. With W >= 1 each is on a
+/// follower, and the promotion merges every follower: none is lost. With W = 0 the writes
+/// answered in the last 200 ms before the crash had reached no follower: some are lost, and the
+/// promotion had to be forced.
+#[tokio::test]
+async fn the_benchmark_counts_the_writes_a_failover_loses() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("crash-{}", std::process::id()));
+    let out_dir = out.to_string_lossy().into_owned();
+    let (code, stdout, stderr) = semisync_kv(&[
+        "bench",
+        "--local",
+        "--crash",
+        "--quorums",
+        "0,1,3,5",
+        "--min-delay-ms",
+        "200",
+        "--max-delay-ms",
+        "400",
+        "--concurrency",
+        "20",
+        "--out-dir",
+        &out_dir,
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    eprintln!("{stdout}");
+    let json = std::fs::read_to_string(out.join("crash_results.json")).expect("crash_results.json");
+    let crash: semisync_kv::bench::crash::Crash = serde_json::from_str(&json).expect("the JSON");
+    let quorums: Vec<usize> = crash.runs.iter().map(|run| run.quorum).collect();
+    assert_eq!(quorums, [0, 1, 3, 5]);
+    for run in &crash.runs {
+        assert!(run.acknowledged > 0, "{run:?}");
+        assert_eq!(run.merged, 5, "{run:?}");
+        assert_eq!(run.safe, run.quorum > 0, "{run:?}");
+        if run.quorum == 0 {
+            assert!(
+                run.lost > 0,
+                "asynchronous writes just before a crash are lost: {run:?}"
+            );
+        } else {
+            assert_eq!(run.lost, 0, "no acknowledged write is lost: {run:?}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

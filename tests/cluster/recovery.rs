@@ -6,9 +6,7 @@ use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{
-    NodeExt, TestCluster, eventually, semisync_kv, settings, with_quorum, write_many,
-};
+use crate::helpers::{NodeExt, TestCluster, eventually, settings, with_quorum, write_many};
 
 /// A follower killed with SIGKILL and restarted empty catches up to the leader's full state by
 /// itself, while writes keep flowing.
@@ -198,49 +196,4 @@ async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() 
         .await
         .expect("converged");
     assert_eq!(state["k"], "new");
-}
-
-/// What the write quorum buys when the leader crashes, through `semisync-kv bench --crash`:
-/// clients write fresh keys with lag 200..400 ms, the leader is killed with SIGKILL and
-/// restarted, and every write answered 200 is looked up in its state. With W >= 1 each is on a
-/// follower, and the restarted leader merges every follower: none is lost. With W = 0 the
-/// writes answered in the last 200 ms before the crash had reached no follower: some are lost.
-#[tokio::test]
-async fn a_leader_crash_loses_acknowledged_writes_only_when_asynchronous() {
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("crash-{}", std::process::id()));
-    let out_dir = out.to_string_lossy().into_owned();
-    let (code, stdout, stderr) = semisync_kv(&[
-        "bench",
-        "--local",
-        "--crash",
-        "--quorums",
-        "0,1,3,5",
-        "--min-delay-ms",
-        "200",
-        "--max-delay-ms",
-        "400",
-        "--concurrency",
-        "20",
-        "--out-dir",
-        &out_dir,
-    ]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    eprintln!("{stdout}");
-    let json = std::fs::read_to_string(out.join("crash_results.json")).expect("crash_results.json");
-    let crash: semisync_kv::bench::crash::Crash = serde_json::from_str(&json).expect("the JSON");
-    let quorums: Vec<usize> = crash.runs.iter().map(|run| run.quorum).collect();
-    assert_eq!(quorums, [0, 1, 3, 5]);
-    for run in &crash.runs {
-        assert!(run.acknowledged > 0, "{run:?}");
-        if run.quorum == 0 {
-            assert!(
-                run.lost > 0,
-                "asynchronous writes just before a crash are lost: {run:?}"
-            );
-        } else {
-            assert_eq!(run.lost, 0, "no acknowledged write is lost: {run:?}");
-        }
-    }
-    let _ = std::fs::remove_dir_all(&out);
 }
