@@ -24,8 +24,12 @@
 //!    every write acknowledged by at least `N - R + 1` followers is kept, and the promotion is
 //!    safe when `R >= N - Wmin + 1`, where `Wmin` is the smallest quorum any write of the ending
 //!    term used, per-request overrides included (followers hear of it with every batch and
-//!    heartbeat). With asynchronous writes (`Wmin = 0`) no promotion is safe. Too few followers
-//!    is a `409`, unless `force=true`.
+//!    heartbeat; only a follower that holds the term's state reports it). With asynchronous
+//!    writes (`Wmin = 0`) no promotion is safe. Too few followers is a `409`, unless
+//!    `force=true`. One gap is known: a write with a quorum below every earlier one is
+//!    announced to the followers that did not get it only by the next heartbeat, so for up to
+//!    500 ms a candidate that reaches none of its acknowledgers counts with the older, larger
+//!    quorum.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
 //!    new term with the live settings of the old one. Every other node gets a state transfer
@@ -53,7 +57,7 @@ use crate::config::Role;
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::replication::transport::Failure;
-use crate::replication::wire::{Fence, FenceAck, NodeStatus, Write};
+use crate::replication::wire::{Fence, FenceAck, MAX_JSON_INTEGER, NodeStatus, Write};
 use crate::replication::{LagClock, Leadership, Replicator, SharedReplica, Term, Transport, lock};
 use crate::settings::Settings;
 
@@ -281,31 +285,27 @@ impl Peers {
         (merged, smallest)
     }
 
-    /// Makes this node the leader of `leadership.term` over these peers, writing to
-    /// `replica`; starts its pipelines and heartbeats.
-    pub fn lead(
+    /// The replicator of a leader of `leadership.term` over these peers, writing to `replica`,
+    /// with its pipelines started; the caller starts its heartbeats once it is installed.
+    pub fn replicator(
         &self,
         leadership: Leadership,
         replica: &SharedReplica,
         metrics: &Arc<Metrics>,
     ) -> Replicator {
-        {
-            let mut replica = lock(replica);
-            replica.following = None;
-            replica.leader_url = leadership.public_url.clone();
-        }
-        let term = leadership.term;
-        let replicator = Replicator::new(
+        info!(
+            term = leadership.term,
+            followers = self.urls.len(),
+            "leading"
+        );
+        Replicator::new(
             leadership,
             &self.urls,
             Arc::clone(&self.transport),
             Arc::clone(replica),
             Arc::clone(metrics),
             Arc::clone(&self.clock),
-        );
-        replicator.spawn_heartbeats();
-        info!(term, followers = self.urls.len(), "leading");
-        replicator
+        )
     }
 
     /// What each peer answered, for a promotion's report.
@@ -346,10 +346,14 @@ pub fn settings_for(heard: Option<Settings>, fallback: Settings, followers: usiz
         .unwrap_or(fallback)
 }
 
-/// The term a new leader takes: above its own and every one its peers reported.
+/// The term a new leader takes: above its own and every one its peers reported (at most the
+/// largest a message may carry; a fence of a term not above a node's is refused).
 pub fn next_term(own: Term, statuses: &[Result<NodeStatus, Failure>]) -> Term {
     let newest = statuses.iter().flatten().map(|status| status.term);
-    newest.fold(own, Term::max) + 1
+    newest
+        .fold(own, Term::max)
+        .saturating_add(1)
+        .min(MAX_JSON_INTEGER)
 }
 
 /// The live leader among `statuses`, if one answered.

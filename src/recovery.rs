@@ -109,8 +109,9 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
             ..
         }) = &status
         {
-            shared.depose(*term, leader.as_deref());
-            return;
+            if shared.depose(*term, leader.as_deref()) {
+                return;
+            }
         }
         if link.on_heartbeat(status.as_ref(), shared.term) {
             if let Ok(status) = &status {
@@ -140,7 +141,9 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
         Err(Failure {
             newer_term: Some((term, leader)),
             ..
-        }) => shared.depose(*term, leader.as_deref()),
+        }) => {
+            shared.depose(*term, leader.as_deref());
+        }
         Err(_) => {}
     }
     link.end_transfer(result.as_ref(), version);

@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Raises the latest version to at least `version`, so that the next [`Store::write`] issues
-    /// a newer one (a restarted leader continues after what its followers hold).
+    /// a newer one (a new leader continues after what its followers hold).
     pub fn observe(&mut self, version: Version) {
         self.latest = self.latest.max(version);
     }

@@ -51,7 +51,6 @@ async fn same_origin(request: Request, next: Next) -> Result<Response> {
     Ok(next.run(request).await)
 }
 
-/// `GET /admin/settings`: the live settings.
 /// `?force=true` on `POST /admin/promote`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,9 +67,21 @@ async fn promote(
     State(state): State<AppState>,
     Query(params): Query<PromoteParams>,
 ) -> Result<axum::Json<Promotion>> {
-    state.promote(params.force).await.map(axum::Json)
+    // In a task of its own: a client that goes away, or the request timeout, must not stop a
+    // promotion between its fence and its lead, which would leave the cluster without a leader.
+    let promotion = tokio::spawn(async move { state.promote(params.force).await });
+    match promotion.await {
+        Ok(promotion) => promotion.map(axum::Json),
+        Err(err) => Err(Error::PromotionRefused {
+            reason: format!("the promotion's task ended without an answer: {err}"),
+            merged: 0,
+            needed: None,
+            smallest_quorum: None,
+        }),
+    }
 }
 
+/// `GET /admin/settings`: the live settings.
 async fn settings(Leader(replicator): Leader) -> axum::Json<Settings> {
     axum::Json(replicator.settings())
 }

@@ -110,7 +110,11 @@ pub(super) async fn heartbeat(
         heartbeat.term,
         heartbeat.leader_url.as_deref(),
     )?;
-    replica.hear_quorum(heartbeat.smallest_quorum);
+    // A follower that does not hold this leader's state yet lacks writes of this term: what it
+    // would report of their quorum could not be trusted by a candidate.
+    if replica.following == Some(heartbeat.term) {
+        replica.hear_quorum(heartbeat.smallest_quorum);
+    }
     replica.leader_settings = Some(heartbeat.settings);
     Ok(axum::Json(state.status_of(&replica)))
 }
@@ -142,9 +146,11 @@ async fn fence(
         });
     }
     let leading = state.replicator();
+    // Reported only by a node that holds its term's state: a candidate counts with it.
+    let synced = replica.following == Some(replica.term);
     let smallest_quorum = match &leading {
         Some(replicator) => Some(replicator.smallest_quorum()),
-        None => replica.smallest_quorum,
+        None => replica.smallest_quorum.filter(|_| synced),
     };
     let replica_state = ReplicaState::of(&replica.store, replica.following);
     state.accept_term(&mut replica, fence.term, fence.leader_url.as_deref())?;

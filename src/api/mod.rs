@@ -1,5 +1,5 @@
 //! The HTTP API: the shared node state, the extractors that turn every bad input into an
-//! [`Error`], and the router that joins the client routes and the internal (follower) routes.
+//! [`Error`], and the routers of the client routes and of the internal (node-to-node) routes.
 
 mod admin;
 mod client;
@@ -166,8 +166,15 @@ impl AppState {
             return;
         }
         let term = failover::next_term(self.replica().term, &statuses);
-        let (fenced, heard) = self.fence(peers, term).await;
-        let (merged, _) = peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
+        let Ok((fenced, heard)) = self.fence(peers, term).await else {
+            warn!(
+                term,
+                "a newer term began while starting: following it instead of leading"
+            );
+            return;
+        };
+        let (merged, smallest_quorum) =
+            peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
         self.applied();
         let (version, keys) = self.version_and_keys();
         info!(
@@ -178,7 +185,15 @@ impl AppState {
             version,
             "recovered state from followers"
         );
-        self.lead(peers, term, heard.settings);
+        if self
+            .lead(peers, term, heard.settings, smallest_quorum)
+            .is_none()
+        {
+            warn!(
+                term,
+                "a newer term began while starting: following it instead of leading"
+            );
+        }
     }
 
     /// Leads term 1 at once, without asking the peers: the router tests have none that answer,
@@ -187,18 +202,33 @@ impl AppState {
     pub(crate) fn lead_at_once(&self) {
         if let Some(peers) = &self.inner.peers {
             let _ = self.replica().check_term(1, None);
-            self.lead(peers, 1, None);
+            self.lead(peers, 1, None, None);
         }
     }
 
     /// Adopts `term` on this node, then fences every peer with it and reads their states.
-    /// Returns them, and what this node had heard from the ending term's leader.
-    async fn fence(&self, peers: &Peers, term: Term) -> (Fenced, Heard) {
+    /// Returns them, and what this node had heard from the ending term's leader; refuses when
+    /// this node has already seen `term` or a newer one (another candidate fenced it first): a
+    /// node takes each term from one candidate only, itself included.
+    async fn fence(&self, peers: &Peers, term: Term) -> Result<(Fenced, Heard), Error> {
         let leader_url = self.inner.public_url.clone();
         let heard = {
             let mut replica = self.replica();
+            if term <= replica.term {
+                return Err(Error::PromotionRefused {
+                    reason: format!(
+                        "term {} began meanwhile (another candidate's); this node follows it",
+                        replica.term
+                    ),
+                    merged: 0,
+                    needed: None,
+                    smallest_quorum: None,
+                });
+            }
+            // Only a node that holds its leader's state has heard that leader's quorum rightly.
+            let synced = replica.following == Some(replica.term);
             let heard = Heard {
-                smallest_quorum: replica.smallest_quorum,
+                smallest_quorum: replica.smallest_quorum.filter(|_| synced),
                 settings: replica.leader_settings,
             };
             // This node first: from now on it refuses the old leader too.
@@ -206,26 +236,51 @@ impl AppState {
             heard
         };
         let fence = Fence { term, leader_url };
-        (peers.fence(&fence).await, heard)
+        Ok((peers.fence(&fence).await, heard))
     }
 
     /// Leads `term` over `peers`, with the live settings the old leader's heartbeat carried
-    /// (`heard`) when they fit, else this node's configured ones.
-    fn lead(&self, peers: &Peers, term: Term, heard: Option<Settings>) -> Replicator {
+    /// (`heard`) when they fit, else this node's configured ones, and the smallest quorum of the
+    /// writes it inherited (`inherited`), which its followers must hear of. `None` when a newer
+    /// term began meanwhile: the node follows it instead.
+    fn lead(
+        &self,
+        peers: &Peers,
+        term: Term,
+        heard: Option<Settings>,
+        inherited: Option<usize>,
+    ) -> Option<Replicator> {
         let settings = failover::settings_for(heard, self.inner.settings, peers.urls.len());
         let leadership = Leadership {
             term,
             public_url: self.inner.public_url.clone(),
             settings,
             backlog: self.inner.backlog,
+            // Asynchronous writes promised nothing: a quorum of 0 is not inherited.
+            smallest_quorum: inherited
+                .filter(|&quorum| quorum > 0)
+                .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
         };
-        let replicator = peers.lead(leadership, &self.inner.replica, &self.inner.metrics);
-        *self
-            .inner
-            .leadership
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(replicator.clone());
-        replicator
+        let replicator = {
+            // The term checked and the replicator installed under the replica lock (taken before
+            // the leadership lock, as everywhere), so that no message of a newer term can slip
+            // in between and find no leader to depose.
+            let mut replica = self.replica();
+            if replica.term != term {
+                return None;
+            }
+            replica.following = None;
+            replica.leader_url = self.inner.public_url.clone();
+            let replicator = peers.replicator(leadership, &self.inner.replica, &self.inner.metrics);
+            *self
+                .inner
+                .leadership
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(replicator.clone());
+            replicator
+        };
+        replicator.spawn_heartbeats();
+        Some(replicator)
     }
 
     /// Promotes this follower to leader of a new term (`POST /admin/promote`): refuses while a
@@ -278,19 +333,25 @@ impl AppState {
         }
 
         let term = failover::next_term(own_term, &statuses);
-        let (fenced, heard) = self.fence(peers, term).await;
+        let (fenced, heard) = self.fence(peers, term).await?;
         let (merged, smallest_quorum) =
             peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
         self.applied();
         let count = Count {
             followers,
-            merged: merged + 1,
+            merged: (merged + 1).min(followers),
             smallest_quorum,
         };
         if !force && !count.safe() {
+            // Nobody leads this term: this node must not name itself in its 421s.
+            self.replica().leader_url = None;
             return Err(failover::refuse(&count, Some(term)));
         }
-        let replicator = self.lead(peers, term, heard.settings);
+        let Some(replicator) = self.lead(peers, term, heard.settings, smallest_quorum) else {
+            return Err(refuse(
+                "a newer term began during the promotion; this node follows it",
+            ));
+        };
         let (version, keys) = self.version_and_keys();
         let promotion = Promotion {
             node_id: self.node_id().to_owned(),
@@ -455,7 +516,8 @@ pub fn client_router(state: AppState) -> Router {
     finish(routes, state, body_limit)
 }
 
-/// The internal API of a follower, for its own listener: the routes the leader calls, behind
+/// The internal API of a node, for its own listener: the routes its leader, a starting node or
+/// a candidate calls, behind
 /// the cluster token when one is set, and their OpenAPI description at `/openapi.json`, which
 /// holds no secret.
 pub fn internal_router(state: AppState) -> Router {

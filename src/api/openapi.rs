@@ -30,21 +30,23 @@ use crate::error::ErrorBody;
 )]
 struct ApiDoc;
 
-/// The internal API of a follower: what the leader sends it on its internal listener.
+/// The internal API of a node: what its leader sends it on its internal listener (a candidate's
+/// fence is left out, so that a conformance run cannot start terms under the cluster).
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "semisync-kv internal API",
-        description = "What the leader sends a follower on the follower's internal listener \
-        (`INTERNAL_LISTEN_ADDR`). Every request carries `Authorization: Bearer <CLUSTER_TOKEN>` \
-        when a token is set. Errors are JSON objects with `error` and `message`."
+        description = "What a leader sends a follower, and what a starting node reads, on each \
+        node's internal listener (`INTERNAL_LISTEN_ADDR`). Every request carries \
+        `Authorization: Bearer <CLUSTER_TOKEN>` when a token is set. Errors are JSON objects \
+        with `error` and `message`."
     ),
     paths(internal::replicate, internal::heartbeat, internal::status),
     components(schemas(ErrorBody))
 )]
 struct InternalApiDoc;
 
-/// The description of a follower's internal API, served on its internal listener.
+/// The description of a node's internal API, served on its internal listener.
 pub fn internal_document() -> utoipa::openapi::OpenApi {
     let mut doc = InternalApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();

@@ -194,12 +194,15 @@ impl Shared {
     /// Steps down on learning of `term`, newer than this leader's, led from `leader_url`: the
     /// node adopts the term and follows, and this leader's tasks end. Its writes that no
     /// follower acknowledged go when the new leader's state transfer replaces its state.
-    pub(crate) fn depose(&self, term: Term, leader_url: Option<&str>) {
+    /// Returns whether it stepped down: a refusal naming this leader's own term (another leader
+    /// of the same term) changes nothing.
+    pub(crate) fn depose(&self, term: Term, leader_url: Option<&str>) -> bool {
         if term <= self.term {
-            return;
+            return false;
         }
         let _ = lock(&self.replica).check_term(term, leader_url);
         self.stop();
+        true
     }
 
     /// Ends this leader's tasks.
@@ -241,6 +244,9 @@ pub struct Leadership {
     pub settings: Settings,
     /// Most writes pending for one follower (`REPLICATION_BACKLOG`).
     pub backlog: usize,
+    /// The smallest write quorum to announce from the start: at most the settings' quorum, and
+    /// at most that of the writes this leader inherited from the ending term.
+    pub smallest_quorum: usize,
 }
 
 impl Replicator {
@@ -261,6 +267,7 @@ impl Replicator {
             public_url,
             settings,
             backlog,
+            smallest_quorum: leadership_quorum,
         } = leadership;
         let links = followers
             .iter()
@@ -278,7 +285,7 @@ impl Replicator {
             events: Events::new(),
             clock,
             public_url,
-            smallest_quorum: AtomicUsize::new(settings.write_quorum),
+            smallest_quorum: AtomicUsize::new(leadership_quorum),
             deposed: watch::channel(false).0,
         });
         let pipelines = (0..followers.len())
@@ -439,7 +446,8 @@ impl Replicator {
             pipeline.schedule(shared, message, applied_at + lag);
         }
 
-        let acked_by = tally.wait(applied_at + timeout).await;
+        // A leader that steps down meanwhile answers at once: no more acks can come.
+        let acked_by = tally.wait(applied_at + timeout, shared.deposed()).await;
         let outcome = QuorumOutcome {
             quorum,
             timeout,

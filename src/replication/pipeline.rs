@@ -61,7 +61,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts the pipeline of follower `index`; it runs until the pipeline is dropped.
+    /// Starts the pipeline of follower `index`; it runs until the pipeline is dropped or its
+    /// leader steps down.
     pub(crate) fn spawn(shared: Arc<Shared>, index: FollowerIndex) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         tokio::spawn(run(shared, index, receiver, queue.downgrade()));
@@ -282,14 +283,15 @@ impl Worker {
         let link = &shared.links[self.index];
         if let Some((term, leader)) = &failure.newer_term {
             // The follower serves a newer term: this leader was deposed. Its writes stop here.
-            shared.depose(*term, leader.as_deref());
-            let retried = messages.iter().filter(|m| m.attempt > 1).count();
-            self.give_up(
-                messages,
-                "a newer term has begun: this leader stepped down",
-                retried,
-            );
-            return;
+            if shared.depose(*term, leader.as_deref()) {
+                let retried = messages.iter().filter(|m| m.attempt > 1).count();
+                self.give_up(
+                    messages,
+                    "a newer term has begun: this leader stepped down",
+                    retried,
+                );
+                return;
+            }
         }
         shared
             .metrics

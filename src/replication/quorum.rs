@@ -73,9 +73,15 @@ impl Tally {
         }
     }
 
-    /// Waits until the quorum is reached, no more acks can come, or `deadline` passes; then
-    /// closes the tally and returns the followers whose acks were counted, in arrival order.
-    pub async fn wait(&self, deadline: Instant) -> Vec<FollowerIndex> {
+    /// Waits until the quorum is reached, no more acks can come, `deadline` passes or `stop`
+    /// resolves (the leader stepped down); then closes the tally and returns the followers whose
+    /// acks were counted, in arrival order.
+    pub async fn wait(
+        &self,
+        deadline: Instant,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Vec<FollowerIndex> {
+        let mut stop = std::pin::pin!(stop);
         loop {
             let changed = self.changed.notified();
             {
@@ -87,7 +93,11 @@ impl Tally {
             }
             // `notify_one` keeps a permit when nobody waits yet, so an ack that lands between
             // the check and this await is not missed.
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let waited = tokio::select! {
+                waited = tokio::time::timeout_at(deadline, changed) => waited.is_ok(),
+                () = &mut stop => false,
+            };
+            if !waited {
                 let mut state = self.state();
                 state.answered = true;
                 return std::mem::take(&mut state.acked_by);
@@ -108,7 +118,14 @@ mod tests {
         let tally = Arc::new(Tally::new(2, 5));
         let waiter = tokio::spawn({
             let tally = Arc::clone(&tally);
-            async move { tally.wait(Instant::now() + Duration::from_secs(5)).await }
+            async move {
+                tally
+                    .wait(
+                        Instant::now() + Duration::from_secs(5),
+                        std::future::pending(),
+                    )
+                    .await
+            }
         });
         assert!(tally.ack(3));
         tokio::task::yield_now().await;
@@ -124,7 +141,9 @@ mod tests {
         let tally = Tally::new(3, 5);
         tally.ack(4);
         let started = Instant::now();
-        let acked = tally.wait(started + Duration::from_millis(250)).await;
+        let acked = tally
+            .wait(started + Duration::from_millis(250), std::future::pending())
+            .await;
         assert_eq!(acked, vec![4]);
         assert_eq!(started.elapsed(), Duration::from_millis(250));
     }
@@ -136,7 +155,12 @@ mod tests {
         tally.give_up();
         tally.give_up();
         let started = Instant::now();
-        assert_eq!(tally.wait(started + Duration::from_secs(5)).await, vec![0]);
+        assert_eq!(
+            tally
+                .wait(started + Duration::from_secs(5), std::future::pending())
+                .await,
+            vec![0]
+        );
         assert_eq!(
             started.elapsed(),
             Duration::ZERO,
@@ -147,6 +171,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quorum_of_zero_answers_at_once() {
         let tally = Tally::new(0, 5);
-        assert_eq!(tally.wait(Instant::now()).await, Vec::<usize>::new());
+        assert_eq!(
+            tally.wait(Instant::now(), std::future::pending()).await,
+            Vec::<usize>::new()
+        );
     }
 }

@@ -209,6 +209,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         public_url: None,
         settings,
         backlog,
+        smallest_quorum: settings.write_quorum,
     };
     let replica = SharedReplica::default();
     lock(&replica).term = 7;

@@ -1,5 +1,6 @@
-//! The seam between the leader's replication logic and the network: a [`Transport`] carries
-//! the four exchanges the leader has with a follower. [`HttpTransport`] is the real one (reqwest,
+//! The seam between the replication and failover logic and the network: a [`Transport`]
+//! carries the five exchanges a node has with a peer (three as its leader, two as a starting
+//! node or a candidate). [`HttpTransport`] is the real one (reqwest,
 //! one pooled client, the cluster token on every request); the unit tests use a fake one, so the
 //! logic that decides (batching, retries, backoff, give-up) runs without sockets.
 

@@ -1,5 +1,5 @@
-//! The leader-to-follower wire format, defined once and used by both sides: the routes of a
-//! follower's internal listener and the JSON bodies that travel on them.
+//! The node-to-node wire format, defined once and used by both sides: the routes of each node's
+//! internal listener and the JSON bodies that travel on them.
 
 use std::sync::Arc;
 
