@@ -90,13 +90,7 @@ async fn reads_and_writes_on_the_leader_are_linearizable() {
         timed_out > 0,
         "some writes timed out while followers were frozen"
     );
-    for key in keys {
-        let operations = history_of(&history, key);
-        assert!(
-            linearizability::linearizable(&operations),
-            "{key}: {operations:#?}"
-        );
-    }
+    linearizability::assert_linearizable(&history, &keys);
 }
 
 /// Reads from followers are not linearizable: right after a write returned, a follower that

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::common;
 use crate::helpers::{NodeExt, TestCluster, base, eventually, semisync_kv, send, settings};
-use crate::linearizability::{self, Kind, Operation, Recorded, history_of};
+use crate::linearizability::{self, Kind, Operation, Recorded};
 
 /// A cluster whose writes wait for `write_quorum` acks, with lag up to `max_delay_ms`.
 fn cluster_settings(write_quorum: usize, min_delay_ms: u64, max_delay_ms: u64) -> LocalSettings {
@@ -603,13 +603,7 @@ async fn reads_and_writes_stay_linearizable_across_a_failover() {
         cluster.followers[0].url(),
         "the clients found the new leader"
     );
-    for key in keys {
-        let operations = history_of(&history, key);
-        assert!(
-            linearizability::linearizable(&operations),
-            "{key}: {operations:#?}"
-        );
-    }
+    linearizability::assert_linearizable(&history, &keys);
 }
 
 /// What the write quorum buys when the leader crashes, through `semisync-kv bench --crash`:

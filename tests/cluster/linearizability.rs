@@ -107,6 +107,14 @@ pub async fn record(
     status
 }
 
+/// Asserts that the history of each of `keys` in `history` is linearizable.
+pub fn assert_linearizable(history: &[Recorded], keys: &[&str]) {
+    for key in keys {
+        let operations = history_of(history, key);
+        assert!(linearizable(&operations), "{key}: {operations:#?}");
+    }
+}
+
 /// The operations on `key`, in the order they were recorded.
 pub fn history_of(history: &[Recorded], key: &str) -> Vec<Operation> {
     history
