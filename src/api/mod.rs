@@ -150,7 +150,10 @@ impl AppState {
             let newest = statuses.iter().flatten().map(|status| status.term).max();
             let leader = failover::live_leader(&statuses);
             if let Some(term) = newest {
-                let leader_url = leader.and_then(|leader| leader.leader_url.as_deref());
+                // Named only when it leads that newest term.
+                let leader_url = leader
+                    .filter(|leader| leader.term == term)
+                    .and_then(|leader| leader.leader_url.as_deref());
                 let _ = self.replica().check_term(term, leader_url);
             }
             return;
