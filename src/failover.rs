@@ -365,6 +365,16 @@ pub fn live_leader(statuses: &[Result<NodeStatus, Failure>]) -> Option<&NodeStat
         .max_by_key(|status| status.term)
 }
 
+/// Refuses a promotion that cannot be tried at all, before any follower was counted.
+pub fn refused(reason: impl Into<String>) -> Error {
+    Error::PromotionRefused {
+        reason: reason.into(),
+        merged: 0,
+        needed: None,
+        smallest_quorum: None,
+    }
+}
+
 /// Refuses a promotion that the count does not make safe.
 pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
     let needed = count.needed();

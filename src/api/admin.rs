@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::{AppState, Json, Leader, Query, path_param};
 use crate::error::{Error, Result};
-use crate::failover::Promotion;
+use crate::failover::{self, Promotion};
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -72,12 +72,9 @@ async fn promote(
     let promotion = tokio::spawn(async move { state.promote(params.force).await });
     match promotion.await {
         Ok(promotion) => promotion.map(axum::Json),
-        Err(err) => Err(Error::PromotionRefused {
-            reason: format!("the promotion's task ended without an answer: {err}"),
-            merged: 0,
-            needed: None,
-            smallest_quorum: None,
-        }),
+        Err(err) => Err(failover::refused(format!(
+            "the promotion's task ended without an answer: {err}"
+        ))),
     }
 }
 

@@ -218,15 +218,10 @@ impl AppState {
         let heard = {
             let mut replica = self.replica();
             if term <= replica.term {
-                return Err(Error::PromotionRefused {
-                    reason: format!(
-                        "term {} began meanwhile (another candidate's); this node follows it",
-                        replica.term
-                    ),
-                    merged: 0,
-                    needed: None,
-                    smallest_quorum: None,
-                });
+                return Err(failover::refused(format!(
+                    "term {} began meanwhile (another candidate's); this node follows it",
+                    replica.term
+                )));
             }
             // Only a node that holds its leader's state has heard that leader's quorum rightly.
             let synced = replica.following == Some(replica.term);
@@ -289,20 +284,14 @@ impl AppState {
     /// Promotes this follower to leader of a new term (`POST /admin/promote`): refuses while a
     /// peer still leads or when too few followers can be merged, unless `force`.
     pub async fn promote(&self, force: bool) -> Result<Promotion, Error> {
-        let refuse = |reason: &str| Error::PromotionRefused {
-            reason: reason.to_owned(),
-            merged: 0,
-            needed: None,
-            smallest_quorum: None,
-        };
         let Some(peers) = &self.inner.peers else {
-            return Err(refuse(
+            return Err(failover::refused(
                 "this node has no PEERS: it cannot reach the other nodes to lead them",
             ));
         };
         let _one_at_a_time = self.inner.promoting.lock().await;
         if let Some(replicator) = self.replicator() {
-            return Err(refuse(&format!(
+            return Err(failover::refused(format!(
                 "this node already leads term {}",
                 replicator.term()
             )));
@@ -351,7 +340,7 @@ impl AppState {
             return Err(failover::refuse(&count, Some(term)));
         }
         let Some(replicator) = self.lead(peers, term, heard.settings, smallest_quorum) else {
-            return Err(refuse(
+            return Err(failover::refused(
                 "a newer term began during the promotion; this node follows it",
             ));
         };

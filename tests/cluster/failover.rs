@@ -183,6 +183,14 @@ fn acknowledged(log: &[Logged]) -> usize {
         .count()
 }
 
+/// Every node but follower1, by id and URL: the followers once follower1 was promoted.
+fn others(cluster: &TestCluster) -> Vec<(String, String)> {
+    std::iter::once(&cluster.leader)
+        .chain(&cluster.followers[1..])
+        .map(|node| (node.id.clone(), node.url()))
+        .collect()
+}
+
 /// Brings the killed old leader back (it starts with ROLE=leader, finds the new leader and
 /// follows it), then checks that a new write succeeds and every node converges.
 async fn rejoin_and_converge(cluster: &mut TestCluster) {
@@ -209,11 +217,7 @@ async fn rejoin_and_converge(cluster: &mut TestCluster) {
     })
     .await
     .expect("a write after the failover succeeds");
-    let nodes: Vec<(String, String)> = std::iter::once(&cluster.leader)
-        .chain(&cluster.followers[1..])
-        .map(|node| (node.id.clone(), node.url()))
-        .collect();
-    let state = common::converged(http, &new_leader, &nodes, Duration::from_secs(15))
+    let state = common::converged(http, &new_leader, &others(cluster), Duration::from_secs(15))
         .await
         .expect("every node converges on the new leader");
     assert_eq!(state.get("after").map(String::as_str), Some("failover"));
@@ -410,10 +414,7 @@ async fn a_frozen_leader_is_fenced_and_steps_down() {
     assert_eq!(error["leader"], format!("{new_leader}/"));
 
     // It converges on the new leader's state, which never held the fenced writes.
-    let others: Vec<(String, String)> = std::iter::once(&cluster.leader)
-        .chain(&cluster.followers[1..])
-        .map(|node| (node.id.clone(), node.url()))
-        .collect();
+    let others = others(&cluster);
     let state = common::converged(http, &new_leader, &others, Duration::from_secs(15))
         .await
         .expect("converged");
