@@ -239,6 +239,7 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::WaitPoint;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -265,6 +266,7 @@ mod tests {
                 min_delay_ms: 0,
                 max_delay_ms: 1000,
                 replicate_timeout_ms: 5000,
+                wait_point: WaitPoint::AfterCommit,
             }
         );
         assert_eq!(config.max_value_bytes, 1_048_576);

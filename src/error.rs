@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::settings::WaitPoint;
 use crate::store::Version;
 
 /// Why a node could not start. `main` exits with code 2 on the first, 1 on the second.
@@ -150,8 +151,9 @@ pub enum Error {
     /// The write quorum was not reached in time. The write is NOT rolled back.
     #[error(
         "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
-             was applied on the leader (version {version}) and keeps replicating to the followers; \
-             it is not rolled back, only not yet confirmed"
+             was applied on the leader (version {version}){} and keeps replicating to the \
+             followers; it is not rolled back, only not yet confirmed",
+        hidden_until(*.wait_point, *.quorum)
     )]
     QuorumTimeout {
         /// The key written.
@@ -166,6 +168,9 @@ pub enum Error {
         acked_by: Vec<String>,
         /// The deadline that passed, in milliseconds.
         timeout_ms: u64,
+        /// The wait point: under `after_sync` the leader's readers do not see the write until
+        /// its quorum acknowledged it.
+        wait_point: WaitPoint,
     },
 
     /// A change to the live settings that would leave them invalid.
@@ -312,6 +317,7 @@ impl Error {
                 acks,
                 acked_by,
                 timeout_ms,
+                wait_point,
             } => json!({
                 "key": key,
                 "version": version,
@@ -320,6 +326,8 @@ impl Error {
                 "acked_by": acked_by,
                 "timeout_ms": timeout_ms,
                 "applied_on_leader": true,
+                "wait_point": wait_point,
+                "visible_on_leader": *wait_point == WaitPoint::AfterCommit,
             }),
             _ => json!({}),
         };
@@ -327,6 +335,18 @@ impl Error {
             Value::Object(map) => map,
             _ => Map::new(),
         }
+    }
+}
+
+/// What a 503 `quorum_timeout` says of the leader's readers: under `after_sync` they do not see
+/// the write until `quorum` followers acknowledged it.
+fn hidden_until(wait_point: WaitPoint, quorum: usize) -> String {
+    match wait_point {
+        WaitPoint::AfterCommit => String::new(),
+        WaitPoint::AfterSync => format!(
+            ", is hidden from the leader's readers until {quorum} followers acknowledge it \
+             (wait point after_sync),"
+        ),
     }
 }
 

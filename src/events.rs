@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::settings::WaitPoint;
 use crate::store::Version;
 
 /// Events a subscriber may fall behind by before it loses some.
@@ -41,6 +42,9 @@ pub enum Event {
         quorum: usize,
         /// How long it waits for them, in milliseconds.
         timeout_ms: u64,
+        /// When the leader's readers see it: at once (`after_commit`), or once its quorum
+        /// acknowledged it (`after_sync`, announced by a `visible` event).
+        wait_point: WaitPoint,
     },
     /// A message leaves for a follower; it arrives after `delay_ms`, its simulated lag.
     Send {
@@ -65,6 +69,16 @@ pub enum Event {
         applied: bool,
         /// Time from the write to this ack, in milliseconds.
         latency_ms: f64,
+    },
+    /// Under the wait point `after_sync`: the write's quorum acknowledged it (before or after
+    /// the client's answer), so the leader's readers now see it.
+    Visible {
+        /// The write's version.
+        version: Version,
+        /// The key (cut to 40 characters).
+        key: String,
+        /// The acks it had then.
+        acks: usize,
     },
     /// A message could not be delivered.
     Failure {

@@ -135,9 +135,13 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
     let started = Instant::now();
     let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;
     match &result {
-        Ok(ack) => info!(follower = %link.url, node_id = %ack.node_id, entries, version,
-            replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
-            "state transfer done"),
+        Ok(ack) => {
+            info!(follower = %link.url, node_id = %ack.node_id, entries, version,
+                replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
+                "state transfer done");
+            // The follower holds every write up to `version`: an ack of each.
+            shared.reveal(|unacked| unacked.ack_through(link.index, version));
+        }
         Err(Failure {
             newer_term: Some((term, leader)),
             ..

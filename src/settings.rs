@@ -1,5 +1,5 @@
-//! The leader's live settings: the write quorum, the simulated lag range and the replication
-//! timeout. They start from the configuration and can be changed while the cluster runs
+//! The leader's live settings: the write quorum, the simulated lag range, the replication
+//! timeout and the wait point. They start from the configuration and can be changed while the cluster runs
 //! (`PATCH /admin/settings`, the dashboard, `semisync-kv settings`); the leader reads them at
 //! every write and every delivery attempt, so a change applies to the next message.
 
@@ -43,6 +43,46 @@ pub struct Settings {
     )]
     #[schema(maximum = 9_007_199_254_740_991_i64)]
     pub replicate_timeout_ms: u64,
+    /// When the leader's own readers see a write: `after_commit` (at once, before the quorum
+    /// acknowledged it) or `after_sync` (once the quorum acknowledged it).
+    #[arg(long, env = "WAIT_POINT", value_enum, default_value_t = Settings::DEFAULT.wait_point)]
+    #[serde(default)]
+    pub wait_point: WaitPoint,
+}
+
+/// When a write becomes visible to the leader's readers, in MySQL's terms
+/// (`rpl_semi_sync_source_wait_point`). Followers show a write when they apply it, either way.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum WaitPoint {
+    /// The leader shows a write as soon as it applied it, while it waits for the quorum: a
+    /// reader may see a write whose client then gets a 503, and that a failover may lose (a
+    /// phantom read). MySQL's `AFTER_COMMIT`.
+    #[default]
+    AfterCommit,
+    /// The leader shows a write only once its quorum acknowledged it, late acks and state
+    /// transfers included: whatever a reader sees was acknowledged, so a safe failover keeps
+    /// it. MySQL's `AFTER_SYNC`, its default since 5.7 ("lossless semi-sync").
+    AfterSync,
+}
+
+impl WaitPoint {
+    /// The name of `WAIT_POINT` and of the JSON: `after_commit` or `after_sync`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitPoint::AfterCommit => "after_commit",
+            WaitPoint::AfterSync => "after_sync",
+        }
+    }
+}
+
+impl std::fmt::Display for WaitPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for Settings {
@@ -74,14 +114,22 @@ pub struct SettingsChange {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicate_timeout_ms: Option<u64>,
+    /// New wait point: when the leader's readers see a write.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_point: Option<WaitPoint>,
 }
 
 impl std::fmt::Display for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "write quorum {}, lag {}..{} ms, timeout {} ms",
-            self.write_quorum, self.min_delay_ms, self.max_delay_ms, self.replicate_timeout_ms
+            "write quorum {}, lag {}..{} ms, timeout {} ms, wait point {}",
+            self.write_quorum,
+            self.min_delay_ms,
+            self.max_delay_ms,
+            self.replicate_timeout_ms,
+            self.wait_point
         )
     }
 }
@@ -100,10 +148,11 @@ impl Settings {
         min_delay_ms: 0,
         max_delay_ms: 1000,
         replicate_timeout_ms: 5000,
+        wait_point: WaitPoint::AfterCommit,
     };
 
     /// These settings as the environment variables `semisync-kv serve` reads them from.
-    pub fn env(&self) -> [(&'static str, String); 4] {
+    pub fn env(&self) -> [(&'static str, String); 5] {
         [
             ("WRITE_QUORUM", self.write_quorum.to_string()),
             ("MIN_DELAY_MS", self.min_delay_ms.to_string()),
@@ -112,6 +161,7 @@ impl Settings {
                 "REPLICATE_TIMEOUT_MS",
                 self.replicate_timeout_ms.to_string(),
             ),
+            ("WAIT_POINT", self.wait_point.to_string()),
         ]
     }
 
@@ -134,6 +184,7 @@ impl Settings {
             replicate_timeout_ms: change
                 .replicate_timeout_ms
                 .unwrap_or(self.replicate_timeout_ms),
+            wait_point: change.wait_point.unwrap_or(self.wait_point),
         }
     }
 

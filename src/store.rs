@@ -135,6 +135,11 @@ impl Store {
         self.latest = self.latest.max(version);
     }
 
+    /// The entry `key` holds, a tombstone included; `None` when it was never written here.
+    pub fn entry(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
     /// The version `key` holds, a tombstone's included; `None` when it was never written here.
     pub fn version_of(&self, key: &str) -> Option<Version> {
         self.entries.get(key).map(|entry| entry.version)

@@ -20,7 +20,7 @@ use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
 use crate::replication::wire::MAX_JSON_INTEGER;
 use crate::replication::{FollowerState, FollowerView, Replicator, Term, Write};
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 use crate::store::Version;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -180,14 +180,14 @@ pub(super) async fn read(
         applied.as_mut().enable();
         {
             let replica = state.replica();
-            let held = replica.store.version_of(&key);
+            let entry = replica.read(&key);
+            let held = entry.map(|entry| entry.version);
             if held.unwrap_or(0) >= min_version {
-                let (value, version) = replica
-                    .store
-                    .get(&key)
+                let (value, version) = entry
+                    .and_then(|entry| Some((entry.value.clone()?, entry.version)))
                     .ok_or_else(|| Error::NotFound { key: key.clone() })?;
                 return Ok(axum::Json(ReadResponse {
-                    value: value.to_owned(),
+                    value,
                     key,
                     version,
                 }));
@@ -208,7 +208,7 @@ pub(super) async fn read(
 /// The node's whole state: every live key and its value.
 #[utoipa::path(get, path = "/dump", responses((status = 200, body = BTreeMap<String, String>)))]
 pub(super) async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
-    axum::Json(state.replica().store.dump())
+    axum::Json(state.replica().dump())
 }
 
 async fn empty_key() -> Error {
@@ -250,6 +250,9 @@ pub struct WriteResponse {
     pub acked_by: Vec<String>,
     /// Time from receiving the request to the answer, in milliseconds.
     pub latency_ms: f64,
+    /// When the leader's readers saw the write: `after_commit` (as soon as it was applied) or
+    /// `after_sync` (once the quorum acknowledged it, before this answer).
+    pub wait_point: WaitPoint,
 }
 
 /// Writes a value on the leader and waits for the write quorum.
@@ -303,20 +306,12 @@ async fn write(
         )));
     }
 
-    let entry = {
-        let mut replica = state.replica();
-        // A leader deposed since the extractor ran must not write: its replica now follows
-        // the newer term.
-        if replica.term != replicator.term() {
-            return Err(Error::NotLeader {
-                leader: replica.leader_url.clone(),
-            });
-        }
-        replica.store.write(&key, value)
-    };
+    let (entry, wait_point) = replicator.apply(&key, value, quorum)?;
     state.applied();
     let write = Arc::new(Write::new(key, entry));
-    let outcome = replicator.replicate(Arc::clone(&write), quorum).await;
+    let outcome = replicator
+        .replicate(Arc::clone(&write), quorum, wait_point)
+        .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let Write {
         key,
@@ -337,6 +332,7 @@ async fn write(
             acks: outcome.acks(),
             acked_by: outcome.acked_by,
             timeout_ms: outcome.timeout.as_millis() as u64,
+            wait_point,
         });
     }
     Ok(axum::Json(WriteResponse {
@@ -347,6 +343,7 @@ async fn write(
         acks: outcome.acks(),
         acked_by: outcome.acked_by,
         latency_ms,
+        wait_point,
     }))
 }
 

@@ -79,8 +79,9 @@ struct Inner {
     max_concurrent_requests: usize,
     /// Bounds the dashboard's event streams.
     event_streams: Arc<Semaphore>,
-    /// Woken whenever the replica applied something: reads waiting for a `min_version`.
-    applied: Notify,
+    /// Woken whenever the replica applied something, or a hidden write became visible: reads
+    /// waiting for a `min_version`.
+    applied: Arc<Notify>,
 }
 
 /// What a node heard from the leader of its term, kept when it takes a newer one: the smallest
@@ -128,7 +129,7 @@ impl AppState {
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
                 event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
-                applied: Notify::new(),
+                applied: Arc::new(Notify::new()),
             }),
         })
     }
@@ -258,6 +259,7 @@ impl AppState {
             smallest_quorum: inherited
                 .filter(|&quorum| quorum > 0)
                 .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
+            applied: Arc::clone(&self.inner.applied),
         };
         let replicator = {
             // The term checked and the replicator installed under the replica lock (taken before

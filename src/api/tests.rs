@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use super::{AppState, client_router, internal_router};
 use crate::config::{Config, Role, parse_base_url};
 use crate::error::StartError;
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 
 /// Nothing listens on port 1: messages to this "follower" fail at once.
 const DEAD_FOLLOWER: &str = "http://127.0.0.1:1";
@@ -33,6 +33,7 @@ fn config(role: Role) -> Config {
             min_delay_ms: 0,
             max_delay_ms: 0,
             replicate_timeout_ms: 100,
+            wait_point: WaitPoint::AfterCommit,
         },
         replication_backlog: 100,
         internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
@@ -1132,7 +1133,8 @@ async fn live_settings_change_the_next_write() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         json,
-        json!({"write_quorum": 0, "min_delay_ms": 0, "max_delay_ms": 0, "replicate_timeout_ms": 100})
+        json!({"write_quorum": 0, "min_delay_ms": 0, "max_delay_ms": 0,
+            "replicate_timeout_ms": 100, "wait_point": "after_commit"})
     );
 
     // Only the fields named change; the next write waits for the new quorum and timeout.
@@ -1167,6 +1169,7 @@ async fn live_settings_change_the_next_write() {
         (r#"{"replicate_timeout_ms": 0}"#, "invalid_settings"),
         (r#"{"replicate_timeout_ms": 999999999}"#, "invalid_settings"),
         (r#"{"write_quorum": -1}"#, "invalid_body"),
+        (r#"{"wait_point": "sometimes"}"#, "invalid_body"),
         (r#"{"quorum": 1}"#, "invalid_body"),
         (r#"{"write_quorum": "#, "invalid_json"),
     ] {
@@ -1176,6 +1179,65 @@ async fn live_settings_change_the_next_write() {
         call(&app, "GET", "/admin/settings", None).await.1["write_quorum"],
         1
     );
+}
+
+#[tokio::test]
+async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledged_it() {
+    // One follower that never answers: no write reaches a quorum of 1.
+    let app = app(Role::Leader);
+    let write = |key: &'static str| {
+        let app = &app;
+        async move {
+            let uri = format!("/kv/{key}?quorum=1");
+            let body = Some(r#"{"value":"v"}"#);
+            assert_error(app, "PUT", &uri, body, 503, "quorum_timeout").await
+        }
+    };
+    let json = write("committed").await;
+    assert_eq!(json["wait_point"], "after_commit");
+    assert_eq!(json["visible_on_leader"], true);
+    let (status, json) = call(&app, "GET", "/kv/committed", None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "after_commit shows it at once: {json}"
+    );
+
+    let change = r#"{"wait_point": "after_sync"}"#;
+    let (status, json) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(
+        (status, &json["wait_point"]),
+        (StatusCode::OK, &json!("after_sync"))
+    );
+    let json = write("synced").await;
+    assert_eq!(json["wait_point"], "after_sync");
+    assert_eq!(json["visible_on_leader"], false);
+    let message = json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("hidden from the leader's readers"),
+        "{message}"
+    );
+    assert_error(&app, "GET", "/kv/synced", None, 404, "not_found").await;
+    let (_, dump) = call(&app, "GET", "/dump", None).await;
+    assert_eq!(dump, json!({"committed": "v"}), "the dump hides it too");
+    // A version the leader wrote but does not show yet is waited for, never answered stale.
+    let version = json["version"].as_u64().unwrap_or_default();
+    let uri = format!("/kv/synced?min_version={version}&wait_ms=10");
+    let json = assert_error(&app, "GET", &uri, None, 503, "not_yet_replicated").await;
+    assert_eq!(json["version"], Value::Null);
+    // Delivered writes of a key already shown: the older value shows until the quorum.
+    write("committed").await;
+    let (_, json) = call(&app, "GET", "/kv/committed", None).await;
+    assert_eq!(json["version"], 1, "{json}");
+
+    // Back to after_commit: every hidden write shows.
+    let change = r#"{"wait_point": "after_commit"}"#;
+    let (status, _) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, "GET", "/kv/synced", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, json) = call(&app, "GET", "/kv/committed", None).await;
+    assert_eq!(json["version"], 3, "{json}");
 }
 
 #[tokio::test]

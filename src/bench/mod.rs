@@ -627,6 +627,7 @@ impl Target {
                 min_delay_ms,
                 max_delay_ms,
                 replicate_timeout_ms: args.timeout_ms,
+                ..Settings::DEFAULT
             },
             cluster_token: None,
             leader_env: Vec::new(),

@@ -42,6 +42,8 @@
 //! - [`link`]: one follower as the leader sees it; the only code that changes that state.
 //! - [`pipeline`]: one follower's queue of due writes, its batches and their retries.
 //! - [`quorum`]: the quorum wait of one write.
+//! - [`unacked`]: the wait point `after_sync`, which hides a write from the leader's readers
+//!   until its quorum acknowledged it.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
 
 pub mod lag;
@@ -49,30 +51,33 @@ pub mod link;
 pub mod pipeline;
 pub mod quorum;
 pub mod transport;
+pub mod unacked;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::error::Error;
 use crate::events::{Event, Events, millis, shorten};
 use crate::metrics::Metrics;
-use crate::settings::{Settings, SettingsChange};
-use crate::store::{Store, Version};
+use crate::settings::{Settings, SettingsChange, WaitPoint};
+use crate::store::{Entry, Store, Version};
 pub use lag::LagClock;
 pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
 pub use transport::{Failure, HttpTransport, Transport};
+use unacked::{Revealed, Unacked};
 pub use wire::{Incarnation, Term, Write};
 
 /// A node's replicated state: its store, the newest term it has seen, and on a follower what it
@@ -95,6 +100,9 @@ pub struct Replica {
     /// On a follower: the live settings of `term`'s leader, from its heartbeat; a promoted
     /// follower carries on with them.
     pub leader_settings: Option<Settings>,
+    /// On a leader under the wait point `after_sync`: its writes that no quorum acknowledged
+    /// yet, hidden from its readers.
+    pub unacked: Unacked,
 }
 
 impl Replica {
@@ -115,11 +123,23 @@ impl Replica {
             self.smallest_quorum = None;
             self.leader_settings = None;
             self.leader_url = None;
+            self.unacked.clear();
         }
         if let Some(url) = leader_url {
             self.leader_url = Some(url.to_owned());
         }
         Ok(newer)
+    }
+
+    /// What this node's readers see of `key`: the store's entry (a tombstone included), or on
+    /// an `after_sync` leader the newest one its quorum acknowledged.
+    pub fn read(&self, key: &str) -> Option<&Entry> {
+        self.unacked.read(key, &self.store)
+    }
+
+    /// Every live key this node's readers see, with its value, sorted by key.
+    pub fn dump(&self) -> BTreeMap<String, String> {
+        self.unacked.dump(&self.store)
     }
 
     /// Records the smallest write quorum the leader of this term reports.
@@ -179,6 +199,8 @@ pub(crate) struct Shared {
     smallest_quorum: AtomicUsize,
     /// Turns true once this leader stepped down: its tasks end.
     deposed: watch::Sender<bool>,
+    /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
+    applied: Arc<Notify>,
 }
 
 impl Shared {
@@ -203,6 +225,27 @@ impl Shared {
         let _ = lock(&self.replica).check_term(term, leader_url);
         self.stop();
         true
+    }
+
+    /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
+    /// lock, and the writes that became visible are announced. Under `after_commit` nothing is
+    /// hidden, and the lock is not taken.
+    pub(crate) fn reveal(&self, count: impl FnOnce(&mut Unacked) -> Vec<Revealed>) {
+        if self.settings().wait_point != WaitPoint::AfterSync {
+            return;
+        }
+        let revealed = count(&mut lock(&self.replica).unacked);
+        if revealed.is_empty() {
+            return;
+        }
+        self.applied.notify_waiters();
+        for Revealed { key, version, acks } in revealed {
+            self.events.publish(|| Event::Visible {
+                version,
+                key: shorten(&key),
+                acks,
+            });
+        }
     }
 
     /// Ends this leader's tasks.
@@ -247,6 +290,9 @@ pub struct Leadership {
     /// The smallest write quorum to announce from the start: at most the settings' quorum, and
     /// at most that of the writes this leader inherited from the ending term.
     pub smallest_quorum: usize,
+    /// Woken when a write hidden by the wait point `after_sync` becomes visible: reads waiting
+    /// for a `min_version`.
+    pub applied: Arc<Notify>,
 }
 
 impl Replicator {
@@ -268,6 +314,7 @@ impl Replicator {
             settings,
             backlog,
             smallest_quorum: leadership_quorum,
+            applied,
         } = leadership;
         let links = followers
             .iter()
@@ -287,6 +334,7 @@ impl Replicator {
             public_url,
             smallest_quorum: AtomicUsize::new(leadership_quorum),
             deposed: watch::channel(false).0,
+            applied,
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -310,20 +358,32 @@ impl Replicator {
 
     /// Applies `change` to the live settings if the result is valid for this leader, whose
     /// requests may take `request_timeout_ms`; returns the new settings. The next write and the
-    /// next retry use them.
+    /// next retry use them; a wait point back at `after_commit` shows every hidden write now.
     pub fn change_settings(
         &self,
         change: SettingsChange,
         request_timeout_ms: u64,
     ) -> Result<Settings, String> {
-        let mut settings = self
-            .shared
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let changed = settings.with(change);
-        changed.validate(Some(self.shared.links.len()), Some(request_timeout_ms))?;
-        *settings = changed;
+        let changed = {
+            let mut settings = self
+                .shared
+                .settings
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let changed = settings.with(change);
+            changed.validate(Some(self.shared.links.len()), Some(request_timeout_ms))?;
+            *settings = changed;
+            changed
+        };
+        // After the settings changed: a write reads the wait point under the replica lock, so
+        // none can hide itself after this clears.
+        if changed.wait_point == WaitPoint::AfterCommit {
+            let mut replica = lock(&self.replica);
+            if !replica.unacked.is_empty() {
+                replica.unacked.clear();
+                self.shared.applied.notify_waiters();
+            }
+        }
         Ok(changed)
     }
 
@@ -400,10 +460,44 @@ impl Replicator {
         lock(&self.replica).store.latest_version()
     }
 
+    /// Applies a write of `value` (`None` deletes) to `key` on the leader's store, and under
+    /// the wait point `after_sync` hides it from the leader's readers until `quorum` followers
+    /// acknowledged it. Returns the entry and the wait point that applies to it. A leader
+    /// deposed meanwhile refuses: its replica follows the newer term.
+    pub fn apply(
+        &self,
+        key: &str,
+        value: Option<String>,
+        quorum: usize,
+    ) -> Result<(Entry, WaitPoint), Error> {
+        let mut replica = lock(&self.replica);
+        if replica.term != self.shared.term {
+            return Err(Error::NotLeader {
+                leader: replica.leader_url.clone(),
+            });
+        }
+        // Read under the replica lock: see `change_settings`.
+        let wait_point = self.shared.settings().wait_point;
+        let previous = match wait_point {
+            WaitPoint::AfterSync => replica.store.entry(key).cloned(),
+            WaitPoint::AfterCommit => None,
+        };
+        let entry = replica.store.write(key, value);
+        if wait_point == WaitPoint::AfterSync {
+            replica.unacked.hide(key, previous, entry.clone(), quorum);
+        }
+        Ok((entry, wait_point))
+    }
+
     /// Sends `write`, which the leader has just applied, to every follower and waits until
     /// `quorum` of them acknowledged or the replication timeout passed. Delivery to the other
     /// followers goes on after this returns.
-    pub async fn replicate(&self, write: Arc<Write>, quorum: usize) -> QuorumOutcome {
+    pub async fn replicate(
+        &self,
+        write: Arc<Write>,
+        quorum: usize,
+        wait_point: WaitPoint,
+    ) -> QuorumOutcome {
         let applied_at = Instant::now();
         let shared = &self.shared;
         let settings = shared.settings();
@@ -417,6 +511,7 @@ impl Replicator {
             value: write.value.as_deref().map(shorten),
             quorum,
             timeout_ms: settings.replicate_timeout_ms,
+            wait_point,
         });
         let tally = Arc::new(Tally::new(quorum, shared.links.len()));
         for (link, pipeline) in shared.links.iter().zip(self.pipelines.iter()) {

@@ -247,14 +247,20 @@ impl Worker {
         let (shared, index) = (&self.shared, self.index);
         let link = &shared.links[index];
         let now = Instant::now();
-        let mut latencies = Vec::with_capacity(messages.len());
+        let (acked, refused): (Vec<_>, Vec<_>) = messages
+            .into_iter()
+            .zip(answer.acks)
+            .partition(|(_, ack)| ack.refused.is_none());
+        // Before the tallies: a write is visible on an `after_sync` leader by the time its
+        // handler can answer 200.
+        shared.reveal(|unacked| {
+            (acked.iter())
+                .filter_map(|(message, _)| unacked.ack(index, message.write.version))
+                .collect()
+        });
+        let mut latencies = Vec::with_capacity(acked.len());
         let (mut retried, mut newest) = (0, 0);
-        let mut refused = Vec::new();
-        for (message, ack) in messages.into_iter().zip(answer.acks) {
-            if let Some(reason) = ack.refused {
-                refused.push((message, reason));
-                continue;
-            }
+        for (message, ack) in acked {
             let latency = now - message.applied_at;
             message.tally.ack(index);
             shared.events.publish(|| Event::Ack {
@@ -270,7 +276,8 @@ impl Worker {
         if !latencies.is_empty() {
             link.on_acks(&answer.node_id, newest, &latencies, retried);
         }
-        for (message, reason) in refused {
+        for (message, ack) in refused {
+            let reason = ack.refused.unwrap_or_default();
             // A refusal that a retry cannot change: the state transfer carries the write.
             link.request_transfer(&reason);
             let retried = usize::from(message.attempt > 1);

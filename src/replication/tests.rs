@@ -14,7 +14,7 @@ use super::wire::{
 };
 use super::*;
 use crate::events::{Event, FollowerIndex, Subscription};
-use crate::settings::SettingsChange;
+use crate::settings::{SettingsChange, WaitPoint};
 
 /// One batch as the fake follower received it.
 #[derive(Clone, Debug)]
@@ -196,6 +196,7 @@ const NO_LAG: Settings = Settings {
     min_delay_ms: 0,
     max_delay_ms: 0,
     replicate_timeout_ms: 5_000,
+    wait_point: WaitPoint::AfterCommit,
 };
 
 /// A leader with `followers` fake followers.
@@ -210,6 +211,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         settings,
         backlog,
         smallest_quorum: settings.write_quorum,
+        applied: Arc::default(),
     };
     let replica = SharedReplica::default();
     lock(&replica).term = 7;
@@ -227,9 +229,11 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
 
 /// Applies a write of `key` on the leader and replicates it, as the PUT handler does.
 async fn write(replicator: &Replicator, key: &str, quorum: usize) -> QuorumOutcome {
-    let entry = lock(&replicator.replica).store.write(key, Some("v".into()));
+    let (entry, wait_point) = replicator
+        .apply(key, Some("v".into()), quorum)
+        .expect("the leader of its term");
     let write = Arc::new(Write::new(key.to_owned(), entry));
-    replicator.replicate(write, quorum).await
+    replicator.replicate(write, quorum, wait_point).await
 }
 
 /// Starts `count` writes at once and waits for all their outcomes.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::Role;
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 use crate::store::{Entry, Store, Version};
 
 /// The follower route that receives batches of replicated writes.
@@ -84,6 +84,8 @@ fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::E
         max_delay_ms: u64,
         #[serde(deserialize_with = "integer")]
         replicate_timeout_ms: u64,
+        #[serde(default)]
+        wait_point: WaitPoint,
     }
     let json = Json::deserialize(deserializer)?;
     Ok(Settings {
@@ -91,6 +93,7 @@ fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::E
         min_delay_ms: json.min_delay_ms,
         max_delay_ms: json.max_delay_ms,
         replicate_timeout_ms: json.replicate_timeout_ms,
+        wait_point: json.wait_point,
     })
 }
 

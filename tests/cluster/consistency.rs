@@ -1,5 +1,6 @@
-//! What reads see: linearizable on the leader, not on followers; on followers, read-your-writes
-//! and monotonic reads with `min_version`.
+//! What reads see: linearizable on the leader under both wait points, not on followers; on the
+//! leader under `after_sync`, only writes their quorum acknowledged; on followers,
+//! read-your-writes and monotonic reads with `min_version`.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use futures::future::join_all;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use semisync_kv::local::LocalSettings;
-use semisync_kv::settings::Settings;
+use semisync_kv::settings::{Settings, WaitPoint};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -20,11 +21,23 @@ use crate::linearizability::{self, history_of, record};
 /// timed-out write as indeterminate.
 #[tokio::test]
 async fn reads_and_writes_on_the_leader_are_linearizable() {
+    leader_history_is_linearizable(WaitPoint::AfterCommit).await;
+}
+
+/// The same under `after_sync`, where a timed-out write shows on the leader only once its
+/// quorum acknowledged it, after the followers thaw.
+#[tokio::test]
+async fn reads_and_writes_on_the_leader_are_linearizable_after_sync() {
+    leader_history_is_linearizable(WaitPoint::AfterSync).await;
+}
+
+async fn leader_history_is_linearizable(wait_point: WaitPoint) {
     let cluster = TestCluster::start_up(LocalSettings {
         settings: Settings {
             write_quorum: 2,
             max_delay_ms: 30,
             replicate_timeout_ms: 300,
+            wait_point,
             ..base()
         },
         ..settings()
@@ -91,6 +104,123 @@ async fn reads_and_writes_on_the_leader_are_linearizable() {
         "some writes timed out while followers were frozen"
     );
     linearizability::assert_linearizable(&history, &keys);
+}
+
+/// What a reader polling the leader saw of one write.
+struct Watched {
+    /// When the reader first saw the value, counted from the write's start.
+    first_seen: Option<Duration>,
+    /// When the write was answered, counted from its start.
+    answered: Duration,
+    status: StatusCode,
+    answer: serde_json::Value,
+}
+
+/// Writes `value` to `key` with `quorum` while a reader polls the leader for it, until 300 ms
+/// after the answer.
+async fn watch_write(cluster: &TestCluster, key: &str, value: &str, quorum: usize) -> Watched {
+    let leader = cluster.leader.url();
+    let started = Instant::now();
+    let answered = std::sync::OnceLock::new();
+    let write = async {
+        let answer = cluster.put(key, value, Some(quorum)).await;
+        let _ = answered.set(started.elapsed());
+        answer
+    };
+    let reader = async {
+        let url = format!("{leader}/kv/{key}");
+        loop {
+            let (_, read) = send(cluster.http.get(&url)).await;
+            if read["value"] == value {
+                return Some(started.elapsed());
+            }
+            if answered
+                .get()
+                .is_some_and(|&at| started.elapsed() > at + Duration::from_millis(300))
+            {
+                return None;
+            }
+        }
+    };
+    let ((status, answer), first_seen) = tokio::join!(write, reader);
+    Watched {
+        first_seen,
+        answered: *answered.get().expect("answered"),
+        status,
+        answer,
+    }
+}
+
+/// The wait point, shown with a reader polling the leader while one write waits for its
+/// quorum. `after_sync`: the reader sees the write only after its acks, which the smallest lag
+/// (200 ms) keeps from coming sooner; a write that times out (quorum 5, a follower cut off)
+/// stays unseen until the follower is restored. `after_commit`: the reader sees the same
+/// timed-out write before its 503.
+#[tokio::test]
+async fn after_sync_shows_a_write_on_the_leader_only_once_its_quorum_acknowledged_it() {
+    let min_lag = Duration::from_millis(200);
+    let cluster = TestCluster::start_up(LocalSettings {
+        settings: Settings {
+            write_quorum: 3,
+            min_delay_ms: 200,
+            max_delay_ms: 300,
+            replicate_timeout_ms: 1000,
+            wait_point: WaitPoint::AfterSync,
+        },
+        ..settings()
+    })
+    .await;
+    let leader = cluster.leader.url();
+
+    let acked = watch_write(&cluster, "x", "acked", 3).await;
+    assert_eq!(acked.status, StatusCode::OK, "{}", acked.answer);
+    assert_eq!(acked.answer["wait_point"], "after_sync");
+    let seen = acked.first_seen.expect("seen once acknowledged");
+    assert!(seen >= min_lag, "seen after {seen:?}, before any ack");
+
+    let cut = format!("{leader}/admin/followers/follower1/cut");
+    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    let hidden = watch_write(&cluster, "x", "hidden", 5).await;
+    assert_eq!(
+        hidden.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        hidden.answer
+    );
+    assert_eq!(hidden.answer["visible_on_leader"], false);
+    assert_eq!(
+        hidden.first_seen, None,
+        "a write that timed out is not shown"
+    );
+    assert_eq!(cluster.get(&leader, "/kv/x").await.1["value"], "acked");
+    let restore = format!("{leader}/admin/followers/follower1/restore");
+    assert_eq!(send(cluster.http.post(restore)).await.0, StatusCode::OK);
+    eventually(Duration::from_secs(20), || async {
+        let (_, read) = cluster.get(&leader, "/kv/x").await;
+        if read["value"] == "hidden" {
+            Ok(())
+        } else {
+            Err(format!("the leader shows {read}"))
+        }
+    })
+    .await
+    .expect("shown once the restored follower acknowledged it");
+
+    let change = json!({"wait_point": "after_commit"});
+    let patch = cluster.http.patch(format!("{leader}/admin/settings"));
+    assert_eq!(send(patch.json(&change)).await.0, StatusCode::OK);
+    let cut = format!("{leader}/admin/followers/follower1/cut");
+    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    let shown = watch_write(&cluster, "x", "shown", 5).await;
+    assert_eq!(shown.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shown.answer["wait_point"], "after_commit");
+    assert_eq!(shown.answer["visible_on_leader"], true);
+    let seen = shown.first_seen.expect("seen at once");
+    assert!(
+        seen < shown.answered,
+        "after_commit shows the write before its 503 ({seen:?}, answered after {:?})",
+        shown.answered
+    );
 }
 
 /// Reads from followers are not linearizable: right after a write returned, a follower that

@@ -197,6 +197,7 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
             max_delay_ms: 400,
             write_quorum: 2,
             replicate_timeout_ms: 3000,
+            ..Settings::DEFAULT
         },
         ..settings()
     })

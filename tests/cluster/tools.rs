@@ -234,9 +234,16 @@ async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_resto
         "5",
         "--replicate-timeout-ms",
         "2000",
+        "--wait-point",
+        "after_sync",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.trim(), "write quorum 5, lag 0..20 ms, timeout 2000 ms");
+    assert_eq!(
+        out.trim(),
+        "write quorum 5, lag 0..20 ms, timeout 2000 ms, wait point after_sync"
+    );
+    let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--wait-point", "later"]);
+    assert_eq!(code, 2, "clap refuses an unknown wait point: {err}");
     let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--min-delay-ms", "99"]);
     assert_eq!(code, 1, "min above max is refused");
     assert!(err.contains("invalid_settings"), "{err}");

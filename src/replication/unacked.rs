@@ -1,0 +1,299 @@
+//! The wait point `after_sync`: the leader hides each write from its own readers until its
+//! quorum of followers acknowledged it. Pure and synchronous, like the store it sits beside.
+//!
+//! Under `after_commit` (MySQL's `AFTER_COMMIT`, and semisync-kv's default) the leader applies a
+//! write and shows it at once, then waits for the quorum. A reader of the leader may then see a
+//! write that is acknowledged by no follower yet: if the client gets a 503, or the leader dies
+//! before the acks came, the reader saw a write that may be lost (a *phantom read*). Under
+//! `after_sync` (MySQL's `AFTER_SYNC`, "lossless") the leader applies the write to its store as
+//! before, so versions and replication do not change, but [`Unacked`] keeps, for each key with
+//! such a write, the newest entry whose quorum was reached: that is what the leader's readers
+//! see. Acks keep counting after the client's answer, and a state transfer counts as an ack of
+//! every write it carried, so a write that timed out becomes visible once enough acks came.
+//!
+//! Why a per-key shadow and not a "visible up to version V" watermark: acks arrive out of order
+//! (each message has its own lag), so write 7 may reach its quorum before write 6. A watermark
+//! would hide 7 until 6 got there; per key, each write shows as soon as its own quorum holds it,
+//! which is all a reader of that key can tell.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::events::FollowerIndex;
+use crate::store::{Entry, Store, Version};
+
+/// The leader's writes whose quorum has not acknowledged them yet, hidden from its readers.
+/// Empty on a follower, and under `after_commit`.
+#[derive(Debug, Default)]
+pub struct Unacked {
+    /// Each key with a hidden write: what its readers see instead.
+    keys: HashMap<String, Shown>,
+    /// Each hidden write, by version.
+    writes: BTreeMap<Version, Pending>,
+}
+
+/// What the readers of a key with hidden writes see.
+#[derive(Debug)]
+struct Shown {
+    /// The key's newest acknowledged entry; `None` when it has none (it reads as absent).
+    entry: Option<Entry>,
+    /// The versions of its hidden writes.
+    hidden: BTreeSet<Version>,
+}
+
+/// One hidden write.
+#[derive(Debug)]
+struct Pending {
+    key: String,
+    entry: Entry,
+    /// Acks it needs to become visible.
+    quorum: usize,
+    /// The followers that hold it, each counted once.
+    acked_by: BTreeSet<FollowerIndex>,
+}
+
+/// A write that became visible on the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revealed {
+    /// Its key.
+    pub key: String,
+    /// Its version.
+    pub version: Version,
+    /// The acks it had then.
+    pub acks: usize,
+}
+
+impl Unacked {
+    /// Whether no write is hidden.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Number of hidden writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Hides `entry`, which the leader has just written to `key` over `previous` (what the
+    /// store held before), until `quorum` followers acknowledge it. A quorum of 0 shows it at
+    /// once, and so does every write newer than the key's hidden ones.
+    pub fn hide(&mut self, key: &str, previous: Option<Entry>, entry: Entry, quorum: usize) {
+        if quorum == 0 {
+            if self.keys.contains_key(key) {
+                self.show(key, entry);
+            }
+            return;
+        }
+        let version = entry.version;
+        let shown = self.keys.entry(key.to_owned()).or_insert_with(|| Shown {
+            // Under `after_sync`, what the store held before is acknowledged, or else the key
+            // would be here already.
+            entry: previous,
+            hidden: BTreeSet::new(),
+        });
+        shown.hidden.insert(version);
+        self.writes.insert(
+            version,
+            Pending {
+                key: key.to_owned(),
+                entry,
+                quorum,
+                acked_by: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Counts `follower`'s ack of `version`; returns the write if that made it visible.
+    pub fn ack(&mut self, follower: FollowerIndex, version: Version) -> Option<Revealed> {
+        let pending = self.writes.get_mut(&version)?;
+        pending.acked_by.insert(follower);
+        if pending.acked_by.len() < pending.quorum {
+            return None;
+        }
+        let acks = pending.acked_by.len();
+        let pending = self.writes.remove(&version)?;
+        self.show(&pending.key, pending.entry);
+        Some(Revealed {
+            key: pending.key,
+            version,
+            acks,
+        })
+    }
+
+    /// Counts a state transfer to `follower` of the leader's state at `version` as its ack of
+    /// every hidden write up to that version; returns the writes that became visible.
+    pub fn ack_through(&mut self, follower: FollowerIndex, version: Version) -> Vec<Revealed> {
+        let carried: Vec<Version> = self.writes.range(..=version).map(|(&v, _)| v).collect();
+        carried
+            .into_iter()
+            .filter_map(|version| self.ack(follower, version))
+            .collect()
+    }
+
+    /// Shows every hidden write: the wait point went back to `after_commit`, or the node
+    /// stopped leading.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.writes.clear();
+    }
+
+    /// What a reader of `key` sees: its newest acknowledged entry (a tombstone included), or
+    /// the store's when it has no hidden write.
+    pub fn read<'a>(&'a self, key: &str, store: &'a Store) -> Option<&'a Entry> {
+        match self.keys.get(key) {
+            Some(shown) => shown.entry.as_ref(),
+            None => store.entry(key),
+        }
+    }
+
+    /// Every live key a reader sees, with its value, sorted by key.
+    pub fn dump(&self, store: &Store) -> BTreeMap<String, String> {
+        let mut dump = store.dump();
+        for (key, shown) in &self.keys {
+            match shown.entry.as_ref().and_then(|entry| entry.value.clone()) {
+                Some(value) => dump.insert(key.clone(), value),
+                None => dump.remove(key),
+            };
+        }
+        dump
+    }
+
+    /// Shows `entry` for `key`, unless a newer one shows already. The key's older hidden writes
+    /// can no longer show: they go. Once none is left, the store's entry is what shows.
+    fn show(&mut self, key: &str, entry: Entry) {
+        let Some(shown) = self.keys.get_mut(key) else {
+            return;
+        };
+        let version = entry.version;
+        if shown.entry.as_ref().is_none_or(|e| e.version < version) {
+            shown.entry = Some(entry);
+        }
+        let newer = shown.hidden.split_off(&(version + 1));
+        for older in std::mem::replace(&mut shown.hidden, newer) {
+            self.writes.remove(&older);
+        }
+        if shown.hidden.is_empty() {
+            self.keys.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A leader store and its shadow, written to as the write path does.
+    #[derive(Default)]
+    struct Leader {
+        store: Store,
+        unacked: Unacked,
+    }
+
+    impl Leader {
+        fn write(&mut self, key: &str, value: Option<&str>, quorum: usize) -> Version {
+            let previous = self.store.entry(key).cloned();
+            let entry = self.store.write(key, value.map(str::to_owned));
+            let version = entry.version;
+            self.unacked.hide(key, previous, entry, quorum);
+            version
+        }
+
+        fn read(&self, key: &str) -> Option<(Option<&str>, Version)> {
+            let entry = self.unacked.read(key, &self.store)?;
+            Some((entry.value.as_deref(), entry.version))
+        }
+    }
+
+    #[test]
+    fn a_write_shows_once_its_quorum_acknowledged_it() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("k", Some("a"), 2);
+        assert_eq!(
+            leader.read("k"),
+            None,
+            "no ack yet: the key reads as absent"
+        );
+        assert!(!leader.unacked.dump(&leader.store).contains_key("k"));
+        assert_eq!(leader.unacked.ack(3, v1), None);
+        assert_eq!(leader.unacked.ack(3, v1), None, "a follower counts once");
+        assert_eq!(leader.read("k"), None);
+        let revealed = leader.unacked.ack(0, v1).expect("the second ack shows it");
+        assert_eq!((revealed.key.as_str(), revealed.version), ("k", v1));
+        assert_eq!(revealed.acks, 2);
+        assert_eq!(leader.read("k"), Some((Some("a"), v1)));
+        assert!(leader.unacked.is_empty());
+        assert_eq!(
+            leader.unacked.ack(4, v1),
+            None,
+            "a late ack changes nothing"
+        );
+    }
+
+    #[test]
+    fn until_then_the_newest_acknowledged_write_of_the_key_shows() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("k", Some("a"), 1);
+        leader.unacked.ack(0, v1).expect("visible");
+        let v2 = leader.write("k", Some("b"), 1);
+        let v3 = leader.write("k", None, 1);
+        assert_eq!(leader.read("k"), Some((Some("a"), v1)));
+        assert_eq!(leader.unacked.dump(&leader.store)["k"], "a");
+        // Acks arrive out of order: the delete shows, and the older write never will.
+        assert!(leader.unacked.ack(2, v3).is_some());
+        assert_eq!(leader.read("k"), Some((None, v3)), "a tombstone");
+        assert!(leader.unacked.is_empty(), "v2 can never show: it went");
+        assert_eq!(leader.unacked.ack(1, v2), None);
+        assert_eq!(leader.read("k"), Some((None, v3)));
+    }
+
+    #[test]
+    fn an_older_write_that_reaches_its_quorum_later_shows_until_the_newer_does() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("k", Some("a"), 2);
+        let v2 = leader.write("k", Some("b"), 1);
+        assert!(leader.unacked.ack(0, v1).is_none());
+        assert!(leader.unacked.ack(1, v1).is_some());
+        assert_eq!(leader.read("k"), Some((Some("a"), v1)));
+        assert!(leader.unacked.ack(0, v2).is_some());
+        assert_eq!(leader.read("k"), Some((Some("b"), v2)));
+        assert!(leader.unacked.is_empty());
+    }
+
+    #[test]
+    fn other_keys_and_quorum_zero_show_at_once() {
+        let mut leader = Leader::default();
+        leader.write("free", Some("x"), 0);
+        assert_eq!(leader.read("free"), Some((Some("x"), 1)));
+        let v2 = leader.write("k", Some("a"), 3);
+        assert_eq!(leader.unacked.len(), 1);
+        // An asynchronous write to the same key is newer than the hidden one: it shows.
+        let v3 = leader.write("k", Some("b"), 0);
+        assert_eq!(leader.read("k"), Some((Some("b"), v3)));
+        assert!(leader.unacked.is_empty());
+        assert_eq!(leader.unacked.ack(0, v2), None);
+    }
+
+    #[test]
+    fn a_state_transfer_acknowledges_every_write_it_carried() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("a", Some("1"), 2);
+        let v2 = leader.write("b", Some("2"), 1);
+        let transferred = leader.store.latest_version();
+        let v3 = leader.write("c", Some("3"), 1);
+        leader.unacked.ack(4, v1);
+        let revealed = leader.unacked.ack_through(2, transferred);
+        let versions: Vec<Version> = revealed.iter().map(|r| r.version).collect();
+        assert_eq!(versions, vec![v1, v2]);
+        assert_eq!(leader.read("c"), None, "written after the transfer's copy");
+        assert_eq!(leader.unacked.ack_through(2, v3).len(), 1);
+        assert!(leader.unacked.is_empty());
+    }
+
+    #[test]
+    fn clearing_shows_everything() {
+        let mut leader = Leader::default();
+        leader.write("k", Some("a"), 5);
+        leader.unacked.clear();
+        assert_eq!(leader.read("k"), Some((Some("a"), 1)));
+        assert_eq!(leader.unacked.dump(&leader.store)["k"], "a");
+    }
+}
