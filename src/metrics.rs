@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 
 /// Labels of a write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +63,8 @@ pub struct Metrics {
     min_delay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     max_delay_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     replicate_timeout_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    after_sync: Gauge,
+    hidden_writes: Gauge,
 }
 
 /// Latency buckets from 1 ms to about 33 s.
@@ -97,6 +99,8 @@ impl Metrics {
             min_delay_seconds: Gauge::default(),
             max_delay_seconds: Gauge::default(),
             replicate_timeout_seconds: Gauge::default(),
+            after_sync: Gauge::default(),
+            hidden_writes: Gauge::default(),
         };
         {
             let r = &mut metrics.registry;
@@ -176,6 +180,17 @@ impl Metrics {
                 "REPLICATE_TIMEOUT_MS (leader)",
                 metrics.replicate_timeout_seconds.clone(),
             );
+            r.register(
+                "after_sync",
+                "1 when WAIT_POINT is after_sync, 0 for after_commit (leader)",
+                metrics.after_sync.clone(),
+            );
+            r.register(
+                "hidden_writes",
+                "Writes hidden from the leader's readers until their quorum acknowledges them \
+                 (leader, after_sync)",
+                metrics.hidden_writes.clone(),
+            );
         }
         metrics
     }
@@ -225,6 +240,9 @@ impl Metrics {
                 .set(settings.max_delay_ms as f64 / 1000.0);
             self.replicate_timeout_seconds
                 .set(settings.replicate_timeout_ms as f64 / 1000.0);
+            self.after_sync
+                .set(i64::from(settings.wait_point == WaitPoint::AfterSync));
+            self.hidden_writes.set(leader.hidden_writes as i64);
             for follower in &leader.followers {
                 let labels = FollowerLabels {
                     follower: follower.follower.clone(),
@@ -267,6 +285,8 @@ pub struct NodeGauges {
 pub struct LeaderGauges {
     /// The live settings.
     pub settings: Settings,
+    /// Writes hidden from the leader's readers (`after_sync`).
+    pub hidden_writes: usize,
     /// Each follower as the leader sees it.
     pub followers: Vec<ReplicaGauges>,
 }

@@ -37,10 +37,19 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// Prometheus metrics in the text exposition format.
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
-    let (version, keys) = state.version_and_keys();
-    let term = state.replica().term;
+    let (version, keys, term, hidden_writes) = {
+        let replica = state.replica();
+        let store = &replica.store;
+        (
+            store.latest_version(),
+            store.len(),
+            replica.term,
+            replica.unacked.len(),
+        )
+    };
     let leader = state.replicator().map(|replicator| LeaderGauges {
         settings: replicator.settings(),
+        hidden_writes,
         followers: replicator
             .followers()
             .into_iter()

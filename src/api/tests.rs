@@ -1218,6 +1218,10 @@ async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledge
         "{message}"
     );
     assert_error(&app, "GET", "/kv/synced", None, 404, "not_found").await;
+    let (_, bytes) = get_raw(&app.public, "/metrics").await;
+    let metrics = String::from_utf8(bytes).expect("UTF-8");
+    assert_eq!(sample(&metrics, "semisync_after_sync"), Some(1.0));
+    assert_eq!(sample(&metrics, "semisync_hidden_writes"), Some(1.0));
     let (_, dump) = call(&app, "GET", "/dump", None).await;
     assert_eq!(dump, json!({"committed": "v"}), "the dump hides it too");
     // A version the leader wrote but does not show yet is waited for, never answered stale.

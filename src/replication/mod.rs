@@ -235,6 +235,12 @@ impl Shared {
             return;
         }
         let revealed = count(&mut lock(&self.replica).unacked);
+        self.announce(revealed);
+    }
+
+    /// Wakes the reads waiting for a `min_version`, and publishes a `visible` event for each
+    /// write that became visible.
+    fn announce(&self, revealed: Vec<Revealed>) {
         if revealed.is_empty() {
             return;
         }
@@ -378,11 +384,8 @@ impl Replicator {
         // After the settings changed: a write reads the wait point under the replica lock, so
         // none can hide itself after this clears.
         if changed.wait_point == WaitPoint::AfterCommit {
-            let mut replica = lock(&self.replica);
-            if !replica.unacked.is_empty() {
-                replica.unacked.clear();
-                self.shared.applied.notify_waiters();
-            }
+            let revealed = lock(&self.replica).unacked.show_all();
+            self.shared.announce(revealed);
         }
         Ok(changed)
     }

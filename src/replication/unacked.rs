@@ -129,11 +129,27 @@ impl Unacked {
             .collect()
     }
 
-    /// Shows every hidden write: the wait point went back to `after_commit`, or the node
-    /// stopped leading.
+    /// Forgets every hidden write: the node stopped leading, and its state is the new
+    /// leader's to replace.
     pub fn clear(&mut self) {
         self.keys.clear();
         self.writes.clear();
+    }
+
+    /// Shows every hidden write, as the store holds it: the wait point went back to
+    /// `after_commit`. Returns those that became visible, the newest of each key.
+    pub fn show_all(&mut self) -> Vec<Revealed> {
+        let mut revealed: Vec<Revealed> = std::mem::take(&mut self.keys)
+            .into_iter()
+            .filter_map(|(key, shown)| {
+                let version = *shown.hidden.last()?;
+                let acks = self.writes.get(&version).map_or(0, |w| w.acked_by.len());
+                Some(Revealed { key, version, acks })
+            })
+            .collect();
+        self.writes.clear();
+        revealed.sort_by_key(|r| r.version);
+        revealed
     }
 
     /// What a reader of `key` sees: its newest acknowledged entry (a tombstone included), or
@@ -289,11 +305,19 @@ mod tests {
     }
 
     #[test]
-    fn clearing_shows_everything() {
+    fn showing_all_shows_what_the_store_holds() {
         let mut leader = Leader::default();
         leader.write("k", Some("a"), 5);
-        leader.unacked.clear();
-        assert_eq!(leader.read("k"), Some((Some("a"), 1)));
-        assert_eq!(leader.unacked.dump(&leader.store)["k"], "a");
+        let v2 = leader.write("k", Some("b"), 5);
+        leader.unacked.ack(1, v2);
+        let v3 = leader.write("j", Some("c"), 5);
+        let revealed = leader.unacked.show_all();
+        let shown: Vec<(&str, Version, usize)> = (revealed.iter())
+            .map(|r| (r.key.as_str(), r.version, r.acks))
+            .collect();
+        assert_eq!(shown, vec![("k", v2, 1), ("j", v3, 0)]);
+        assert!(leader.unacked.is_empty());
+        assert_eq!(leader.read("k"), Some((Some("b"), v2)));
+        assert_eq!(leader.unacked.dump(&leader.store)["j"], "c");
     }
 }

@@ -236,15 +236,24 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
         ))
         .await;
 
-    // Live settings from the page: every follower must ack, within 2 s.
+    // Live settings from the page: every follower must ack, within 2 s, and the leader shows
+    // a write only then.
     browser.fill("#set-write_quorum", "5").await;
     browser.fill("#set-replicate_timeout_ms", "2000").await;
+    browser
+        .wait_for("#set-wait_point")
+        .await
+        .select_by_value("after_sync")
+        .await
+        .expect("choose the wait point");
     browser.click("#apply-settings").await;
     browser.wait_for_text("#settings-msg", "applied").await;
     let (status, settings) = send(cluster.http.get(format!("{leader}/admin/settings"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(settings["write_quorum"], 5);
     assert_eq!(settings["replicate_timeout_ms"], 2000);
+    assert_eq!(settings["wait_point"], "after_sync");
+    browser.wait_for_text("#s-wait", "after_sync").await;
 
     // Cut one follower off from the page: the next write gets 4 of 5 acks and a 503. Slow
     // motion, to catch it in flight for the screenshot.
@@ -273,9 +282,14 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&path, screenshot).expect("save the screenshot");
     browser
-        .wait_for("#log tr[data-status='503'][data-acks='4']")
+        .wait_for("#log tr[data-status='503'][data-acks='4'][data-visible='no']")
         .await;
     assert!(browser.text("#outcome").await.contains("503"));
+    assert!(
+        browser.text("#visible").await.contains("hidden"),
+        "{}",
+        browser.text("#visible").await
+    );
 
     // Back to live, and restore it from the page: the leader sees it up again and it catches
     // up.
@@ -290,6 +304,10 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
         .converged(WAIT)
         .await
         .expect("the restored follower catches up");
+    // Its late ack made the timed-out write visible on the leader.
+    browser
+        .wait_for("#log tr[data-status='503'][data-acks='4'][data-visible='yes']")
+        .await;
 
     // The leader dies and follower2 is promoted: the page says where the leader went, with a
     // link to its dashboard.
