@@ -10,12 +10,15 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use super::{Results, Throughput, Versus};
+use super::{Results, StalePass, StaleReads, Throughput, Versus};
+use crate::settings::WaitPoint;
 
 /// The latency chart's file name.
 pub const LATENCY_FILE: &str = "quorum_latency.png";
 /// The throughput chart's file name.
 pub const THROUGHPUT_FILE: &str = "throughput.png";
+/// The stale-read chart's file name.
+pub const STALE_READS_FILE: &str = "stale_reads.png";
 /// The Redis comparison chart's file name.
 pub const VERSUS_REDIS_FILE: &str = "versus_redis.png";
 /// Size of every chart, in pixels.
@@ -170,6 +173,118 @@ pub fn throughput(throughput: &Throughput, path: &Path) -> Result<(), String> {
         line_with_markers(&mut chart, format!("quorum {quorum}"), color, points)?;
     }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    root.present().map_err(draw_error)
+}
+
+/// The stale-read lesson against quorum: the share of follower reads right after a write that
+/// were stale, without and with `min_version`, and the share of leader reads during a write
+/// that already showed it, at each wait point.
+pub fn stale_reads(lesson: &StaleReads, path: &Path) -> Result<(), String> {
+    register()?;
+    let passes = &lesson.passes;
+    let highest = passes.iter().map(|p| p.quorum).max().unwrap_or(1) as f64;
+    let title = format!(
+        "Reads right after a write: {} writes per quorum, wait point and kind of read",
+        lesson.writes
+    );
+    let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 34))
+        .margin(30)
+        .x_label_area_size(90)
+        .y_label_area_size(120)
+        // Room above 100 % for the legend.
+        .build_cartesian_2d(0.5..highest + 0.5, 0.0..160.0)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_labels(highest as usize + 1)
+        .x_label_formatter(&whole_numbers)
+        .x_desc("write quorum (follower acks the leader waits for)")
+        .y_desc("share of reads (%)")
+        .y_label_formatter(&|y| {
+            if *y <= 100.0 {
+                format!("{y:.0}")
+            } else {
+                String::new()
+            }
+        })
+        .axis_desc_style((FONT, 30))
+        .label_style((FONT, 26))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(draw_error)?;
+    let series = |wait_point: WaitPoint, min_version: bool, pick: fn(&StalePass) -> f64| {
+        (passes.iter())
+            .filter(|p| p.wait_point == wait_point && p.min_version == min_version)
+            .map(|p| (p.quorum as f64, pick(p)))
+            .collect::<Vec<_>>()
+    };
+    let stale = |p: &StalePass| 100.0 * p.stale as f64 / p.writes.max(1) as f64;
+    let shown = |wait_point: WaitPoint| {
+        (passes.iter())
+            .filter(|p| p.wait_point == wait_point && !p.min_version)
+            .map(|p| {
+                let (showed, reads) = lesson.leader_showed(wait_point, p.quorum);
+                (p.quorum as f64, 100.0 * showed as f64 / reads.max(1) as f64)
+            })
+            .collect::<Vec<_>>()
+    };
+    let lines = [
+        (
+            "follower read stale, after_commit",
+            BLUE,
+            series(WaitPoint::AfterCommit, false, stale),
+        ),
+        (
+            "follower read stale, after_sync",
+            SKY_BLUE,
+            series(WaitPoint::AfterSync, false, stale),
+        ),
+        (
+            "follower read with min_version stale, after_commit",
+            GREEN,
+            series(WaitPoint::AfterCommit, true, stale),
+        ),
+        (
+            "follower read with min_version stale, after_sync",
+            PURPLE,
+            series(WaitPoint::AfterSync, true, stale),
+        ),
+        (
+            "leader read during the write showed it, after_commit",
+            VERMILLION,
+            shown(WaitPoint::AfterCommit),
+        ),
+        (
+            "leader read during the write showed it, after_sync",
+            ORANGE,
+            shown(WaitPoint::AfterSync),
+        ),
+    ];
+    for (label, color, points) in lines {
+        line_with_markers(&mut chart, label.to_owned(), color, points)?;
+    }
+    // At the answer, k of the N followers hold the write, and a random one lacks it with
+    // probability (N - k)/N; more arrive while the read is on its way.
+    let followers = lesson.followers as f64;
+    let theory: Vec<(f64, f64)> = (passes.iter())
+        .filter(|p| p.wait_point == WaitPoint::AfterCommit && !p.min_version)
+        .map(|p| {
+            (
+                p.quorum as f64,
+                100.0 * (followers - p.quorum as f64) / followers,
+            )
+        })
+        .collect();
+    let style = BLACK.stroke_width(3);
+    chart
+        .draw_series(DashedLineSeries::new(theory, 14, 10, style))
+        .map_err(draw_error)?
+        .label("theory at the answer: (N - k)/N of the followers lack it")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(draw_error)
 }
 

@@ -13,6 +13,7 @@ mod chart;
 pub mod crash;
 mod feed;
 mod soak;
+mod stale;
 mod stats;
 mod versus_redis;
 
@@ -37,6 +38,7 @@ use crate::settings::Settings;
 use crate::store::Version;
 use feed::Feed;
 pub use feed::Overhead;
+pub use stale::{StalePass, StaleReads};
 pub use stats::Latency;
 pub use versus_redis::{Versus, VersusRun};
 
@@ -84,6 +86,11 @@ pub struct BenchArgs {
     /// Comma-separated write quorums to measure [default: 1 to the number of followers].
     #[arg(long, value_delimiter = ',')]
     pub quorums: Vec<usize>,
+    /// Writes of each pass of the stale-read lesson (0 skips it): for each quorum and both wait
+    /// points, each write is read back from a random follower right after its answer, once
+    /// without min_version and once with it.
+    #[arg(long, default_value_t = 50)]
+    pub stale_writes: usize,
     /// Wait before the second comparison of the followers with the leader, in milliseconds
     /// [default: the cluster's MAX_DELAY_MS + 1000].
     #[arg(long)]
@@ -148,6 +155,9 @@ pub struct Results {
     pub quorums: Vec<QuorumResult>,
     /// The throughput mode, when it ran.
     pub throughput: Option<Throughput>,
+    /// The stale-read lesson, when it ran.
+    #[serde(default)]
+    pub stale_reads: Option<StaleReads>,
 }
 
 /// The cluster and the load of the latency runs.
@@ -279,16 +289,19 @@ pub async fn run(args: BenchArgs) -> ExitCode {
     match bench(&args).await {
         Ok(results) => {
             println!("{}", stats::table(&results));
-            println!(
-                "wrote {}, {}{}",
-                args.out_dir.join(JSON_FILE).display(),
-                args.out_dir.join(chart::LATENCY_FILE).display(),
-                if results.throughput.is_some() {
-                    format!(", {}", args.out_dir.join(chart::THROUGHPUT_FILE).display())
-                } else {
-                    String::new()
-                }
-            );
+            let charts = [
+                Some(chart::LATENCY_FILE),
+                results.throughput.as_ref().map(|_| chart::THROUGHPUT_FILE),
+                results
+                    .stale_reads
+                    .as_ref()
+                    .map(|_| chart::STALE_READS_FILE),
+            ];
+            let files: Vec<String> = std::iter::once(JSON_FILE)
+                .chain(charts.into_iter().flatten())
+                .map(|file| args.out_dir.join(file).display().to_string())
+                .collect();
+            println!("wrote {}", files.join(", "));
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -494,6 +507,19 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         eprintln!("note: the event feed missed {missed} events; the writes they hid are left out");
     }
     drop(feed);
+    let stale_reads = if args.stale_writes > 0 {
+        eprintln!("stale reads: {} writes per pass", args.stale_writes);
+        let lesson = stale::run(
+            &lagged,
+            &quorums,
+            args.stale_writes,
+            args.concurrency,
+            args.keys,
+        );
+        Some(lesson.await?)
+    } else {
+        None
+    };
     drop(lagged);
 
     let throughput = if args.throughput {
@@ -505,12 +531,16 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
         config,
         quorums: results,
         throughput,
+        stale_reads,
     };
     let json = serde_json::to_string_pretty(&results).map_err(|err| err.to_string())?;
     write(&args.out_dir.join(JSON_FILE), json.as_bytes())?;
     chart::latency(&results, &args.out_dir.join(chart::LATENCY_FILE))?;
     if let Some(throughput) = &results.throughput {
         chart::throughput(throughput, &args.out_dir.join(chart::THROUGHPUT_FILE))?;
+    }
+    if let Some(stale_reads) = &results.stale_reads {
+        chart::stale_reads(stale_reads, &args.out_dir.join(chart::STALE_READS_FILE))?;
     }
     Ok(results)
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Results;
+use super::{Results, StaleReads};
 
 /// Mean and percentiles of a set of latencies, in milliseconds; all `null` when there are none.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -126,7 +126,52 @@ pub fn table(results: &Results) -> String {
             ));
         }
     }
+    if let Some(stale) = &results.stale_reads {
+        lines.extend(stale_table(stale));
+    }
     lines.join("\n")
+}
+
+/// The stale-read lesson's lines: per wait point and quorum, the stale follower reads without
+/// and with `min_version`, and how often the leader showed a write while it waited.
+fn stale_table(stale: &StaleReads) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "stale reads: each write read back from a random follower right after its 200; the \
+             leader read {:.0} ms into each write",
+            stale.leader_peek_after_ms
+        ),
+        format!(
+            "{:>12} {:>6} {:>14} {:>16} {:>8} {:>22}",
+            "wait point",
+            "quorum",
+            "stale plain",
+            "stale min_vers.",
+            "not yet",
+            "leader showed early"
+        ),
+    ];
+    let ratio = |part: usize, whole: usize| format!("{part}/{whole}");
+    for plain in stale.passes.iter().filter(|p| !p.min_version) {
+        let Some(min) = stale.passes.iter().find(|p| {
+            p.min_version && p.wait_point == plain.wait_point && p.quorum == plain.quorum
+        }) else {
+            continue;
+        };
+        lines.push(format!(
+            "{:>12} {:>6} {:>14} {:>16} {:>8} {:>22}",
+            plain.wait_point.as_str(),
+            plain.quorum,
+            ratio(plain.stale, plain.writes),
+            ratio(min.stale, min.writes),
+            min.not_yet_replicated,
+            {
+                let (showed, reads) = stale.leader_showed(plain.wait_point, plain.quorum);
+                ratio(showed, reads)
+            },
+        ));
+    }
+    lines
 }
 
 #[cfg(test)]

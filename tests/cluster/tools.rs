@@ -134,6 +134,8 @@ async fn benchmark_writes_results_and_charts() {
         "50",
         "--settle-ms",
         "1000",
+        "--stale-writes",
+        "6",
         "--throughput",
         "--throughput-seconds",
         "0.5",
@@ -200,7 +202,36 @@ async fn benchmark_writes_results_and_charts() {
         );
     }
 
-    for chart in ["quorum_latency.png", "throughput.png"] {
+    // The stale-read lesson: both wait points, each quorum, without and with min_version; a
+    // read with min_version is never stale.
+    let stale = &results["stale_reads"];
+    assert_eq!(stale["followers"], 5, "{stale}");
+    let passes = stale["passes"].as_array().expect("stale-read passes");
+    assert_eq!(passes.len(), 2 * 3 * 2, "{stale}");
+    for pass in passes {
+        let count = |field: &str| {
+            pass[field]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{field}: {pass}"))
+        };
+        assert_eq!(count("writes") + count("failed_writes"), 6, "{pass}");
+        assert!(count("leader_showed_in_flight") <= count("leader_reads_in_flight"));
+        if pass["min_version"] == true {
+            assert_eq!(
+                count("stale"),
+                0,
+                "read-your-writes with min_version: {pass}"
+            );
+        }
+    }
+    let wait_points: std::collections::BTreeSet<&str> = passes
+        .iter()
+        .filter_map(|p| p["wait_point"].as_str())
+        .collect();
+    assert_eq!(wait_points, ["after_commit", "after_sync"].into());
+    assert!(stdout.contains("stale plain"), "{stdout}");
+
+    for chart in ["quorum_latency.png", "throughput.png", "stale_reads.png"] {
         let file = std::fs::File::open(out_dir.join(chart)).expect("chart file");
         let mut decoder = png::Decoder::new(std::io::BufReader::new(file))
             .read_info()
