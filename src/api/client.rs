@@ -153,9 +153,11 @@ pub(super) struct ReadParams {
 /// How long a read waits for its `min_version` unless it says.
 const DEFAULT_WAIT_MS: u64 = 1000;
 
-/// The value of a key on this node (a follower may lag behind the leader). With `min_version`,
-/// the answer waits until the key holds that version or a newer one here, and is never older;
-/// if it does not get there within `wait_ms`, the answer is `503 not_yet_replicated`.
+/// The value of a key on this node (a follower may lag behind the leader; a leader under the
+/// wait point `after_sync` shows the key's newest write its quorum acknowledged). With
+/// `min_version`, the answer waits until the key holds that version or a newer one here, and is
+/// never older; if it does not get there within `wait_ms`, the answer is
+/// `503 not_yet_replicated`.
 #[utoipa::path(get, path = "/kv/{key}", params(KeyParam, ReadParams), responses(
     (status = 200, body = ReadResponse),
     (status = 400, description = "invalid key or query", body = ErrorBody),
@@ -214,7 +216,7 @@ pub(super) async fn read(
     }
 }
 
-/// The node's whole state: every live key and its value.
+/// The node's whole state: every live key and its value, as `GET /kv/{key}` shows them.
 #[utoipa::path(get, path = "/dump", responses((status = 200, body = BTreeMap<String, String>)))]
 pub(super) async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
     axum::Json(state.replica().dump())
@@ -270,7 +272,7 @@ pub struct WriteResponse {
         (status = 200, description = "the quorum acknowledged", body = WriteResponse),
         (status = 400, description = "invalid key, body or quorum", body = ErrorBody),
         (status = 413, description = "value or body too large", body = ErrorBody),
-        (status = 503, description = "quorum not reached in time: applied, not rolled back", body = ErrorBody),
+        (status = 503, description = "quorum not reached in time: applied, not rolled back; under the wait point after_sync, hidden from the leader's readers until its quorum acknowledged it", body = ErrorBody),
     ))]
 pub(super) async fn put(
     Leader(replicator): Leader,
@@ -287,7 +289,7 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/kv/{key}", params(KeyParam, WriteParams), responses(
     (status = 200, description = "the quorum acknowledged", body = WriteResponse),
     (status = 400, description = "invalid key or quorum", body = ErrorBody),
-    (status = 503, description = "quorum not reached in time: applied, not rolled back", body = ErrorBody),
+    (status = 503, description = "quorum not reached in time: applied, not rolled back; under the wait point after_sync, hidden from the leader's readers until its quorum acknowledged it", body = ErrorBody),
 ))]
 pub(super) async fn delete(
     Leader(replicator): Leader,

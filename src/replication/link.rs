@@ -102,8 +102,8 @@ pub struct Link {
     /// Replication to this follower is cut off: batches and heartbeats fail without being sent.
     cut: AtomicBool,
     state: Mutex<LinkState>,
-    /// Wakes the follower's heartbeat early: it needs a state transfer now, or it was cut off
-    /// or restored.
+    /// Wakes the follower's heartbeat early: it needs a state transfer now, it was cut off or
+    /// restored, or the live settings changed.
     pub wake: Notify,
     /// The follower's ack latency histogram, looked up once rather than at every ack.
     ack_seconds: Histogram,

@@ -387,6 +387,11 @@ impl Replicator {
             let revealed = lock(&self.replica).unacked.show_all();
             self.shared.announce(revealed);
         }
+        // A heartbeat now, rather than within 500 ms: the followers hold the settings a
+        // promoted one carries on with.
+        for link in &self.shared.links {
+            link.wake.notify_one();
+        }
         Ok(changed)
     }
 

@@ -48,6 +48,8 @@ struct Fake {
     most_in_flight: AtomicUsize,
     transfers: AtomicUsize,
     heartbeats: AtomicBool,
+    /// The settings the last heartbeat carried.
+    heard: Mutex<Option<Settings>>,
 }
 
 impl Fake {
@@ -155,10 +157,11 @@ impl Transport for Fake {
     fn heartbeat(
         &self,
         follower: FollowerIndex,
-        _: Heartbeat,
+        heartbeat: Heartbeat,
     ) -> BoxFuture<'_, Result<NodeStatus>> {
         Box::pin(async move {
             self.heartbeats.store(true, Ordering::SeqCst);
+            *self.heard.lock().expect("not poisoned") = Some(heartbeat.settings);
             if self.is_down(follower) {
                 return Err(Failure::new("connect", "connection refused"));
             }
@@ -433,6 +436,31 @@ async fn the_backlog_bound_is_reached_at_exactly_replication_backlog_writes() {
     assert_eq!(follower.transfers, 1);
     assert!(!follower.transfer_pending);
     assert_eq!(follower.state, FollowerState::Up);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_settings_change_goes_out_in_a_heartbeat_at_once() {
+    let (replicator, fake) = leader(2, NO_LAG, 100);
+    replicator.spawn_heartbeats();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let heard = || {
+        fake.heard
+            .lock()
+            .expect("not poisoned")
+            .map(|s| s.wait_point)
+    };
+    assert_eq!(heard(), Some(WaitPoint::AfterCommit), "the first heartbeat");
+    let change = SettingsChange {
+        wait_point: Some(WaitPoint::AfterSync),
+        ..SettingsChange::default()
+    };
+    replicator.change_settings(change, 15_000).expect("valid");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        heard(),
+        Some(WaitPoint::AfterSync),
+        "heard 10 ms after the change, long before the next tick"
+    );
 }
 
 #[tokio::test(start_paused = true)]
