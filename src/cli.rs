@@ -16,7 +16,7 @@ use crate::client::{Client, ClientError};
 use crate::config::{Role, parse_base_url};
 use crate::failover::PeerReport;
 use crate::replication::FollowerView;
-use crate::settings::SettingsChange;
+use crate::settings::{SettingsChange, WaitPoint};
 
 /// Where the CLI finds the cluster unless told otherwise: the compose leader.
 pub const DEFAULT_LEADER: &str = "http://localhost:8000";
@@ -209,7 +209,7 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
             on_leader(&leader, put).await.map(|w| {
                 let acked_by = w.acked_by.join(", ");
                 let line = format!(
-                    "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms)",
+                    "OK {} = {:?} (version {}; {} of {} acks{}{}; {:.1} ms{})",
                     w.key,
                     value,
                     w.version,
@@ -217,7 +217,8 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
                     w.quorum,
                     if acked_by.is_empty() { "" } else { ": " },
                     acked_by,
-                    w.latency_ms
+                    w.latency_ms,
+                    wait_point_note(w.wait_point)
                 );
                 print(&output, &w, line)
             })
@@ -243,8 +244,13 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
             let delete = async |client: &Client| client.delete(&key, quorum).await;
             on_leader(&leader, delete).await.map(|w| {
                 let line = format!(
-                    "OK deleted {} (version {}; {} of {} acks; {:.1} ms)",
-                    w.key, w.version, w.acks, w.quorum, w.latency_ms
+                    "OK deleted {} (version {}; {} of {} acks; {:.1} ms{})",
+                    w.key,
+                    w.version,
+                    w.acks,
+                    w.quorum,
+                    w.latency_ms,
+                    wait_point_note(w.wait_point)
                 );
                 print(&output, &w, line)
             })
@@ -377,6 +383,14 @@ async fn cut_off(
 }
 
 /// Prints the JSON answer with `--json`, else the line for people.
+/// What a write's line says of the wait point: nothing for the default, `after_commit`.
+fn wait_point_note(wait_point: WaitPoint) -> &'static str {
+    match wait_point {
+        WaitPoint::AfterCommit => "",
+        WaitPoint::AfterSync => "; after_sync: visible on the leader since its quorum",
+    }
+}
+
 fn print(output: &OutputArg, answer: &impl Serialize, line: String) {
     if output.json {
         match serde_json::to_string_pretty(answer) {

@@ -275,6 +275,9 @@ async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_resto
     );
     let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--wait-point", "later"]);
     assert_eq!(code, 2, "clap refuses an unknown wait point: {err}");
+    let (code, out, err) = semisync_kv(&["put", "synced", "1", "--leader", &leader]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("after_sync: visible on the leader"), "{out}");
     let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--min-delay-ms", "99"]);
     assert_eq!(code, 1, "min above max is refused");
     assert!(err.contains("invalid_settings"), "{err}");
