@@ -129,6 +129,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
         &lock(&shared.replica).store,
         shared.term,
         shared.public_url.clone(),
+        shared.smallest_quorum(),
         incarnation,
     );
     let (version, entries) = (transfer.version, transfer.entries.len());

@@ -187,6 +187,10 @@ async fn transfer(
         replica.store.merge(entries);
         replica.store.observe(transfer.version);
     }
+    // It holds this term's state now: what it hears of the term's quorum can be trusted.
+    if let Some(quorum) = transfer.smallest_quorum {
+        replica.hear_quorum(quorum);
+    }
     let version = replica.store.latest_version();
     drop(replica);
     state.applied();

@@ -529,13 +529,19 @@ async fn a_follower_names_the_public_url_its_leader_sent() {
     assert_eq!(put().await.1["leader"], "http://leader:8000/");
     let follower = incarnation(&app).await;
     let body = format!(
-        r#"{{"term":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/","entries":[]}}"#
+        r#"{{"term":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/",
+            "smallest_quorum":2,"entries":[]}}"#
     );
     let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     let (status, error) = put().await;
     assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
     assert_eq!(error["leader"], "http://localhost:8003/");
+    // The transfer also said the term's smallest quorum, which a candidate's fence reads.
+    let fence = r#"{"term":8,"leader_url":"http://localhost:8001/"}"#;
+    let (status, ack) = call(&app, "POST", "/internal/fence", Some(fence)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["smallest_quorum"], 2, "{ack}");
 }
 
 #[tokio::test]

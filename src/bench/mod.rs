@@ -34,7 +34,7 @@ use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
 use crate::replication::FollowerState;
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 use crate::store::Version;
 use feed::Feed;
 pub use feed::Overhead;
@@ -74,6 +74,9 @@ pub struct BenchArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// WAIT_POINT of the local cluster: after_commit or after_sync.
+    #[arg(long, value_enum, default_value_t = WaitPoint::AfterCommit)]
+    pub wait_point: WaitPoint,
     /// Writes per quorum.
     #[arg(long, default_value_t = 100)]
     pub writes: usize,
@@ -657,7 +660,7 @@ impl Target {
                 min_delay_ms,
                 max_delay_ms,
                 replicate_timeout_ms: args.timeout_ms,
-                ..Settings::DEFAULT
+                wait_point: args.wait_point,
             },
             cluster_token: None,
             leader_env: Vec::new(),

@@ -71,6 +71,11 @@ fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> 
     usize::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} is too large")))
 }
 
+/// Reads a count that may be left out (then `None`, by `#[serde(default)]`).
+fn some_count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<usize>, D::Error> {
+    count(deserializer).map(Some)
+}
+
 /// The leader's live settings as a heartbeat carries them, each a whole number written either
 /// way JSON allows; whether they make sense is checked when a promoted follower adopts them.
 fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::Error> {
@@ -324,17 +329,27 @@ pub struct StateTransfer {
     /// then on; absent when the leader has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
+    /// The smallest write quorum of this term so far, as the heartbeat carries it: a follower
+    /// promoted right after its transfer knows it without waiting for the next heartbeat.
+    #[serde(
+        default,
+        deserialize_with = "some_count",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>, maximum = 9_007_199_254_740_991_i64)]
+    pub smallest_quorum: Option<usize>,
     /// Every entry of the leader, tombstones included.
     pub entries: Vec<Write>,
 }
 
 impl StateTransfer {
-    /// A transfer of `store` from the leader of `term` (its public URL `leader_url`) to the run
-    /// `follower` of a follower.
+    /// A transfer of `store` from the leader of `term` (its public URL `leader_url`, the
+    /// smallest quorum of its term `smallest_quorum`) to the run `follower` of a follower.
     pub fn of(
         store: &Store,
         term: Term,
         leader_url: Option<String>,
+        smallest_quorum: usize,
         follower: Incarnation,
     ) -> Self {
         Self {
@@ -342,6 +357,7 @@ impl StateTransfer {
             follower,
             version: store.latest_version(),
             leader_url,
+            smallest_quorum: Some(smallest_quorum),
             entries: writes_of(store),
         }
     }
