@@ -153,7 +153,7 @@ pub enum Error {
         "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
              was applied on the leader (version {version}){} and keeps replicating to the \
              followers; it is not rolled back, only not yet confirmed",
-        hidden_until(*.wait_point, *.quorum)
+        hidden_until(*.visible_on_leader, *.quorum)
     )]
     QuorumTimeout {
         /// The key written.
@@ -168,9 +168,12 @@ pub enum Error {
         acked_by: Vec<String>,
         /// The deadline that passed, in milliseconds.
         timeout_ms: u64,
-        /// The wait point: under `after_sync` the leader's readers do not see the write until
-        /// its quorum acknowledged it.
+        /// The wait point that applied to the write.
         wait_point: WaitPoint,
+        /// Whether the leader's readers see the write: at once under `after_commit`; under
+        /// `after_sync` only once its quorum acknowledged it (late acks and state transfers
+        /// included).
+        visible_on_leader: bool,
     },
 
     /// A change to the live settings that would leave them invalid.
@@ -318,6 +321,7 @@ impl Error {
                 acked_by,
                 timeout_ms,
                 wait_point,
+                visible_on_leader,
             } => json!({
                 "key": key,
                 "version": version,
@@ -327,7 +331,7 @@ impl Error {
                 "timeout_ms": timeout_ms,
                 "applied_on_leader": true,
                 "wait_point": wait_point,
-                "visible_on_leader": *wait_point == WaitPoint::AfterCommit,
+                "visible_on_leader": visible_on_leader,
             }),
             _ => json!({}),
         };
@@ -338,16 +342,17 @@ impl Error {
     }
 }
 
-/// What a 503 `quorum_timeout` says of the leader's readers: under `after_sync` they do not see
-/// the write until `quorum` followers acknowledged it.
-fn hidden_until(wait_point: WaitPoint, quorum: usize) -> String {
-    match wait_point {
-        WaitPoint::AfterCommit => String::new(),
-        WaitPoint::AfterSync => format!(
-            ", is hidden from the leader's readers until {quorum} followers acknowledge it \
-             (wait point after_sync),"
-        ),
+/// What a 503 `quorum_timeout` says of the leader's readers: when the write is not
+/// `visible_on_leader` (wait point `after_sync`), that they see it once `quorum` followers
+/// acknowledged it.
+fn hidden_until(visible_on_leader: bool, quorum: usize) -> String {
+    if visible_on_leader {
+        return String::new();
     }
+    format!(
+        ", is hidden from the leader's readers until {quorum} followers acknowledge it (wait \
+         point after_sync),"
+    )
 }
 
 /// The JSON body of every error: a stable code, a message, and fields specific to the error.

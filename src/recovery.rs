@@ -141,7 +141,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
                 replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
                 "state transfer done");
             // The follower holds every write up to `version`: an ack of each.
-            shared.reveal(|unacked| unacked.ack_through(link.index, version));
+            shared.reveal(|hidden| hidden.ack_through(link.index, version));
         }
         Err(Failure {
             newer_term: Some((term, leader)),

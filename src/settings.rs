@@ -1,7 +1,8 @@
 //! The leader's live settings: the write quorum, the simulated lag range, the replication
-//! timeout and the wait point. They start from the configuration and can be changed while the cluster runs
-//! (`PATCH /admin/settings`, the dashboard, `semisync-kv settings`); the leader reads them at
-//! every write and every delivery attempt, so a change applies to the next message.
+//! timeout and the wait point. They start from the configuration and can be changed while the
+//! cluster runs (`PATCH /admin/settings`, the dashboard, `semisync-kv settings`); the leader
+//! reads them at every write and every delivery attempt, so a change applies to the next
+//! message.
 
 use std::time::Duration;
 

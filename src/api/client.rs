@@ -44,7 +44,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
             store.latest_version(),
             store.len(),
             replica.term,
-            replica.unacked.len(),
+            replica.hidden.len(),
         )
     };
     let leader = state.replicator().map(|replicator| LeaderGauges {
@@ -272,7 +272,7 @@ pub struct WriteResponse {
         (status = 200, description = "the quorum acknowledged", body = WriteResponse),
         (status = 400, description = "invalid key, body or quorum", body = ErrorBody),
         (status = 413, description = "value or body too large", body = ErrorBody),
-        (status = 503, description = "quorum not reached in time: applied, not rolled back; under the wait point after_sync, hidden from the leader's readers until its quorum acknowledged it", body = ErrorBody),
+        (status = 503, description = "quorum not reached in time: applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
     ))]
 pub(super) async fn put(
     Leader(replicator): Leader,
@@ -289,7 +289,7 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/kv/{key}", params(KeyParam, WriteParams), responses(
     (status = 200, description = "the quorum acknowledged", body = WriteResponse),
     (status = 400, description = "invalid key or quorum", body = ErrorBody),
-    (status = 503, description = "quorum not reached in time: applied, not rolled back; under the wait point after_sync, hidden from the leader's readers until its quorum acknowledged it", body = ErrorBody),
+    (status = 503, description = "quorum not reached in time: applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
 ))]
 pub(super) async fn delete(
     Leader(replicator): Leader,
@@ -344,6 +344,8 @@ async fn write(
             acked_by: outcome.acked_by,
             timeout_ms: outcome.timeout.as_millis() as u64,
             wait_point,
+            // Asked now: a late ack or a state transfer may have shown it already.
+            visible_on_leader: !state.replica().hidden.hides(version),
         });
     }
     Ok(axum::Json(WriteResponse {

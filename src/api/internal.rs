@@ -182,6 +182,8 @@ async fn transfer(
         // Keep the version counter where it was: versions never go backwards on a node.
         let latest = replica.store.latest_version().max(transfer.version);
         replica.store.replace(entries, latest);
+        // What a deposed leader hid went with the state it held.
+        replica.hidden.clear();
         replica.following = Some(transfer.term);
     } else {
         replica.store.merge(entries);

@@ -259,7 +259,7 @@ impl AppState {
             smallest_quorum: inherited
                 .filter(|&quorum| quorum > 0)
                 .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
-            applied: Arc::clone(&self.inner.applied),
+            wake_reads: Arc::clone(&self.inner.applied),
         };
         let replicator = {
             // The term checked and the replicator installed under the replica lock (taken before
@@ -271,6 +271,8 @@ impl AppState {
             }
             replica.following = None;
             replica.leader_url = self.inner.public_url.clone();
+            // It leads with what it holds and merged: all of it visible, as a follower's was.
+            replica.hidden.clear();
             let replicator = peers.replicator(leadership, &self.inner.replica, &self.inner.metrics);
             *self
                 .inner

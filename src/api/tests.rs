@@ -1250,6 +1250,27 @@ async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledge
     assert_eq!(json["version"], 3, "{json}");
 }
 
+/// A leader under `after_sync` that steps down keeps hiding what it hid: its readers must not
+/// see a write no quorum acknowledged, which the new leader's state transfer will erase.
+#[tokio::test]
+async fn a_deposed_leader_keeps_hiding_its_unacknowledged_writes() {
+    let app = app(Role::Leader);
+    let change = r#"{"wait_point": "after_sync"}"#;
+    let (status, _) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(status, StatusCode::OK);
+    let body = Some(r#"{"value":"v"}"#);
+    assert_error(&app, "PUT", "/kv/k?quorum=1", body, 503, "quorum_timeout").await;
+    let fence = r#"{"term":99,"leader_url":"http://localhost:8001/"}"#;
+    let (status, ack) = call(&app, "POST", "/internal/fence", Some(fence)).await;
+    assert_eq!(
+        (status, &ack["was_leader"]),
+        (StatusCode::OK, &json!(true)),
+        "{ack}"
+    );
+    assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+}
+
 #[tokio::test]
 async fn a_follower_can_be_cut_off_and_restored() {
     // Two followers that have never answered: both are named by their host, 127.0.0.1, until

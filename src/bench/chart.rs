@@ -221,7 +221,7 @@ pub fn stale_reads(lesson: &StaleReads, path: &Path) -> Result<(), String> {
             .map(|p| (p.quorum as f64, pick(p)))
             .collect::<Vec<_>>()
     };
-    let stale = |p: &StalePass| 100.0 * p.stale as f64 / p.writes.max(1) as f64;
+    let stale = |p: &StalePass| 100.0 * p.stale as f64 / p.answered_reads().max(1) as f64;
     let shown = |wait_point: WaitPoint| {
         (passes.iter())
             .filter(|p| p.wait_point == wait_point && !p.min_version)

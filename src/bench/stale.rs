@@ -32,6 +32,14 @@ pub struct StaleReads {
     pub passes: Vec<StalePass>,
 }
 
+impl StalePass {
+    /// The follower reads that answered (200, or 404 for a key not there yet): the ones that
+    /// can be stale.
+    pub fn answered_reads(&self) -> usize {
+        self.writes - self.not_yet_replicated - self.failed_reads
+    }
+}
+
 impl StaleReads {
     /// The leader reads sent during the writes at `wait_point` and `quorum` (both passes), and
     /// how many of them already showed the write.
@@ -162,6 +170,21 @@ struct Counts {
     first_error: Option<String>,
 }
 
+impl Counts {
+    /// Adds what another client of the pass counted.
+    fn add(&mut self, other: Counts) {
+        self.writes += other.writes;
+        self.failed_writes += other.failed_writes;
+        self.stale += other.stale;
+        self.not_yet_replicated += other.not_yet_replicated;
+        self.failed_reads += other.failed_reads;
+        self.read_latencies_ms.extend(other.read_latencies_ms);
+        self.leader_reads += other.leader_reads;
+        self.leader_showed += other.leader_showed;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+}
+
 impl Pass {
     async fn run(
         self,
@@ -193,15 +216,7 @@ impl Pass {
             let counts = client
                 .await
                 .map_err(|err| format!("a client of the pass failed: {err}"))?;
-            all.writes += counts.writes;
-            all.failed_writes += counts.failed_writes;
-            all.stale += counts.stale;
-            all.not_yet_replicated += counts.not_yet_replicated;
-            all.failed_reads += counts.failed_reads;
-            all.read_latencies_ms.extend(counts.read_latencies_ms);
-            all.leader_reads += counts.leader_reads;
-            all.leader_showed += counts.leader_showed;
-            all.first_error = all.first_error.or(counts.first_error);
+            all.add(counts);
         }
         if all.writes == 0 {
             return Err(format!(
@@ -256,9 +271,15 @@ impl Pass {
         );
         let (written, written_at) = written;
         // Only a peek answered while the write still waited tells what the leader showed then.
+        // It showed the write if it answered it, or a newer write of the key (another client's).
         if peeked_at < written_at {
             counts.leader_reads += 1;
-            counts.leader_showed += usize::from(peeked.is_ok_and(|read| read.value == value));
+            let showed = match (&peeked, &written) {
+                (Ok(read), Ok(answer)) => read.version >= answer.version,
+                (Ok(read), Err(_)) => read.value == value,
+                (Err(_), _) => false,
+            };
+            counts.leader_showed += usize::from(showed);
         }
         let version = match written {
             Ok(answer) => answer.version,

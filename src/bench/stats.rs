@@ -162,8 +162,8 @@ fn stale_table(stale: &StaleReads) -> Vec<String> {
             "{:>12} {:>6} {:>14} {:>16} {:>8} {:>22}",
             plain.wait_point.as_str(),
             plain.quorum,
-            ratio(plain.stale, plain.writes),
-            ratio(min.stale, min.writes),
+            ratio(plain.stale, plain.answered_reads()),
+            ratio(min.stale, min.answered_reads()),
             min.not_yet_replicated,
             {
                 let (showed, reads) = stale.leader_showed(plain.wait_point, plain.quorum);

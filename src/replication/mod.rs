@@ -42,16 +42,16 @@
 //! - [`link`]: one follower as the leader sees it; the only code that changes that state.
 //! - [`pipeline`]: one follower's queue of due writes, its batches and their retries.
 //! - [`quorum`]: the quorum wait of one write.
-//! - [`unacked`]: the wait point `after_sync`, which hides a write from the leader's readers
+//! - [`hidden`]: the wait point `after_sync`, which hides a write from the leader's readers
 //!   until its quorum acknowledged it.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
 
+pub mod hidden;
 pub mod lag;
 pub mod link;
 pub mod pipeline;
 pub mod quorum;
 pub mod transport;
-pub mod unacked;
 pub mod wire;
 
 #[cfg(test)]
@@ -72,12 +72,12 @@ use crate::events::{Event, Events, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::store::{Entry, Store, Version};
+use hidden::{Hidden, Revealed};
 pub use lag::LagClock;
 pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
 pub use transport::{Failure, HttpTransport, Transport};
-use unacked::{Revealed, Unacked};
 pub use wire::{Incarnation, Term, Write};
 
 /// A node's replicated state: its store, the newest term it has seen, and on a follower what it
@@ -102,7 +102,7 @@ pub struct Replica {
     pub leader_settings: Option<Settings>,
     /// On a leader under the wait point `after_sync`: its writes that no quorum acknowledged
     /// yet, hidden from its readers.
-    pub unacked: Unacked,
+    pub hidden: Hidden,
 }
 
 impl Replica {
@@ -123,7 +123,8 @@ impl Replica {
             self.smallest_quorum = None;
             self.leader_settings = None;
             self.leader_url = None;
-            self.unacked.clear();
+            // Not `hidden`: a leader that steps down keeps hiding its unacknowledged writes
+            // until the new leader's state transfer replaces them.
         }
         if let Some(url) = leader_url {
             self.leader_url = Some(url.to_owned());
@@ -134,12 +135,12 @@ impl Replica {
     /// What this node's readers see of `key`: the store's entry (a tombstone included), or on
     /// an `after_sync` leader the newest one its quorum acknowledged.
     pub fn read(&self, key: &str) -> Option<&Entry> {
-        self.unacked.read(key, &self.store)
+        self.hidden.read(key, &self.store)
     }
 
     /// Every live key this node's readers see, with its value, sorted by key.
     pub fn dump(&self) -> BTreeMap<String, String> {
-        self.unacked.dump(&self.store)
+        self.hidden.dump(&self.store)
     }
 
     /// Records the smallest write quorum the leader of this term reports.
@@ -200,7 +201,7 @@ pub(crate) struct Shared {
     /// Turns true once this leader stepped down: its tasks end.
     deposed: watch::Sender<bool>,
     /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
-    applied: Arc<Notify>,
+    wake_reads: Arc<Notify>,
 }
 
 impl Shared {
@@ -230,11 +231,11 @@ impl Shared {
     /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
     /// lock, and the writes that became visible are announced. Under `after_commit` nothing is
     /// hidden, and the lock is not taken.
-    pub(crate) fn reveal(&self, count: impl FnOnce(&mut Unacked) -> Vec<Revealed>) {
+    pub(crate) fn reveal(&self, count: impl FnOnce(&mut Hidden) -> Vec<Revealed>) {
         if self.settings().wait_point != WaitPoint::AfterSync {
             return;
         }
-        let revealed = count(&mut lock(&self.replica).unacked);
+        let revealed = count(&mut lock(&self.replica).hidden);
         self.announce(revealed);
     }
 
@@ -244,7 +245,7 @@ impl Shared {
         if revealed.is_empty() {
             return;
         }
-        self.applied.notify_waiters();
+        self.wake_reads.notify_waiters();
         for Revealed { key, version, acks } in revealed {
             self.events.publish(|| Event::Visible {
                 version,
@@ -298,7 +299,7 @@ pub struct Leadership {
     pub smallest_quorum: usize,
     /// Woken when a write hidden by the wait point `after_sync` becomes visible: reads waiting
     /// for a `min_version`.
-    pub applied: Arc<Notify>,
+    pub wake_reads: Arc<Notify>,
 }
 
 impl Replicator {
@@ -320,7 +321,7 @@ impl Replicator {
             settings,
             backlog,
             smallest_quorum: leadership_quorum,
-            applied,
+            wake_reads,
         } = leadership;
         let links = followers
             .iter()
@@ -340,7 +341,7 @@ impl Replicator {
             public_url,
             smallest_quorum: AtomicUsize::new(leadership_quorum),
             deposed: watch::channel(false).0,
-            applied,
+            wake_reads,
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -370,7 +371,11 @@ impl Replicator {
         change: SettingsChange,
         request_timeout_ms: u64,
     ) -> Result<Settings, String> {
-        let changed = {
+        let (changed, revealed) = {
+            // The replica lock first, as in `apply`, and held until the hidden writes are
+            // shown: a write reads the wait point under it, and a read that follows an ack
+            // which found the new wait point waits for it.
+            let mut replica = lock(&self.replica);
             let mut settings = self
                 .shared
                 .settings
@@ -379,14 +384,13 @@ impl Replicator {
             let changed = settings.with(change);
             changed.validate(Some(self.shared.links.len()), Some(request_timeout_ms))?;
             *settings = changed;
-            changed
+            let revealed = match changed.wait_point {
+                WaitPoint::AfterCommit => replica.hidden.show_all(),
+                WaitPoint::AfterSync => Vec::new(),
+            };
+            (changed, revealed)
         };
-        // After the settings changed: a write reads the wait point under the replica lock, so
-        // none can hide itself after this clears.
-        if changed.wait_point == WaitPoint::AfterCommit {
-            let revealed = lock(&self.replica).unacked.show_all();
-            self.shared.announce(revealed);
-        }
+        self.shared.announce(revealed);
         // A heartbeat now, rather than within 500 ms: the followers hold the settings a
         // promoted one carries on with.
         for link in &self.shared.links {
@@ -486,13 +490,16 @@ impl Replicator {
         }
         // Read under the replica lock: see `change_settings`.
         let wait_point = self.shared.settings().wait_point;
+        // Before the write is in the store: a state transfer that carries it, copied under
+        // this lock, names a smallest quorum no larger than its own, and so does every batch.
+        (self.shared.smallest_quorum).fetch_min(quorum, Ordering::Relaxed);
         let previous = match wait_point {
             WaitPoint::AfterSync => replica.store.entry(key).cloned(),
             WaitPoint::AfterCommit => None,
         };
         let entry = replica.store.write(key, value);
         if wait_point == WaitPoint::AfterSync {
-            replica.unacked.hide(key, previous, entry.clone(), quorum);
+            replica.hidden.hide(key, previous, entry.clone(), quorum);
         }
         Ok((entry, wait_point))
     }
@@ -510,9 +517,6 @@ impl Replicator {
         let shared = &self.shared;
         let settings = shared.settings();
         let timeout = Duration::from_millis(settings.replicate_timeout_ms);
-        // Before any message leaves: every batch that carries this write names a quorum no
-        // larger than its own, so a follower that acknowledges it knows of its quorum.
-        shared.smallest_quorum.fetch_min(quorum, Ordering::Relaxed);
         shared.events.publish(|| Event::Write {
             version: write.version,
             key: shorten(&write.key),

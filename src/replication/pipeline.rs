@@ -253,9 +253,9 @@ impl Worker {
             .partition(|(_, ack)| ack.refused.is_none());
         // Before the tallies: a write is visible on an `after_sync` leader by the time its
         // handler can answer 200.
-        shared.reveal(|unacked| {
+        shared.reveal(|hidden| {
             (acked.iter())
-                .filter_map(|(message, _)| unacked.ack(index, message.write.version))
+                .filter_map(|(message, _)| hidden.ack(index, message.write.version))
                 .collect()
         });
         let mut latencies = Vec::with_capacity(acked.len());

@@ -214,7 +214,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         settings,
         backlog,
         smallest_quorum: settings.write_quorum,
-        applied: Arc::default(),
+        wake_reads: Arc::default(),
     };
     let replica = SharedReplica::default();
     lock(&replica).term = 7;
@@ -436,6 +436,38 @@ async fn the_backlog_bound_is_reached_at_exactly_replication_backlog_writes() {
     assert_eq!(follower.transfers, 1);
     assert!(!follower.transfer_pending);
     assert_eq!(follower.state, FollowerState::Up);
+}
+
+/// Under `after_sync`, a write shows on the leader by the time its quorum wait ends, and one that
+/// timed out shows once a state transfer carried it to the follower it lacked.
+#[tokio::test(start_paused = true)]
+async fn after_sync_shows_a_write_at_its_quorum_or_after_a_transfer() {
+    let settings = Settings {
+        replicate_timeout_ms: 1_000,
+        wait_point: WaitPoint::AfterSync,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(2, settings, 100);
+    let shown = |key: &str| lock(&replicator.replica).read(key).map(|e| e.version);
+    let acked = write(&replicator, "a", 2).await;
+    assert!(acked.reached(), "{acked:?}");
+    assert!(shown("a").is_some(), "visible when its quorum wait ends");
+
+    // Follower 1 is down: the write times out, hidden, and stays hidden when the leader gives
+    // the follower up (10 s); back, it gets a state transfer, which is its ack.
+    Fake::set(&fake.down, 1, true);
+    let started = Instant::now();
+    let timed_out = write(&replicator, "b", 2).await;
+    assert!(!timed_out.reached(), "{timed_out:?}");
+    assert_eq!(shown("b"), None, "hidden after its 503");
+    replicator.spawn_heartbeats();
+    tokio::time::sleep_until(started + GIVE_UP_AFTER_DOWN + Duration::from_millis(2_500)).await;
+    assert!(view(&replicator, 1).transfer_pending);
+    assert_eq!(shown("b"), None, "still hidden: no second ack yet");
+    Fake::set(&fake.down, 1, false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.transfers.load(Ordering::SeqCst), 1, "one transfer");
+    assert!(shown("b").is_some(), "the transfer was the second ack");
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,10 +6,15 @@
 //! write that is acknowledged by no follower yet: if the client gets a 503, or the leader dies
 //! before the acks came, the reader saw a write that may be lost (a *phantom read*). Under
 //! `after_sync` (MySQL's `AFTER_SYNC`, "lossless") the leader applies the write to its store as
-//! before, so versions and replication do not change, but [`Unacked`] keeps, for each key with
+//! before, so versions and replication do not change, but [`Hidden`] keeps, for each key with
 //! such a write, the newest entry whose quorum was reached: that is what the leader's readers
 //! see. Acks keep counting after the client's answer, and a state transfer counts as an ack of
 //! every write it carried, so a write that timed out becomes visible once enough acks came.
+//!
+//! Only writes made under `after_sync` are hidden: a write that readers could already see (made
+//! under `after_commit`, or inherited by a promoted leader) stays visible, since hiding it again
+//! would take back what a reader saw. A leader that steps down keeps hiding its writes until
+//! its new leader's state transfer replaces its state.
 //!
 //! Why a per-key shadow and not a "visible up to version V" watermark: acks arrive out of order
 //! (each message has its own lag), so write 7 may reach its quorum before write 6. A watermark
@@ -21,10 +26,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::events::FollowerIndex;
 use crate::store::{Entry, Store, Version};
 
-/// The leader's writes whose quorum has not acknowledged them yet, hidden from its readers.
-/// Empty on a follower, and under `after_commit`.
+/// The writes a leader under `after_sync` made whose quorum has not acknowledged them yet,
+/// hidden from its readers. Empty on a follower (but one that just stepped down), and under
+/// `after_commit`.
 #[derive(Debug, Default)]
-pub struct Unacked {
+pub struct Hidden {
     /// Each key with a hidden write: what its readers see instead.
     keys: HashMap<String, Shown>,
     /// Each hidden write, by version.
@@ -62,7 +68,7 @@ pub struct Revealed {
     pub acks: usize,
 }
 
-impl Unacked {
+impl Hidden {
     /// Whether no write is hidden.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
@@ -74,8 +80,8 @@ impl Unacked {
     }
 
     /// Hides `entry`, which the leader has just written to `key` over `previous` (what the
-    /// store held before), until `quorum` followers acknowledge it. A quorum of 0 shows it at
-    /// once, and so does every write newer than the key's hidden ones.
+    /// store held before), until `quorum` followers acknowledge it. A write with a quorum of 0
+    /// shows at once, and ends the hiding of the key's older writes.
     pub fn hide(&mut self, key: &str, previous: Option<Entry>, entry: Entry, quorum: usize) {
         if quorum == 0 {
             if self.keys.contains_key(key) {
@@ -85,8 +91,8 @@ impl Unacked {
         }
         let version = entry.version;
         let shown = self.keys.entry(key.to_owned()).or_insert_with(|| Shown {
-            // Under `after_sync`, what the store held before is acknowledged, or else the key
-            // would be here already.
+            // What readers see now: the key has no hidden write, so its entry in the store
+            // is visible (acknowledged, or made before the wait point was after_sync).
             entry: previous,
             hidden: BTreeSet::new(),
         });
@@ -100,6 +106,11 @@ impl Unacked {
                 acked_by: BTreeSet::new(),
             },
         );
+    }
+
+    /// Whether the write of `version` is hidden.
+    pub fn hides(&self, version: Version) -> bool {
+        self.writes.contains_key(&version)
     }
 
     /// Counts `follower`'s ack of `version`; returns the write if that made it visible.
@@ -129,8 +140,8 @@ impl Unacked {
             .collect()
     }
 
-    /// Forgets every hidden write: the node stopped leading, and its state is the new
-    /// leader's to replace.
+    /// Forgets every hidden write, with the state that held them: a state transfer replaced
+    /// it, or the node begins to lead with what it merged.
     pub fn clear(&mut self) {
         self.keys.clear();
         self.writes.clear();
@@ -201,7 +212,7 @@ mod tests {
     #[derive(Default)]
     struct Leader {
         store: Store,
-        unacked: Unacked,
+        hidden: Hidden,
     }
 
     impl Leader {
@@ -209,12 +220,12 @@ mod tests {
             let previous = self.store.entry(key).cloned();
             let entry = self.store.write(key, value.map(str::to_owned));
             let version = entry.version;
-            self.unacked.hide(key, previous, entry, quorum);
+            self.hidden.hide(key, previous, entry, quorum);
             version
         }
 
         fn read(&self, key: &str) -> Option<(Option<&str>, Version)> {
-            let entry = self.unacked.read(key, &self.store)?;
+            let entry = self.hidden.read(key, &self.store)?;
             Some((entry.value.as_deref(), entry.version))
         }
     }
@@ -228,36 +239,34 @@ mod tests {
             None,
             "no ack yet: the key reads as absent"
         );
-        assert!(!leader.unacked.dump(&leader.store).contains_key("k"));
-        assert_eq!(leader.unacked.ack(3, v1), None);
-        assert_eq!(leader.unacked.ack(3, v1), None, "a follower counts once");
+        assert!(!leader.hidden.dump(&leader.store).contains_key("k"));
+        assert!(leader.hidden.hides(v1));
+        assert_eq!(leader.hidden.ack(3, v1), None);
+        assert_eq!(leader.hidden.ack(3, v1), None, "a follower counts once");
         assert_eq!(leader.read("k"), None);
-        let revealed = leader.unacked.ack(0, v1).expect("the second ack shows it");
+        let revealed = leader.hidden.ack(0, v1).expect("the second ack shows it");
         assert_eq!((revealed.key.as_str(), revealed.version), ("k", v1));
         assert_eq!(revealed.acks, 2);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
-        assert!(leader.unacked.is_empty());
-        assert_eq!(
-            leader.unacked.ack(4, v1),
-            None,
-            "a late ack changes nothing"
-        );
+        assert!(leader.hidden.is_empty());
+        assert!(!leader.hidden.hides(v1));
+        assert_eq!(leader.hidden.ack(4, v1), None, "a late ack changes nothing");
     }
 
     #[test]
     fn until_then_the_newest_acknowledged_write_of_the_key_shows() {
         let mut leader = Leader::default();
         let v1 = leader.write("k", Some("a"), 1);
-        leader.unacked.ack(0, v1).expect("visible");
+        leader.hidden.ack(0, v1).expect("visible");
         let v2 = leader.write("k", Some("b"), 1);
         let v3 = leader.write("k", None, 1);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
-        assert_eq!(leader.unacked.dump(&leader.store)["k"], "a");
+        assert_eq!(leader.hidden.dump(&leader.store)["k"], "a");
         // Acks arrive out of order: the delete shows, and the older write never will.
-        assert!(leader.unacked.ack(2, v3).is_some());
+        assert!(leader.hidden.ack(2, v3).is_some());
         assert_eq!(leader.read("k"), Some((None, v3)), "a tombstone");
-        assert!(leader.unacked.is_empty(), "v2 can never show: it went");
-        assert_eq!(leader.unacked.ack(1, v2), None);
+        assert!(leader.hidden.is_empty(), "v2 can never show: it went");
+        assert_eq!(leader.hidden.ack(1, v2), None);
         assert_eq!(leader.read("k"), Some((None, v3)));
     }
 
@@ -266,12 +275,12 @@ mod tests {
         let mut leader = Leader::default();
         let v1 = leader.write("k", Some("a"), 2);
         let v2 = leader.write("k", Some("b"), 1);
-        assert!(leader.unacked.ack(0, v1).is_none());
-        assert!(leader.unacked.ack(1, v1).is_some());
+        assert!(leader.hidden.ack(0, v1).is_none());
+        assert!(leader.hidden.ack(1, v1).is_some());
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
-        assert!(leader.unacked.ack(0, v2).is_some());
+        assert!(leader.hidden.ack(0, v2).is_some());
         assert_eq!(leader.read("k"), Some((Some("b"), v2)));
-        assert!(leader.unacked.is_empty());
+        assert!(leader.hidden.is_empty());
     }
 
     #[test]
@@ -280,12 +289,12 @@ mod tests {
         leader.write("free", Some("x"), 0);
         assert_eq!(leader.read("free"), Some((Some("x"), 1)));
         let v2 = leader.write("k", Some("a"), 3);
-        assert_eq!(leader.unacked.len(), 1);
+        assert_eq!(leader.hidden.len(), 1);
         // An asynchronous write to the same key is newer than the hidden one: it shows.
         let v3 = leader.write("k", Some("b"), 0);
         assert_eq!(leader.read("k"), Some((Some("b"), v3)));
-        assert!(leader.unacked.is_empty());
-        assert_eq!(leader.unacked.ack(0, v2), None);
+        assert!(leader.hidden.is_empty());
+        assert_eq!(leader.hidden.ack(0, v2), None);
     }
 
     #[test]
@@ -295,13 +304,13 @@ mod tests {
         let v2 = leader.write("b", Some("2"), 1);
         let transferred = leader.store.latest_version();
         let v3 = leader.write("c", Some("3"), 1);
-        leader.unacked.ack(4, v1);
-        let revealed = leader.unacked.ack_through(2, transferred);
+        leader.hidden.ack(4, v1);
+        let revealed = leader.hidden.ack_through(2, transferred);
         let versions: Vec<Version> = revealed.iter().map(|r| r.version).collect();
         assert_eq!(versions, vec![v1, v2]);
         assert_eq!(leader.read("c"), None, "written after the transfer's copy");
-        assert_eq!(leader.unacked.ack_through(2, v3).len(), 1);
-        assert!(leader.unacked.is_empty());
+        assert_eq!(leader.hidden.ack_through(2, v3).len(), 1);
+        assert!(leader.hidden.is_empty());
     }
 
     #[test]
@@ -309,15 +318,15 @@ mod tests {
         let mut leader = Leader::default();
         leader.write("k", Some("a"), 5);
         let v2 = leader.write("k", Some("b"), 5);
-        leader.unacked.ack(1, v2);
+        leader.hidden.ack(1, v2);
         let v3 = leader.write("j", Some("c"), 5);
-        let revealed = leader.unacked.show_all();
+        let revealed = leader.hidden.show_all();
         let shown: Vec<(&str, Version, usize)> = (revealed.iter())
             .map(|r| (r.key.as_str(), r.version, r.acks))
             .collect();
         assert_eq!(shown, vec![("k", v2, 1), ("j", v3, 0)]);
-        assert!(leader.unacked.is_empty());
+        assert!(leader.hidden.is_empty());
         assert_eq!(leader.read("k"), Some((Some("b"), v2)));
-        assert_eq!(leader.unacked.dump(&leader.store)["j"], "c");
+        assert_eq!(leader.hidden.dump(&leader.store)["j"], "c");
     }
 }
