@@ -301,6 +301,18 @@ async fn the_stack_on_a_one_node_swarm() {
         "follower5",
     ];
 
+    // The classroom's placement file pins each node to the machine labelled for it.
+    let config = run_ok(
+        Command::new("docker")
+            .args(["stack", "config", "-c", "deploy/swarm-stack.yml"])
+            .args(["-c", "deploy/swarm-placement.yml"])
+            .current_dir(&swarm.dir),
+    );
+    for service in std::iter::once("leader").chain(followers) {
+        let constraint = format!("node.labels.semisync == {service}");
+        assert!(config.contains(&constraint), "{constraint}: {config}");
+    }
+
     // Without its secret the stack does not deploy, and says which secret is missing.
     let refused = swarm.deploy();
     assert!(!refused.status.success(), "deployed without the secret");
