@@ -11,7 +11,7 @@ use semisync_kv::error::StartError;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than the C library's allocator: the static musl binary of the image spends
-/// a large share of each request in musl's malloc otherwise (README, "Measured").
+/// a large share of each request in musl's malloc otherwise (docs/measured.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -40,6 +40,7 @@ fn node() -> &'static Node {
                 min_delay_ms: 0,
                 max_delay_ms: 0,
                 replicate_timeout_ms: 100,
+                ..Settings::DEFAULT
             },
             replication_backlog: 10,
             cluster_token: None,

@@ -9,7 +9,7 @@
 //!
 //! Why not always keep several batches in flight: on a 2-core machine every extra batch is a
 //! request the follower parses and answers, and one at a time with large batches wrote about a
-//! fifth more per second than four at a time (README, "Measured").
+//! fifth more per second than four at a time (docs/measured.md).
 //!
 //! A batch that fails is not lost: each of its writes draws a new lag and comes back after the
 //! follower's backoff, until the follower acknowledges it or a state transfer is due, which then

@@ -435,25 +435,96 @@ async fn lab_scenarios_against_the_compose_cluster() {
     );
 }
 
-/// The ```bash blocks of a Markdown file, in order.
-fn bash_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
+/// A ```bash block of the guide, and what the guide says its output shows.
+#[derive(Debug, Default)]
+struct GuideBlock {
+    script: String,
+    expected: Vec<Expected>,
+}
+
+/// One `<!-- expect: TEXT -->` (the output contains TEXT) or `<!-- expect N: TEXT -->` (it
+/// contains TEXT exactly N times) that follows a bash block in the guide, before the next one.
+/// An HTML comment: the rendered guide does not show it.
+#[derive(Debug, PartialEq)]
+struct Expected {
+    text: String,
+    times: Option<usize>,
+}
+
+impl Expected {
+    fn parse(line: &str) -> Option<Self> {
+        let rest = line
+            .trim()
+            .strip_prefix("<!-- expect")?
+            .strip_suffix("-->")?;
+        let (count, text) = rest.split_once(':')?;
+        let times = match count.trim() {
+            "" => None,
+            n => Some(n.parse().ok()?),
+        };
+        Some(Self {
+            text: text.trim().to_owned(),
+            times,
+        })
+    }
+
+    /// Why `output` does not show it, if it does not.
+    fn check(&self, output: &str) -> Result<(), String> {
+        let found = output.matches(&self.text).count();
+        match self.times {
+            None if found > 0 => Ok(()),
+            Some(times) if found == times => Ok(()),
+            None => Err(format!("{:?} is not in the output", self.text)),
+            Some(times) => Err(format!(
+                "{:?} is in the output {found} times, not {times}",
+                self.text
+            )),
+        }
+    }
+}
+
+/// The ```bash blocks of a Markdown file, in order, each with the expectations that follow it.
+fn bash_blocks(markdown: &str) -> Vec<GuideBlock> {
+    let mut blocks: Vec<GuideBlock> = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
         match (&mut current, line.trim_end()) {
             (None, "```bash") => current = Some(String::new()),
             (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
+                blocks.push(GuideBlock {
+                    script: std::mem::take(block),
+                    expected: Vec::new(),
+                });
                 current = None;
             }
             (Some(block), _) => {
                 block.push_str(line);
                 block.push('\n');
             }
-            (None, _) => {}
+            (None, _) => {
+                if let (Some(expected), Some(block)) = (Expected::parse(line), blocks.last_mut()) {
+                    block.expected.push(expected);
+                }
+            }
         }
     }
     blocks
+}
+
+#[test]
+fn the_guide_s_expectations_are_read_and_checked() {
+    let markdown = "```bash\necho hi\n```\n\n<!-- expect: \"acks\":3 -->\ntext\n\
+                    <!-- expect 2: up -->\n```bash\nls\n```\n";
+    let blocks = bash_blocks(markdown);
+    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks[0].script, "echo hi\n");
+    let expected = &blocks[0].expected;
+    assert_eq!(expected.len(), 2);
+    assert!(expected[0].check(r#"{"acks":3}"#).is_ok());
+    assert!(expected[0].check(r#"{"acks":4}"#).is_err());
+    assert!(expected[1].check("up, up").is_ok());
+    assert!(expected[1].check("up").is_err(), "exactly twice");
+    assert!(blocks[1].expected.is_empty());
 }
 
 /// Runs the bash blocks of PRESENTATION_GUIDE.md as a presenter would, against this test's
@@ -480,7 +551,19 @@ function scripts/benchmark.sh {{ semisync-kv bench --out-dir '{out}' "$@"; }}
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    for (i, block) in blocks.iter().enumerate() {
+    let expectations: usize = blocks.iter().map(|b| b.expected.len()).sum();
+    assert!(
+        expectations >= 20,
+        "the guide states its results: {expectations}"
+    );
+    for (
+        i,
+        GuideBlock {
+            script: block,
+            expected,
+        },
+    ) in blocks.iter().enumerate()
+    {
         let output = Command::new("bash")
             .arg("-c")
             .arg(format!("{prelude}{block}"))
@@ -499,7 +582,15 @@ function scripts/benchmark.sh {{ semisync-kv bench --out-dir '{out}' "$@"; }}
             text(&output.stdout),
             text(&output.stderr)
         );
-        eprintln!("guide block {i} ok:\n{block}{}", text(&output.stdout));
+        let stdout = text(&output.stdout);
+        for expectation in expected {
+            if let Err(why) = expectation.check(&stdout) {
+                panic!(
+                    "guide block {i} does not show what the guide says: {why}\n{block}\n--- stdout\n{stdout}"
+                );
+            }
+        }
+        eprintln!("guide block {i} ok:\n{block}{stdout}");
     }
     assert!(
         out_dir.join("quorum_latency.png").exists(),
