@@ -231,40 +231,31 @@ pub fn stale_reads(lesson: &StaleReads, path: &Path) -> Result<(), String> {
             })
             .collect::<Vec<_>>()
     };
-    let lines = [
-        (
-            "follower read stale, after_commit",
-            BLUE,
-            series(WaitPoint::AfterCommit, false, stale),
-        ),
-        (
-            "follower read stale, after_sync",
-            SKY_BLUE,
-            series(WaitPoint::AfterSync, false, stale),
-        ),
-        (
-            "follower read with min_version stale, after_commit",
-            GREEN,
-            series(WaitPoint::AfterCommit, true, stale),
-        ),
-        (
-            "follower read with min_version stale, after_sync",
-            PURPLE,
-            series(WaitPoint::AfterSync, true, stale),
-        ),
-        (
-            "leader read during the write showed it, after_commit",
-            VERMILLION,
-            shown(WaitPoint::AfterCommit),
-        ),
-        (
-            "leader read during the write showed it, after_sync",
-            ORANGE,
-            shown(WaitPoint::AfterSync),
-        ),
+    let mut lines = Vec::new();
+    let colors = [
+        (WaitPoint::AfterCommit, [BLUE, GREEN, VERMILLION]),
+        (WaitPoint::AfterSync, [SKY_BLUE, PURPLE, ORANGE]),
     ];
+    for (wait_point, [plain, with_min, leader]) in colors {
+        let stale_reads = |min_version| series(wait_point, min_version, stale);
+        lines.push((
+            format!("follower read stale, {wait_point}"),
+            plain,
+            stale_reads(false),
+        ));
+        lines.push((
+            format!("follower read with min_version stale, {wait_point}"),
+            with_min,
+            stale_reads(true),
+        ));
+        lines.push((
+            format!("leader read during the write showed it, {wait_point}"),
+            leader,
+            shown(wait_point),
+        ));
+    }
     for (label, color, points) in lines {
-        line_with_markers(&mut chart, label.to_owned(), color, points)?;
+        line_with_markers(&mut chart, label, color, points)?;
     }
     // At the answer, k of the N followers hold the write, and a random one lacks it with
     // probability (N - k)/N; more arrive while the read is on its way.

@@ -74,19 +74,21 @@ impl Swarm {
         {
             panic!("port {port} on 127.0.0.1 is taken: stop what listens there (the lab cluster?)");
         }
-        run_ok(Command::new(dir.join("scripts/build-static.sh")).current_dir(&dir));
-        run_ok(
-            Command::new("docker")
-                .args(["build", "--target", "prebuilt", "-t", IMAGE, "."])
-                .current_dir(&dir),
-        );
         let had_gwbridge = output(
             "docker",
             &["network", "ls", "-q", "-f", "name=^docker_gwbridge$"],
         )
         .is_ok_and(|ids| !ids.trim().is_empty());
         docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-        Some(Self { dir, had_gwbridge })
+        // From here on, dropping it cleans up, also when the build below fails.
+        let swarm = Self { dir, had_gwbridge };
+        run_ok(Command::new(swarm.dir.join("scripts/build-static.sh")).current_dir(&swarm.dir));
+        run_ok(
+            Command::new("docker")
+                .args(["build", "--target", "prebuilt", "-t", IMAGE, "."])
+                .current_dir(&swarm.dir),
+        );
+        Some(swarm)
     }
 
     /// `docker stack deploy` of the repository's stack file, with the test's image and timeout.
@@ -149,7 +151,12 @@ impl Drop for Swarm {
         if !removed {
             eprintln!("could not remove the network docker_gwbridge that the swarm made");
         }
-        let _ = output("docker", &["image", "rm", IMAGE]);
+        let image = output("docker", &["image", "ls", "-q", IMAGE]);
+        if image.is_ok_and(|ids| !ids.trim().is_empty()) {
+            if let Err(why) = output("docker", &["image", "rm", IMAGE]) {
+                eprintln!("could not remove the test's image: {why}");
+            }
+        }
     }
 }
 
