@@ -293,6 +293,12 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
     let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
     let (status, body) = cluster.put("k", "v", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // On every follower before the crash, so that the two merged below hold it: the 200 came
+    // with the third ack, and the other two may still be on their way.
+    cluster
+        .converged(Duration::from_secs(5))
+        .await
+        .expect("every follower has the write");
     cluster.leader.kill();
     for follower in &mut cluster.followers[2..] {
         follower.kill();
