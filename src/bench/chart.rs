@@ -63,26 +63,15 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
     );
 
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 34))
-        .margin(30)
-        .x_label_area_size(90)
-        .y_label_area_size(120)
-        .build_cartesian_2d(0.5..highest + 0.5, 0.0..y_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_labels(highest as usize + 1)
-        .x_label_formatter(&whole_numbers)
-        .x_desc("write quorum (follower acks the leader waits for)")
-        .y_desc("write latency (ms)")
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .axis_desc_style((FONT, 30))
-        .label_style((FONT, 26))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(draw_error)?;
+    let y_label = |y: &f64| format!("{y:.0}");
+    let axes = QuorumAxes {
+        title,
+        highest,
+        y_max,
+        y_desc: "write latency (ms)",
+        y_label: &y_label,
+    };
+    let mut chart = axes.draw(&root)?;
 
     // Every write, spread sideways by its rank so that equal latencies do not hide each other.
     let samples = quorums.iter().flat_map(|q| {
@@ -188,33 +177,22 @@ pub fn stale_reads(lesson: &StaleReads, path: &Path) -> Result<(), String> {
         lesson.writes
     );
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(draw_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 34))
-        .margin(30)
-        .x_label_area_size(90)
-        .y_label_area_size(120)
+    let y_label = |y: &f64| {
+        if *y <= 100.0 {
+            format!("{y:.0}")
+        } else {
+            String::new()
+        }
+    };
+    let axes = QuorumAxes {
+        title,
+        highest,
         // Room above 100 % for the legend.
-        .build_cartesian_2d(0.5..highest + 0.5, 0.0..160.0)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_labels(highest as usize + 1)
-        .x_label_formatter(&whole_numbers)
-        .x_desc("write quorum (follower acks the leader waits for)")
-        .y_desc("share of reads (%)")
-        .y_label_formatter(&|y| {
-            if *y <= 100.0 {
-                format!("{y:.0}")
-            } else {
-                String::new()
-            }
-        })
-        .axis_desc_style((FONT, 30))
-        .label_style((FONT, 26))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()
-        .map_err(draw_error)?;
+        y_max: 160.0,
+        y_desc: "share of reads (%)",
+        y_label: &y_label,
+    };
+    let mut chart = axes.draw(&root)?;
     let series = |wait_point: WaitPoint, min_version: bool, pick: fn(&StalePass) -> f64| {
         (passes.iter())
             .filter(|p| p.wait_point == wait_point && p.min_version == min_version)
@@ -416,11 +394,52 @@ fn bars(
     Ok(())
 }
 
-type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+/// The axes of a chart against the write quorum, 1 to `highest`, on a white page.
+struct QuorumAxes<'a> {
+    title: String,
+    highest: f64,
+    y_max: f64,
+    y_desc: &'a str,
+    y_label: &'a dyn Fn(&f64) -> String,
+}
+
+impl QuorumAxes<'_> {
+    /// Fills `root` and draws the caption, the axes and their labels on it.
+    fn draw<'r, 'b>(
+        &self,
+        root: &'r DrawingArea<BitMapBackend<'b>, Shift>,
+    ) -> Result<Chart<'r, 'b>, String> {
+        root.fill(&WHITE).map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FONT, 34))
+            .margin(30)
+            .x_label_area_size(90)
+            .y_label_area_size(120)
+            .build_cartesian_2d(0.5..self.highest + 0.5, 0.0..self.y_max)
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .x_labels(self.highest as usize + 1)
+            .x_label_formatter(&whole_numbers)
+            .x_desc("write quorum (follower acks the leader waits for)")
+            .y_desc(self.y_desc)
+            .y_label_formatter(self.y_label)
+            .axis_desc_style((FONT, 30))
+            .label_style((FONT, 26))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(draw_error)?;
+        Ok(chart)
+    }
+}
+
+/// A chart drawn on an area borrowed for `'r`, of a bitmap that borrows its path for `'b`.
+type Chart<'r, 'b> =
+    ChartContext<'r, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// Draws a labelled line through `points`, with a marker on each.
 fn line_with_markers(
-    chart: &mut Chart<'_>,
+    chart: &mut Chart<'_, '_>,
     label: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
@@ -439,7 +458,10 @@ fn line_with_markers(
 }
 
 /// Draws the legend of the series labelled so far, in large type on a light box.
-fn legend(chart: &mut Chart<'_>, position: SeriesLabelPosition) -> Result<(), String> {
+fn legend<'r, 'b: 'r>(
+    chart: &mut Chart<'r, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(position)
