@@ -75,6 +75,18 @@ impl Stack {
                 return None;
             }
         };
+        // From here on, dropping it runs `down -v` on the test's own project, never another.
+        let stack = Stack { compose, dir };
+        // A run killed before its clean-up leaves this project's containers behind, running or
+        // stopped (an engine outlives the processes that used it). They are the test's own.
+        let filter = format!("label=com.docker.compose.project={PROJECT}");
+        if !docker(&["ps", "-aq", "--filter", &filter])
+            .trim()
+            .is_empty()
+        {
+            eprintln!("removing the containers an interrupted run of this test left behind");
+            run_ok(&mut stack.command(&["down", "-v", "--remove-orphans", "-t", "2"]));
+        }
         if let Some(port) =
             (8000..=8005).find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
         {
@@ -82,13 +94,12 @@ impl Stack {
                 "port {port} on 127.0.0.1 is taken: stop what listens there (the lab cluster? `docker compose down`)"
             );
         }
-        let existing = run_ok(Command::new("docker").args(["ps", "-aq", "--filter", "name=^kv-"]));
+        let existing = docker(&["ps", "-aq", "--filter", "name=^kv-"]);
         assert!(
             existing.trim().is_empty(),
             "containers named kv-* already exist (is the lab cluster running? `docker compose down`)"
         );
 
-        let stack = Stack { compose, dir };
         run_ok(Command::new(stack.dir.join("scripts/build-static.sh")).current_dir(&stack.dir));
         run_ok(&mut stack.command(&["build"]));
         run_ok(&mut stack.command(&["up", "-d"]));

@@ -5,7 +5,8 @@
 //!
 //! It runs only on an engine that is in no swarm, and never touches one it did not create. It
 //! removes the stack, the secret and the swarm, and the network the swarm made, when it ends,
-//! whether it passed or failed.
+//! whether it passed or failed. A swarm that a killed run left (marked with a node label when it
+//! was made) it removes before it starts.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -25,6 +26,8 @@ const STACK: &str = "semisync-test";
 const SECRET: &str = "semisync_cluster_token";
 /// The image the test builds and deploys, apart from the lab's `semisync-kv:latest`.
 const IMAGE: &str = "semisync-kv:swarm-test";
+/// The node label that marks a swarm as this test's own (`semisync-kv-test=swarm`).
+const MARK: &str = "semisync-kv-test";
 const LEADER: &str = "http://127.0.0.1:8000";
 /// A short quorum timeout, so that case B answers quickly.
 const REPLICATE_TIMEOUT_MS: u64 = 1500;
@@ -51,7 +54,13 @@ impl Swarm {
         let tools = || -> Result<(), String> {
             let state = output("docker", &["info", "--format", "{{.Swarm.LocalNodeState}}"])
                 .map_err(|why| format!("no Docker engine answers ({why})"))?;
-            if state.trim() != "inactive" {
+            if state.trim() == "active" && own_swarm_left_behind() {
+                eprintln!("leaving the swarm an interrupted run of this test left behind");
+                drop(Self {
+                    dir: dir.clone(),
+                    had_gwbridge: false,
+                });
+            } else if state.trim() != "inactive" {
                 return Err(format!(
                     "this Docker engine is in a swarm already ({}), which the test leaves alone",
                     state.trim()
@@ -80,6 +89,15 @@ impl Swarm {
         )
         .is_ok_and(|ids| !ids.trim().is_empty());
         docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        // The mark by which a later run knows this swarm as the test's own.
+        let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
+        docker(&[
+            "node",
+            "update",
+            "--label-add",
+            &format!("{MARK}=swarm"),
+            node.trim(),
+        ]);
         // From here on, dropping it cleans up, also when the build below fails.
         let swarm = Self { dir, had_gwbridge };
         run_ok(Command::new(swarm.dir.join("scripts/build-static.sh")).current_dir(&swarm.dir));
@@ -158,6 +176,16 @@ impl Drop for Swarm {
             }
         }
     }
+}
+
+/// Whether the engine's swarm is one this test made and did not remove (a run killed before its
+/// clean-up): a single node that carries [`MARK`].
+fn own_swarm_left_behind() -> bool {
+    let nodes = output("docker", &["node", "ls", "-q"]).unwrap_or_default();
+    let label = format!("{{{{index .Spec.Labels \"{MARK}\"}}}}");
+    nodes.lines().count() == 1
+        && output("docker", &["node", "inspect", "self", "--format", &label])
+            .is_ok_and(|value| value.trim() == "swarm")
 }
 
 /// Runs `program args...`; its stdout when it exits 0, else why not.
