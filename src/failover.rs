@@ -29,7 +29,9 @@
 //!    `force=true`. One gap is known: a write with a quorum below every earlier one is
 //!    announced to the followers that did not get it only by the next heartbeat, so for up to
 //!    500 ms a candidate that reaches none of its acknowledgers counts with the older, larger
-//!    quorum.
+//!    quorum. (A write quorum lowered live under `after_sync`, which shows the hidden writes
+//!    that as many followers hold, is announced by a heartbeat sent at once: the same gap,
+//!    for one round trip.)
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
 //!    new term with the live settings of the old one. Every other node gets a state transfer
