@@ -97,9 +97,10 @@ pub struct Health {
     pub term: Term,
     /// Where clients reach the leader of that term (its `PUBLIC_URL`), when the node knows.
     pub leader: Option<String>,
-    /// Highest version the node has applied.
+    /// Highest version the node has applied (on a leader under `after_sync`, hidden writes
+    /// included: what the node holds, not what its readers see).
     pub version: Version,
-    /// Number of live keys.
+    /// Number of live keys it holds (hidden writes included, as for `version`).
     pub keys: usize,
 }
 
