@@ -259,6 +259,27 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(follower.pending as i64);
             }
+        } else {
+            // Not leading (a follower, or a leader that stepped down): the leader's gauges read
+            // as on a node that never led, not as they were when it last led.
+            for gauge in [&self.write_quorum, &self.after_sync, &self.hidden_writes] {
+                gauge.set(0);
+            }
+            for gauge in [
+                &self.min_delay_seconds,
+                &self.max_delay_seconds,
+                &self.replicate_timeout_seconds,
+            ] {
+                gauge.set(0.0);
+            }
+            for family in [
+                &self.replica_acked_version,
+                &self.replica_lag_versions,
+                &self.replica_up,
+                &self.replica_pending,
+            ] {
+                family.clear();
+            }
         }
         let mut text = String::new();
         // Writing to a String cannot fail.

@@ -804,12 +804,19 @@ async fn a_fence_adopts_the_new_term_and_answers_the_state() {
     assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "acked");
 }
 
-/// A leader that hears of a newer term steps down at once and names the new leader.
+/// A leader that hears of a newer term steps down at once and names the new leader; its
+/// metrics stop showing a leader's gauges.
 #[tokio::test]
 async fn a_leader_steps_down_on_a_newer_term() {
     let leader = app(Role::Leader);
     let put = || call(&leader, "PUT", "/kv/k", Some(r#"{"value":"v"}"#));
     assert_eq!(put().await.0, StatusCode::OK);
+    let up = format!(r#"semisync_replica_up{{follower="{DEAD_FOLLOWER}/"}}"#);
+    let timeout = "semisync_replicate_timeout_seconds";
+    let led = scrape(&leader).await;
+    assert_eq!(sample(&led, "semisync_leader"), Some(1.0), "{led}");
+    assert_eq!(sample(&led, &up), Some(0.0), "{led}");
+    assert_eq!(sample(&led, timeout), Some(0.1), "{led}");
     let heartbeat = json!({
         "term": 5,
         "leader_url": "http://localhost:8002/",
@@ -843,6 +850,15 @@ async fn a_leader_steps_down_on_a_newer_term() {
         (health["role"].clone(), health["term"].clone()),
         (json!("follower"), json!(5))
     );
+    let followed = scrape(&leader).await;
+    assert_eq!(
+        sample(&followed, "semisync_leader"),
+        Some(0.0),
+        "{followed}"
+    );
+    assert_eq!(sample(&followed, "semisync_term"), Some(5.0), "{followed}");
+    assert_eq!(sample(&followed, &up), None, "{followed}");
+    assert_eq!(sample(&followed, timeout), Some(0.0), "{followed}");
 }
 
 #[tokio::test]
@@ -1085,15 +1101,17 @@ fn sample(text: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// The node's `/metrics` exposition.
+async fn scrape(app: &Node) -> String {
+    let (status, bytes) = get_raw(&app.public, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
 #[tokio::test]
 async fn metrics_count_writes_by_outcome() {
     let app = app(Role::Leader);
-    let scrape = || async {
-        let (status, bytes) = get_raw(&app.public, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        String::from_utf8(bytes).expect("UTF-8")
-    };
-    let before = scrape().await;
+    let before = scrape(&app).await;
     assert_eq!(sample(&before, "semisync_version"), Some(0.0), "{before}");
     assert_eq!(sample(&before, "semisync_write_quorum"), Some(0.0));
 
@@ -1106,7 +1124,7 @@ async fn metrics_count_writes_by_outcome() {
     let (status, _) = call(&app, "PUT", "/kv/b?quorum=1", Some(r#"{"value":"2"}"#)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
-    let after = scrape().await;
+    let after = scrape(&app).await;
     let reached = r#"semisync_writes_total{outcome="quorum_reached"}"#;
     let timed_out = r#"semisync_writes_total{outcome="quorum_timeout"}"#;
     assert_eq!(sample(&after, reached), Some(1.0), "{after}");
