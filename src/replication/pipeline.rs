@@ -50,7 +50,8 @@ pub struct Message {
     pub tally: Arc<Tally>,
     /// When the leader applied the write: lags and latencies count from here.
     pub applied_at: Instant,
-    /// 1 for the first attempt, then 2, 3, ... for retries.
+    /// 1 for the first attempt, then 2, 3, ... for retries: raised by each failure, so a
+    /// write past 1 counts as retrying on its link.
     pub attempt: u32,
 }
 
@@ -151,8 +152,7 @@ async fn run(
             () = &mut deposed => {
                 // A deposed leader's writes wait for no more acks.
                 let ready: Vec<Message> = pipeline.ready.drain(..).collect();
-                let retried = ready.iter().filter(|m| m.attempt > 1).count();
-                pipeline.give_up(ready, "a newer term has begun: this leader stepped down", retried);
+                pipeline.give_up(ready, "a newer term has begun: this leader stepped down");
                 return;
             }
         }
@@ -187,12 +187,7 @@ impl Worker {
         let link = &self.shared.links[self.index];
         if !self.ready.is_empty() && link.transfer_due() {
             let dropped: Vec<Message> = self.ready.drain(..).collect();
-            let retried = dropped.iter().filter(|m| m.attempt > 1).count();
-            self.give_up(
-                dropped,
-                "a state transfer is due; it will carry this write",
-                retried,
-            );
+            self.give_up(dropped, "a state transfer is due; it will carry this write");
             return;
         }
         let now = Instant::now();
@@ -280,23 +275,17 @@ impl Worker {
             let reason = ack.refused.unwrap_or_default();
             // A refusal that a retry cannot change: the state transfer carries the write.
             link.request_transfer(&reason);
-            let retried = usize::from(message.attempt > 1);
-            self.give_up(vec![message], &format!("refused: {reason}"), retried);
+            self.give_up(vec![message], &format!("refused: {reason}"));
         }
     }
 
-    fn on_failure(&mut self, messages: Vec<Message>, failure: &Failure) {
+    fn on_failure(&mut self, mut messages: Vec<Message>, failure: &Failure) {
         let shared = &self.shared;
         let link = &shared.links[self.index];
         if let Some((term, leader)) = &failure.newer_term {
             // The follower serves a newer term: this leader was deposed. Its writes stop here.
             if shared.depose(*term, leader.as_deref()) {
-                let retried = messages.iter().filter(|m| m.attempt > 1).count();
-                self.give_up(
-                    messages,
-                    "a newer term has begun: this leader stepped down",
-                    retried,
-                );
+                self.give_up(messages, "a newer term has begun: this leader stepped down");
                 return;
             }
         }
@@ -304,12 +293,13 @@ impl Worker {
             .metrics
             .replication_error(link.url.as_str(), failure.kind);
         let first_failures = messages.iter().filter(|m| m.attempt == 1).count();
+        // Each write that failed is on its next attempt, retried or given up: `on_failure`
+        // counts it as retrying from now on.
+        for message in &mut messages {
+            message.attempt += 1;
+        }
         match link.on_failure(failure, first_failures) {
-            Verdict::GiveUp => {
-                // `on_failure` counted every one of them as retrying.
-                let retried = messages.len();
-                self.give_up(messages, &failure.reason, retried);
-            }
+            Verdict::GiveUp => self.give_up(messages, &failure.reason),
             Verdict::RetryAfter(pause) => {
                 debug!(follower = %link.url, writes = messages.len(), error = %failure, ?pause, "retrying");
                 let Some(queue) = self.retries.upgrade() else {
@@ -317,9 +307,8 @@ impl Worker {
                 };
                 let settings = shared.settings();
                 let retry_at = Instant::now() + pause;
-                for mut message in messages {
+                for message in messages {
                     self.publish_failure(&message, &failure.reason, false);
-                    message.attempt += 1;
                     let lag = settings.draw_lag();
                     shared.events.publish(|| Event::Send {
                         version: message.write.version,
@@ -333,8 +322,10 @@ impl Worker {
         }
     }
 
-    /// Drops `messages`, `retried` of which count as retrying, in favour of a state transfer.
-    fn give_up(&self, messages: Vec<Message>, reason: &str, retried: usize) {
+    /// Drops `messages` in favour of a state transfer; those past their first attempt were
+    /// counted as retrying.
+    fn give_up(&self, messages: Vec<Message>, reason: &str) {
+        let retried = messages.iter().filter(|m| m.attempt > 1).count();
         for message in &messages {
             self.publish_failure(message, reason, true);
             message.tally.give_up();
