@@ -26,12 +26,12 @@
 //!    term used, per-request overrides included (followers hear of it with every batch and
 //!    heartbeat; only a follower that holds the term's state reports it). With asynchronous
 //!    writes (`Wmin = 0`) no promotion is safe. Too few followers is a `409`, unless
-//!    `force=true`. One gap is known: a write with a quorum below every earlier one is
-//!    announced to the followers that did not get it only by the next heartbeat, so for up to
-//!    500 ms a candidate that reaches none of its acknowledgers counts with the older, larger
-//!    quorum. (A write quorum lowered live under `after_sync`, which shows the hidden writes
-//!    that as many followers hold, is announced by a heartbeat sent at once: the same gap,
-//!    for one round trip.)
+//!    `force=true`. One gap is known: a write with a quorum below every earlier one reaches
+//!    the followers that its batch did not reach only in a heartbeat, which the leader sends
+//!    at once (and so does a write quorum lowered live under `after_sync`, which shows the
+//!    hidden writes that as many followers hold). Until that heartbeat arrives, usually long
+//!    before the write's own acks, a candidate that reaches none of its acknowledgers counts
+//!    with the older, larger quorum.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
 //!    new term with the live settings of the old one. Every other node gets a state transfer

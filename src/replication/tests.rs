@@ -50,6 +50,8 @@ struct Fake {
     heartbeats: AtomicBool,
     /// The settings the last heartbeat carried.
     heard: Mutex<Option<Settings>>,
+    /// The smallest quorum the last heartbeat carried.
+    heard_quorum: AtomicUsize,
 }
 
 impl Fake {
@@ -162,6 +164,7 @@ impl Transport for Fake {
         Box::pin(async move {
             self.heartbeats.store(true, Ordering::SeqCst);
             *self.heard.lock().expect("not poisoned") = Some(heartbeat.settings);
+            (self.heard_quorum).store(heartbeat.smallest_quorum, Ordering::SeqCst);
             if self.is_down(follower) {
                 return Err(Failure::new("connect", "connection refused"));
             }
@@ -492,6 +495,33 @@ async fn a_settings_change_goes_out_in_a_heartbeat_at_once() {
         heard(),
         Some(WaitPoint::AfterSync),
         "heard 10 ms after the change, long before the next tick"
+    );
+}
+
+/// A write with the smallest quorum of the term yet: every follower hears of it at once, in a
+/// heartbeat, before the write's own batch arrives, so a failover then counts with it.
+#[tokio::test(start_paused = true)]
+async fn a_smaller_quorum_goes_out_in_a_heartbeat_at_once() {
+    let lagged = Settings {
+        write_quorum: 2,
+        min_delay_ms: 100,
+        max_delay_ms: 100,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(2, lagged, 100);
+    replicator.spawn_heartbeats();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let heard = || fake.heard_quorum.load(Ordering::SeqCst);
+    assert_eq!(heard(), 2, "the first heartbeat");
+    let (outcome, heard_meanwhile) = tokio::join!(write(&replicator, "a", 1), async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        (heard(), fake.received(0).len() + fake.received(1).len())
+    });
+    assert!(outcome.reached());
+    assert_eq!(
+        heard_meanwhile,
+        (1, 0),
+        "heard 10 ms after the write, before its batch (100 ms of lag) and the next tick"
     );
 }
 
