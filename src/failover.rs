@@ -28,10 +28,9 @@
 //!    writes (`Wmin = 0`) no promotion is safe. Too few followers is a `409`, unless
 //!    `force=true`. One gap is known: a write with a quorum below every earlier one reaches
 //!    the followers that its batch did not reach only in a heartbeat, which the leader sends
-//!    at once (and so does a write quorum lowered live under `after_sync`, which shows the
-//!    hidden writes that as many followers hold). Until that heartbeat arrives, usually long
-//!    before the write's own acks, a candidate that reaches none of its acknowledgers counts
-//!    with the older, larger quorum.
+//!    at once (once a state transfer to that follower in progress is done). Until that
+//!    heartbeat arrives, usually long before the write's own acks, a candidate that reaches
+//!    none of its acknowledgers counts with the older, larger quorum.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
 //!    new term with the live settings of the old one. Every other node gets a state transfer

@@ -120,7 +120,14 @@ impl Hidden {
         if pending.acked_by.len() < pending.quorum {
             return None;
         }
-        self.reveal(version)
+        let acks = pending.acked_by.len();
+        let pending = self.writes.remove(&version)?;
+        self.show(&pending.key, pending.entry);
+        Some(Revealed {
+            key: pending.key,
+            version,
+            acks,
+        })
     }
 
     /// Counts a state transfer to `follower` of the leader's state at `version` as its ack of
@@ -138,26 +145,6 @@ impl Hidden {
     pub fn clear(&mut self) {
         self.keys.clear();
         self.writes.clear();
-    }
-
-    /// Holds every hidden write to at most `quorum` acks: the write quorum was lowered live.
-    /// A write that its followers already hold that many times becomes visible, as a write
-    /// made now with as many acks would be (and as a failover would count it); a raised quorum
-    /// hides no write longer than it was made to wait. Returns the writes that became visible.
-    pub fn lower_quorum(&mut self, quorum: usize) -> Vec<Revealed> {
-        let reached: Vec<Version> = self
-            .writes
-            .iter_mut()
-            .filter_map(|(&version, pending)| {
-                pending.quorum = pending.quorum.min(quorum);
-                (pending.acked_by.len() >= pending.quorum).then_some(version)
-            })
-            .collect();
-        // In version order: a key's older writes show before its newer ones.
-        reached
-            .into_iter()
-            .filter_map(|version| self.reveal(version))
-            .collect()
     }
 
     /// Shows every hidden write, as the store holds it: the wait point went back to
@@ -195,18 +182,6 @@ impl Hidden {
             };
         }
         dump
-    }
-
-    /// Makes the hidden write of `version` visible; the write, with the acks it had.
-    fn reveal(&mut self, version: Version) -> Option<Revealed> {
-        let pending = self.writes.remove(&version)?;
-        let acks = pending.acked_by.len();
-        self.show(&pending.key, pending.entry);
-        Some(Revealed {
-            key: pending.key,
-            version,
-            acks,
-        })
     }
 
     /// Shows `entry` for `key`, unless a newer one shows already. The key's older hidden writes
@@ -335,47 +310,6 @@ mod tests {
         assert_eq!(versions, vec![v1, v2]);
         assert_eq!(leader.read("c"), None, "written after the transfer's copy");
         assert_eq!(leader.hidden.ack_through(2, v3).len(), 1);
-        assert!(leader.hidden.is_empty());
-    }
-
-    #[test]
-    fn a_lowered_quorum_shows_what_as_many_followers_hold() {
-        let mut leader = Leader::default();
-        let v1 = leader.write("k", Some("a"), 5);
-        let v2 = leader.write("k", Some("b"), 5);
-        let v3 = leader.write("j", Some("c"), 5);
-        let v4 = leader.write("i", Some("d"), 3);
-        for follower in 0..4 {
-            leader.hidden.ack(follower, v1);
-            leader.hidden.ack(follower, v2);
-        }
-        leader.hidden.ack(0, v3);
-        assert!(
-            leader.hidden.lower_quorum(5).is_empty(),
-            "no quorum lowered"
-        );
-        let revealed = leader.hidden.lower_quorum(4);
-        let shown: Vec<(&str, Version, usize)> = (revealed.iter())
-            .map(|r| (r.key.as_str(), r.version, r.acks))
-            .collect();
-        assert_eq!(shown, vec![("k", v1, 4), ("k", v2, 4)]);
-        assert_eq!(leader.read("k"), Some((Some("b"), v2)));
-        assert_eq!(leader.read("j"), None, "one ack of four");
-        // A raised quorum keeps each write's own; the next ack that reaches it shows it.
-        assert!(leader.hidden.lower_quorum(5).is_empty());
-        leader.hidden.ack(0, v4);
-        leader.hidden.ack(1, v4);
-        assert_eq!(leader.read("i"), None);
-        assert!(
-            leader.hidden.ack(2, v4).is_some(),
-            "three acks were its quorum"
-        );
-        assert_eq!(
-            leader.hidden.lower_quorum(0).len(),
-            1,
-            "quorum 0 shows the rest"
-        );
-        assert_eq!(leader.read("j"), Some((Some("c"), v3)));
         assert!(leader.hidden.is_empty());
     }
 

@@ -381,8 +381,7 @@ impl Replicator {
 
     /// Applies `change` to the live settings if the result is valid for this leader, whose
     /// requests may take `request_timeout_ms`; returns the new settings. The next write and the
-    /// next retry use them; a wait point back at `after_commit` shows every hidden write now,
-    /// and a lowered write quorum the hidden writes that as many followers hold already.
+    /// next retry use them; a wait point back at `after_commit` shows every hidden write now.
     pub fn change_settings(
         &self,
         change: SettingsChange,
@@ -400,20 +399,9 @@ impl Replicator {
                 .unwrap_or_else(PoisonError::into_inner);
             let changed = settings.with(change);
             changed.validate(Some(self.shared.links.len()), Some(request_timeout_ms))?;
-            let lowered = changed.write_quorum < settings.write_quorum;
             *settings = changed;
             let revealed = match changed.wait_point {
                 WaitPoint::AfterCommit => replica.hidden.show_all(),
-                WaitPoint::AfterSync if lowered => {
-                    // What as many followers hold already shows: those writes now count as
-                    // made with the lowered quorum, so a failover counts with it too (the
-                    // heartbeat below tells the followers).
-                    let revealed = replica.hidden.lower_quorum(changed.write_quorum);
-                    if !revealed.is_empty() {
-                        self.shared.use_quorum(changed.write_quorum);
-                    }
-                    revealed
-                }
                 WaitPoint::AfterSync => Vec::new(),
             };
             (changed, revealed)
