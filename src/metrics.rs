@@ -188,7 +188,8 @@ impl Metrics {
             r.register(
                 "hidden_writes",
                 "Writes hidden from the leader's readers until their quorum acknowledges them \
-                 (leader, after_sync)",
+                 (leader, after_sync; a leader that stepped down keeps hiding them until its new \
+                 leader's state transfer)",
                 metrics.hidden_writes.clone(),
             );
         }
@@ -231,6 +232,7 @@ impl Metrics {
         self.keys.set(node.keys as i64);
         self.term.set(node.term as i64);
         self.leader.set(i64::from(node.leader.is_some()));
+        self.hidden_writes.set(node.hidden_writes as i64);
         if let Some(leader) = &node.leader {
             let settings = &leader.settings;
             self.write_quorum.set(settings.write_quorum as i64);
@@ -242,7 +244,6 @@ impl Metrics {
                 .set(settings.replicate_timeout_ms as f64 / 1000.0);
             self.after_sync
                 .set(i64::from(settings.wait_point == WaitPoint::AfterSync));
-            self.hidden_writes.set(leader.hidden_writes as i64);
             for follower in &leader.followers {
                 let labels = FollowerLabels {
                     follower: follower.follower.clone(),
@@ -262,7 +263,7 @@ impl Metrics {
         } else {
             // Not leading (a follower, or a leader that stepped down): the leader's gauges read
             // as on a node that never led, not as they were when it last led.
-            for gauge in [&self.write_quorum, &self.after_sync, &self.hidden_writes] {
+            for gauge in [&self.write_quorum, &self.after_sync] {
                 gauge.set(0);
             }
             for gauge in [
@@ -297,6 +298,9 @@ pub struct NodeGauges {
     pub keys: usize,
     /// The newest term the node has seen.
     pub term: u64,
+    /// Writes hidden from the node's readers (`after_sync`): on the leader, and on a leader
+    /// that stepped down until its new leader's state transfer.
+    pub hidden_writes: usize,
     /// On the leader, its settings and followers.
     pub leader: Option<LeaderGauges>,
 }
@@ -306,8 +310,6 @@ pub struct NodeGauges {
 pub struct LeaderGauges {
     /// The live settings.
     pub settings: Settings,
-    /// Writes hidden from the leader's readers (`after_sync`).
-    pub hidden_writes: usize,
     /// Each follower as the leader sees it.
     pub followers: Vec<ReplicaGauges>,
 }

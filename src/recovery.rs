@@ -25,7 +25,8 @@
 //!    next failure, so its memory stays bounded however long the follower is away.
 //! 3. **Failure detection**: the leader's heartbeat (`POST /internal/heartbeat`, with its term,
 //!    its public URL, the smallest quorum of its term and its live settings) goes to every
-//!    follower every 500 ms, and the leader marks a follower `down` when it does not answer
+//!    follower every 500 ms (and at once when the live settings change or a write lowers the
+//!    smallest quorum), and the leader marks a follower `down` when it does not answer
 //!    within 500 ms, so a failure or a return is noticed within about a second. A follower the
 //!    presenter cut off (`POST /admin/followers/{follower}/cut`) is one the leader cannot reach:
 //!    its messages and heartbeats fail without being sent, and it heals by these same steps.

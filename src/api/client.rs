@@ -49,7 +49,6 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
     };
     let leader = state.replicator().map(|replicator| LeaderGauges {
         settings: replicator.settings(),
-        hidden_writes,
         followers: replicator
             .followers()
             .into_iter()
@@ -66,6 +65,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         version,
         keys,
         term,
+        hidden_writes,
         leader,
     });
     (

@@ -1242,8 +1242,7 @@ async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledge
         "{message}"
     );
     assert_error(&app, "GET", "/kv/synced", None, 404, "not_found").await;
-    let (_, bytes) = get_raw(&app.public, "/metrics").await;
-    let metrics = String::from_utf8(bytes).expect("UTF-8");
+    let metrics = scrape(&app).await;
     assert_eq!(sample(&metrics, "semisync_after_sync"), Some(1.0));
     assert_eq!(sample(&metrics, "semisync_hidden_writes"), Some(1.0));
     let (_, dump) = call(&app, "GET", "/dump", None).await;
@@ -1287,6 +1286,13 @@ async fn a_deposed_leader_keeps_hiding_its_unacknowledged_writes() {
     );
     assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+    let metrics = scrape(&app).await;
+    assert_eq!(sample(&metrics, "semisync_leader"), Some(0.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "semisync_hidden_writes"),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

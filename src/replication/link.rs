@@ -103,7 +103,7 @@ pub struct Link {
     cut: AtomicBool,
     state: Mutex<LinkState>,
     /// Wakes the follower's heartbeat early: it needs a state transfer now, it was cut off or
-    /// restored, or the live settings changed.
+    /// restored, the live settings changed, or a write lowered the term's smallest quorum.
     pub wake: Notify,
     /// The follower's ack latency histogram, looked up once rather than at every ack.
     ack_seconds: Histogram,
