@@ -56,9 +56,10 @@ impl Swarm {
                 .map_err(|why| format!("no Docker engine answers ({why})"))?;
             if state.trim() == "active" && own_swarm_left_behind() {
                 eprintln!("leaving the swarm an interrupted run of this test left behind");
+                // Whether docker_gwbridge was there before that run is not known: it stays.
                 drop(Self {
                     dir: dir.clone(),
-                    had_gwbridge: false,
+                    had_gwbridge: true,
                 });
             } else if state.trim() != "inactive" {
                 return Err(format!(
