@@ -46,6 +46,15 @@ struct Shown {
     hidden: BTreeSet<Version>,
 }
 
+impl Shown {
+    /// Whether the store holds an entry of the key newer than every hidden write of it, which
+    /// then shows: acknowledged elsewhere, and merged in by a promotion this node attempted
+    /// after it stepped down (the only way a store moves past its hidden writes).
+    fn overtaken_by(&self, stored: Option<&Entry>) -> bool {
+        stored.is_some_and(|entry| self.hidden.last().is_none_or(|&v| entry.version > v))
+    }
+}
+
 /// One hidden write.
 #[derive(Debug)]
 struct Pending {
@@ -166,9 +175,10 @@ impl Hidden {
     /// What a reader of `key` sees: its newest acknowledged entry (a tombstone included), or
     /// the store's when it has no hidden write.
     pub fn read<'a>(&'a self, key: &str, store: &'a Store) -> Option<&'a Entry> {
+        let stored = store.entry(key);
         match self.keys.get(key) {
-            Some(shown) => shown.entry.as_ref(),
-            None => store.entry(key),
+            Some(shown) if !shown.overtaken_by(stored) => shown.entry.as_ref(),
+            _ => stored,
         }
     }
 
@@ -176,6 +186,9 @@ impl Hidden {
     pub fn dump(&self, store: &Store) -> BTreeMap<String, String> {
         let mut dump = store.dump();
         for (key, shown) in &self.keys {
+            if shown.overtaken_by(store.entry(key)) {
+                continue;
+            }
             match shown.entry.as_ref().and_then(|entry| entry.value.clone()) {
                 Some(value) => dump.insert(key.clone(), value),
                 None => dump.remove(key),
@@ -311,6 +324,34 @@ mod tests {
         assert_eq!(leader.read("c"), None, "written after the transfer's copy");
         assert_eq!(leader.hidden.ack_through(2, v3).len(), 1);
         assert!(leader.hidden.is_empty());
+    }
+
+    #[test]
+    fn a_newer_entry_merged_into_the_store_shows_over_the_hidden_writes() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("k", Some("a"), 1);
+        leader.hidden.ack(0, v1).expect("visible");
+        let v2 = leader.write("k", Some("b"), 3);
+        leader.write("j", Some("c"), 3);
+        assert_eq!(leader.read("k"), Some((Some("a"), v1)));
+        // A stepped-down leader's promotion merged a newer leader's writes, then was refused.
+        let newer = |value: Option<&str>| Entry {
+            value: value.map(str::to_owned),
+            version: v2 + 10,
+        };
+        let merged = [
+            ("k".to_owned(), newer(Some("z"))),
+            ("j".to_owned(), newer(None)),
+        ];
+        leader.store.merge(merged);
+        assert_eq!(leader.read("k"), Some((Some("z"), v2 + 10)));
+        assert_eq!(
+            leader.read("j"),
+            Some((None, v2 + 10)),
+            "a merged tombstone"
+        );
+        let dump = leader.hidden.dump(&leader.store);
+        assert_eq!(dump, BTreeMap::from([("k".to_owned(), "z".to_owned())]));
     }
 
     #[test]
