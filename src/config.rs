@@ -67,7 +67,8 @@ pub struct Config {
     pub followers: Vec<Url>,
 
     /// Base URL of the leader as a follower sees it; named in a follower's "not the leader"
-    /// errors until the leader's state transfer names its PUBLIC_URL [default: none].
+    /// errors until the leader's heartbeat or state transfer names its PUBLIC_URL [default:
+    /// none].
     #[arg(long, env = "LEADER_URL", value_parser = parse_base_url)]
     pub leader_url: Option<Url>,
 

@@ -145,8 +145,8 @@ pub(super) struct ReadParams {
     /// version of your own write (read-your-writes) or of your last read (monotonic reads).
     #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
     min_version: Option<u64>,
-    /// How long to wait for `min_version`, in milliseconds: 1000 unless given, and below
-    /// `REQUEST_TIMEOUT_MS`.
+    /// How long to wait for `min_version`, in milliseconds, below `REQUEST_TIMEOUT_MS`; unless
+    /// given, 1000, or half of `REQUEST_TIMEOUT_MS` if that is less.
     #[param(minimum = 0)]
     wait_ms: Option<u64>,
 }

@@ -286,8 +286,9 @@ async fn asynchronous_writes_are_lost_in_a_failover() {
     );
 }
 
-/// A promotion that reaches fewer followers than the smallest quorum needs is refused with a 409
-/// that says why; --force promotes anyway and says what may be lost.
+/// A promotion while the leader answers is refused (409 leader_alive); one that reaches fewer
+/// followers than the smallest quorum needs is refused with a 409 that says why; --force
+/// promotes anyway and says what may be lost.
 #[tokio::test]
 async fn promotion_refuses_without_enough_followers_unless_forced() {
     let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
@@ -299,11 +300,15 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
         .converged(Duration::from_secs(5))
         .await
         .expect("every follower has the write");
+    let to = cluster.followers[0].url();
+    // While the leader answers, no promotion: 409 leader_alive, naming it.
+    let (status, refused) = send(cluster.http.post(format!("{to}/admin/promote"))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"], "leader_alive", "{refused}");
     cluster.leader.kill();
     for follower in &mut cluster.followers[2..] {
         follower.kill();
     }
-    let to = cluster.followers[0].url();
     let (code, _, stderr) = failover(&to, false);
     assert_eq!(code, 1, "{stderr}");
     assert!(
