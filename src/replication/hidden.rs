@@ -173,7 +173,7 @@ impl Hidden {
     }
 
     /// What a reader of `key` sees: its newest acknowledged entry (a tombstone included), or
-    /// the store's when it has no hidden write.
+    /// the store's when it has no hidden write or the store's is newer than all of them.
     pub fn read<'a>(&'a self, key: &str, store: &'a Store) -> Option<&'a Entry> {
         let stored = store.entry(key);
         match self.keys.get(key) {

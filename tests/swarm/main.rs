@@ -90,6 +90,8 @@ impl Swarm {
         )
         .is_ok_and(|ids| !ids.trim().is_empty());
         docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        // From here on, dropping it cleans up, also when what follows fails.
+        let swarm = Self { dir, had_gwbridge };
         // The mark by which a later run knows this swarm as the test's own.
         let node = docker(&["info", "--format", "{{.Swarm.NodeID}}"]);
         docker(&[
@@ -99,8 +101,6 @@ impl Swarm {
             &format!("{MARK}=swarm"),
             node.trim(),
         ]);
-        // From here on, dropping it cleans up, also when the build below fails.
-        let swarm = Self { dir, had_gwbridge };
         run_ok(Command::new(swarm.dir.join("scripts/build-static.sh")).current_dir(&swarm.dir));
         run_ok(
             Command::new("docker")
