@@ -32,8 +32,10 @@
 //!    heartbeat arrives, usually long before the write's own acks, a candidate that reaches
 //!    none of its acknowledgers counts with the older, larger quorum.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
-//!    acknowledged what it alone holds), issues versions above everything it saw, and leads the
-//!    new term with the live settings of the old one. Every other node gets a state transfer
+//!    acknowledged what it alone holds; nor one of a node that holds no leader's state, a
+//!    follower restarted and not refilled by a state transfer since, which lost what it
+//!    acknowledged: it counts for nothing, the candidate itself included), issues versions
+//!    above everything it saw, and leads the new term with the live settings of the old one. Every other node gets a state transfer
 //!    that replaces its state, which removes the ending term's writes that no quorum kept.
 //!
 //! A node that starts with `ROLE=leader` first asks its peers whether one of them leads: if so it
@@ -266,7 +268,7 @@ impl Peers {
         let mut merged = 0;
         for ack in fenced.answers.iter().flatten() {
             replica.store.observe(ack.state.version);
-            if ack.was_leader {
+            if not_merged(ack).is_some() {
                 continue;
             }
             let entries = ack.state.entries.iter().cloned().map(Write::into_entry);
@@ -325,17 +327,30 @@ impl Peers {
                     node_id: status.map(|s| s.node_id.clone()),
                     role: status.map(|s| s.role),
                     version: status.map(|s| s.version),
-                    merged: answer.as_ref().is_ok_and(|ack| !ack.was_leader),
+                    merged: answer.as_ref().is_ok_and(|ack| not_merged(ack).is_none()),
                     error: match answer {
-                        Ok(ack) if ack.was_leader => {
-                            Some("was the leader: deposed, its writes not merged".into())
-                        }
-                        Ok(_) => None,
+                        Ok(ack) => not_merged(ack).map(str::to_owned),
                         Err(failure) => Some(format!("not reached ({})", failure.kind)),
                     },
                 }
             })
             .collect()
+    }
+}
+
+/// Why a fenced peer's state is neither merged nor counted, if it is not: it led (no follower
+/// acknowledged what a leader alone holds), or it holds no leader's state at all: it restarted
+/// and had no state transfer since, so it lost what it acknowledged before its restart (and
+/// acknowledged nothing after: a follower refuses writes until its transfer).
+fn not_merged(ack: &FenceAck) -> Option<&'static str> {
+    if ack.was_leader {
+        Some("was the leader: deposed, its writes not merged")
+    } else if !ack.state.filled {
+        Some(
+            "holds no leader's state (restarted, no state transfer since): not merged, not counted",
+        )
+    } else {
+        None
     }
 }
 
@@ -384,8 +399,15 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
                  every acknowledged write"
             .to_owned(),
         Some(needed) => format!(
-            "it reaches {} of {} followers (itself included), and a write acknowledged by {} \
+            "it {} {} of {} followers (itself included), and a write acknowledged by {} \
              (the ending term's smallest quorum) is only sure to be in the merge of {needed}",
+            // Before the fence, the followers that answered; after it, those whose state
+            // counts (`not_merged`).
+            if fenced_term.is_some() {
+                "merged the states of"
+            } else {
+                "reaches"
+            },
             count.merged,
             count.followers,
             count.quorum()

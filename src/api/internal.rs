@@ -152,7 +152,7 @@ async fn fence(
         Some(replicator) => Some(replicator.smallest_quorum()),
         None => replica.smallest_quorum.filter(|_| synced),
     };
-    let replica_state = ReplicaState::of(&replica.store, replica.following);
+    let replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
     state.accept_term(&mut replica, fence.term, fence.leader_url.as_deref())?;
     Ok(axum::Json(FenceAck {
         node_id: state.node_id().to_owned(),
@@ -185,6 +185,7 @@ async fn transfer(
         // What a deposed leader hid went with the state it held.
         replica.hidden.clear();
         replica.following = Some(transfer.term);
+        replica.filled = true;
     } else {
         replica.store.merge(entries);
         replica.store.observe(transfer.version);

@@ -90,6 +90,9 @@ struct Inner {
 struct Heard {
     smallest_quorum: Option<usize>,
     settings: Option<Settings>,
+    /// Whether this node held a leader's state: only then does it count among the followers
+    /// merged (see `failover::not_merged`).
+    holds_state: bool,
 }
 
 impl AppState {
@@ -229,6 +232,7 @@ impl AppState {
             let heard = Heard {
                 smallest_quorum: replica.smallest_quorum.filter(|_| synced),
                 settings: replica.leader_settings,
+                holds_state: replica.filled,
             };
             // This node first: from now on it refuses the old leader too.
             let _ = replica.check_term(term, leader_url.as_deref());
@@ -270,6 +274,7 @@ impl AppState {
                 return None;
             }
             replica.following = None;
+            replica.filled = true;
             replica.leader_url = self.inner.public_url.clone();
             // It leads with what it holds and merged: all of it visible, as a follower's was.
             replica.hidden.clear();
@@ -335,7 +340,7 @@ impl AppState {
         self.applied();
         let count = Count {
             followers,
-            merged: (merged + 1).min(followers),
+            merged: (merged + usize::from(heard.holds_state)).min(followers),
             smallest_quorum,
         };
         if !force && !count.safe() {

@@ -760,6 +760,11 @@ async fn replication_input_is_validated() {
 #[tokio::test]
 async fn a_fence_adopts_the_new_term_and_answers_the_state() {
     let app = app(Role::Follower);
+    // Before any state transfer, it holds no leader's state: a candidate will not count it.
+    let fence = r#"{"term":6,"leader_url":"http://localhost:8002/"}"#;
+    let (status, ack) = call(&app, "POST", "/internal/fence", Some(fence)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["state"]["filled"], false, "{ack}");
     follow_leader_7(&app).await;
     let write = &batch(&[r#"{"key":"k","value":"acked","version":3}"#]);
     assert_eq!(
@@ -775,6 +780,7 @@ async fn a_fence_adopts_the_new_term_and_answers_the_state() {
     assert_eq!(ack["was_leader"], false);
     assert_eq!(ack["smallest_quorum"], 1);
     assert_eq!(ack["state"]["following"], 7);
+    assert_eq!(ack["state"]["filled"], true, "its transfer filled it");
     assert_eq!(
         ack["state"]["entries"],
         json!([{"key": "k", "value": "acked", "version": 3}])

@@ -93,6 +93,11 @@ pub struct Replica {
     /// On a follower: the term whose leader's state transfer it holds, and whose writes it
     /// accepts; `None` until that transfer arrived, and always on a leader.
     pub following: Option<Term>,
+    /// Whether the store holds a leader's state: false from the node's start until a state
+    /// transfer replaced it or the node began to lead. A node that restarted lost what it held
+    /// and acknowledged; until then it acknowledged nothing (a follower refuses writes until
+    /// its transfer), so a candidate neither merges nor counts it.
+    pub filled: bool,
     /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,
     /// On a follower: the smallest write quorum of `term` it has heard of.

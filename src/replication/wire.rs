@@ -294,6 +294,9 @@ pub struct FenceAck {
 pub struct ReplicaState {
     /// The term whose leader's state the node held, if any.
     pub following: Option<Term>,
+    /// Whether it holds a leader's state at all: false on a node that restarted and has had no
+    /// state transfer since (it lost what it acknowledged before).
+    pub filled: bool,
     /// The node's latest version.
     pub version: Version,
     /// Every entry, tombstones included.
@@ -301,10 +304,12 @@ pub struct ReplicaState {
 }
 
 impl ReplicaState {
-    /// The state of `store`, as held by a follower of `following`.
-    pub fn of(store: &Store, following: Option<Term>) -> Self {
+    /// The state of `store`, as held by a follower of `following`; `filled` unless the node
+    /// restarted and had no state transfer since.
+    pub fn of(store: &Store, following: Option<Term>, filled: bool) -> Self {
         Self {
             following,
+            filled,
             version: store.latest_version(),
             entries: writes_of(store),
         }

@@ -343,6 +343,60 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
     assert!(stderr.contains("already leads term"), "{stderr}");
 }
 
+/// A follower restarted since it acknowledged writes has lost them. Cut off from the leader, so
+/// that no state transfer refills it, it holds no leader's state, and a candidate neither merges
+/// nor counts it: counted, it would have made this promotion look safe.
+#[tokio::test]
+async fn a_restarted_follower_without_its_transfer_counts_for_nothing() {
+    let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
+    let (status, body) = cluster.put("k", "v", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    cluster
+        .converged(Duration::from_secs(5))
+        .await
+        .expect("every follower has the write");
+    let cut = format!("{}/admin/followers/follower5/cut", cluster.leader.url());
+    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    cluster.followers[4].restart().expect("restart follower5");
+    let restarted = cluster.followers[4].url();
+    eventually(Duration::from_secs(10), || async {
+        let answer = cluster.http.get(format!("{restarted}/dump")).send().await;
+        match answer {
+            Ok(response) if response.status() == StatusCode::OK => Ok(()),
+            other => Err(format!("follower5 not back yet: {other:?}")),
+        }
+    })
+    .await
+    .expect("follower5 answers again");
+    assert_eq!(cluster.get(&restarted, "/dump").await.1, json!({}));
+    cluster.leader.kill();
+    for follower in &mut cluster.followers[2..4] {
+        follower.kill();
+    }
+    let to = cluster.followers[0].url();
+    let (code, _, stderr) = failover(&to, false);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("merged the states of 2 of 5 followers"),
+        "reaches 3, merges 2: {stderr}"
+    );
+    let (code, promotion, stderr) = failover(&to, true);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(promotion["merged"], 2, "{promotion}");
+    let peers = promotion["peers"].as_array().expect("peers");
+    let report = (peers.iter())
+        .find(|peer| peer["node_id"] == "follower5")
+        .expect("follower5's report");
+    assert_eq!(report["merged"], false, "{report}");
+    let why = report["error"].as_str().unwrap_or_default();
+    assert!(why.contains("holds no leader's state"), "{report}");
+    // follower2, fenced by the refused attempt, holds its state still: fenced, not emptied.
+    let follower2 = (peers.iter())
+        .find(|peer| peer["node_id"] == "follower2")
+        .expect("follower2's report");
+    assert_eq!(follower2["merged"], true, "{follower2}");
+}
+
 /// Fencing: the leader freezes (SIGSTOP), a follower is promoted, the leader thaws (SIGCONT).
 /// The writes it was sent meanwhile never get a 200 and never show on another node, and it
 /// steps down within a couple of heartbeats. Restarted with ROLE=leader, it follows the new
