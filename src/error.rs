@@ -104,7 +104,8 @@ pub enum Error {
     PromotionRefused {
         /// Why, and what to do.
         reason: String,
-        /// Followers whose state could be merged, the candidate included.
+        /// Followers that count as merged: reached (or merged) and holding a leader's state,
+        /// the candidate included if it holds one.
         merged: usize,
         /// Followers a safe promotion needs; `None` when no number suffices.
         needed: Option<usize>,

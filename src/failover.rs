@@ -12,7 +12,8 @@
 //!
 //! Followers apply writes in any order, so "the follower with the highest version" may still
 //! lack an older acknowledged write. A candidate therefore **merges the states** of every
-//! follower it reaches, its own included, and it does so in this order:
+//! follower it reaches, its own included, and counts those that hold a leader's state, in
+//! this order:
 //!
 //! 1. **Fence.** It takes a term above every one it has seen and sends it to every peer
 //!    (`POST /internal/fence`). A peer adopts the term and answers its replica *in the same
@@ -32,9 +33,9 @@
 //!    heartbeat arrives, usually long before the write's own acks, a candidate that reaches
 //!    none of its acknowledgers counts with the older, larger quorum.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
-//!    acknowledged what it alone holds; nor one of a node that holds no leader's state, a
-//!    follower restarted and not refilled by a state transfer since, which lost what it
-//!    acknowledged: it counts for nothing, the candidate itself included), issues versions
+//!    acknowledged what it alone holds; a node that holds no leader's state, a follower
+//!    restarted and not refilled by a state transfer since, lost what it acknowledged: its
+//!    state is merged but it does not count, the candidate itself included), issues versions
 //!    above everything it saw, and leads the new term with the live settings of the old one. Every other node gets a state transfer
 //!    that replaces its state, which removes the ending term's writes that no quorum kept.
 //!
@@ -108,7 +109,8 @@ pub struct Promotion {
     pub leader_url: Option<String>,
     /// The followers a leader of this cluster has (`N`: the new leader's peers).
     pub followers: usize,
-    /// Followers whose state was merged, the new leader's own included (`R`).
+    /// Followers that count as merged (`R`): merged and holding a leader's state, the new
+    /// leader's own included if it holds one.
     pub merged: usize,
     /// The smallest write quorum of the ending term that the merged followers heard of
     /// (`Wmin`); `null` when none heard of any write (then 1 is assumed).
@@ -134,7 +136,7 @@ pub struct Promotion {
 pub struct Count {
     /// `N`: the followers of a leader of this cluster.
     pub followers: usize,
-    /// `R`: followers merged, the candidate included.
+    /// `R`: followers merged that hold a leader's state, the candidate included if it does.
     pub merged: usize,
     /// `Wmin`, when known.
     pub smallest_quorum: Option<usize>,
@@ -268,11 +270,16 @@ impl Peers {
         let mut merged = 0;
         for ack in fenced.answers.iter().flatten() {
             replica.store.observe(ack.state.version);
-            if not_merged(ack).is_some() {
+            if ack.was_leader {
                 continue;
             }
+            // Merged whatever it holds (it may have merged others' states itself, as a refused
+            // candidate), but counted only when it holds a leader's state.
             let entries = ack.state.entries.iter().cloned().map(Write::into_entry);
             replica.store.merge(entries);
+            if !ack.state.filled {
+                continue;
+            }
             merged += 1;
             if let Some(quorum) = ack.smallest_quorum {
                 smallest = Some(smallest.map_or(quorum, |s| s.min(quorum)));
@@ -327,9 +334,9 @@ impl Peers {
                     node_id: status.map(|s| s.node_id.clone()),
                     role: status.map(|s| s.role),
                     version: status.map(|s| s.version),
-                    merged: answer.as_ref().is_ok_and(|ack| not_merged(ack).is_none()),
+                    merged: answer.as_ref().is_ok_and(|ack| !ack.was_leader),
                     error: match answer {
-                        Ok(ack) => not_merged(ack).map(str::to_owned),
+                        Ok(ack) => not_counted(ack).map(str::to_owned),
                         Err(failure) => Some(format!("not reached ({})", failure.kind)),
                     },
                 }
@@ -338,17 +345,16 @@ impl Peers {
     }
 }
 
-/// Why a fenced peer's state is neither merged nor counted, if it is not: it led (no follower
-/// acknowledged what a leader alone holds), or it holds no leader's state at all: it restarted
-/// and had no state transfer since, so it lost what it acknowledged before its restart (and
-/// acknowledged nothing after: a follower refuses writes until its transfer).
-fn not_merged(ack: &FenceAck) -> Option<&'static str> {
+/// Why a fenced peer does not count among the followers merged, if it does not: it led (its
+/// state is not merged: no follower acknowledged what a leader alone holds), or it holds no
+/// leader's state: it restarted and had no state transfer since, so it lost what it
+/// acknowledged before (and acknowledged nothing after: a follower refuses writes until its
+/// transfer). What such a node holds is merged all the same.
+fn not_counted(ack: &FenceAck) -> Option<&'static str> {
     if ack.was_leader {
         Some("was the leader: deposed, its writes not merged")
     } else if !ack.state.filled {
-        Some(
-            "holds no leader's state (restarted, no state transfer since): not merged, not counted",
-        )
+        Some("holds no leader's state (restarted, no state transfer since): merged, not counted")
     } else {
         None
     }
@@ -399,12 +405,13 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
                  every acknowledged write"
             .to_owned(),
         Some(needed) => format!(
-            "it {} {} of {} followers (itself included), and a write acknowledged by {} \
+            "it {} {} of {} followers that hold a leader's state (itself included if it does), \
+             and a write acknowledged by {} \
              (the ending term's smallest quorum) is only sure to be in the merge of {needed}",
-            // Before the fence, the followers that answered; after it, those whose state
-            // counts (`not_merged`).
+            // Before the fence, those whose status answered; after it, those whose fence
+            // answer counts (`not_counted`).
             if fenced_term.is_some() {
-                "merged the states of"
+                "merged"
             } else {
                 "reaches"
             },
@@ -501,6 +508,7 @@ mod tests {
                 term,
                 incarnation: 1,
                 following: None,
+                filled: true,
                 leader_url: None,
                 public_url: None,
                 version: 0,

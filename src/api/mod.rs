@@ -91,7 +91,7 @@ struct Heard {
     smallest_quorum: Option<usize>,
     settings: Option<Settings>,
     /// Whether this node held a leader's state: only then does it count among the followers
-    /// merged (see `failover::not_merged`).
+    /// counted (see `failover::not_counted`).
     holds_state: bool,
 }
 
@@ -314,16 +314,18 @@ impl AppState {
                 leader: leader.leader_url.clone(),
             });
         }
-        let (smallest_quorum, own_term) = {
+        let (smallest_quorum, own_term, filled) = {
             let replica = self.replica();
-            (replica.smallest_quorum, replica.term)
+            (replica.smallest_quorum, replica.term, replica.filled)
         };
         let followers = peers.urls.len();
-        let reachable = 1 + statuses
-            .iter()
-            .flatten()
-            .filter(|status| status.role == Role::Follower)
-            .count();
+        // Only the nodes that hold a leader's state count (`failover::not_counted`).
+        let reachable = usize::from(filled)
+            + statuses
+                .iter()
+                .flatten()
+                .filter(|status| status.role == Role::Follower && status.filled)
+                .count();
         let before = Count {
             followers,
             merged: reachable,
@@ -364,7 +366,15 @@ impl AppState {
             kept_if_acked_by: count.kept_if_acked_by(),
             safe: count.safe(),
             forced: force && !count.safe(),
-            guarantee: count.guarantee(),
+            guarantee: if heard.holds_state {
+                count.guarantee()
+            } else {
+                format!(
+                    "{}; this node does not count itself: it restarted and had no state transfer \
+                     since, so it holds no leader's state",
+                    count.guarantee()
+                )
+            },
             version,
             keys,
             peers: peers.reports(&statuses, &fenced),
@@ -466,6 +476,7 @@ impl AppState {
             term: replica.term,
             incarnation: self.inner.incarnation,
             following: replica.following,
+            filled: replica.filled,
             leader_url: replica.leader_url.clone(),
             public_url: self.inner.public_url.clone(),
             version: replica.store.latest_version(),

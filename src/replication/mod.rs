@@ -96,7 +96,7 @@ pub struct Replica {
     /// Whether the store holds a leader's state: false from the node's start until a state
     /// transfer replaced it or the node began to lead. A node that restarted lost what it held
     /// and acknowledged; until then it acknowledged nothing (a follower refuses writes until
-    /// its transfer), so a candidate neither merges nor counts it.
+    /// its transfer), so a candidate does not count it.
     pub filled: bool,
     /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,

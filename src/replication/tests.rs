@@ -95,6 +95,7 @@ impl Fake {
             term: self.leader.load(Ordering::SeqCst),
             incarnation: follower as u64,
             following: Some(self.leader.load(Ordering::SeqCst)),
+            filled: true,
             leader_url: None,
             public_url: None,
             version: 0,

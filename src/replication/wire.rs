@@ -249,6 +249,9 @@ pub struct NodeStatus {
     pub incarnation: Incarnation,
     /// The term whose leader's state it holds, if any; always `None` on a leader.
     pub following: Option<Term>,
+    /// Whether it holds a leader's state at all: false on a node that restarted and has had no
+    /// state transfer since (a candidate does not count it).
+    pub filled: bool,
     /// Where clients reach the leader of its term, when it knows.
     pub leader_url: Option<String>,
     /// Where clients reach this node (its `PUBLIC_URL`), if it has one.
