@@ -36,8 +36,9 @@
 //!    acknowledged what it alone holds; a node that holds no leader's state, a follower
 //!    restarted and not refilled by a state transfer since, lost what it acknowledged: its
 //!    state is merged but it does not count, the candidate itself included), issues versions
-//!    above everything it saw, and leads the new term with the live settings of the old one. Every other node gets a state transfer
-//!    that replaces its state, which removes the ending term's writes that no quorum kept.
+//!    above everything it saw, and leads the new term with the live settings of the old one.
+//!    Every other node gets a state transfer that replaces its state, which removes the ending
+//!    term's writes that no quorum kept.
 //!
 //! A node that starts with `ROLE=leader` first asks its peers whether one of them leads: if so it
 //! follows, whatever its role says (the old leader restarted after a failover); if not, it takes

@@ -90,8 +90,8 @@ struct Inner {
 struct Heard {
     smallest_quorum: Option<usize>,
     settings: Option<Settings>,
-    /// Whether this node held a leader's state: only then does it count among the followers
-    /// counted (see `failover::not_counted`).
+    /// Whether this node held a leader's state: only then does it count itself among the
+    /// followers merged (see `failover::not_counted`).
     holds_state: bool,
 }
 
