@@ -286,20 +286,25 @@ async fn asynchronous_writes_are_lost_in_a_failover() {
     );
 }
 
+/// A cluster at quorum 3 whose write `k = v` every follower holds: the 200 came with the third
+/// ack, and the promotions below must find the write on whichever followers they merge.
+async fn quorum_3_with_k_everywhere() -> TestCluster {
+    let cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
+    let (status, body) = cluster.put("k", "v", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    cluster
+        .converged(Duration::from_secs(5))
+        .await
+        .expect("every follower has the write");
+    cluster
+}
+
 /// A promotion while the leader answers is refused (409 leader_alive); one that reaches fewer
 /// followers than the smallest quorum needs is refused with a 409 that says why; --force
 /// promotes anyway and says what may be lost.
 #[tokio::test]
 async fn promotion_refuses_without_enough_followers_unless_forced() {
-    let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
-    let (status, body) = cluster.put("k", "v", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    // On every follower before the crash, so that the two merged below hold it: the 200 came
-    // with the third ack, and the other two may still be on their way.
-    cluster
-        .converged(Duration::from_secs(5))
-        .await
-        .expect("every follower has the write");
+    let mut cluster = quorum_3_with_k_everywhere().await;
     let to = cluster.followers[0].url();
     // While the leader answers, no promotion: 409 leader_alive, naming it.
     let (status, refused) = send(cluster.http.post(format!("{to}/admin/promote"))).await;
@@ -349,13 +354,7 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
 /// safe.
 #[tokio::test]
 async fn a_restarted_follower_without_its_transfer_counts_for_nothing() {
-    let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
-    let (status, body) = cluster.put("k", "v", None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    cluster
-        .converged(Duration::from_secs(5))
-        .await
-        .expect("every follower has the write");
+    let mut cluster = quorum_3_with_k_everywhere().await;
     let cut = format!("{}/admin/followers/follower5/cut", cluster.leader.url());
     assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
     cluster.followers[4].restart().expect("restart follower5");
