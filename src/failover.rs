@@ -406,11 +406,11 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
                  every acknowledged write"
             .to_owned(),
         Some(needed) => format!(
-            "it {} {} of {} followers that hold a leader's state (itself included if it does), \
-             and a write acknowledged by {} \
-             (the ending term's smallest quorum) is only sure to be in the merge of {needed}",
-            // Before the fence, those whose status answered; after it, those whose fence
-            // answer counts (`not_counted`).
+            "it {} {} of {} followers that hold a leader's state ({}), and a write acknowledged \
+             by {} (the ending term's smallest quorum) is only sure to be in the merge of \
+             {needed}",
+            // Before the fence, itself and the followers whose status answered; after it, those
+            // whose fence answer counts (`not_counted`).
             if fenced_term.is_some() {
                 "merged"
             } else {
@@ -418,6 +418,11 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
             },
             count.merged,
             count.followers,
+            if fenced_term.is_some() {
+                "itself included if it does"
+            } else {
+                "itself included"
+            },
             count.quorum()
         ),
     };

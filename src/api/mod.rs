@@ -314,18 +314,19 @@ impl AppState {
                 leader: leader.leader_url.clone(),
             });
         }
-        let (smallest_quorum, own_term, filled) = {
+        let (smallest_quorum, own_term) = {
             let replica = self.replica();
-            (replica.smallest_quorum, replica.term, replica.filled)
+            (replica.smallest_quorum, replica.term)
         };
         let followers = peers.urls.len();
-        // Only the nodes that hold a leader's state count (`failover::not_counted`).
-        let reachable = usize::from(filled)
-            + statuses
-                .iter()
-                .flatten()
-                .filter(|status| status.role == Role::Follower && status.filled)
-                .count();
+        // Only the followers that hold a leader's state count (`failover::not_counted`). This
+        // node counts itself here even when it holds none: then it has not heard the ending
+        // term's quorum either, which the fence tells it; the count after the fence decides.
+        let reachable = 1 + statuses
+            .iter()
+            .flatten()
+            .filter(|status| status.role == Role::Follower && status.filled)
+            .count();
         let before = Count {
             followers,
             merged: reachable,

@@ -400,6 +400,35 @@ async fn a_restarted_follower_without_its_transfer_counts_for_nothing() {
     assert_eq!(read["value"], "v", "the write follower1 and follower2 held");
 }
 
+/// The same rule for the candidate itself: follower1, restarted and cut off from its state
+/// transfer, is promoted on the four others' states and counts 4 merged, not 5.
+#[tokio::test]
+async fn a_restarted_candidate_does_not_count_itself() {
+    let mut cluster = quorum_3_with_k_everywhere().await;
+    let cut = format!("{}/admin/followers/follower1/cut", cluster.leader.url());
+    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    cluster.followers[0].restart().expect("restart follower1");
+    let to = cluster.followers[0].url();
+    eventually(Duration::from_secs(10), || async {
+        let answer = cluster.http.get(format!("{to}/dump")).send().await;
+        match answer {
+            Ok(response) if response.status() == StatusCode::OK => Ok(()),
+            other => Err(format!("follower1 not back yet: {other:?}")),
+        }
+    })
+    .await
+    .expect("follower1 answers again");
+    cluster.leader.kill();
+    let (code, promotion, stderr) = failover(&to, false);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(promotion["merged"], 4, "{promotion}");
+    assert_eq!(promotion["safe"], true, "{promotion}");
+    let guarantee = promotion["guarantee"].as_str().unwrap_or_default();
+    assert!(guarantee.contains("does not count itself"), "{promotion}");
+    let (_, read) = cluster.get(&to, "/kv/k").await;
+    assert_eq!(read["value"], "v", "merged from the four others");
+}
+
 /// Fencing: the leader freezes (SIGSTOP), a follower is promoted, the leader thaws (SIGCONT).
 /// The writes it was sent meanwhile never get a 200 and never show on another node, and it
 /// steps down within a couple of heartbeats. Restarted with ROLE=leader, it follows the new
