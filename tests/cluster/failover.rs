@@ -348,6 +348,20 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
     assert!(stderr.contains("already leads term"), "{stderr}");
 }
 
+/// Cuts the follower `index` off at the leader, so that no state transfer refills it, and
+/// restarts it: it comes back empty, holding no leader's state. Returns its URL. (Its first
+/// read waits until it serves: it listens from its restart, and serves once it has asked its
+/// peers for the newest term.)
+async fn restart_cut_off(cluster: &mut TestCluster, index: usize) -> String {
+    let name = format!("follower{}", index + 1);
+    let cut = format!("{}/admin/followers/{name}/cut", cluster.leader.url());
+    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    cluster.followers[index].restart().expect("restart");
+    let url = cluster.followers[index].url();
+    assert_eq!(cluster.get(&url, "/dump").await.1, json!({}), "{name}");
+    url
+}
+
 /// A follower restarted since it acknowledged writes has lost them. Cut off from the leader, so
 /// that no state transfer refills it, it holds no leader's state, and a candidate does not count
 /// it (it merges what it holds all the same): counted, it would have made this promotion look
@@ -355,20 +369,7 @@ async fn promotion_refuses_without_enough_followers_unless_forced() {
 #[tokio::test]
 async fn a_restarted_follower_without_its_transfer_counts_for_nothing() {
     let mut cluster = quorum_3_with_k_everywhere().await;
-    let cut = format!("{}/admin/followers/follower5/cut", cluster.leader.url());
-    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
-    cluster.followers[4].restart().expect("restart follower5");
-    let restarted = cluster.followers[4].url();
-    eventually(Duration::from_secs(10), || async {
-        let answer = cluster.http.get(format!("{restarted}/dump")).send().await;
-        match answer {
-            Ok(response) if response.status() == StatusCode::OK => Ok(()),
-            other => Err(format!("follower5 not back yet: {other:?}")),
-        }
-    })
-    .await
-    .expect("follower5 answers again");
-    assert_eq!(cluster.get(&restarted, "/dump").await.1, json!({}));
+    restart_cut_off(&mut cluster, 4).await;
     cluster.leader.kill();
     for follower in &mut cluster.followers[2..4] {
         follower.kill();
@@ -405,19 +406,7 @@ async fn a_restarted_follower_without_its_transfer_counts_for_nothing() {
 #[tokio::test]
 async fn a_restarted_candidate_does_not_count_itself() {
     let mut cluster = quorum_3_with_k_everywhere().await;
-    let cut = format!("{}/admin/followers/follower1/cut", cluster.leader.url());
-    assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
-    cluster.followers[0].restart().expect("restart follower1");
-    let to = cluster.followers[0].url();
-    eventually(Duration::from_secs(10), || async {
-        let answer = cluster.http.get(format!("{to}/dump")).send().await;
-        match answer {
-            Ok(response) if response.status() == StatusCode::OK => Ok(()),
-            other => Err(format!("follower1 not back yet: {other:?}")),
-        }
-    })
-    .await
-    .expect("follower1 answers again");
+    let to = restart_cut_off(&mut cluster, 0).await;
     cluster.leader.kill();
     let (code, promotion, stderr) = failover(&to, false);
     assert_eq!(code, 0, "{stderr}");
