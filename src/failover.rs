@@ -401,28 +401,22 @@ pub fn refused(reason: impl Into<String>) -> Error {
 /// Refuses a promotion that the count does not make safe.
 pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
     let needed = count.needed();
+    // Before the fence, itself and the followers whose status answered; after it, those whose
+    // fence answer counts (`not_counted`).
+    let (counted, itself) = match fenced_term {
+        Some(_) => ("merged", "itself included if it does"),
+        None => ("reaches", "itself included"),
+    };
     let why = match needed {
         None => "the ending term wrote with quorum 0 (asynchronous): no promotion can keep \
                  every acknowledged write"
             .to_owned(),
         Some(needed) => format!(
-            "it {} {} of {} followers that hold a leader's state ({}), and a write acknowledged \
-             by {} (the ending term's smallest quorum) is only sure to be in the merge of \
-             {needed}",
-            // Before the fence, itself and the followers whose status answered; after it, those
-            // whose fence answer counts (`not_counted`).
-            if fenced_term.is_some() {
-                "merged"
-            } else {
-                "reaches"
-            },
+            "it {counted} {} of {} followers that hold a leader's state ({itself}), and a write \
+             acknowledged by {} (the ending term's smallest quorum) is only sure to be in the \
+             merge of {needed}",
             count.merged,
             count.followers,
-            if fenced_term.is_some() {
-                "itself included if it does"
-            } else {
-                "itself included"
-            },
             count.quorum()
         ),
     };
