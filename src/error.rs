@@ -177,6 +177,42 @@ pub enum Error {
         visible_on_leader: bool,
     },
 
+    /// The write's quorum acknowledged it, but its quorum is below the term's floor: too few
+    /// followers heard of a quorum that low for a promotion to be sure to know it, so the write
+    /// does not count. Usually a partition has cut the leader off from most followers. The write
+    /// is NOT rolled back.
+    #[error(
+        "quorum {quorum} is not announced: {acks} of {quorum} acks came, but only {heard} \
+         followers heard of quorum {quorum} within {timeout_ms} ms and {floor} must, or a \
+         promotion among the other followers could count with quorum {floor} and lose this \
+         write. Write with quorum {floor} or more, or reconnect the followers (a partition?); \
+         the write was applied on the leader (version {version}){} and keeps replicating, not \
+         rolled back, only not confirmed",
+        hidden_until(*.visible_on_leader, *.quorum)
+    )]
+    QuorumNotAnnounced {
+        /// The key written.
+        key: String,
+        /// The version the leader assigned to the write.
+        version: Version,
+        /// The write's quorum.
+        quorum: usize,
+        /// Acks received.
+        acks: usize,
+        /// Node ids of the followers that acknowledged in time.
+        acked_by: Vec<String>,
+        /// The floor: the smallest quorum at which a write of this term counts now.
+        floor: usize,
+        /// Followers known to have heard of the write's quorum or a lower one.
+        heard: usize,
+        /// The deadline that passed, in milliseconds.
+        timeout_ms: u64,
+        /// The wait point that applied to the write.
+        wait_point: WaitPoint,
+        /// Whether the leader's readers see the write.
+        visible_on_leader: bool,
+    },
+
     /// A change to the live settings that would leave them invalid.
     #[error("{0}")]
     InvalidSettings(String),
@@ -265,6 +301,9 @@ impl Error {
             Error::LeaderAlive { .. } => (StatusCode::CONFLICT, "leader_alive"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
+            Error::QuorumNotAnnounced { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "quorum_not_announced")
+            }
             Error::NotYetReplicated { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "not_yet_replicated")
             }
@@ -329,6 +368,30 @@ impl Error {
                 "quorum": quorum,
                 "acks": acks,
                 "acked_by": acked_by,
+                "timeout_ms": timeout_ms,
+                "applied_on_leader": true,
+                "wait_point": wait_point,
+                "visible_on_leader": visible_on_leader,
+            }),
+            Error::QuorumNotAnnounced {
+                key,
+                version,
+                quorum,
+                acks,
+                acked_by,
+                floor,
+                heard,
+                timeout_ms,
+                wait_point,
+                visible_on_leader,
+            } => json!({
+                "key": key,
+                "version": version,
+                "quorum": quorum,
+                "acks": acks,
+                "acked_by": acked_by,
+                "floor": floor,
+                "heard": heard,
                 "timeout_ms": timeout_ms,
                 "applied_on_leader": true,
                 "wait_point": wait_point,

@@ -81,6 +81,31 @@ pub struct Peers {
     clock: Arc<LagClock>,
 }
 
+/// What a node reports of the state it holds, as a candidate counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The term whose leader's state it holds.
+    pub following: Option<Term>,
+    /// The smallest quorum of that term it heard of.
+    pub smallest_quorum: Option<usize>,
+    /// Whether it counts among the followers merged (`not_counted`).
+    pub counted: bool,
+}
+
+/// The smallest quorum of the ending term, from what the counted nodes report: the smallest
+/// that those holding the newest state among them (the largest `following`) heard of. An older
+/// term's quorum says nothing of the newer term's writes, so it is left out; a node fenced by
+/// a candidate that was then refused still holds and reports its term's, so the next
+/// promotion counts with it. `None` when none of them heard of any.
+pub fn smallest_quorum(reports: &[Report]) -> Option<usize> {
+    let counted = || reports.iter().filter(|report| report.counted);
+    let newest = counted().filter_map(|report| report.following).max()?;
+    counted()
+        .filter(|report| report.following == Some(newest))
+        .filter_map(|report| report.smallest_quorum)
+        .min()
+}
+
 /// What one peer answered during a promotion.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct PeerReport {
@@ -259,18 +284,25 @@ impl Peers {
 
     /// Merges the fenced states into `replica`, and raises its version counter above
     /// everything seen; returns how many followers' states were merged (not counting this
-    /// node) and the smallest quorum they and this node (`own_quorum`) heard of.
+    /// node) and the smallest quorum of the ending term they, this node (`own`) and a deposed
+    /// leader reported ([`smallest_quorum`]).
     pub fn merge(
         &self,
         replica: &SharedReplica,
         fenced: &Fenced,
-        own_quorum: Option<usize>,
+        own: Report,
     ) -> (usize, Option<usize>) {
         let mut replica = lock(replica);
-        let mut smallest = own_quorum;
+        let mut reports = vec![own];
         let mut merged = 0;
         for ack in fenced.answers.iter().flatten() {
             replica.store.observe(ack.state.version);
+            let counted = !ack.was_leader && ack.state.filled;
+            reports.push(Report {
+                following: ack.state.following,
+                smallest_quorum: ack.smallest_quorum,
+                counted,
+            });
             if ack.was_leader {
                 continue;
             }
@@ -278,14 +310,12 @@ impl Peers {
             // candidate), but counted only when it holds a leader's state.
             let entries = ack.state.entries.iter().cloned().map(Write::into_entry);
             replica.store.merge(entries);
-            if !ack.state.filled {
-                continue;
-            }
-            merged += 1;
-            if let Some(quorum) = ack.smallest_quorum {
-                smallest = Some(smallest.map_or(quorum, |s| s.min(quorum)));
-            }
+            merged += usize::from(counted);
         }
+        let deposed = (fenced.answers.iter().flatten())
+            .filter(|ack| ack.was_leader)
+            .filter_map(|ack| ack.smallest_quorum);
+        let smallest = smallest_quorum(&reports).into_iter().chain(deposed).min();
         if fenced.answers.iter().any(Result::is_err) {
             // A peer that did not answer may hold versions nobody else has seen (a deposed leader
             // that kept writing). Versions from the clock are newer than any an earlier leader
@@ -497,6 +527,69 @@ mod tests {
         );
         let asynchronous = count(5, 5, Some(0)).guarantee();
         assert!(asynchronous.contains("quorum 0"), "{asynchronous}");
+    }
+
+    fn report(following: Option<Term>, quorum: Option<usize>) -> Report {
+        Report {
+            following,
+            smallest_quorum: quorum,
+            counted: true,
+        }
+    }
+
+    #[test]
+    fn the_ending_terms_quorum_comes_from_the_nodes_that_hold_its_state() {
+        // Term 4 wrote with quorum 1; term 5's leader, with quorum 3.
+        let reports = [report(Some(4), Some(1)), report(Some(5), Some(3))];
+        assert_eq!(smallest_quorum(&reports), Some(3));
+        let lowered = [report(Some(5), Some(3)), report(Some(5), Some(2))];
+        assert_eq!(smallest_quorum(&lowered), Some(2));
+        let uncounted = Report {
+            counted: false,
+            ..report(Some(6), Some(1))
+        };
+        assert_eq!(
+            smallest_quorum(&[uncounted, report(Some(5), Some(3))]),
+            Some(3)
+        );
+        assert_eq!(smallest_quorum(&[report(None, None)]), None);
+    }
+
+    /// A deposed leader's own smallest quorum is the one it used: the merge counts with it,
+    /// though it does not merge that leader's state.
+    #[test]
+    fn a_deposed_leaders_quorum_counts_though_its_state_is_not_merged() {
+        let fence_ack = |node: &str, was_leader: bool, quorum: usize| FenceAck {
+            node_id: node.into(),
+            was_leader,
+            smallest_quorum: Some(quorum),
+            state: crate::replication::wire::ReplicaState {
+                following: (!was_leader).then_some(5),
+                filled: true,
+                version: 9,
+                entries: vec![Write::new(node.into(), crate::store::Entry::value("v", 9))],
+            },
+        };
+        let peers = Peers::new(
+            Vec::new(),
+            Arc::new(crate::replication::HttpTransport::new(&[], None).expect("a client")),
+            Arc::new(LagClock::tokio()),
+        );
+        let fenced = Fenced {
+            answers: vec![
+                Ok(fence_ack("leader", true, 1)),
+                Ok(fence_ack("f1", false, 3)),
+            ],
+        };
+        let replica = SharedReplica::default();
+        let own = report(Some(5), Some(3));
+        assert_eq!(peers.merge(&replica, &fenced, own), (1, Some(1)));
+        let store = &lock(&replica).store;
+        assert!(store.entry("f1").is_some());
+        assert!(
+            store.entry("leader").is_none(),
+            "the leader's own state is not merged"
+        );
     }
 
     #[test]

@@ -96,14 +96,11 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
             () = link.wake.notified() => {}
             () = &mut deposed => return,
         }
+        let sent = shared.heartbeat();
+        let quorum = sent.smallest_quorum;
         let status = match link.cut_off() {
             Some(failure) => Err(failure),
-            None => {
-                shared
-                    .transport
-                    .heartbeat(follower, shared.heartbeat())
-                    .await
-            }
+            None => shared.transport.heartbeat(follower, sent).await,
         };
         if let Err(Failure {
             newer_term: Some((term, leader)),
@@ -112,6 +109,12 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
         {
             if shared.depose(*term, leader.as_deref()) {
                 return;
+            }
+        }
+        // A follower that holds this term's state hears of the quorum a heartbeat carries.
+        if let Ok(status) = &status {
+            if status.following == Some(shared.term) {
+                shared.heard(follower, quorum);
             }
         }
         if link.on_heartbeat(status.as_ref(), shared.term) {
@@ -134,6 +137,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
         incarnation,
     );
     let (version, entries) = (transfer.version, transfer.entries.len());
+    let quorum = transfer.smallest_quorum;
     let started = Instant::now();
     let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;
     match &result {
@@ -141,8 +145,11 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
             info!(follower = %link.url, node_id = %ack.node_id, entries, version,
                 replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
                 "state transfer done");
+            if let Some(quorum) = quorum {
+                shared.heard(link.index, quorum);
+            }
             // The follower holds every write up to `version`: an ack of each.
-            shared.reveal(|hidden| hidden.ack_through(link.index, version));
+            shared.reveal(|hidden| hidden.ack_through(link.index, version, shared.floor()));
         }
         Err(Failure {
             newer_term: Some((term, leader)),

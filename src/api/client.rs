@@ -19,7 +19,7 @@ use super::{AppState, Json, Key, Leader, Query};
 use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
 use crate::replication::wire::MAX_JSON_INTEGER;
-use crate::replication::{FollowerState, FollowerView, Replicator, Term, Write};
+use crate::replication::{FollowerState, FollowerView, Replicator, Term, Unannounced, Write};
 use crate::settings::{Settings, WaitPoint};
 use crate::store::Version;
 
@@ -273,7 +273,7 @@ pub struct WriteResponse {
         (status = 200, description = "the quorum acknowledged", body = WriteResponse),
         (status = 400, description = "invalid key, body or quorum", body = ErrorBody),
         (status = 413, description = "value or body too large", body = ErrorBody),
-        (status = 503, description = "quorum not reached in time: applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
+        (status = 503, description = "quorum_timeout: quorum not reached in time; quorum_not_announced: the quorum is below the term's floor and too few followers heard of it (a partition?); either way applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
     ))]
 pub(super) async fn put(
     Leader(replicator): Leader,
@@ -290,7 +290,7 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/kv/{key}", params(KeyParam, WriteParams), responses(
     (status = 200, description = "the quorum acknowledged", body = WriteResponse),
     (status = 400, description = "invalid key or quorum", body = ErrorBody),
-    (status = 503, description = "quorum not reached in time: applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
+    (status = 503, description = "quorum_timeout: quorum not reached in time; quorum_not_announced: the quorum is below the term's floor and too few followers heard of it (a partition?); either way applied, not rolled back (hidden from leader reads under after_sync)", body = ErrorBody),
 ))]
 pub(super) async fn delete(
     Leader(replicator): Leader,
@@ -336,6 +336,22 @@ async fn write(
         .metrics
         .write(outcome.reached(), started.elapsed());
 
+    // Asked now: a late ack or a state transfer may have shown it already.
+    let visible_on_leader = !state.replica().hidden.hides(version);
+    if let Some(Unannounced { floor, heard }) = outcome.unannounced {
+        return Err(Error::QuorumNotAnnounced {
+            key,
+            version,
+            quorum,
+            acks: outcome.acks(),
+            acked_by: outcome.acked_by,
+            floor,
+            heard,
+            timeout_ms: outcome.timeout.as_millis() as u64,
+            wait_point,
+            visible_on_leader,
+        });
+    }
     if !outcome.reached() {
         return Err(Error::QuorumTimeout {
             key,
@@ -345,8 +361,7 @@ async fn write(
             acked_by: outcome.acked_by,
             timeout_ms: outcome.timeout.as_millis() as u64,
             wait_point,
-            // Asked now: a late ack or a state transfer may have shown it already.
-            visible_on_leader: !state.replica().hidden.hides(version),
+            visible_on_leader,
         });
     }
     Ok(axum::Json(WriteResponse {

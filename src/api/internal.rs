@@ -146,14 +146,14 @@ async fn fence(
         });
     }
     let leading = state.replicator();
-    // Reported only by a node that holds its term's state: a candidate counts with it.
-    let synced = replica.following == Some(replica.term);
     let smallest_quorum = match &leading {
         Some(replicator) => Some(replicator.smallest_quorum()),
-        None => replica.smallest_quorum.filter(|_| synced),
+        None => replica.smallest_quorum,
     };
     let replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
-    state.accept_term(&mut replica, fence.term, fence.leader_url.as_deref())?;
+    // Not the candidate's URL: it leads only if its count allows, and then says so in its
+    // heartbeat; a refused candidate must not be named as the leader in this node's 421s.
+    state.accept_term(&mut replica, fence.term, None)?;
     Ok(axum::Json(FenceAck {
         node_id: state.node_id().to_owned(),
         was_leader: leading.is_some(),
@@ -179,6 +179,8 @@ async fn transfer(
     state.accept_term(&mut replica, transfer.term, transfer.leader_url.as_deref())?;
     let replaced = replica.following != Some(transfer.term);
     if replaced {
+        // The quorum heard of was the replaced state's term's.
+        replica.smallest_quorum = None;
         // Keep the version counter where it was: versions never go backwards on a node.
         let latest = replica.store.latest_version().max(transfer.version);
         replica.store.replace(entries, latest);

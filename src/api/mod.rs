@@ -88,11 +88,25 @@ struct Inner {
 /// write quorum of that term, and that leader's live settings.
 #[derive(Debug)]
 struct Heard {
+    /// The term whose leader's state this node holds, and the smallest quorum of that term it
+    /// heard of.
+    following: Option<Term>,
     smallest_quorum: Option<usize>,
     settings: Option<Settings>,
     /// Whether this node held a leader's state: only then does it count itself among the
     /// followers merged (see `failover::not_counted`).
     holds_state: bool,
+}
+
+impl Heard {
+    /// What this node reports of the state it holds, for its own merge.
+    fn own_report(&self) -> failover::Report {
+        failover::Report {
+            following: self.following,
+            smallest_quorum: self.smallest_quorum,
+            counted: self.holds_state,
+        }
+    }
 }
 
 impl AppState {
@@ -181,7 +195,7 @@ impl AppState {
             return;
         };
         let (merged, smallest_quorum) =
-            peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
+            peers.merge(&self.inner.replica, &fenced, heard.own_report());
         self.applied();
         let (version, keys) = self.version_and_keys();
         info!(
@@ -227,10 +241,9 @@ impl AppState {
                     replica.term
                 )));
             }
-            // Only a node that holds its leader's state has heard that leader's quorum rightly.
-            let synced = replica.following == Some(replica.term);
             let heard = Heard {
-                smallest_quorum: replica.smallest_quorum.filter(|_| synced),
+                following: replica.following,
+                smallest_quorum: replica.smallest_quorum,
                 settings: replica.leader_settings,
                 holds_state: replica.filled,
             };
@@ -339,7 +352,7 @@ impl AppState {
         let term = failover::next_term(own_term, &statuses);
         let (fenced, heard) = self.fence(peers, term).await?;
         let (merged, smallest_quorum) =
-            peers.merge(&self.inner.replica, &fenced, heard.smallest_quorum);
+            peers.merge(&self.inner.replica, &fenced, heard.own_report());
         self.applied();
         let count = Count {
             followers,
@@ -403,11 +416,10 @@ impl AppState {
                 });
             }
         }
-        let newer = replica.check_term(term, leader_url)?;
-        if let Some(replicator) = leading {
-            replicator.stop();
+        if let Some(replicator) = &leading {
+            replicator.step_down(replica);
         }
-        Ok(newer)
+        replica.check_term(term, leader_url)
     }
 
     /// Wakes the reads waiting for a version: the replica applied something.

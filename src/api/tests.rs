@@ -374,6 +374,28 @@ async fn transfer(app: &Node, leader: u64, version: u64, entries: &str) -> Strin
     )
 }
 
+/// A state transfer's version has the same ceiling as every write's: one at `u64::MAX` would
+/// make this node's next version wrap (when it leads), and every later transfer be refused.
+#[tokio::test]
+async fn a_state_transfer_above_the_largest_version_is_refused() {
+    let app = app(Role::Follower);
+    for version in [9_007_199_254_740_992_u64, u64::MAX] {
+        let body = transfer(&app, 7, version, "").await;
+        assert_error(
+            &app,
+            "POST",
+            "/internal/transfer",
+            Some(&body),
+            400,
+            "invalid_body",
+        )
+        .await;
+    }
+    let (_, status) = call(&app, "GET", "/internal/status", None).await;
+    assert_eq!(status["version"], 0, "{status}");
+    assert_eq!(status["following"], Value::Null, "{status}");
+}
+
 /// Makes `app` (a follower) follow the leader of term 7 with an empty state.
 async fn follow_leader_7(app: &Node) {
     let body = transfer(app, 7, 0, "").await;
@@ -496,7 +518,7 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
         StatusCode::OK
     );
     // A newer term's batch: the follower adopts the term, but holds none of that leader's
-    // state until its transfer; and the old term is over.
+    // state until its transfer (it still holds term 7's); and the old term is over.
     let newer = &batch_of(8, &[r#"{"key":"k","value":"new","version":2}"#]);
     let json = assert_error(
         &app,
@@ -507,7 +529,7 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
         "not_synced",
     )
     .await;
-    assert_eq!(json["following"], Value::Null);
+    assert_eq!(json["following"], 7);
     assert_error(
         &app,
         "POST",
@@ -805,9 +827,38 @@ async fn a_fence_adopts_the_new_term_and_answers_the_state() {
         "stale_term",
     )
     .await;
-    let (_, error) = call(&app, "PUT", "/kv/k", Some(r#"{"value":"v"}"#)).await;
-    assert_eq!(error["leader"], "http://localhost:8003/");
+    // A candidate is named as the leader once it leads (its heartbeat says so), not by its
+    // fence: it may be refused.
+    let put = || call(&app, "PUT", "/kv/k", Some(r#"{"value":"v"}"#));
+    assert_ne!(put().await.1["leader"], "http://localhost:8003/");
+    let heartbeat = json!({"term": 8, "leader_url": "http://localhost:8003/",
+        "smallest_quorum": 1, "settings": config(Role::Leader).settings});
+    let heartbeat = heartbeat.to_string();
+    let (status, _) = call(&app, "POST", "/internal/heartbeat", Some(&heartbeat)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(put().await.1["leader"], "http://localhost:8003/");
     assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "acked");
+}
+
+/// A candidate refused after its fence leaves every node it fenced at its term, still holding
+/// the ending term's state: what they heard of that term's smallest quorum stays theirs to
+/// report, or the next promotion would count with none (and need all N followers), and
+/// a write acknowledged by a quorum only the fenced nodes heard of could be lost.
+#[tokio::test]
+async fn a_fence_keeps_the_quorum_heard_of_the_term_whose_state_it_holds() {
+    let app = app(Role::Follower);
+    follow_leader_7(&app).await;
+    let lowered = r#"{"term":7,"smallest_quorum":1,"writes":[]}"#;
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(lowered)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let refused_candidate = r#"{"term":8}"#;
+    let (_, ack) = call(&app, "POST", "/internal/fence", Some(refused_candidate)).await;
+    assert_eq!(ack["smallest_quorum"], 1, "{ack}");
+    let next_candidate = r#"{"term":9}"#;
+    let (status, ack) = call(&app, "POST", "/internal/fence", Some(next_candidate)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["state"]["following"], 7, "{ack}");
+    assert_eq!(ack["smallest_quorum"], 1, "{ack}");
 }
 
 /// A leader that hears of a newer term steps down at once and names the new leader; its

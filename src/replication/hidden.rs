@@ -66,6 +66,13 @@ struct Pending {
     acked_by: BTreeSet<FollowerIndex>,
 }
 
+impl Pending {
+    /// Whether its quorum holds it, at a quorum that counts above `floor`.
+    fn counts(&self, floor: usize) -> bool {
+        self.acked_by.len() >= self.quorum && self.quorum >= floor
+    }
+}
+
 /// A write that became visible on the leader.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Revealed {
@@ -122,15 +129,28 @@ impl Hidden {
         self.writes.contains_key(&version)
     }
 
-    /// Counts `follower`'s ack of `version`; returns the write if that made it visible.
-    pub fn ack(&mut self, follower: FollowerIndex, version: Version) -> Option<Revealed> {
+    /// Counts `follower`'s ack of `version`; returns the write if that made it visible. A write
+    /// whose quorum is below `floor`, the smallest quorum enough followers heard of (see
+    /// [`quorum::established`](super::quorum::established)), stays hidden however many acks it
+    /// has: a promotion might not know of its quorum.
+    pub fn ack(
+        &mut self,
+        follower: FollowerIndex,
+        version: Version,
+        floor: usize,
+    ) -> Option<Revealed> {
         let pending = self.writes.get_mut(&version)?;
         pending.acked_by.insert(follower);
-        if pending.acked_by.len() < pending.quorum {
+        if !pending.counts(floor) {
             return None;
         }
-        let acks = pending.acked_by.len();
+        self.reveal(version)
+    }
+
+    /// Shows the write of `version`, which its quorum holds.
+    fn reveal(&mut self, version: Version) -> Option<Revealed> {
         let pending = self.writes.remove(&version)?;
+        let acks = pending.acked_by.len();
         self.show(&pending.key, pending.entry);
         Some(Revealed {
             key: pending.key,
@@ -141,11 +161,28 @@ impl Hidden {
 
     /// Counts a state transfer to `follower` of the leader's state at `version` as its ack of
     /// every hidden write up to that version; returns the writes that became visible.
-    pub fn ack_through(&mut self, follower: FollowerIndex, version: Version) -> Vec<Revealed> {
+    pub fn ack_through(
+        &mut self,
+        follower: FollowerIndex,
+        version: Version,
+        floor: usize,
+    ) -> Vec<Revealed> {
         let carried: Vec<Version> = self.writes.range(..=version).map(|(&v, _)| v).collect();
         carried
             .into_iter()
-            .filter_map(|version| self.ack(follower, version))
+            .filter_map(|version| self.ack(follower, version, floor))
+            .collect()
+    }
+
+    /// The floor dropped to `floor`: shows the writes whose quorum held them already and now
+    /// counts.
+    pub fn lower_floor(&mut self, floor: usize) -> Vec<Revealed> {
+        let due: Vec<Version> = (self.writes.iter())
+            .filter(|(_, pending)| pending.counts(floor))
+            .map(|(&version, _)| version)
+            .collect();
+        due.into_iter()
+            .filter_map(|version| self.reveal(version))
             .collect()
     }
 
@@ -254,32 +291,39 @@ mod tests {
         );
         assert!(!leader.hidden.dump(&leader.store).contains_key("k"));
         assert!(leader.hidden.hides(v1));
-        assert_eq!(leader.hidden.ack(3, v1), None);
-        assert_eq!(leader.hidden.ack(3, v1), None, "a follower counts once");
+        assert_eq!(leader.hidden.ack(3, v1, 0), None);
+        assert_eq!(leader.hidden.ack(3, v1, 0), None, "a follower counts once");
         assert_eq!(leader.read("k"), None);
-        let revealed = leader.hidden.ack(0, v1).expect("the second ack shows it");
+        let revealed = leader
+            .hidden
+            .ack(0, v1, 0)
+            .expect("the second ack shows it");
         assert_eq!((revealed.key.as_str(), revealed.version), ("k", v1));
         assert_eq!(revealed.acks, 2);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
         assert!(leader.hidden.is_empty());
         assert!(!leader.hidden.hides(v1));
-        assert_eq!(leader.hidden.ack(4, v1), None, "a late ack changes nothing");
+        assert_eq!(
+            leader.hidden.ack(4, v1, 0),
+            None,
+            "a late ack changes nothing"
+        );
     }
 
     #[test]
     fn until_then_the_newest_acknowledged_write_of_the_key_shows() {
         let mut leader = Leader::default();
         let v1 = leader.write("k", Some("a"), 1);
-        leader.hidden.ack(0, v1).expect("visible");
+        leader.hidden.ack(0, v1, 0).expect("visible");
         let v2 = leader.write("k", Some("b"), 1);
         let v3 = leader.write("k", None, 1);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
         assert_eq!(leader.hidden.dump(&leader.store)["k"], "a");
         // Acks arrive out of order: the delete shows, and the older write never will.
-        assert!(leader.hidden.ack(2, v3).is_some());
+        assert!(leader.hidden.ack(2, v3, 0).is_some());
         assert_eq!(leader.read("k"), Some((None, v3)), "a tombstone");
         assert!(leader.hidden.is_empty(), "v2 can never show: it went");
-        assert_eq!(leader.hidden.ack(1, v2), None);
+        assert_eq!(leader.hidden.ack(1, v2, 0), None);
         assert_eq!(leader.read("k"), Some((None, v3)));
     }
 
@@ -288,10 +332,10 @@ mod tests {
         let mut leader = Leader::default();
         let v1 = leader.write("k", Some("a"), 2);
         let v2 = leader.write("k", Some("b"), 1);
-        assert!(leader.hidden.ack(0, v1).is_none());
-        assert!(leader.hidden.ack(1, v1).is_some());
+        assert!(leader.hidden.ack(0, v1, 0).is_none());
+        assert!(leader.hidden.ack(1, v1, 0).is_some());
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
-        assert!(leader.hidden.ack(0, v2).is_some());
+        assert!(leader.hidden.ack(0, v2, 0).is_some());
         assert_eq!(leader.read("k"), Some((Some("b"), v2)));
         assert!(leader.hidden.is_empty());
     }
@@ -307,7 +351,7 @@ mod tests {
         let v3 = leader.write("k", Some("b"), 0);
         assert_eq!(leader.read("k"), Some((Some("b"), v3)));
         assert!(leader.hidden.is_empty());
-        assert_eq!(leader.hidden.ack(0, v2), None);
+        assert_eq!(leader.hidden.ack(0, v2, 0), None);
     }
 
     #[test]
@@ -317,12 +361,12 @@ mod tests {
         let v2 = leader.write("b", Some("2"), 1);
         let transferred = leader.store.latest_version();
         let v3 = leader.write("c", Some("3"), 1);
-        leader.hidden.ack(4, v1);
-        let revealed = leader.hidden.ack_through(2, transferred);
+        leader.hidden.ack(4, v1, 0);
+        let revealed = leader.hidden.ack_through(2, transferred, 0);
         let versions: Vec<Version> = revealed.iter().map(|r| r.version).collect();
         assert_eq!(versions, vec![v1, v2]);
         assert_eq!(leader.read("c"), None, "written after the transfer's copy");
-        assert_eq!(leader.hidden.ack_through(2, v3).len(), 1);
+        assert_eq!(leader.hidden.ack_through(2, v3, 0).len(), 1);
         assert!(leader.hidden.is_empty());
     }
 
@@ -330,7 +374,7 @@ mod tests {
     fn a_newer_entry_merged_into_the_store_shows_over_the_hidden_writes() {
         let mut leader = Leader::default();
         let v1 = leader.write("k", Some("a"), 1);
-        leader.hidden.ack(0, v1).expect("visible");
+        leader.hidden.ack(0, v1, 0).expect("visible");
         let v2 = leader.write("k", Some("b"), 3);
         leader.write("j", Some("c"), 3);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
@@ -359,7 +403,7 @@ mod tests {
         let mut leader = Leader::default();
         leader.write("k", Some("a"), 5);
         let v2 = leader.write("k", Some("b"), 5);
-        leader.hidden.ack(1, v2);
+        leader.hidden.ack(1, v2, 0);
         let v3 = leader.write("j", Some("c"), 5);
         let revealed = leader.hidden.show_all();
         let shown: Vec<(&str, Version, usize)> = (revealed.iter())
@@ -369,5 +413,28 @@ mod tests {
         assert!(leader.hidden.is_empty());
         assert_eq!(leader.read("k"), Some((Some("b"), v2)));
         assert_eq!(leader.hidden.dump(&leader.store)["j"], "c");
+    }
+
+    #[test]
+    fn a_write_below_the_floor_shows_only_once_the_floor_drops_to_its_quorum() {
+        let mut leader = Leader::default();
+        let v1 = leader.write("k", Some("a"), 2);
+        let v2 = leader.write("j", Some("b"), 1);
+        assert_eq!(leader.hidden.ack(0, v1, 3), None);
+        assert_eq!(
+            leader.hidden.ack(1, v1, 3),
+            None,
+            "2 acks, but quorum 2 < floor 3"
+        );
+        assert_eq!(leader.hidden.ack(1, v2, 3), None);
+        assert!(leader.hidden.lower_floor(3).is_empty());
+        let shown: Vec<Version> = (leader.hidden.lower_floor(2).iter())
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(shown, vec![v1], "quorum 1 is still below the floor");
+        assert_eq!(leader.read("k"), Some((Some("a"), v1)));
+        assert_eq!(leader.read("j"), None);
+        assert_eq!(leader.hidden.lower_floor(1).len(), 1);
+        assert_eq!(leader.read("j"), Some((Some("b"), v2)));
     }
 }

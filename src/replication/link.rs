@@ -131,6 +131,9 @@ struct LinkState {
     transfer_due: bool,
     transfers: u64,
     last_error: Option<String>,
+    /// The smallest quorum of this term the follower is known to have heard of: it accepted a
+    /// batch, a heartbeat or a state transfer that carried it.
+    heard_quorum: Option<usize>,
 }
 
 impl Link {
@@ -159,6 +162,7 @@ impl Link {
                 transfer_due: false,
                 transfers: 0,
                 last_error: None,
+                heard_quorum: None,
             }),
         }
     }
@@ -209,6 +213,23 @@ impl Link {
         if state.node_id.as_deref() != Some(node_id) {
             state.node_id = Some(node_id.to_owned());
         }
+    }
+
+    /// Records that the follower heard of `quorum` as the smallest quorum of this term (it
+    /// accepted a message that carried it, as one of this term's followers); returns whether
+    /// that is lower than what it was known to have heard.
+    pub fn heard(&self, quorum: usize) -> bool {
+        let mut state = self.state();
+        let lower = state.heard_quorum.is_none_or(|heard| quorum < heard);
+        if lower {
+            state.heard_quorum = Some(quorum);
+        }
+        lower
+    }
+
+    /// The smallest quorum of this term the follower is known to have heard of.
+    pub fn heard_quorum(&self) -> Option<usize> {
+        self.state().heard_quorum
     }
 
     /// Records that `writes` pending writes were dropped, `retried` of them after retries: a

@@ -68,7 +68,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::error::Error;
-use crate::events::{Event, Events, millis, shorten};
+use crate::events::{Event, Events, FollowerIndex, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::store::{Entry, Store, Version};
@@ -90,8 +90,11 @@ pub struct Replica {
     /// The newest term this node has seen: its own on a leader. Messages of older terms are
     /// refused (`409 stale_term`).
     pub term: Term,
-    /// On a follower: the term whose leader's state transfer it holds, and whose writes it
-    /// accepts; `None` until that transfer arrived, and always on a leader.
+    /// The term whose leader's state this node holds: on a follower the term of the last state
+    /// transfer that replaced its state, whose writes it accepts while that term is its newest;
+    /// on a leader that stepped down, its own term. `None` until then, and on a leader. A newer
+    /// term adopted (a fence, a new leader's heartbeat) does not change it: the node still holds
+    /// that state until the new leader's transfer replaces it.
     pub following: Option<Term>,
     /// Whether the store holds a leader's state: false from the node's start until a state
     /// transfer replaced it or the node began to lead. A node that restarted lost what it held
@@ -100,10 +103,12 @@ pub struct Replica {
     pub filled: bool,
     /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,
-    /// On a follower: the smallest write quorum of `term` it has heard of.
+    /// The smallest write quorum of the term `following` this node has heard of from that
+    /// term's leader (on a leader that stepped down: its own). A candidate counts with it, so a
+    /// newer term adopted does not reset it: only a state transfer that replaces the state does.
     pub smallest_quorum: Option<usize>,
-    /// On a follower: the live settings of `term`'s leader, from its heartbeat; a promoted
-    /// follower carries on with them.
+    /// On a follower: the live settings of its leader, from its heartbeat; a promoted follower
+    /// carries on with them.
     pub leader_settings: Option<Settings>,
     /// On a leader under the wait point `after_sync`: its writes that no quorum acknowledged
     /// yet, hidden from its readers.
@@ -112,8 +117,9 @@ pub struct Replica {
 
 impl Replica {
     /// Checks the term of a message from a leader or a candidate: an older one is refused with
-    /// the newer term and its leader. A newer one is adopted: this node then holds no leader's
-    /// state until that leader's state transfer. Returns whether the term was newer.
+    /// the newer term and its leader. A newer one is adopted: this node then accepts no write
+    /// until that term's leader's state transfer, and keeps what it knows of the state it holds
+    /// (`following`, `smallest_quorum`). Returns whether the term was newer.
     pub fn check_term(&mut self, term: Term, leader_url: Option<&str>) -> Result<bool, Error> {
         if term < self.term {
             return Err(Error::StaleTerm {
@@ -124,9 +130,6 @@ impl Replica {
         let newer = term > self.term;
         if newer {
             self.term = term;
-            self.following = None;
-            self.smallest_quorum = None;
-            self.leader_settings = None;
             self.leader_url = None;
             // Not `hidden`: a leader that steps down keeps hiding its unacknowledged writes
             // until the new leader's state transfer replaces them.
@@ -173,6 +176,21 @@ pub struct QuorumOutcome {
     pub timeout: Duration,
     /// Node ids of the followers that acknowledged before the answer, in arrival order.
     pub acked_by: Vec<String>,
+    /// When the write's quorum was below the term's floor at the answer (too few followers had
+    /// heard of a quorum that low, see [`quorum::established`]): the write does not count,
+    /// whatever its acks.
+    pub unannounced: Option<Unannounced>,
+}
+
+/// Why a write acknowledged by its quorum does not count: its quorum is below the term's
+/// floor, and too few followers heard of it for a promotion to be sure to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unannounced {
+    /// The floor: the smallest quorum at which a write of this term counts now.
+    pub floor: usize,
+    /// The followers known to have heard of the write's quorum or a lower one; `floor` of
+    /// them are needed.
+    pub heard: usize,
 }
 
 impl QuorumOutcome {
@@ -181,9 +199,9 @@ impl QuorumOutcome {
         self.acked_by.len()
     }
 
-    /// Whether the quorum was reached.
+    /// Whether the quorum was reached, at a quorum that counts.
     pub fn reached(&self) -> bool {
-        self.acks() >= self.quorum
+        self.acks() >= self.quorum && self.unannounced.is_none()
     }
 }
 
@@ -203,6 +221,9 @@ pub(crate) struct Shared {
     pub(crate) public_url: Option<String>,
     /// The smallest write quorum of this term so far, which the followers hear of.
     smallest_quorum: AtomicUsize,
+    /// The floor: the smallest quorum at which a write of this term counts
+    /// ([`quorum::established`]); at most `smallest_quorum`.
+    floor: watch::Sender<usize>,
     /// Turns true once this leader stepped down: its tasks end.
     deposed: watch::Sender<bool>,
     /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
@@ -217,6 +238,42 @@ impl Shared {
     /// The smallest write quorum of this term so far.
     pub(crate) fn smallest_quorum(&self) -> usize {
         self.smallest_quorum.load(Ordering::Relaxed)
+    }
+
+    /// The smallest quorum at which a write of this term counts now.
+    pub(crate) fn floor(&self) -> usize {
+        *self.floor.borrow()
+    }
+
+    /// Records that `follower` heard of `quorum` as the term's smallest; lowers the floor when
+    /// enough followers heard of a lower one, and then shows the hidden writes that now count.
+    pub(crate) fn heard(&self, follower: FollowerIndex, quorum: usize) {
+        if !self.links[follower].heard(quorum) {
+            return;
+        }
+        let heard = self.links.iter().filter_map(Link::heard_quorum);
+        let floor = quorum::established(self.floor(), heard);
+        if self
+            .floor
+            .send_if_modified(|old| std::mem::replace(old, floor) != floor)
+        {
+            self.reveal(|hidden| hidden.lower_floor(floor));
+        }
+    }
+
+    /// Waits until a write of `quorum` counts (the floor is at or below it), `deadline` passes
+    /// or this leader steps down; says why when the write does not count.
+    async fn announced(&self, quorum: usize, deadline: Instant) -> Option<Unannounced> {
+        let mut floor = self.floor.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, floor.wait_for(|&floor| floor <= quorum)) => {}
+            () = self.deposed() => {}
+        }
+        let floor = self.floor();
+        let heard = (self.links.iter())
+            .filter(|link| link.heard_quorum().is_some_and(|heard| heard <= quorum))
+            .count();
+        (floor > quorum).then_some(Unannounced { floor, heard })
     }
 
     /// Counts `quorum` as used by a write of this term. When it is the smallest yet, every
@@ -244,9 +301,19 @@ impl Shared {
         if term <= self.term {
             return false;
         }
-        let _ = lock(&self.replica).check_term(term, leader_url);
+        let mut replica = lock(&self.replica);
+        self.keep_term(&mut replica);
+        let _ = replica.check_term(term, leader_url);
+        drop(replica);
         self.stop();
         true
+    }
+
+    /// Records in `replica`, as this leader steps down, what a candidate must learn from it: it
+    /// holds its own term's state, whose smallest quorum only it knows for sure.
+    pub(crate) fn keep_term(&self, replica: &mut Replica) {
+        replica.following = Some(self.term);
+        replica.smallest_quorum = Some(self.smallest_quorum());
     }
 
     /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
@@ -361,6 +428,7 @@ impl Replicator {
             clock,
             public_url,
             smallest_quorum: AtomicUsize::new(leadership_quorum),
+            floor: watch::channel(leadership_quorum).0,
             deposed: watch::channel(false).0,
             wake_reads,
         });
@@ -466,9 +534,11 @@ impl Replicator {
         self.shared.deposed().await;
     }
 
-    /// Steps this leader down: its pipelines and heartbeats end. The caller has adopted the
+    /// Steps this leader down on a newer term: records in `replica` what it keeps of its own
+    /// term ([`Shared::keep_term`]); its pipelines and heartbeats end. The caller adopts the
     /// newer term in the replica.
-    pub fn stop(&self) {
+    pub fn step_down(&self, replica: &mut Replica) {
+        self.shared.keep_term(replica);
         self.shared.stop();
     }
 
@@ -574,9 +644,16 @@ impl Replicator {
 
         // A leader that steps down meanwhile answers at once: no more acks can come.
         let acked_by = tally.wait(applied_at + timeout, shared.deposed()).await;
+        // Acked by its quorum: it counts once a promotion is sure to know that quorum. An
+        // asynchronous write (quorum 0) promised nothing, and waits for nothing.
+        let unannounced = match quorum > 0 && acked_by.len() >= quorum {
+            true => shared.announced(quorum, applied_at + timeout).await,
+            false => None,
+        };
         let outcome = QuorumOutcome {
             quorum,
             timeout,
+            unannounced,
             acked_by: acked_by
                 .iter()
                 .map(|&index| shared.links[index].name())

@@ -97,8 +97,9 @@ fn hand_over(queue: &UnboundedSender<Message>, message: Message) {
     }
 }
 
-/// A batch that came back: its messages and the follower's answer.
-type Returned = (Vec<Message>, Result<BatchAck>);
+/// A batch that came back: its messages, the smallest quorum it carried, and the follower's
+/// answer.
+type Returned = (Vec<Message>, usize, Result<BatchAck>);
 
 /// The pipeline's loop: takes what is due, sends batches, and handles their answers, until the
 /// replicator is gone or its leader stepped down.
@@ -144,7 +145,9 @@ async fn run(
                 };
                 pipeline.sent_at.retain(|&(sent, _)| sent != id);
                 match returned {
-                    Ok((_, (messages, result))) => pipeline.on_returned(messages, result),
+                    Ok((_, (messages, quorum, result))) => {
+                        pipeline.on_returned(messages, quorum, result);
+                    }
                     Err(err) => debug!(%err, "a batch task ended without an answer"),
                 }
             },
@@ -201,6 +204,7 @@ impl Worker {
                 smallest_quorum: self.shared.smallest_quorum(),
                 writes: messages.iter().map(|m| Arc::clone(&m.write)).collect(),
             };
+            let quorum = batch.smallest_quorum;
             let cut_off = link.cut_off();
             let transport = Arc::clone(&self.shared.transport);
             let index = self.index;
@@ -209,15 +213,15 @@ impl Worker {
                     Some(failure) => Err(failure),
                     None => transport.replicate(index, batch).await,
                 };
-                (messages, result)
+                (messages, quorum, result)
             });
             self.sent_at.push((task.id(), now));
         }
     }
 
-    /// Handles a batch's answer: counts each acknowledged write on its tally, and gives up or
-    /// retries the rest.
-    fn on_returned(&mut self, messages: Vec<Message>, result: Result<BatchAck>) {
+    /// Handles a batch that carried the smallest quorum `quorum`: counts each acknowledged
+    /// write on its tally, and gives up or retries the rest.
+    fn on_returned(&mut self, messages: Vec<Message>, quorum: usize, result: Result<BatchAck>) {
         let answer = result.and_then(|answer| {
             if answer.acks.len() == messages.len() {
                 Ok(answer)
@@ -233,7 +237,12 @@ impl Worker {
             }
         });
         match answer {
-            Ok(answer) => self.on_acks(messages, answer),
+            Ok(answer) => {
+                // A follower accepts a batch only as one of this term's followers: it heard
+                // of the quorum the batch carried.
+                self.shared.heard(self.index, quorum);
+                self.on_acks(messages, answer);
+            }
             Err(failure) => self.on_failure(messages, &failure),
         }
     }
@@ -250,7 +259,7 @@ impl Worker {
         // handler can answer 200.
         shared.reveal(|hidden| {
             (acked.iter())
-                .filter_map(|(message, _)| hidden.ack(index, message.write.version))
+                .filter_map(|(message, _)| hidden.ack(index, message.write.version, shared.floor()))
                 .collect()
         });
         let mut latencies = Vec::with_capacity(acked.len());

@@ -10,6 +10,28 @@ use tokio::time::Instant;
 
 use crate::events::FollowerIndex;
 
+/// The floor: the smallest quorum at which a write of this term counts, given the floor so far
+/// and the smallest quorum each follower is known to have heard of (`heard`, one per follower
+/// that confirmed any). A write with quorum `q` counts only when a promotion that merges
+/// followers by the count of [`failover`](crate::failover) is sure to know `q`. That holds at
+/// the term's start for the quorum it announces, which every follower hears first. It holds for
+/// a lower `q` once `floor` followers heard of `q` or less: a promotion counted safe merges at
+/// least `N - floor + 1` followers, so it merges one of those, counts with `q` or less, and so
+/// merges `N - q + 1`, one of whom holds the write. Repeated while it lowers the floor.
+pub fn established(floor: usize, heard: impl IntoIterator<Item = usize>) -> usize {
+    let mut heard: Vec<usize> = heard.into_iter().collect();
+    heard.sort_unstable();
+    let mut floor = floor;
+    // The `floor`-th smallest heard quorum: `floor` followers heard of it or less.
+    while let Some(&lower) = floor.checked_sub(1).and_then(|i| heard.get(i)) {
+        if lower >= floor {
+            break;
+        }
+        floor = lower;
+    }
+    floor
+}
+
 /// The acks of one write, shared between its request handler and the followers' pipelines.
 #[derive(Debug)]
 pub struct Tally {
@@ -112,6 +134,28 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_floor_drops_once_as_many_followers_as_it_heard_of_a_lower_quorum() {
+        assert_eq!(established(3, []), 3);
+        assert_eq!(
+            established(3, [2, 2]),
+            3,
+            "two heard of 2, three are needed"
+        );
+        assert_eq!(established(3, [2, 2, 3, 3, 3]), 3);
+        assert_eq!(established(3, [2, 2, 2]), 2);
+        assert_eq!(
+            established(3, [2, 1, 2, 3]),
+            2,
+            "1 needs two who heard of 1"
+        );
+        assert_eq!(established(3, [1, 1, 1]), 1, "and from 2 to 1 at once");
+        assert_eq!(established(5, [1, 1, 1, 1, 1]), 1);
+        assert_eq!(established(5, [1, 1, 1, 1]), 5);
+        assert_eq!(established(2, [0, 0]), 0);
+        assert_eq!(established(0, [0]), 0);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn answers_at_the_quorum_and_counts_no_later_ack() {

@@ -700,3 +700,37 @@ async fn every_batch_carries_the_smallest_quorum_of_the_term() {
         "a per-write quorum of 2 counts"
     );
 }
+
+/// The partition case of THEORY section 8: the leader is cut off with two of its five followers
+/// and lowers its quorum from 3 to 2. The three followers on the other side never hear of the
+/// lower quorum, and a promotion there counts with 3 (it merges 3 >= 5 - 3 + 1): a write that
+/// only followers 3 and 4 hold must not be acknowledged. Once three followers heard of quorum 2,
+/// every set a promotion may count holds one of them, and writes with quorum 2 count.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
+    let settings = Settings {
+        write_quorum: 3,
+        replicate_timeout_ms: 1_000,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(5, settings, 100);
+    replicator.spawn_heartbeats();
+    for follower in 0..3 {
+        Fake::set(&fake.down, follower, true);
+    }
+    let outcome = write(&replicator, "x", 2).await;
+    assert_eq!(outcome.acks(), 2, "followers 3 and 4 hold it");
+    assert!(
+        !outcome.reached(),
+        "only 2 of 5 followers heard of quorum 2"
+    );
+    let unannounced = Unannounced { floor: 3, heard: 2 };
+    assert_eq!(outcome.unannounced, Some(unannounced), "{outcome:?}");
+
+    for follower in 0..3 {
+        Fake::set(&fake.down, follower, false);
+    }
+    let outcome = write(&replicator, "y", 2).await;
+    assert!(outcome.reached(), "{outcome:?}");
+    assert_eq!(outcome.unannounced, None);
+}

@@ -65,6 +65,22 @@ fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> 
     Ok(value)
 }
 
+/// Reads the entries of a replica, refusing a version outside 1..=2^53 - 1: a candidate merges
+/// them all, and one version at the ceiling would leave it no version to write with.
+fn checked_writes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Write>, D::Error> {
+    let writes = Vec::<Write>::deserialize(deserializer)?;
+    match writes
+        .iter()
+        .find(|write| !(1..=MAX_JSON_INTEGER).contains(&write.version))
+    {
+        Some(write) => Err(serde::de::Error::custom(format!(
+            "the entry of {:?} has version {}; versions are from 1 to {MAX_JSON_INTEGER}",
+            write.key, write.version
+        ))),
+        None => Ok(writes),
+    }
+}
+
 /// Reads a count (a quorum) as [`integer`] does.
 fn count<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     let value = integer(deserializer)?;
@@ -301,8 +317,11 @@ pub struct ReplicaState {
     /// state transfer since (it lost what it acknowledged before).
     pub filled: bool,
     /// The node's latest version.
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub version: Version,
-    /// Every entry, tombstones included.
+    /// Every entry, tombstones included, each with a version from 1 to 2^53 - 1.
+    #[serde(deserialize_with = "checked_writes")]
     pub entries: Vec<Write>,
 }
 
@@ -332,6 +351,8 @@ pub struct StateTransfer {
     /// acknowledged after the leader copied its map, so the leader must copy it again.
     pub follower: Incarnation,
     /// The leader's latest version when it copied its map.
+    #[serde(deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub version: Version,
     /// The leader's `PUBLIC_URL`, which the follower names in its `not_leader` errors from
     /// then on; absent when the leader has none.
