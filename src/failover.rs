@@ -25,13 +25,16 @@
 //!    every write acknowledged by at least `N - R + 1` followers is kept, and the promotion is
 //!    safe when `R >= N - Wmin + 1`, where `Wmin` is the smallest quorum any write of the ending
 //!    term used, per-request overrides included (followers hear of it with every batch and
-//!    heartbeat; only a follower that holds the term's state reports it). With asynchronous
-//!    writes (`Wmin = 0`) no promotion is safe. Too few followers is a `409`, unless
-//!    `force=true`. One gap is known: a write with a quorum below every earlier one reaches
-//!    the followers that its batch did not reach only in a heartbeat, which the leader sends
-//!    at once (once a state transfer to that follower in progress is done). Until that
-//!    heartbeat arrives, usually long before the write's own acks, a candidate that reaches
-//!    none of its acknowledgers counts with the older, larger quorum.
+//!    heartbeat, and report it for the term whose state they hold; the candidate counts with
+//!    the reports of the newest such term among the followers it counts, and with a deposed
+//!    leader's own). With asynchronous writes (`Wmin = 0`) no promotion is safe. Too few
+//!    followers is a `409`, unless `force=true`. A candidate can only count with a quorum
+//!    that one of the followers it merges heard of; so the leader lets a write with a quorum
+//!    below every earlier one count only once enough followers heard of that quorum that
+//!    every set a promotion may count contains one of them (the *floor*,
+//!    [`quorum::established`](crate::replication::quorum::established)). Until then the write
+//!    answers `503 quorum_not_announced`: the leader of a minority side of a partition cannot
+//!    lower its quorum there.
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds; a node that holds no leader's state, a follower
 //!    restarted and not refilled by a state transfer since, lost what it acknowledged: its

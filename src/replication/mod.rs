@@ -535,7 +535,7 @@ impl Replicator {
     }
 
     /// Steps this leader down on a newer term: records in `replica` what it keeps of its own
-    /// term ([`Shared::keep_term`]); its pipelines and heartbeats end. The caller adopts the
+    /// term (the term whose state it holds, and its smallest quorum); its pipelines and heartbeats end. The caller adopts the
     /// newer term in the replica.
     pub fn step_down(&self, replica: &mut Replica) {
         self.shared.keep_term(replica);
