@@ -1,5 +1,5 @@
 //! The command line's client commands (`put`, `get`, `delete`, `dump`, `status`, `settings`,
-//! `cut`, `restore`, `failover`, `health`): they need no JSON quoting, print a clear line, and exit with a
+//! `cut`, `restore`, `partition`, `failover`, `health`): they need no JSON quoting, print a clear line, and exit with a
 //! code scripts can test.
 //!
 //! Exit codes: 0 success; 1 the node answered with an error (its code and message are printed);
@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::client::{Client, ClientError};
 use crate::config::{Role, parse_base_url};
 use crate::failover::PeerReport;
+use crate::partition::PartitionView;
 use crate::replication::FollowerView;
 use crate::settings::{SettingsChange, WaitPoint};
 
@@ -119,6 +120,26 @@ pub enum ClientCommand {
         /// The leader to ask.
         #[command(flatten)]
         leader: LeaderArg,
+        /// The output format.
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Cut the nodes given with --node off from the PEERS named, both directions, as a network
+    /// partition would (POST /admin/partition on each); with --heal, reconnect them. Clients
+    /// still reach every node. For a split into {leader, follower4, follower5} and the rest:
+    /// `partition --node http://localhost:8000 --node http://localhost:8004
+    /// --node http://localhost:8005 follower1 follower2 follower3`.
+    Partition {
+        /// The peers to cut the nodes off from, by node id (as `status` lists them), host or
+        /// host:port; every other peer is reachable again.
+        #[arg(required_unless_present = "heal", conflicts_with = "heal")]
+        peers: Vec<String>,
+        /// Reconnect the nodes to every peer (DELETE /admin/partition).
+        #[arg(long)]
+        heal: bool,
+        /// Base URL of a node to cut off (leader or follower); give --node once per node.
+        #[arg(long = "node", default_value = DEFAULT_LEADER, value_parser = parse_base_url)]
+        nodes: Vec<Url>,
         /// The output format.
         #[command(flatten)]
         output: OutputArg,
@@ -309,6 +330,26 @@ async fn execute(command: ClientCommand) -> Result<(), ClientError> {
             leader,
             output,
         } => cut_off(leader, &follower, false, &output).await,
+        ClientCommand::Partition {
+            peers,
+            heal: _,
+            nodes,
+            output,
+        } => {
+            let mut views = Vec::new();
+            for node in nodes {
+                let view = Client::new(node)?.partition(&peers).await?;
+                let line = match &view.isolated[..] {
+                    [] => format!("{}: connected to every peer", view.node_id),
+                    isolated => format!("{}: cut off from {}", view.node_id, isolated.join(", ")),
+                };
+                views.push((line, view));
+            }
+            let lines: Vec<&str> = views.iter().map(|(line, _)| line.as_str()).collect();
+            let answers: Vec<&PartitionView> = views.iter().map(|(_, view)| view).collect();
+            print(&output, &answers, lines.join("\n"));
+            Ok(())
+        }
         ClientCommand::Failover {
             to,
             force,

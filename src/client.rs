@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::api::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::config::parse_base_url;
 use crate::failover::Promotion;
+use crate::partition::PartitionView;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -172,6 +173,17 @@ impl Client {
             url
         };
         self.call(Method::POST, url, None).await
+    }
+
+    /// `POST /admin/partition` (the node drops its traffic with the peers named) or, with no
+    /// peer named, `DELETE /admin/partition` (healed).
+    pub async fn partition(&self, isolate: &[String]) -> Result<PartitionView, ClientError> {
+        let url = |base: &Url| at(base, "/admin/partition");
+        if isolate.is_empty() {
+            return self.call(Method::DELETE, url, None).await;
+        }
+        let body = serde_json::json!({ "isolate": isolate });
+        self.call(Method::POST, url, Some(&body)).await
     }
 
     /// `POST /admin/promote[?force=true]` on a follower: makes it the leader of a new term.

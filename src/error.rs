@@ -226,6 +226,23 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// `POST /admin/partition` named a node that is not one of this node's peers.
+    #[error("no peer named {peer:?}; the peers are: {}", known.join(", "))]
+    UnknownPeer {
+        /// The name given.
+        peer: String,
+        /// The peers' names (node ids, or `host:port` until they first answered).
+        known: Vec<String>,
+    },
+
+    /// An internal request from a peer this node was told to isolate (`POST /admin/partition`):
+    /// dropped, as a network partition would.
+    #[error("this node is partitioned from {peer} (DELETE /admin/partition heals it)")]
+    Partitioned {
+        /// The sender's node id.
+        peer: String,
+    },
+
     /// An admin request named a follower in a way that fits more than one (two followers with
     /// the same node id).
     #[error("{follower:?} names more than one follower; name one by its host:port instead")]
@@ -310,6 +327,8 @@ impl Error {
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
+            Error::UnknownPeer { .. } => (StatusCode::NOT_FOUND, "unknown_peer"),
+            Error::Partitioned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partitioned"),
             Error::CrossOrigin { .. } => (StatusCode::FORBIDDEN, "cross_origin"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -353,6 +372,8 @@ impl Error {
             } => json!({ "node_id": node_id, "term": term, "leader": leader }),
             Error::UnknownFollower { known, .. } => json!({ "followers": known }),
             Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
+            Error::UnknownPeer { known, .. } => json!({ "peers": known }),
+            Error::Partitioned { peer } => json!({ "peer": peer }),
             Error::QuorumTimeout {
                 key,
                 version,

@@ -575,7 +575,10 @@ mod tests {
         };
         let peers = Peers::new(
             Vec::new(),
-            Arc::new(crate::replication::HttpTransport::new(&[], None).expect("a client")),
+            Arc::new(
+                crate::replication::HttpTransport::new(&[], "n", None, Arc::default())
+                    .expect("a client"),
+            ),
             Arc::new(LagClock::tokio()),
         );
         let fenced = Fenced {

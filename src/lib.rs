@@ -27,6 +27,7 @@
 //! - [`cli`]: the command line's client commands (`put`, `get`, `status`, ...).
 //! - `bench` (feature `bench`, on by default): the benchmark and its charts.
 //! - [`metrics`]: Prometheus metrics for `GET /metrics`.
+//! - [`partition`]: the lab's fault injection, a network partition between named nodes.
 //! - [`local`]: a local cluster of node processes on loopback, for the benchmark and the tests.
 
 pub mod api;
@@ -40,6 +41,7 @@ pub mod events;
 pub mod failover;
 pub mod local;
 pub mod metrics;
+pub mod partition;
 pub mod recovery;
 pub mod replication;
 pub mod server;

@@ -1,7 +1,8 @@
 //! The admin routes, which the dashboard calls and curl and the CLI can too: on the leader, read
 //! and change the live settings (`/admin/settings`), and cut off or restore replication to one
 //! follower (`/admin/followers/{follower}/cut` and `/restore`); on a follower, promote it to
-//! leader (`/admin/promote`).
+//! leader (`/admin/promote`); on any node, cut it off from named peers, as a network partition
+//! would (`/admin/partition`).
 //!
 //! They are as open as the write routes: whoever can write to this lab can also slow it down.
 //! But a browser request from a page of another site is refused (`403 cross_origin`): a
@@ -24,6 +25,7 @@ use serde::Deserialize;
 use super::{AppState, Json, Leader, Query, path_param};
 use crate::error::{Error, Result};
 use crate::failover::{self, Promotion};
+use crate::partition::PartitionView;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 
@@ -33,6 +35,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/admin/followers/{follower}/cut", post(cut))
         .route("/admin/followers/{follower}/restore", post(restore))
         .route("/admin/promote", post(promote))
+        .route(
+            "/admin/partition",
+            get(partition).post(isolate).delete(heal),
+        )
         .route_layer(axum::middleware::from_fn(same_origin))
 }
 
@@ -96,6 +102,34 @@ async fn change_settings(
         .map_err(Error::InvalidSettings)?;
     info!(?settings, "settings changed");
     Ok(axum::Json(settings))
+}
+
+/// The body of `POST /admin/partition`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Isolate {
+    /// The peers to drop traffic with, by node id, host or `host:port`; every other peer is
+    /// reachable again.
+    isolate: Vec<String>,
+}
+
+/// `GET /admin/partition`: the peers this node drops its traffic with.
+async fn partition(State(state): State<AppState>) -> axum::Json<PartitionView> {
+    axum::Json(state.partition())
+}
+
+/// `POST /admin/partition`: this node drops its traffic with the peers named, both directions,
+/// as a network partition would, and with no other.
+async fn isolate(
+    State(state): State<AppState>,
+    Json(body): Json<Isolate>,
+) -> Result<axum::Json<PartitionView>> {
+    state.isolate(&body.isolate).await.map(axum::Json)
+}
+
+/// `DELETE /admin/partition`: heals this node's partition.
+async fn heal(State(state): State<AppState>) -> Result<axum::Json<PartitionView>> {
+    state.isolate(&[]).await.map(axum::Json)
 }
 
 /// `POST /admin/followers/{follower}/cut`: the leader stops sending to this follower, as if

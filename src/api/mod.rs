@@ -32,6 +32,7 @@ use crate::config::{Config, Role};
 use crate::error::{Error, StartError};
 use crate::failover::{self, Count, Fenced, Peers, Promotion};
 use crate::metrics::Metrics;
+use crate::partition::{NODE_HEADER, Partition, PartitionView};
 use crate::recovery::HEARTBEAT_INTERVAL;
 use crate::replication::wire::{Fence, NodeStatus};
 use crate::replication::{
@@ -64,6 +65,8 @@ struct Inner {
     leadership: RwLock<Option<Replicator>>,
     /// The other nodes, when `PEERS` names any: whom it leads, or fences when promoted.
     peers: Option<Peers>,
+    /// The peers this node drops its traffic with (`/admin/partition`).
+    partition: Arc<Partition>,
     /// One promotion at a time on this node.
     promoting: tokio::sync::Mutex<()>,
     metrics: Arc<Metrics>,
@@ -117,11 +120,18 @@ impl AppState {
         config.validate().map_err(StartError::Config)?;
         let cluster_token = config.read_cluster_token().map_err(StartError::Config)?;
         let urls = config.peers();
+        let node_id = config.node_id();
+        let partition = Arc::new(Partition::new(&urls));
         let peers = if urls.is_empty() {
             None
         } else {
-            let transport =
-                HttpTransport::new(&urls, cluster_token.as_deref()).map_err(StartError::Setup)?;
+            let transport = HttpTransport::new(
+                &urls,
+                &node_id,
+                cluster_token.as_deref(),
+                Arc::clone(&partition),
+            )
+            .map_err(StartError::Setup)?;
             let clock = LagClock::precise().map_err(|err| {
                 StartError::Setup(format!("cannot start the lag clock's thread: {err}"))
             })?;
@@ -129,7 +139,8 @@ impl AppState {
         };
         Ok(Self {
             inner: Arc::new(Inner {
-                node_id: config.node_id(),
+                node_id,
+                partition,
                 start_role: config.role,
                 incarnation: rand::random(),
                 replica: Arc::new(Mutex::new(Replica::default())),
@@ -422,6 +433,32 @@ impl AppState {
         replica.check_term(term, leader_url)
     }
 
+    /// Drops this node's traffic with the peers named in `names` (node ids, hosts or
+    /// `host:port`), both directions, or with none when it is empty (`POST /admin/partition`).
+    /// Peers whose node id it has not learned yet are asked for their status first, so that a
+    /// name finds them.
+    pub async fn isolate(&self, names: &[String]) -> Result<PartitionView, Error> {
+        let partition = &self.inner.partition;
+        if let Some(peers) = &self.inner.peers {
+            let unnamed = partition.unnamed();
+            if !unnamed.is_empty() && !names.is_empty() {
+                // Each answer names its node (the transport learns it); one that fails is
+                // named by its URL only.
+                let deadline = Instant::now() + HEARTBEAT_INTERVAL;
+                let _ = peers.statuses(deadline, false).await;
+            }
+        }
+        partition.isolate(names)?;
+        let view = partition.view(self.node_id());
+        warn!(isolated = ?view.isolated, "partition set");
+        Ok(view)
+    }
+
+    /// The peers this node drops its traffic with.
+    pub fn partition(&self) -> PartitionView {
+        self.inner.partition.view(self.node_id())
+    }
+
     /// Wakes the reads waiting for a version: the replica applied something.
     fn applied(&self) {
         self.inner.applied.notify_waiters();
@@ -549,6 +586,10 @@ pub fn internal_router(state: AppState) -> Router {
     let routes = internal::routes()
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            partitioned,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             require_token,
         ))
         .route("/openapi.json", axum::routing::get(openapi::serve_internal));
@@ -613,6 +654,25 @@ async fn require_token(
         }
     }
     Ok(next.run(request).await)
+}
+
+/// Drops an internal request from a peer this node is partitioned from (`503 partitioned`, which
+/// the sender's transport takes for an unreachable peer), and names this node in every answer,
+/// so that its peers learn its node id.
+async fn partitioned(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let sender = request.headers().get(NODE_HEADER);
+    let sender = sender.and_then(|name| name.to_str().ok());
+    let mut response = match sender {
+        Some(peer) if state.inner.partition.isolates(peer) => Error::Partitioned {
+            peer: peer.to_owned(),
+        }
+        .into_response(),
+        _ => next.run(request).await,
+    };
+    if let Ok(name) = axum::http::HeaderValue::from_str(state.node_id()) {
+        response.headers_mut().insert(NODE_HEADER, name);
+    }
+    response
 }
 
 /// Compares two secrets in a time that depends only on their lengths.

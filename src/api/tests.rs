@@ -1550,3 +1550,69 @@ async fn a_read_with_min_version_waits_for_that_version() {
         assert_error(&app, "GET", uri, None, 400, "invalid_query").await;
     }
 }
+
+/// `/admin/partition` isolates a peer named by node id or `host:port`, refuses a name that fits
+/// no peer, and the internal listener then drops that peer's requests with `503 partitioned`,
+/// naming this node in every answer; `DELETE` heals it.
+#[tokio::test]
+async fn a_partition_drops_the_named_peers_traffic_both_ways() {
+    let state = AppState::new(&config(Role::Leader)).expect("a valid configuration");
+    state.inner.partition.learn(0, "follower-9");
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state),
+    };
+    let (status, view) = call(&app, "GET", "/admin/partition", None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["isolated"], json!([]));
+    let unknown = r#"{"isolate":["follower-9","nobody"]}"#;
+    let error = assert_error(
+        &app,
+        "POST",
+        "/admin/partition",
+        Some(unknown),
+        404,
+        "unknown_peer",
+    )
+    .await;
+    assert_eq!(error["peers"], json!(["follower-9"]), "{error}");
+    let not_a_list = r#"{"isolate":"follower-9"}"#;
+    assert_error(
+        &app,
+        "POST",
+        "/admin/partition",
+        Some(not_a_list),
+        400,
+        "invalid_body",
+    )
+    .await;
+
+    let status_from = |sender: &'static str| {
+        let request = Request::get("/internal/status")
+            .header(crate::partition::NODE_HEADER, sender)
+            .body(Body::empty())
+            .expect("request");
+        let router = app.internal.clone();
+        async move { exchange(&router, request).await }
+    };
+    let by_address = r#"{"isolate":["127.0.0.1:1"]}"#;
+    let (status, view) = call(&app, "POST", "/admin/partition", Some(by_address)).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["isolated"], json!(["follower-9"]), "{view}");
+    assert_eq!(view["peers"][0]["isolated"], true, "{view}");
+    let (status, headers, body) = status_from("follower-9").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:?}");
+    let error: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(error["error"], "partitioned", "{error}");
+    assert_eq!(headers[crate::partition::NODE_HEADER], "leader-1");
+    assert_eq!(
+        status_from("follower-8").await.0,
+        StatusCode::OK,
+        "not isolated"
+    );
+
+    let (status, view) = call(&app, "DELETE", "/admin/partition", None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["isolated"], json!([]));
+    assert_eq!(status_from("follower-9").await.0, StatusCode::OK, "healed");
+}

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
@@ -15,6 +16,7 @@ use super::wire::{
     REPLICATE_PATH, STATUS_PATH, StateTransfer, TRANSFER_PATH, Term, TransferAck,
 };
 use crate::events::FollowerIndex;
+use crate::partition::{NODE_HEADER, Partition};
 
 /// A future a transport returns; boxed so that the trait can be used as `dyn Transport`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -50,8 +52,8 @@ pub type Result<T> = std::result::Result<T, Failure>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What kind of failure, as the metrics' `reason` label says it: `connect`, `timeout`,
-    /// `not_synced`, `stale_term`, `refused` (another 4xx), `server_error` (5xx), `cut_off` or
-    /// `other`.
+    /// `not_synced`, `stale_term`, `refused` (another 4xx), `server_error` (5xx), `cut_off`,
+    /// `partitioned` or `other`.
     pub kind: &'static str,
     /// What went wrong, for people.
     pub reason: String,
@@ -117,6 +119,8 @@ const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct HttpTransport {
     client: reqwest::Client,
     followers: Vec<FollowerUrls>,
+    /// The peers this node is cut off from, which learns their node ids from their answers.
+    partition: Arc<Partition>,
 }
 
 #[derive(Debug)]
@@ -129,12 +133,19 @@ struct FollowerUrls {
 }
 
 impl HttpTransport {
-    /// A transport to the followers at these base URLs, sending `cluster_token` if there is one.
+    /// A transport to the followers at these base URLs, from the node `node_id` (named in every
+    /// request), sending `cluster_token` if there is one, and nothing to the peers `partition`
+    /// isolates.
     pub fn new(
         followers: &[Url],
+        node_id: &str,
         cluster_token: Option<&str>,
+        partition: Arc<Partition>,
     ) -> std::result::Result<Self, String> {
         let mut headers = reqwest::header::HeaderMap::new();
+        let name = reqwest::header::HeaderValue::from_str(node_id)
+            .map_err(|err| format!("the node id {node_id:?} is not a valid header value: {err}"))?;
+        headers.insert(NODE_HEADER, name);
         if let Some(token) = cluster_token {
             let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|err| format!("the cluster token is not a valid header value: {err}"))?;
@@ -168,13 +179,51 @@ impl HttpTransport {
                 })
             })
             .collect::<std::result::Result<_, String>>()?;
-        Ok(Self { client, followers })
+        Ok(Self {
+            client,
+            followers,
+            partition,
+        })
     }
 
+    /// The URLs of peer `follower`; fails at once when the partition isolates it.
     fn urls(&self, follower: FollowerIndex) -> Result<&FollowerUrls> {
+        if self.partition.isolates_peer(follower) {
+            return Err(Failure::new(
+                "partitioned",
+                "this node is partitioned from that peer (DELETE /admin/partition heals it)",
+            ));
+        }
         self.followers
             .get(follower)
             .ok_or_else(|| Failure::new("other", format!("no follower number {follower}")))
+    }
+
+    /// Sends `request` to peer `follower` and reads its JSON answer.
+    async fn exchange<T: serde::de::DeserializeOwned>(
+        &self,
+        follower: FollowerIndex,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        read(self.send(follower, request).await?).await
+    }
+
+    /// Sends `request` to peer `follower`; resolves once the answer's head has arrived, and
+    /// learns the peer's node id from it.
+    async fn send(
+        &self,
+        follower: FollowerIndex,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let response = request
+            .send()
+            .await
+            .map_err(|err| Failure::from_reqwest(&err))?;
+        let named = response.headers().get(NODE_HEADER);
+        if let Some(node_id) = named.and_then(|name| name.to_str().ok()) {
+            self.partition.learn(follower, node_id);
+        }
+        Ok(response)
     }
 }
 
@@ -183,7 +232,7 @@ impl Transport for HttpTransport {
         Box::pin(async move {
             let url = self.urls(follower)?.replicate.clone();
             let request = self.client.post(url).timeout(BATCH_TIMEOUT).json(&batch);
-            exchange(request).await
+            self.exchange(follower, request).await
         })
     }
 
@@ -199,14 +248,15 @@ impl Transport for HttpTransport {
                 .post(url)
                 .timeout(STATUS_TIMEOUT)
                 .json(&heartbeat);
-            exchange(request).await
+            self.exchange(follower, request).await
         })
     }
 
     fn status(&self, peer: FollowerIndex) -> BoxFuture<'_, Result<NodeStatus>> {
         Box::pin(async move {
             let url = self.urls(peer)?.status.clone();
-            exchange(self.client.get(url).timeout(STATUS_TIMEOUT)).await
+            self.exchange(peer, self.client.get(url).timeout(STATUS_TIMEOUT))
+                .await
         })
     }
 
@@ -214,7 +264,7 @@ impl Transport for HttpTransport {
         Box::pin(async move {
             let url = self.urls(peer)?.fence.clone();
             let request = self.client.post(url).timeout(TRANSFER_TIMEOUT).json(&fence);
-            let response = tokio::time::timeout(FENCE_ANSWER_TIMEOUT, send(request))
+            let response = tokio::time::timeout(FENCE_ANSWER_TIMEOUT, self.send(peer, request))
                 .await
                 .map_err(|_| {
                     Failure::new(
@@ -238,22 +288,9 @@ impl Transport for HttpTransport {
                 .post(url)
                 .timeout(TRANSFER_TIMEOUT)
                 .json(&transfer);
-            exchange(request).await
+            self.exchange(follower, request).await
         })
     }
-}
-
-/// Sends `request` and reads its JSON answer.
-async fn exchange<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> Result<T> {
-    read(send(request).await?).await
-}
-
-/// Sends `request`; resolves once the answer's head has arrived.
-async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-    request
-        .send()
-        .await
-        .map_err(|err| Failure::from_reqwest(&err))
 }
 
 /// Reads an answer's JSON body. A 409 `not_synced` or `stale_term` and any other error status
@@ -267,10 +304,10 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
     }
     let body = response.text().await.unwrap_or_default();
     let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let code = (status == StatusCode::CONFLICT).then(|| error["error"].as_str());
-    let kind = match code.flatten() {
-        Some("not_synced") => "not_synced",
-        Some("stale_term") => "stale_term",
+    let kind = match error["error"].as_str() {
+        Some("not_synced") if status == StatusCode::CONFLICT => "not_synced",
+        Some("stale_term") if status == StatusCode::CONFLICT => "stale_term",
+        Some("partitioned") if status == StatusCode::SERVICE_UNAVAILABLE => "partitioned",
         _ if status.is_client_error() => "refused",
         _ => "server_error",
     };

@@ -10,6 +10,7 @@ mod helpers;
 mod input;
 mod linearizability;
 mod observability;
+mod partition;
 mod process;
 mod recovery;
 mod replication;
