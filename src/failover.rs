@@ -169,6 +169,9 @@ pub struct Count {
     pub merged: usize,
     /// `Wmin`, when known.
     pub smallest_quorum: Option<usize>,
+    /// Nodes that took the new term (answered the fence, or the status before it), the
+    /// candidate included.
+    pub reached: usize,
 }
 
 impl Count {
@@ -195,6 +198,18 @@ impl Count {
     /// Whether every write of the ending term acknowledged to its client is in the merge.
     pub fn safe(&self) -> bool {
         self.needed().is_some_and(|needed| self.merged >= needed)
+    }
+
+    /// Nodes that must take a term before one leads it: a majority of all `N + 1`. A node takes
+    /// each term once, so two candidates never both reach a majority with one term.
+    pub fn majority(&self) -> usize {
+        self.followers.div_ceil(2) + 1
+    }
+
+    /// Whether a promotion that is not forced may lead: it is safe, and a majority took its
+    /// term.
+    pub fn allows(&self) -> bool {
+        self.safe() && self.reached >= self.majority()
     }
 
     /// The guarantee in words.
@@ -444,6 +459,13 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
         None => "the ending term wrote with quorum 0 (asynchronous): no promotion can keep \
                  every acknowledged write"
             .to_owned(),
+        Some(_) if count.safe() => format!(
+            "it reached {} of the {} nodes (itself included), and a term is taken by a majority \
+             of all nodes ({}), so that two candidates never lead one term",
+            count.reached,
+            count.followers + 1,
+            count.majority()
+        ),
         Some(needed) => format!(
             "it {counted} {} of {} followers that hold a leader's state ({itself}), and a write \
              acknowledged by {} (the ending term's smallest quorum) is only sure to be in the \
@@ -491,7 +513,23 @@ mod tests {
             followers,
             merged,
             smallest_quorum,
+            reached: followers + 1,
         }
+    }
+
+    #[test]
+    fn a_term_is_taken_by_a_majority_of_all_nodes() {
+        // W = 5: one follower merged keeps every acknowledged write, but 2 of 6 nodes are no
+        // majority: another candidate could take the same term with the other four.
+        let few = Count {
+            reached: 2,
+            ..count(5, 1, Some(5))
+        };
+        assert!(few.safe() && !few.allows());
+        assert_eq!(few.majority(), 4);
+        assert!(Count { reached: 4, ..few }.allows());
+        let why = refuse(&few, None).to_string();
+        assert!(why.contains("majority of all nodes (4)"), "{why}");
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct Health {
     pub version: Version,
     /// Number of live keys it holds (hidden writes included, as for `version`).
     pub keys: usize,
+    /// On a node started with `ROLE=leader` that does not lead: why. It follows meanwhile, and
+    /// leads once promoted (`semisync-kv failover`); absent once it leads or follows a leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// The node's role, id, term, leader and latest version. Any web page may read it (it says
@@ -109,6 +113,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", responses((status = 200, body = Health)))]
 pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let role = state.role();
+    let waiting = state.waiting();
     let replica = state.replica();
     let health = axum::Json(Health {
         status: "ok".into(),
@@ -121,6 +126,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
             .or_else(|| state.inner.leader_url.clone()),
         version: replica.store.latest_version(),
         keys: replica.store.len(),
+        waiting,
     });
     ([(ACCESS_CONTROL_ALLOW_ORIGIN, "*")], health)
 }

@@ -34,6 +34,7 @@ use crate::failover::{self, Count, Fenced, Peers, Promotion};
 use crate::metrics::Metrics;
 use crate::partition::{NODE_HEADER, Partition, PartitionView};
 use crate::recovery::HEARTBEAT_INTERVAL;
+use crate::replication::Failure;
 use crate::replication::wire::{Fence, NodeStatus};
 use crate::replication::{
     HttpTransport, Incarnation, LagClock, Leadership, Replica, Replicator, SharedReplica, Term,
@@ -80,6 +81,8 @@ struct Inner {
     cluster_token: Option<String>,
     request_timeout: Duration,
     max_concurrent_requests: usize,
+    /// Set when the node, started with `ROLE=leader`, did not lead: why (`/health` shows it).
+    waiting: Mutex<Option<String>>,
     /// Bounds the dashboard's event streams.
     event_streams: Arc<Semaphore>,
     /// Woken whenever the replica applied something, or a hidden write became visible: reads
@@ -156,6 +159,7 @@ impl AppState {
                 cluster_token,
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
+                waiting: Mutex::new(None),
                 event_streams: Arc::new(Semaphore::new(dashboard::MAX_EVENT_STREAMS)),
                 applied: Arc::new(Notify::new()),
             }),
@@ -163,9 +167,12 @@ impl AppState {
     }
 
     /// Start-up, before the node serves anything: a node started as the leader asks its peers
-    /// whether one of them leads, and follows it if so; otherwise it fences them with a new
-    /// term, merges their states and leads (see [`failover`]). A follower
-    /// asks them for the newest term once, and waits for its leader's heartbeat.
+    /// whether one of them leads, and follows it if so. In a new cluster (every peer answered
+    /// and none has seen a term) it leads at once. Otherwise it takes over only by the same safe
+    /// promotion as any follower ([`AppState::promote`] without `force`): when that is refused
+    /// it follows, and says why in its log and in `/health` (`waiting`) until it leads or
+    /// follows a leader. A follower asks its peers for the newest term once, and waits for its
+    /// leader's heartbeat.
     pub async fn start(&self) {
         let Some(peers) = &self.inner.peers else {
             return;
@@ -187,6 +194,7 @@ impl AppState {
             }
             return;
         }
+        let _one_at_a_time = self.inner.promoting.lock().await;
         let deadline = Instant::now() + failover::START_TIMEOUT;
         let statuses = peers.statuses(deadline, true).await;
         if let Some(leader) = failover::live_leader(&statuses) {
@@ -197,35 +205,46 @@ impl AppState {
                 .check_term(leader.term, leader.leader_url.as_deref());
             return;
         }
-        let term = failover::next_term(self.replica().term, &statuses);
-        let Ok((fenced, heard)) = self.fence(peers, term).await else {
-            warn!(
-                term,
-                "a newer term began while starting: following it instead of leading"
-            );
-            return;
-        };
-        let (merged, smallest_quorum) =
+        let new_cluster = statuses
+            .iter()
+            .all(|status| status.as_ref().is_ok_and(|status| status.term == 0));
+        if new_cluster {
+            // No node has ever led or followed: there is nothing to lose.
+            let (fenced, heard) = match self.fence(peers, 1).await {
+                Ok(fenced) => fenced,
+                Err(err) => return self.wait(err),
+            };
             peers.merge(&self.inner.replica, &fenced, heard.own_report());
-        self.applied();
-        let (version, keys) = self.version_and_keys();
-        info!(
-            term,
-            followers = merged,
-            of = peers.urls.len(),
-            keys,
-            version,
-            "recovered state from followers"
-        );
-        if self
-            .lead(peers, term, heard.settings, smallest_quorum)
-            .is_none()
-        {
-            warn!(
-                term,
-                "a newer term began while starting: following it instead of leading"
-            );
+            if self.lead(peers, 1, heard.settings, None).is_none() {
+                warn!("a newer term began while starting: following it instead of leading");
+            }
+            return;
         }
+        match self.take_over(peers, &statuses, false).await {
+            Ok(promotion) => info!(
+                term = promotion.term,
+                merged = promotion.merged,
+                "started as the leader: {}",
+                promotion.guarantee
+            ),
+            Err(err) => self.wait(err),
+        }
+    }
+
+    /// A node started as the leader that does not lead: it follows, and says why.
+    fn wait(&self, why: Error) {
+        warn!(error = %why, "started with ROLE=leader, but not leading: following; promote a \
+            node with `semisync-kv failover` once enough nodes answer");
+        *lock_waiting(&self.inner.waiting) = Some(why.to_string());
+    }
+
+    /// Why this node, started with `ROLE=leader`, does not lead, while it neither leads nor
+    /// follows a leader's state transfer.
+    pub fn waiting(&self) -> Option<String> {
+        if self.replicator().is_some() || self.replica().following.is_some() {
+            return None;
+        }
+        lock_waiting(&self.inner.waiting).clone()
     }
 
     /// Leads term 1 at once, without asking the peers: the router tests have none that answer,
@@ -338,10 +357,7 @@ impl AppState {
                 leader: leader.leader_url.clone(),
             });
         }
-        let (smallest_quorum, own_term) = {
-            let replica = self.replica();
-            (replica.smallest_quorum, replica.term)
-        };
+        let smallest_quorum = self.replica().smallest_quorum;
         let followers = peers.urls.len();
         // Only the followers that hold a leader's state count (`failover::not_counted`). This
         // node counts itself here even when it holds none: then it has not heard the ending
@@ -355,12 +371,28 @@ impl AppState {
             followers,
             merged: reachable,
             smallest_quorum,
+            reached: 1 + statuses.iter().flatten().count(),
         };
-        if !force && !before.safe() {
+        if !force && !before.allows() {
             return Err(failover::refuse(&before, None));
         }
 
-        let term = failover::next_term(own_term, &statuses);
+        self.take_over(peers, &statuses, force).await
+    }
+
+    /// Takes a term above every one in `statuses` (the peers' answers) and this node's: fences
+    /// the peers, merges their states, counts them, and leads when the count allows it
+    /// ([`Count::allows`]) or `force`. A refusal leaves the fenced nodes at the new term, which
+    /// nobody leads.
+    async fn take_over(
+        &self,
+        peers: &Peers,
+        statuses: &[Result<NodeStatus, Failure>],
+        force: bool,
+    ) -> Result<Promotion, Error> {
+        let followers = peers.urls.len();
+        let own_term = self.replica().term;
+        let term = failover::next_term(own_term, statuses);
         let (fenced, heard) = self.fence(peers, term).await?;
         let (merged, smallest_quorum) =
             peers.merge(&self.inner.replica, &fenced, heard.own_report());
@@ -369,8 +401,9 @@ impl AppState {
             followers,
             merged: (merged + usize::from(heard.holds_state)).min(followers),
             smallest_quorum,
+            reached: 1 + fenced.answers.iter().flatten().count(),
         };
-        if !force && !count.safe() {
+        if !force && !count.allows() {
             // Nobody leads this term: this node must not name itself in its 421s.
             self.replica().leader_url = None;
             return Err(failover::refuse(&count, Some(term)));
@@ -390,7 +423,7 @@ impl AppState {
             smallest_quorum: count.smallest_quorum,
             kept_if_acked_by: count.kept_if_acked_by(),
             safe: count.safe(),
-            forced: force && !count.safe(),
+            forced: force && !count.allows(),
             guarantee: if heard.holds_state {
                 count.guarantee()
             } else {
@@ -402,7 +435,7 @@ impl AppState {
             },
             version,
             keys,
-            peers: peers.reports(&statuses, &fenced),
+            peers: peers.reports(statuses, &fenced),
         };
         warn!(term, merged = count.merged, of = followers, safe = promotion.safe,
             settings = %replicator.settings(), "promoted: {}", promotion.guarantee);
@@ -566,6 +599,12 @@ impl AppState {
             _ => Ok(()),
         }
     }
+}
+
+/// Locks the reason a node started as the leader does not lead; a plain value, safe to keep
+/// after a panic.
+fn lock_waiting(waiting: &Mutex<Option<String>>) -> MutexGuard<'_, Option<String>> {
+    waiting.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The public API of a node: the client routes, the leader's dashboard and admin routes, with

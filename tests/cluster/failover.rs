@@ -740,3 +740,56 @@ async fn the_benchmark_counts_the_writes_a_failover_loses() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// A node restarted with `ROLE=leader` takes over only by the same safe promotion as any
+/// follower. The write `x` was acknowledged by follower3, follower4 and follower5 alone
+/// (follower1 and follower2 were cut off); those three freeze, and the leader restarts: it
+/// merges the two followers that answer, too few for quorum 3 (and 3 of 6 nodes are no
+/// majority), so it follows and says why in `/health` rather than lead without `x`. Once the
+/// three thaw, a promotion keeps `x`.
+#[tokio::test]
+async fn a_restarted_leader_leads_only_by_a_safe_count() {
+    let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
+    let leader = cluster.leader.url();
+    for name in ["follower1", "follower2"] {
+        let cut = format!("{leader}/admin/followers/{name}/cut");
+        assert_eq!(send(cluster.http.post(cut)).await.0, StatusCode::OK);
+    }
+    let (status, body) = cluster.put("x", "acked by three", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for follower in &cluster.followers[2..] {
+        follower.signal(Signal::SIGSTOP);
+    }
+    cluster.leader.restart().expect("restart");
+    let health = eventually(Duration::from_secs(15), || async {
+        let (status, health) = cluster.get(&leader, "/health").await;
+        match health["waiting"].as_str() {
+            Some(_) => Ok(health),
+            None => Err(format!("not waiting: {status} {health}")),
+        }
+    })
+    .await
+    .expect("the restarted leader says why it does not lead");
+    assert_eq!(health["role"], "follower", "{health}");
+    let why = health["waiting"].as_str().unwrap_or_default();
+    assert!(why.contains("2 of 5 followers"), "{health}");
+
+    for follower in &cluster.followers[2..] {
+        follower.signal(Signal::SIGCONT);
+    }
+    let to = cluster.followers[2].url();
+    let (code, promotion, stderr) = failover(&to, false);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(promotion["safe"], true, "{promotion}");
+    let (_, read) = cluster.get(&to, "/kv/x").await;
+    assert_eq!(read["value"], "acked by three", "{read}");
+    eventually(Duration::from_secs(5), || async {
+        let (_, health) = cluster.get(&leader, "/health").await;
+        match health.get("waiting") {
+            None => Ok(()),
+            Some(_) => Err(format!("still waiting, not following: {health}")),
+        }
+    })
+    .await
+    .expect("it follows the new leader");
+}

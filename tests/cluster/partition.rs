@@ -28,10 +28,11 @@ fn partition(nodes: &[String], peers: &[&str]) -> String {
 }
 
 /// The scenario of THEORY section 8: six nodes, `WRITE_QUORUM=3`, split into {leader,
-/// follower4, follower5} and {follower1, follower2, follower3}. follower1 is promoted on the
-/// majority side (safe: it merges 3 >= 5 - 3 + 1). On the minority side, the old leader's
-/// writes at quorum 2 (per request, then by the live setting) are acknowledged by follower4 and
-/// follower5, but only those two heard of quorum 2, so they answer `503 quorum_not_announced`.
+/// follower4, follower5} and {follower1, follower2, follower3}. follower1 merges 3 >= 5 - 3 + 1
+/// followers, but 3 of 6 nodes are no majority: it is promoted only with `--force`. On the other
+/// side, the old leader's writes at quorum 2 (per request, then by the live setting) are
+/// acknowledged by follower4 and follower5, but only those two heard of quorum 2, so they answer
+/// `503 quorum_not_announced`.
 /// After the heal, every write answered 200 is on every node, and the new leader is the only one.
 #[tokio::test]
 async fn the_minority_side_of_a_partition_cannot_acknowledge_a_lowered_quorum() {
@@ -52,12 +53,17 @@ async fn the_minority_side_of_a_partition_cannot_acknowledge_a_lowered_quorum() 
         "{lines}"
     );
 
+    // Three nodes are no majority of six: without --force, follower1 does not take a term that
+    // another candidate could take too.
     let promoted = cluster.followers[0].url();
     let (code, stdout, stderr) = semisync_kv(&["failover", "--to", &promoted, "--json"]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stderr.contains("it reached 3 of the 6 nodes"), "{stderr}");
+    let (code, stdout, stderr) = semisync_kv(&["failover", "--to", &promoted, "--json", "--force"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let promotion: Value = serde_json::from_str(&stdout).expect("JSON");
-    assert_eq!(promotion["safe"], true, "{promotion}");
     assert_eq!(promotion["merged"], 3, "{promotion}");
+    assert_eq!(promotion["forced"], true, "{promotion}");
 
     // The old leader still leads its side, with follower4 and follower5.
     let (status, body) = cluster.put("minority", "per-request", Some(2)).await;

@@ -6,7 +6,7 @@ use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{NodeExt, TestCluster, eventually, settings, with_quorum, write_many};
+use crate::helpers::{NodeExt, TestCluster, eventually, send, settings, with_quorum, write_many};
 
 /// A follower killed with SIGKILL and restarted empty catches up to the leader's full state by
 /// itself, while writes keep flowing.
@@ -130,7 +130,9 @@ async fn a_restarted_leader_recovers_from_its_followers() {
 
 /// A restarted leader whose followers hold different states (one was down during some writes)
 /// ends with every node on one state, including the follower that comes back with writes the new
-/// leader never saw.
+/// leader never saw. With quorum 1 and a follower frozen, no takeover is safe (a write only the
+/// frozen one acknowledged could be lost): the restarted node waits and says why, and leads
+/// once the follower is back and it is promoted.
 #[tokio::test]
 async fn a_follower_down_across_a_leader_restart_converges() {
     let mut cluster = TestCluster::start_up(with_quorum(1)).await;
@@ -142,6 +144,21 @@ async fn a_follower_down_across_a_leader_restart_converges() {
     cluster.followers[4].signal(Signal::SIGSTOP);
     cluster.leader.signal(Signal::SIGKILL);
     cluster.leader.restart().expect("restart");
+    let leader = cluster.leader.url();
+    let health = eventually(Duration::from_secs(10), || async {
+        let (_, health) = cluster.get(&leader, "/health").await;
+        match health["waiting"].as_str() {
+            Some(_) => Ok(health),
+            None => Err(format!("not waiting: {health}")),
+        }
+    })
+    .await
+    .expect("waits for a safe count");
+    assert_eq!(health["role"], "follower", "{health}");
+    cluster.followers[4].signal(Signal::SIGCONT);
+    let (status, promotion) = send(cluster.http.post(format!("{leader}/admin/promote"))).await;
+    assert_eq!(status, StatusCode::OK, "{promotion}");
+    assert_eq!(promotion["safe"], true, "{promotion}");
     assert_eq!(write_many(&cluster, "b", 50, 10).await.len(), 50);
     cluster.followers[4].signal(Signal::SIGCONT);
     cluster.wait_follower(4, "up", Duration::from_secs(5)).await;
@@ -152,9 +169,9 @@ async fn a_follower_down_across_a_leader_restart_converges() {
     assert_eq!(state.len(), 100);
 }
 
-/// A write that only one follower holds (an "orphan") while the leader restarts without it:
-/// the new leader cannot know its version, so it takes versions from the clock, newer than any
-/// the old leader issued. Its writes win over the orphan when a later leader merges both, and
+/// A write that only one follower holds (an "orphan") while the leader restarts without it and
+/// is promoted by force: the new leader cannot know its version, so it takes versions from the
+/// clock, newer than any the old leader issued. Its writes win over the orphan when a later leader merges both, and
 /// every node converges.
 #[tokio::test]
 async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() {
@@ -171,7 +188,19 @@ async fn an_orphan_write_on_an_absent_follower_does_not_win_over_newer_writes() 
     for follower in &mut cluster.followers[..4] {
         follower.restart().expect("restart"); // empty
     }
-    cluster.leader.restart().expect("restart"); // recovers without follower5
+    // Restarted, it cannot lead safely without follower5 (every other node is empty): forced.
+    cluster.leader.restart().expect("restart");
+    let promote = format!("{}/admin/promote?force=true", cluster.leader.url());
+    let (status, promotion) = eventually(Duration::from_secs(10), || async {
+        match send(cluster.http.post(&promote)).await {
+            (StatusCode::OK, promotion) => Ok((StatusCode::OK, promotion)),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await
+    .expect("a forced promotion");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(promotion["forced"], true, "{promotion}");
     let (status, new) = cluster.put("k", "new", Some(4)).await;
     assert_eq!(status, StatusCode::OK, "{new}");
     assert!(
