@@ -21,7 +21,7 @@ use crate::settings::{Settings, WaitPoint};
 /// Labels of a write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `quorum_reached` or `quorum_timeout`.
+    /// `quorum_reached`, `quorum_timeout` or `quorum_not_announced`.
     pub outcome: &'static str,
 }
 
@@ -196,13 +196,9 @@ impl Metrics {
         metrics
     }
 
-    /// Records a write's outcome and latency.
-    pub fn write(&self, reached: bool, latency: Duration) {
-        let outcome = if reached {
-            "quorum_reached"
-        } else {
-            "quorum_timeout"
-        };
+    /// Records a write's outcome (`quorum_reached`, `quorum_timeout` or
+    /// `quorum_not_announced`) and latency.
+    pub fn write(&self, outcome: &'static str, latency: Duration) {
         self.writes.get_or_create(&OutcomeLabels { outcome }).inc();
         self.write_seconds.observe(latency.as_secs_f64());
     }

@@ -337,10 +337,12 @@ async fn write(
         version,
     } = Arc::unwrap_or_clone(write);
     debug!(%key, version, acks = outcome.acks(), quorum, latency_ms, "write");
-    state
-        .inner
-        .metrics
-        .write(outcome.reached(), started.elapsed());
+    let counted = match (&outcome.unannounced, outcome.reached()) {
+        (Some(_), _) => "quorum_not_announced",
+        (None, true) => "quorum_reached",
+        (None, false) => "quorum_timeout",
+    };
+    state.inner.metrics.write(counted, started.elapsed());
 
     // Asked now: a late ack or a state transfer may have shown it already.
     let visible_on_leader = !state.replica().hidden.hides(version);
