@@ -74,10 +74,12 @@ impl Replicator {
 impl Shared {
     /// The heartbeat this leader sends.
     fn heartbeat(&self) -> Heartbeat {
+        let (quorum_epoch, smallest_quorum) = self.announced();
         Heartbeat {
             term: self.term,
             leader_url: self.public_url.clone(),
-            smallest_quorum: self.smallest_quorum(),
+            smallest_quorum,
+            quorum_epoch,
             settings: self.settings(),
         }
     }
@@ -96,8 +98,10 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
             () = link.wake.notified() => {}
             () = &mut deposed => return,
         }
+        // A chance to announce the settings' quorum again, when every write is held widely.
+        shared.try_raise();
         let sent = shared.heartbeat();
-        let quorum = sent.smallest_quorum;
+        let announced = (sent.quorum_epoch, sent.smallest_quorum);
         let status = match link.cut_off() {
             Some(failure) => Err(failure),
             None => shared.transport.heartbeat(follower, sent).await,
@@ -114,7 +118,7 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
         // A follower that holds this term's state hears of the quorum a heartbeat carries.
         if let Ok(status) = &status {
             if status.following == Some(shared.term) {
-                shared.heard(follower, quorum);
+                shared.heard(follower, announced.0, announced.1);
             }
         }
         if link.on_heartbeat(status.as_ref(), shared.term) {
@@ -133,11 +137,11 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
         &lock(&shared.replica).store,
         shared.term,
         shared.public_url.clone(),
-        shared.smallest_quorum(),
+        shared.announced(),
         incarnation,
     );
     let (version, entries) = (transfer.version, transfer.entries.len());
-    let quorum = transfer.smallest_quorum;
+    let announced = (transfer.quorum_epoch, transfer.smallest_quorum);
     let started = Instant::now();
     let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;
     match &result {
@@ -145,8 +149,8 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
             info!(follower = %link.url, node_id = %ack.node_id, entries, version,
                 replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
                 "state transfer done");
-            if let Some(quorum) = quorum {
-                shared.heard(link.index, quorum);
+            if let (epoch, Some(quorum)) = announced {
+                shared.heard(link.index, epoch, quorum);
             }
             // The follower holds every write up to `version`: an ack of each.
             shared.reveal(|hidden| hidden.ack_through(link.index, version, shared.floor()));

@@ -59,7 +59,7 @@ pub(super) async fn replicate(
                 following: replica.following,
             });
         }
-        replica.hear_quorum(batch.smallest_quorum);
+        replica.hear_quorum(batch.quorum_epoch, batch.smallest_quorum);
         batch
             .writes
             .into_iter()
@@ -113,7 +113,7 @@ pub(super) async fn heartbeat(
     // A follower that does not hold this leader's state yet lacks writes of this term: what it
     // would report of their quorum could not be trusted by a candidate.
     if replica.following == Some(heartbeat.term) {
-        replica.hear_quorum(heartbeat.smallest_quorum);
+        replica.hear_quorum(heartbeat.quorum_epoch, heartbeat.smallest_quorum);
     }
     replica.leader_settings = Some(heartbeat.settings);
     Ok(axum::Json(state.status_of(&replica)))
@@ -181,6 +181,7 @@ async fn transfer(
     if replaced {
         // The quorum heard of was the replaced state's term's.
         replica.smallest_quorum = None;
+        replica.quorum_epoch = 0;
         // Keep the version counter where it was: versions never go backwards on a node.
         let latest = replica.store.latest_version().max(transfer.version);
         replica.store.replace(entries, latest);
@@ -194,7 +195,7 @@ async fn transfer(
     }
     // It holds this term's state now: what it hears of the term's quorum can be trusted.
     if let Some(quorum) = transfer.smallest_quorum {
-        replica.hear_quorum(quorum);
+        replica.hear_quorum(transfer.quorum_epoch, quorum);
     }
     let version = replica.store.latest_version();
     drop(replica);

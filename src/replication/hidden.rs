@@ -67,9 +67,11 @@ struct Pending {
 }
 
 impl Pending {
-    /// Whether its quorum holds it, at a quorum that counts above `floor`.
+    /// Whether its quorum holds it, at a quorum that counts above `floor`, or as many
+    /// followers as the floor hold it (then every promotion counted safe merges one of them).
     fn counts(&self, floor: usize) -> bool {
-        self.acked_by.len() >= self.quorum && self.quorum >= floor
+        let acks = self.acked_by.len();
+        acks >= self.quorum && (self.quorum >= floor || acks >= floor)
     }
 }
 
@@ -436,5 +438,9 @@ mod tests {
         assert_eq!(leader.read("j"), None);
         assert_eq!(leader.hidden.lower_floor(1).len(), 1);
         assert_eq!(leader.read("j"), Some((Some("b"), v2)));
+        // Held by as many followers as the floor, a write counts whatever its quorum.
+        let v3 = leader.write("i", Some("c"), 1);
+        assert_eq!(leader.hidden.ack(0, v3, 2), None);
+        assert!(leader.hidden.ack(1, v3, 2).is_some());
     }
 }

@@ -131,9 +131,6 @@ struct LinkState {
     transfer_due: bool,
     transfers: u64,
     last_error: Option<String>,
-    /// The smallest quorum of this term the follower is known to have heard of: it accepted a
-    /// batch, a heartbeat or a state transfer that carried it.
-    heard_quorum: Option<usize>,
 }
 
 impl Link {
@@ -162,7 +159,6 @@ impl Link {
                 transfer_due: false,
                 transfers: 0,
                 last_error: None,
-                heard_quorum: None,
             }),
         }
     }
@@ -215,21 +211,15 @@ impl Link {
         }
     }
 
-    /// Records that the follower heard of `quorum` as the smallest quorum of this term (it
-    /// accepted a message that carried it, as one of this term's followers); returns whether
-    /// that is lower than what it was known to have heard.
-    pub fn heard(&self, quorum: usize) -> bool {
-        let mut state = self.state();
-        let lower = state.heard_quorum.is_none_or(|heard| quorum < heard);
-        if lower {
-            state.heard_quorum = Some(quorum);
-        }
-        lower
-    }
-
-    /// The smallest quorum of this term the follower is known to have heard of.
-    pub fn heard_quorum(&self) -> Option<usize> {
-        self.state().heard_quorum
+    /// Whether the follower holds every write the leader admitted for it: it is up (it holds
+    /// this term's state), nothing is pending for it, no state transfer is due, and it is not
+    /// cut off. See `Shared::try_raise`.
+    pub fn holds_everything(&self) -> bool {
+        let state = self.state();
+        state.health == FollowerState::Up
+            && state.pending == 0
+            && !state.transfer_due
+            && !self.cut.load(Ordering::Relaxed)
     }
 
     /// Records that `writes` pending writes were dropped, `retried` of them after retries: a

@@ -46,6 +46,7 @@
 //!   until its quorum acknowledged it.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
 
+pub mod announce;
 pub mod hidden;
 pub mod lag;
 pub mod link;
@@ -72,13 +73,14 @@ use crate::events::{Event, Events, FollowerIndex, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::store::{Entry, Store, Version};
+use announce::Announcement;
 use hidden::{Hidden, Revealed};
 pub use lag::LagClock;
 pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
 pub use transport::{Failure, HttpTransport, Transport};
-pub use wire::{Incarnation, Term, Write};
+pub use wire::{Epoch, Incarnation, Term, Write};
 
 /// A node's replicated state: its store, the newest term it has seen, and on a follower what it
 /// knows of that term's leader. One lock guards them all, so that "is this message of my term,
@@ -107,6 +109,9 @@ pub struct Replica {
     /// term's leader (on a leader that stepped down: its own). A candidate counts with it, so a
     /// newer term adopted does not reset it: only a state transfer that replaces the state does.
     pub smallest_quorum: Option<usize>,
+    /// The epoch of `smallest_quorum`: the leader raises it when it announces a larger quorum
+    /// again, and this node keeps the smallest quorum of the newest epoch it heard.
+    pub quorum_epoch: Epoch,
     /// On a follower: the live settings of its leader, from its heartbeat; a promoted follower
     /// carries on with them.
     pub leader_settings: Option<Settings>,
@@ -151,9 +156,17 @@ impl Replica {
         self.hidden.dump(&self.store)
     }
 
-    /// Records the smallest write quorum the leader of this term reports.
-    pub fn hear_quorum(&mut self, quorum: usize) {
-        self.smallest_quorum = Some(self.smallest_quorum.map_or(quorum, |q| q.min(quorum)));
+    /// Records the smallest write quorum the leader of the term it follows announced in
+    /// `epoch`: the smallest of the newest epoch heard, so that a late message of an older epoch
+    /// changes nothing.
+    pub fn hear_quorum(&mut self, epoch: Epoch, quorum: usize) {
+        let heard = match self.smallest_quorum {
+            Some(heard) if epoch == self.quorum_epoch => heard.min(quorum),
+            Some(_) if epoch < self.quorum_epoch => return,
+            _ => quorum,
+        };
+        self.smallest_quorum = Some(heard);
+        self.quorum_epoch = epoch;
     }
 }
 
@@ -219,11 +232,18 @@ pub(crate) struct Shared {
     clock: Arc<LagClock>,
     /// The leader's `PUBLIC_URL`, sent with its state transfers and heartbeats.
     pub(crate) public_url: Option<String>,
-    /// The smallest write quorum of this term so far, which the followers hear of.
-    smallest_quorum: AtomicUsize,
-    /// The floor: the smallest quorum at which a write of this term counts
-    /// ([`quorum::established`]); at most `smallest_quorum`.
+    /// The term's smallest quorum as announced to the followers, and the floor at which a write
+    /// counts. Locked after the replica lock, when both are taken.
+    announcement: Mutex<Announcement>,
+    /// The floor, published for the writes that wait for it to reach their quorum.
     floor: watch::Sender<usize>,
+    /// The write quorum of the settings the term began with: a raise announces no more than
+    /// this (nor than the live settings' quorum), so that raising the live quorum does not make
+    /// every lower per-request quorum need all followers to hear of it.
+    raise_to: usize,
+    /// Writes applied whose messages are not yet admitted to every follower's link: while
+    /// there are any, the links do not show everything the leader holds (see `try_raise`).
+    applying: AtomicUsize,
     /// Turns true once this leader stepped down: its tasks end.
     deposed: watch::Sender<bool>,
     /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
@@ -235,54 +255,83 @@ impl Shared {
         *self.settings.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The smallest write quorum of this term so far.
+    fn announcement(&self) -> MutexGuard<'_, Announcement> {
+        // Every step under the lock leaves the announcement consistent.
+        self.announcement
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The smallest write quorum of this term as announced, and its epoch: what every batch,
+    /// heartbeat and state transfer carries.
+    pub(crate) fn announced(&self) -> (Epoch, usize) {
+        self.announcement().announced()
+    }
+
+    /// The smallest write quorum of this term as announced.
     pub(crate) fn smallest_quorum(&self) -> usize {
-        self.smallest_quorum.load(Ordering::Relaxed)
+        self.announced().1
     }
 
     /// The smallest quorum at which a write of this term counts now.
     pub(crate) fn floor(&self) -> usize {
-        *self.floor.borrow()
+        self.announcement().floor()
     }
 
-    /// Records that `follower` heard of `quorum` as the term's smallest; lowers the floor when
-    /// enough followers heard of a lower one, and then shows the hidden writes that now count.
-    pub(crate) fn heard(&self, follower: FollowerIndex, quorum: usize) {
-        if !self.links[follower].heard(quorum) {
-            return;
-        }
-        let heard = self.links.iter().filter_map(Link::heard_quorum);
-        let floor = quorum::established(self.floor(), heard);
-        if self
-            .floor
-            .send_if_modified(|old| std::mem::replace(old, floor) != floor)
-        {
+    /// Records that `follower` accepted a message that carried `quorum` in `epoch`; when that
+    /// lowers the floor, shows the hidden writes that now count and wakes the writes waiting.
+    pub(crate) fn heard(&self, follower: FollowerIndex, epoch: Epoch, quorum: usize) {
+        let lowered = self.announcement().heard(follower, epoch, quorum);
+        if let Some(floor) = lowered {
+            self.floor.send_replace(floor);
             self.reveal(|hidden| hidden.lower_floor(floor));
         }
     }
 
     /// Waits until a write of `quorum` counts (the floor is at or below it), `deadline` passes
     /// or this leader steps down; says why when the write does not count.
-    async fn announced(&self, quorum: usize, deadline: Instant) -> Option<Unannounced> {
+    async fn wait_for_floor(&self, quorum: usize, deadline: Instant) -> Option<Unannounced> {
         let mut floor = self.floor.subscribe();
         tokio::select! {
             _ = tokio::time::timeout_at(deadline, floor.wait_for(|&floor| floor <= quorum)) => {}
             () = self.deposed() => {}
         }
-        let floor = self.floor();
-        let heard = (self.links.iter())
-            .filter(|link| link.heard_quorum().is_some_and(|heard| heard <= quorum))
-            .count();
+        let announcement = self.announcement();
+        let floor = announcement.floor();
+        let heard = announcement.heard_at_most(quorum);
         (floor > quorum).then_some(Unannounced { floor, heard })
     }
 
     /// Counts `quorum` as used by a write of this term. When it is the smallest yet, every
     /// follower's heartbeat goes at once, rather than within 500 ms: a follower that the
-    /// write's batch does not reach (yet) learns it too, and a failover counts with it.
+    /// write's batch does not reach (yet) learns it too, and the floor can reach it.
     fn use_quorum(&self, quorum: usize) {
-        if quorum < self.smallest_quorum.fetch_min(quorum, Ordering::Relaxed) {
+        if self.announcement().lower(quorum) {
             self.wake_heartbeats();
         }
+    }
+
+    /// Announces the write quorum `W` of the live settings (at most the one the term began with)
+    /// again, in a new epoch, once at least `W` followers hold every write the leader applied: a
+    /// promotion that merges `N - W + 1` followers then meets each write, whatever quorum it was
+    /// made with. Takes the replica lock, under which writes are applied, so that no write slips
+    /// between the check and the raise.
+    pub(crate) fn try_raise(&self) {
+        let target = self.settings().write_quorum.min(self.raise_to);
+        if target == 0 || self.smallest_quorum() >= target {
+            return;
+        }
+        let replica = lock(&self.replica);
+        if self.applying.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let holding = self.links.iter().filter(|link| link.holds_everything());
+        if holding.count() < target || !self.announcement().raise(target) {
+            return;
+        }
+        drop(replica);
+        self.floor.send_replace(target);
+        self.wake_heartbeats();
     }
 
     /// Sends every follower's heartbeat now.
@@ -313,7 +362,9 @@ impl Shared {
     /// holds its own term's state, whose smallest quorum only it knows for sure.
     pub(crate) fn keep_term(&self, replica: &mut Replica) {
         replica.following = Some(self.term);
-        replica.smallest_quorum = Some(self.smallest_quorum());
+        let (epoch, quorum) = self.announced();
+        replica.quorum_epoch = epoch;
+        replica.smallest_quorum = Some(quorum);
     }
 
     /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
@@ -427,8 +478,10 @@ impl Replicator {
             events: Events::new(),
             clock,
             public_url,
-            smallest_quorum: AtomicUsize::new(leadership_quorum),
+            announcement: Mutex::new(Announcement::new(followers.len(), leadership_quorum)),
             floor: watch::channel(leadership_quorum).0,
+            applying: AtomicUsize::new(0),
+            raise_to: settings.write_quorum,
             deposed: watch::channel(false).0,
             wake_reads,
         });
@@ -563,8 +616,9 @@ impl Replicator {
 
     /// Applies a write of `value` (`None` deletes) to `key` on the leader's store, and under
     /// the wait point `after_sync` hides it from the leader's readers until `quorum` followers
-    /// acknowledged it. Returns the entry and the wait point that applies to it. A leader
-    /// deposed meanwhile refuses: its replica follows the newer term.
+    /// acknowledged it. Returns the entry and the wait point that applies to it; the caller
+    /// passes the write to [`Replicator::replicate`] at once. A leader deposed meanwhile
+    /// refuses: its replica follows the newer term.
     pub fn apply(
         &self,
         key: &str,
@@ -590,6 +644,8 @@ impl Replicator {
         if wait_point == WaitPoint::AfterSync {
             replica.hidden.hide(key, previous, entry.clone(), quorum);
         }
+        // Until `replicate` admitted it to every link (in the same poll of the caller).
+        self.shared.applying.fetch_add(1, Ordering::SeqCst);
         Ok((entry, wait_point))
     }
 
@@ -641,13 +697,14 @@ impl Replicator {
             };
             pipeline.schedule(shared, message, applied_at + lag);
         }
+        shared.applying.fetch_sub(1, Ordering::SeqCst);
 
         // A leader that steps down meanwhile answers at once: no more acks can come.
         let acked_by = tally.wait(applied_at + timeout, shared.deposed()).await;
         // Acked by its quorum: it counts once a promotion is sure to know that quorum. An
         // asynchronous write (quorum 0) promised nothing, and waits for nothing.
         let unannounced = match quorum > 0 && acked_by.len() >= quorum {
-            true => shared.announced(quorum, applied_at + timeout).await,
+            true => shared.wait_for_floor(quorum, applied_at + timeout).await,
             false => None,
         };
         let outcome = QuorumOutcome {

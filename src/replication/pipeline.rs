@@ -29,7 +29,7 @@ use super::Shared;
 use super::link::Verdict;
 use super::quorum::Tally;
 use super::transport::{Failure, Result};
-use super::wire::{Batch, BatchAck, Write};
+use super::wire::{Batch, BatchAck, Epoch, Write};
 use crate::events::{Event, FollowerIndex, millis};
 
 /// Most writes in one batch.
@@ -97,9 +97,9 @@ fn hand_over(queue: &UnboundedSender<Message>, message: Message) {
     }
 }
 
-/// A batch that came back: its messages, the smallest quorum it carried, and the follower's
-/// answer.
-type Returned = (Vec<Message>, usize, Result<BatchAck>);
+/// A batch that came back: its messages, the smallest quorum it carried (with its epoch), and
+/// the follower's answer.
+type Returned = (Vec<Message>, (Epoch, usize), Result<BatchAck>);
 
 /// The pipeline's loop: takes what is due, sends batches, and handles their answers, until the
 /// replicator is gone or its leader stepped down.
@@ -199,12 +199,14 @@ impl Worker {
             && self.sent_at.iter().all(|&(_, at)| now >= at + SLOW_BATCH)
         {
             let messages = take_batch(&mut self.ready);
+            let (quorum_epoch, smallest_quorum) = self.shared.announced();
             let batch = Batch {
                 term: self.shared.term,
-                smallest_quorum: self.shared.smallest_quorum(),
+                smallest_quorum,
+                quorum_epoch,
                 writes: messages.iter().map(|m| Arc::clone(&m.write)).collect(),
             };
-            let quorum = batch.smallest_quorum;
+            let quorum = (quorum_epoch, smallest_quorum);
             let cut_off = link.cut_off();
             let transport = Arc::clone(&self.shared.transport);
             let index = self.index;
@@ -221,7 +223,12 @@ impl Worker {
 
     /// Handles a batch that carried the smallest quorum `quorum`: counts each acknowledged
     /// write on its tally, and gives up or retries the rest.
-    fn on_returned(&mut self, messages: Vec<Message>, quorum: usize, result: Result<BatchAck>) {
+    fn on_returned(
+        &mut self,
+        messages: Vec<Message>,
+        (epoch, quorum): (Epoch, usize),
+        result: Result<BatchAck>,
+    ) {
         let answer = result.and_then(|answer| {
             if answer.acks.len() == messages.len() {
                 Ok(answer)
@@ -240,7 +247,7 @@ impl Worker {
             Ok(answer) => {
                 // A follower accepts a batch only as one of this term's followers: it heard
                 // of the quorum the batch carried.
-                self.shared.heard(self.index, quorum);
+                self.shared.heard(self.index, epoch, quorum);
                 self.on_acks(messages, answer);
             }
             Err(failure) => self.on_failure(messages, &failure),

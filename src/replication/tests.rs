@@ -734,3 +734,42 @@ async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
     assert!(outcome.reached(), "{outcome:?}");
     assert_eq!(outcome.unannounced, None);
 }
+
+/// Once at least `WRITE_QUORUM` followers hold every write, the term's smallest quorum is
+/// announced at the settings' quorum again, in a new epoch: a `?quorum=1` write does not make
+/// every later promotion need all N followers. Not while fewer followers hold everything.
+#[tokio::test(start_paused = true)]
+async fn the_settings_quorum_is_announced_again_once_enough_followers_hold_every_write() {
+    let settings = Settings {
+        write_quorum: 3,
+        replicate_timeout_ms: 1_000,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(5, settings, 100);
+    replicator.spawn_heartbeats();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(write(&replicator, "low", 1).await.reached());
+    assert_eq!(replicator.smallest_quorum(), 1);
+    // Three followers go away before the next write: two hold it, too few for quorum 3.
+    for follower in 0..3 {
+        Fake::set(&fake.down, follower, true);
+    }
+    assert!(write(&replicator, "low again", 1).await.reached());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        replicator.smallest_quorum(),
+        1,
+        "two followers hold everything"
+    );
+    for follower in 0..3 {
+        Fake::set(&fake.down, follower, false);
+    }
+    // The three come back, catch up by retries, and hold everything: quorum 3 again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(replicator.shared.announced(), (1, 3));
+    assert_eq!(
+        fake.heard_quorum.load(Ordering::SeqCst),
+        3,
+        "heartbeats carry it"
+    );
+}

@@ -31,6 +31,10 @@ pub type Incarnation = u64;
 /// so a node that has seen a newer term refuses a deposed leader's messages (fencing).
 pub type Term = u64;
 
+/// Counts the leader's raises of its announced smallest quorum within one term
+/// ([`Announcement`](super::announce::Announcement)).
+pub type Epoch = u64;
+
 /// One versioned write of a key: what a batch carries for each write, and what a state
 /// transfer carries for each key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -201,6 +205,11 @@ pub struct Batch {
     #[serde(deserialize_with = "count")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub smallest_quorum: usize,
+    /// The epoch of that quorum: raised each time the leader announces a larger one again
+    /// (`replication::announce`); a follower keeps the quorum of the newest epoch it heard.
+    #[serde(default, deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
+    pub quorum_epoch: Epoch,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
     pub writes: Vec<Arc<Write>>,
@@ -242,10 +251,14 @@ pub struct Heartbeat {
     /// The leader's `PUBLIC_URL`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
-    /// The smallest write quorum of this term so far.
+    /// The smallest write quorum of this term, as announced.
     #[serde(deserialize_with = "count")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub smallest_quorum: usize,
+    /// The epoch of that quorum, as in [`Batch`].
+    #[serde(default, deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
+    pub quorum_epoch: Epoch,
     /// The leader's live settings.
     #[serde(deserialize_with = "settings")]
     pub settings: Settings,
@@ -367,18 +380,23 @@ pub struct StateTransfer {
     )]
     #[schema(value_type = Option<u64>, maximum = 9_007_199_254_740_991_i64)]
     pub smallest_quorum: Option<usize>,
+    /// The epoch of that quorum, as in [`Batch`].
+    #[serde(default, deserialize_with = "integer")]
+    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
+    pub quorum_epoch: Epoch,
     /// Every entry of the leader, tombstones included.
     pub entries: Vec<Write>,
 }
 
 impl StateTransfer {
     /// A transfer of `store` from the leader of `term` (its public URL `leader_url`, the
-    /// smallest quorum of its term `smallest_quorum`) to the run `follower` of a follower.
+    /// smallest quorum of its term as announced, `(epoch, quorum)`) to the run `follower` of a
+    /// follower.
     pub fn of(
         store: &Store,
         term: Term,
         leader_url: Option<String>,
-        smallest_quorum: usize,
+        (epoch, quorum): (Epoch, usize),
         follower: Incarnation,
     ) -> Self {
         Self {
@@ -386,7 +404,8 @@ impl StateTransfer {
             follower,
             version: store.latest_version(),
             leader_url,
-            smallest_quorum: Some(smallest_quorum),
+            smallest_quorum: Some(quorum),
+            quorum_epoch: epoch,
             entries: writes_of(store),
         }
     }
@@ -413,6 +432,7 @@ mod tests {
         let batch = Batch {
             term: 7,
             smallest_quorum: 2,
+            quorum_epoch: 1,
             writes: vec![
                 Arc::new(Write::new("a".into(), Entry::value("1", 1))),
                 Arc::new(Write::new("b".into(), Entry::tombstone(2))),
@@ -421,7 +441,7 @@ mod tests {
         let json = serde_json::to_value(&batch).expect("serializable");
         assert_eq!(
             json,
-            serde_json::json!({"term": 7, "smallest_quorum": 2, "writes": [
+            serde_json::json!({"term": 7, "smallest_quorum": 2, "quorum_epoch": 1, "writes": [
                 {"key": "a", "value": "1", "version": 1},
                 {"key": "b", "value": null, "version": 2},
             ]})

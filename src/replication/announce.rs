@@ -1,0 +1,149 @@
+//! The term's smallest write quorum as the leader announces it, and when a write's quorum
+//! counts. Pure and synchronous: the leader's shared state holds one under a lock and tells it
+//! what happened.
+//!
+//! A candidate counts with the smallest quorum that the followers it merges heard of (see
+//! [`failover`](crate::failover)), so a write counts only at a quorum that any promotion counted
+//! safe will know. The leader keeps three numbers:
+//!
+//! - the **announced** quorum, which every batch, heartbeat and state transfer carries: the
+//!   smallest quorum any write of the term used since the last *raise*;
+//! - the **floor**, the smallest quorum at which a write counts now: a write with a quorum below
+//!   every earlier one waits until enough followers heard of it
+//!   ([`super::quorum::established`]);
+//! - the **epoch**, raised by a raise: once every write is held by at least `W` followers (the
+//!   settings' write quorum, at most the one the term began with), the low quorums of older writes no longer matter, and the leader
+//!   announces `W` again in a new epoch. A follower keeps the smallest quorum of the newest epoch
+//!   it heard, so a message of an older epoch that arrives late cannot lower what it reports, and
+//!   one that did not hear the raise yet reports less, which is only more careful.
+//!
+//! Without the raise, one `?quorum=1` write would make every later promotion of the term (and
+//! every leader that inherits it) need all N followers.
+
+use super::quorum::established;
+use super::wire::Epoch;
+use crate::events::FollowerIndex;
+
+/// The leader's announcement of its term's smallest quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    epoch: Epoch,
+    announced: usize,
+    floor: usize,
+    /// Per follower: the smallest quorum of this epoch it confirmed hearing.
+    heard: Vec<Option<usize>>,
+}
+
+impl Announcement {
+    /// The announcement of a term that starts with `smallest`, which every follower hears first
+    /// (its state transfer carries it), for `followers` followers.
+    pub fn new(followers: usize, smallest: usize) -> Self {
+        Self {
+            epoch: 0,
+            announced: smallest,
+            floor: smallest,
+            heard: vec![None; followers],
+        }
+    }
+
+    /// What messages carry: the epoch and the announced quorum.
+    pub fn announced(&self) -> (Epoch, usize) {
+        (self.epoch, self.announced)
+    }
+
+    /// The smallest quorum at which a write counts now.
+    pub fn floor(&self) -> usize {
+        self.floor
+    }
+
+    /// A write of `quorum` was made: announces it if it is the smallest yet; returns whether it
+    /// was (the followers should hear of it at once).
+    pub fn lower(&mut self, quorum: usize) -> bool {
+        let lower = quorum < self.announced;
+        self.announced = self.announced.min(quorum);
+        lower
+    }
+
+    /// `follower` accepted a message that carried `quorum` in `epoch`; returns the new floor when
+    /// that lowered it. A confirmation of an older epoch says nothing of this one.
+    pub fn heard(&mut self, follower: FollowerIndex, epoch: Epoch, quorum: usize) -> Option<usize> {
+        let known = self.heard.get_mut(follower)?;
+        if epoch != self.epoch || known.is_some_and(|known| known <= quorum) {
+            return None;
+        }
+        *known = Some(quorum);
+        let floor = established(self.floor, self.heard.iter().flatten().copied());
+        (floor < self.floor).then(|| {
+            self.floor = floor;
+            floor
+        })
+    }
+
+    /// Followers known to have heard of `quorum` or a lower one in this epoch.
+    pub fn heard_at_most(&self, quorum: usize) -> usize {
+        let heard = self.heard.iter().flatten();
+        heard.filter(|&&heard| heard <= quorum).count()
+    }
+
+    /// Announces `quorum` again in a new epoch, when it is above what is announced: the caller
+    /// knows that every write is held by at least `quorum` followers. Returns whether it did.
+    pub fn raise(&mut self, quorum: usize) -> bool {
+        if quorum <= self.announced {
+            return false;
+        }
+        self.epoch += 1;
+        self.announced = quorum;
+        self.floor = quorum;
+        self.heard.iter_mut().for_each(|heard| *heard = None);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lowered_quorum_counts_once_as_many_followers_as_the_floor_heard_of_it() {
+        let mut announcement = Announcement::new(5, 3);
+        assert!(announcement.lower(2));
+        assert!(!announcement.lower(3), "not the smallest");
+        assert_eq!(announcement.announced(), (0, 2));
+        assert_eq!(announcement.heard(3, 0, 2), None);
+        assert_eq!(announcement.heard(4, 0, 2), None);
+        assert_eq!(
+            (announcement.floor(), announcement.heard_at_most(2)),
+            (3, 2)
+        );
+        assert_eq!(announcement.heard(0, 0, 2), Some(2), "three heard of it");
+        assert_eq!(announcement.heard(1, 0, 2), None, "no lower");
+    }
+
+    #[test]
+    fn a_raise_starts_an_epoch_whose_floor_is_the_raised_quorum() {
+        let mut announcement = Announcement::new(5, 3);
+        announcement.lower(1);
+        for follower in 0..3 {
+            announcement.heard(follower, 0, 1);
+        }
+        assert_eq!(announcement.floor(), 1);
+        assert!(!announcement.raise(1), "nothing to raise");
+        assert!(announcement.raise(3));
+        assert_eq!(announcement.announced(), (1, 3));
+        assert_eq!(
+            (announcement.floor(), announcement.heard_at_most(1)),
+            (3, 0)
+        );
+        assert_eq!(
+            announcement.heard(4, 0, 1),
+            None,
+            "a late confirmation of epoch 0"
+        );
+        assert_eq!(announcement.heard_at_most(1), 0);
+        announcement.lower(2);
+        for follower in 0..3 {
+            announcement.heard(follower, 1, 2);
+        }
+        assert_eq!(announcement.floor(), 2);
+    }
+}
