@@ -394,8 +394,10 @@ pub struct ClusterStatus {
     pub term: Term,
     /// Where clients reach the leader (its `PUBLIC_URL`), if it has one.
     pub leader_url: Option<String>,
-    /// The smallest write quorum of this term so far, per-request overrides included: what a
-    /// promotion must merge enough followers for.
+    /// The smallest write quorum of this term as announced to the followers: the smallest any
+    /// write used, per-request overrides included, since the leader last announced the live
+    /// quorum again, and at most a majority of the followers. What a promotion must merge enough
+    /// followers for.
     pub smallest_quorum: usize,
     /// The leader's latest version.
     pub version: Version,

@@ -19,6 +19,11 @@
 //!
 //! Without the raise, one `?quorum=1` write would make every later promotion of the term (and
 //! every leader that inherits it) need all N followers.
+//!
+//! The announced quorum is never above a majority of the followers ([`ceiling`]): a promotion
+//! must reach a majority of all nodes anyway, so a larger announcement would spare a candidate
+//! little, and would make every lower quorum need that many followers to hear of it (with
+//! `WRITE_QUORUM=5` announced, a `?quorum=3` write with one follower down could never count).
 
 use super::quorum::established;
 use super::wire::Epoch;
@@ -35,9 +40,10 @@ pub struct Announcement {
 }
 
 impl Announcement {
-    /// The announcement of a term that starts with `smallest`, which every follower hears first
-    /// (its state transfer carries it), for `followers` followers.
+    /// The announcement of a term that starts with `smallest` (at most the [`ceiling`]), which
+    /// every follower hears first (its state transfer carries it), for `followers` followers.
     pub fn new(followers: usize, smallest: usize) -> Self {
+        let smallest = smallest.min(ceiling(followers));
         Self {
             epoch: 0,
             announced: smallest,
@@ -88,6 +94,7 @@ impl Announcement {
     /// Announces `quorum` again in a new epoch, when it is above what is announced: the caller
     /// knows that every write is held by at least `quorum` followers. Returns whether it did.
     pub fn raise(&mut self, quorum: usize) -> bool {
+        let quorum = quorum.min(ceiling(self.heard.len()));
         if quorum <= self.announced {
             return false;
         }
@@ -99,9 +106,30 @@ impl Announcement {
     }
 }
 
+/// The largest quorum a leader of `followers` followers announces: a majority of them.
+pub fn ceiling(followers: usize) -> usize {
+    followers / 2 + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_announced_quorum_is_at_most_a_majority_of_the_followers() {
+        assert_eq!(
+            (1..=6).map(ceiling).collect::<Vec<_>>(),
+            vec![1, 2, 2, 3, 3, 4]
+        );
+        let mut announcement = Announcement::new(5, 5);
+        assert_eq!(
+            (announcement.announced(), announcement.floor()),
+            ((0, 3), 3)
+        );
+        announcement.lower(1);
+        assert!(announcement.raise(5));
+        assert_eq!(announcement.announced(), (1, 3));
+    }
 
     #[test]
     fn a_lowered_quorum_counts_once_as_many_followers_as_the_floor_heard_of_it() {

@@ -684,7 +684,7 @@ async fn a_follower_of_a_newer_term_deposes_the_leader_and_its_writes_fail() {
 #[tokio::test(start_paused = true)]
 async fn every_batch_carries_the_smallest_quorum_of_the_term() {
     let (replicator, _fake) = leader(
-        3,
+        5,
         Settings {
             write_quorum: 3,
             ..NO_LAG
