@@ -226,6 +226,11 @@ pub enum Error {
         known: Vec<String>,
     },
 
+    /// A promotion's task ended without an answer (it panicked): a fault of this node, not of
+    /// the request, so not a refusal.
+    #[error("the promotion's task ended without an answer: {0}; see this node's log")]
+    PromotionFailed(String),
+
     /// `POST /admin/partition` named a node that is not one of this node's peers.
     #[error("no peer named {peer:?}; the peers are: {}", known.join(", "))]
     UnknownPeer {
@@ -328,6 +333,7 @@ impl Error {
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
             Error::UnknownPeer { .. } => (StatusCode::NOT_FOUND, "unknown_peer"),
+            Error::PromotionFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "promotion_failed"),
             Error::Partitioned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partitioned"),
             Error::CrossOrigin { .. } => (StatusCode::FORBIDDEN, "cross_origin"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::{AppState, Json, Leader, Query, path_param};
 use crate::error::{Error, Result};
-use crate::failover::{self, Promotion};
+use crate::failover::Promotion;
 use crate::partition::PartitionView;
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
@@ -76,12 +76,13 @@ async fn promote(
     // In a task of its own: a client that goes away, or the request timeout, must not stop a
     // promotion between its fence and its lead, which would leave the cluster without a leader.
     let promotion = tokio::spawn(async move { state.promote(params.force).await });
-    match promotion.await {
-        Ok(promotion) => promotion.map(axum::Json),
-        Err(err) => Err(failover::refused(format!(
-            "the promotion's task ended without an answer: {err}"
-        ))),
-    }
+    promotion.await.map_err(task_failed)?.map(axum::Json)
+}
+
+/// A promotion whose task panicked: `500 promotion_failed`, not a refusal, which would say the
+/// request was at fault.
+pub(super) fn task_failed(err: tokio::task::JoinError) -> Error {
+    Error::PromotionFailed(err.to_string())
 }
 
 /// `GET /admin/settings`: the live settings.

@@ -1616,3 +1616,23 @@ async fn a_partition_drops_the_named_peers_traffic_both_ways() {
     assert_eq!(view["isolated"], json!([]));
     assert_eq!(status_from("follower-9").await.0, StatusCode::OK, "healed");
 }
+
+/// A promotion whose task panics is a fault of the node: `500 promotion_failed`, not a `409`
+/// refusal, which would say the request was at fault.
+#[tokio::test]
+async fn a_panicked_promotion_is_a_500_not_a_refusal() {
+    use axum::response::IntoResponse;
+    let panicked = tokio::spawn(async { panic!("a bug") })
+        .await
+        .expect_err("the task panicked");
+    let response = super::admin::task_failed(panicked).into_response();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).expect("JSON");
+    assert_eq!(body["error"], "promotion_failed", "{body}");
+}
