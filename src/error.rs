@@ -182,12 +182,10 @@ pub enum Error {
     /// does not count. Usually a partition has cut the leader off from most followers. The write
     /// is NOT rolled back.
     #[error(
-        "quorum {quorum} is not announced: {acks} of {quorum} acks came, but only {heard} \
-         followers heard of quorum {quorum} within {timeout_ms} ms and {floor} must, or a \
-         promotion among the other followers could count with quorum {floor} and lose this \
-         write. Write with quorum {floor} or more, or reconnect the followers (a partition?); \
-         the write was applied on the leader (version {version}){} and keeps replicating, not \
-         rolled back, only not confirmed",
+        "quorum {quorum} is not announced: {acks} of {quorum} acks came, but {}. Reconnect the \
+         followers (a partition?); the write was applied on the leader (version {version}){} \
+         and keeps replicating, not rolled back, only not confirmed",
+        not_announced(*.quorum, *.floor, *.heard, *.unsynced, *.timeout_ms),
         hidden_until(*.visible_on_leader, *.quorum)
     )]
     QuorumNotAnnounced {
@@ -205,6 +203,9 @@ pub enum Error {
         floor: usize,
         /// Followers known to have heard of the write's quorum or a lower one.
         heard: usize,
+        /// When no write of this new term counts yet: the followers known to hold its state,
+        /// and how many must.
+        unsynced: Option<(usize, usize)>,
         /// The deadline that passed, in milliseconds.
         timeout_ms: u64,
         /// The wait point that applied to the write.
@@ -238,6 +239,17 @@ pub enum Error {
         peer: String,
         /// The peers' names (node ids, or `host:port` until they first answered).
         known: Vec<String>,
+    },
+
+    /// `POST /admin/partition` named a peer that has not answered this node yet: its node id is
+    /// unknown, so its requests could not be told apart from the others'.
+    #[error(
+        "{peer} has not answered this node yet: its node id is unknown, so its requests could \
+         not be dropped; try again once it is up"
+    )]
+    UnnamedPeer {
+        /// The name given.
+        peer: String,
     },
 
     /// An internal request from a peer this node was told to isolate (`POST /admin/partition`):
@@ -333,6 +345,7 @@ impl Error {
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
             Error::UnknownPeer { .. } => (StatusCode::NOT_FOUND, "unknown_peer"),
+            Error::UnnamedPeer { .. } => (StatusCode::CONFLICT, "unnamed_peer"),
             Error::PromotionFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "promotion_failed"),
             Error::Partitioned { .. } => (StatusCode::SERVICE_UNAVAILABLE, "partitioned"),
             Error::CrossOrigin { .. } => (StatusCode::FORBIDDEN, "cross_origin"),
@@ -379,7 +392,7 @@ impl Error {
             Error::UnknownFollower { known, .. } => json!({ "followers": known }),
             Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
             Error::UnknownPeer { known, .. } => json!({ "peers": known }),
-            Error::Partitioned { peer } => json!({ "peer": peer }),
+            Error::Partitioned { peer } | Error::UnnamedPeer { peer } => json!({ "peer": peer }),
             Error::QuorumTimeout {
                 key,
                 version,
@@ -408,6 +421,7 @@ impl Error {
                 acked_by,
                 floor,
                 heard,
+                unsynced,
                 timeout_ms,
                 wait_point,
                 visible_on_leader,
@@ -419,6 +433,7 @@ impl Error {
                 "acked_by": acked_by,
                 "floor": floor,
                 "heard": heard,
+                "synced": unsynced.map(|(synced, needed)| json!({"followers": synced, "needed": needed})),
                 "timeout_ms": timeout_ms,
                 "applied_on_leader": true,
                 "wait_point": wait_point,
@@ -436,6 +451,28 @@ impl Error {
 /// What a 503 `quorum_timeout` says of the leader's readers: when the write is not
 /// `visible_on_leader` (wait point `after_sync`), that they see it once `quorum` followers
 /// acknowledged it.
+/// Why a write's quorum does not count yet, for [`Error::QuorumNotAnnounced`].
+fn not_announced(
+    quorum: usize,
+    floor: usize,
+    heard: usize,
+    unsynced: Option<(usize, usize)>,
+    timeout_ms: u64,
+) -> String {
+    match unsynced {
+        Some((synced, needed)) => format!(
+            "no write of this term counts yet: within {timeout_ms} ms only {synced} followers \
+             came to hold the new leader's state and {needed} must, so that any promotion \
+             learns of the term"
+        ),
+        None => format!(
+            "only {heard} followers heard of quorum {quorum} within {timeout_ms} ms and {floor} \
+             must, or a promotion among the other followers could count with quorum {floor} and \
+             lose this write. Write with quorum {floor} or more"
+        ),
+    }
+}
+
 fn hidden_until(visible_on_leader: bool, quorum: usize) -> String {
     if visible_on_leader {
         return String::new();

@@ -38,18 +38,22 @@
 //! 3. **Merge and lead.** The candidate merges the states (not a deposed leader's: no follower
 //!    acknowledged what it alone holds; a node that holds no leader's state, a follower
 //!    restarted and not refilled by a state transfer since, lost what it acknowledged: its
-//!    state is merged but it does not count, the candidate itself included), issues versions
-//!    above everything it saw, and leads the new term with the live settings of the old one.
+//!    state is merged but it does not count, the candidate itself included; a leader that
+//!    stepped down before this fence answers as a follower holding its own term's state, and is
+//!    merged and counted as one), issues versions above everything it saw, and leads the new
+//!    term with the live settings of the old one, once a majority of all nodes took the term
+//!    (nodes that restarted and forgot their terms do not count towards it).
 //!    Every other node gets a state transfer that replaces its state, which removes the ending
 //!    term's writes that no quorum kept.
 //!
 //! A node that starts with `ROLE=leader` first asks its peers whether one of them leads: if so it
-//! follows, whatever its role says (the old leader restarted after a failover); if not, it takes
-//! over the same way, without the count.
+//! follows, whatever its role says (the old leader restarted after a failover). In a new cluster
+//! (every peer answered, none has seen a term) it leads term 1. Otherwise it takes over the same
+//! way, count and majority included, and follows when refused.
 //!
-//! What this is not: an election. Two candidates promoted at once could both win one term when
-//! each needs few followers; running one failover manager at a time is the operator's job here,
-//! as with MHA or orchestrator. Raft's votes close that gap.
+//! What this is not: an election. Nobody promotes by itself; a person or a script runs the
+//! failover, as with MHA or orchestrator. The majority rule keeps two candidates from leading
+//! one term; `force` skips it with the count.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -187,11 +191,12 @@ impl Count {
     }
 
     /// Followers a safe promotion must merge: `N - Wmin + 1`; `None` when no number suffices
-    /// (asynchronous writes).
+    /// (asynchronous writes). A reported quorum above `N` counts as `N`: no write can have had
+    /// more acks.
     pub fn needed(&self) -> Option<usize> {
-        match self.quorum() {
+        match self.quorum().min(self.followers) {
             0 => None,
-            quorum => Some((self.followers + 1).saturating_sub(quorum)),
+            quorum => Some(self.followers + 1 - quorum),
         }
     }
 
@@ -203,7 +208,12 @@ impl Count {
     /// Nodes that must take a term before one leads it: a majority of all `N + 1`. A node takes
     /// each term once, so two candidates never both reach a majority with one term.
     pub fn majority(&self) -> usize {
-        self.followers.div_ceil(2) + 1
+        Self::majority_of(self.followers)
+    }
+
+    /// A majority of all the nodes of a leader of `followers` followers, itself included.
+    pub fn majority_of(followers: usize) -> usize {
+        crate::replication::quorum::majority(followers)
     }
 
     /// Whether a promotion that is not forced may lead: it is safe, and a majority took its

@@ -73,7 +73,8 @@ impl Partition {
     }
 
     /// Isolates exactly the peers named in `names` (each by node id, host or `host:port`), or
-    /// none when it is empty. A name that fits no peer is refused, and nothing changes.
+    /// none when it is empty. A name that fits no peer is refused, and so is a peer that has
+    /// not named itself yet (its requests could not be told apart); then nothing changes.
     pub fn isolate(&self, names: &[String]) -> Result<(), Error> {
         let mut isolated = BTreeSet::new();
         for name in names {
@@ -83,6 +84,9 @@ impl Partition {
                     known: self.peers.iter().map(Peer::name).collect(),
                 });
             };
+            if self.peers[index].node_id().is_none() {
+                return Err(Error::UnnamedPeer { peer: name.clone() });
+            }
             isolated.insert(index);
         }
         *self
@@ -185,12 +189,13 @@ mod tests {
     fn a_peer_is_named_by_node_id_host_or_host_and_port() {
         let partition = partition();
         partition.learn(0, "follower1");
+        partition.learn(1, "follower2");
         partition
             .isolate(&["follower1".into(), "127.0.0.1:9002".into()])
             .expect("both known");
         assert!(partition.isolates_peer(0) && partition.isolates_peer(1));
         assert!(partition.isolates("follower1"));
-        assert!(!partition.isolates("follower2"));
+        assert!(!partition.isolates("follower3"));
         partition
             .isolate(&["kv-follower1".into()])
             .expect("by host");
@@ -203,6 +208,7 @@ mod tests {
     #[test]
     fn an_unknown_name_changes_nothing() {
         let partition = partition();
+        partition.learn(0, "follower1");
         partition
             .isolate(&["kv-follower1".into()])
             .expect("by host");
@@ -214,17 +220,14 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_isolated_before_it_named_itself_stays_isolated_once_it_does() {
+    fn a_peer_that_never_answered_cannot_be_isolated() {
         let partition = partition();
+        let error = (partition.isolate(&["kv-follower1".into()])).expect_err("unnamed");
+        assert!(matches!(error, Error::UnnamedPeer { .. }), "{error}");
+        partition.learn(0, "follower1");
         partition
             .isolate(&["kv-follower1".into()])
-            .expect("by host");
-        assert!(
-            !partition.isolates("follower1"),
-            "not known as follower1 yet"
-        );
-        partition.learn(0, "follower1");
-        assert!(partition.isolates("follower1"));
-        assert!(partition.isolates_peer(0));
+            .expect("named now");
+        assert!(partition.isolates("follower1") && partition.isolates_peer(0));
     }
 }

@@ -346,7 +346,12 @@ async fn write(
 
     // Asked now: a late ack or a state transfer may have shown it already.
     let visible_on_leader = !state.replica().hidden.hides(version);
-    if let Some(Unannounced { floor, heard }) = outcome.unannounced {
+    if let Some(Unannounced {
+        floor,
+        heard,
+        unsynced,
+    }) = outcome.unannounced
+    {
         return Err(Error::QuorumNotAnnounced {
             key,
             version,
@@ -355,6 +360,7 @@ async fn write(
             acked_by: outcome.acked_by,
             floor,
             heard,
+            unsynced,
             timeout_ms: outcome.timeout.as_millis() as u64,
             wait_point,
             visible_on_leader,

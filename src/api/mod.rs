@@ -220,6 +220,16 @@ impl AppState {
             }
             return;
         }
+        // Fenced for nothing, the nodes it reaches would refuse a leader it cannot see.
+        let reached = 1 + statuses.iter().flatten().filter(|s| remembers(s)).count();
+        let majority = Count::majority_of(peers.urls.len());
+        if reached < majority {
+            return self.wait(failover::refused(format!(
+                "it reached {reached} of the {} nodes (itself included); a term is taken by a \
+                 majority of all nodes ({majority})",
+                peers.urls.len() + 1
+            )));
+        }
         match self.take_over(peers, &statuses, false).await {
             Ok(promotion) => info!(
                 term = promotion.term,
@@ -371,7 +381,7 @@ impl AppState {
             followers,
             merged: reachable,
             smallest_quorum,
-            reached: 1 + statuses.iter().flatten().count(),
+            reached: 1 + statuses.iter().flatten().filter(|s| remembers(s)).count(),
         };
         if !force && !before.allows() {
             return Err(failover::refuse(&before, None));
@@ -401,7 +411,12 @@ impl AppState {
             followers,
             merged: (merged + usize::from(heard.holds_state)).min(followers),
             smallest_quorum,
-            reached: 1 + fenced.answers.iter().flatten().count(),
+            // A node that restarted forgot its terms: it could take this one from another
+            // candidate too, so it does not count towards the majority.
+            reached: 1
+                + (fenced.answers.iter().flatten())
+                    .filter(|ack| ack.state.filled || ack.was_leader)
+                    .count(),
         };
         if !force && !count.allows() {
             // Nobody leads this term: this node must not name itself in its 421s.
@@ -599,6 +614,12 @@ impl AppState {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether a peer remembers the terms it took: it leads, or holds a leader's state (a node that
+/// restarted holds none, and has forgotten them).
+fn remembers(status: &NodeStatus) -> bool {
+    status.filled || status.role == Role::Leader
 }
 
 /// Locks the reason a node started as the leader does not lead; a plain value, safe to keep

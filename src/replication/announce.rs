@@ -20,12 +20,18 @@
 //! Without the raise, one `?quorum=1` write would make every later promotion of the term (and
 //! every leader that inherits it) need all N followers.
 //!
+//! No write of a new term counts before enough followers hold the term's state (`N + 1 -
+//! majority` of them, 2 of 5): a candidate must reach a majority of the nodes, which then
+//! includes one of them (or this leader), and so learns of the term and its quorum. Before, a
+//! candidate that reached only followers of the previous term would count with that term's
+//! quorum, which the new leader's writes may be below.
+//!
 //! The announced quorum is never above a majority of the followers ([`ceiling`]): a promotion
 //! must reach a majority of all nodes anyway, so a larger announcement would spare a candidate
 //! little, and would make every lower quorum need that many followers to hear of it (with
 //! `WRITE_QUORUM=5` announced, a `?quorum=3` write with one follower down could never count).
 
-use super::quorum::established;
+use super::quorum::{established, majority};
 use super::wire::Epoch;
 use crate::events::FollowerIndex;
 
@@ -37,6 +43,9 @@ pub struct Announcement {
     floor: usize,
     /// Per follower: the smallest quorum of this epoch it confirmed hearing.
     heard: Vec<Option<usize>>,
+    /// Per follower: whether it confirmed holding this term's state (it accepted a message of
+    /// the term as one of its followers).
+    synced: Vec<bool>,
 }
 
 impl Announcement {
@@ -49,6 +58,7 @@ impl Announcement {
             announced: smallest,
             floor: smallest,
             heard: vec![None; followers],
+            synced: vec![false; followers],
         }
     }
 
@@ -57,9 +67,22 @@ impl Announcement {
         (self.epoch, self.announced)
     }
 
-    /// The smallest quorum at which a write counts now.
+    /// The smallest quorum at which a write counts now: above every quorum (`N + 1`) until
+    /// enough followers hold the term's state ([`Announcement::synced`]).
     pub fn floor(&self) -> usize {
-        self.floor
+        match self.synced() {
+            (synced, needed) if synced < needed => self.heard.len() + 1,
+            _ => self.floor,
+        }
+    }
+
+    /// Followers known to hold this term's state, and how many must before a write counts:
+    /// `N + 1 - majority`, so that every majority of the nodes includes one of them or the
+    /// leader.
+    pub fn synced(&self) -> (usize, usize) {
+        let followers = self.synced.len();
+        let synced = self.synced.iter().filter(|&&synced| synced).count();
+        (synced, followers + 1 - majority(followers))
     }
 
     /// A write of `quorum` was made: announces it if it is the smallest yet; returns whether it
@@ -73,16 +96,16 @@ impl Announcement {
     /// `follower` accepted a message that carried `quorum` in `epoch`; returns the new floor when
     /// that lowered it. A confirmation of an older epoch says nothing of this one.
     pub fn heard(&mut self, follower: FollowerIndex, epoch: Epoch, quorum: usize) -> Option<usize> {
-        let known = self.heard.get_mut(follower)?;
-        if epoch != self.epoch || known.is_some_and(|known| known <= quorum) {
-            return None;
+        let before = self.floor();
+        // Any such message is of this term, accepted as one of its followers.
+        *self.synced.get_mut(follower)? = true;
+        let known = &mut self.heard[follower];
+        if epoch == self.epoch && known.is_none_or(|known| quorum < known) {
+            *known = Some(quorum);
+            self.floor = established(self.floor, self.heard.iter().flatten().copied());
         }
-        *known = Some(quorum);
-        let floor = established(self.floor, self.heard.iter().flatten().copied());
-        (floor < self.floor).then(|| {
-            self.floor = floor;
-            floor
-        })
+        let after = self.floor();
+        (after < before).then_some(after)
     }
 
     /// Followers known to have heard of `quorum` or a lower one in this epoch.
@@ -122,10 +145,7 @@ mod tests {
             vec![1, 2, 2, 3, 3, 4]
         );
         let mut announcement = Announcement::new(5, 5);
-        assert_eq!(
-            (announcement.announced(), announcement.floor()),
-            ((0, 3), 3)
-        );
+        assert_eq!(announcement.announced(), (0, 3));
         announcement.lower(1);
         assert!(announcement.raise(5));
         assert_eq!(announcement.announced(), (1, 3));
@@ -138,13 +158,35 @@ mod tests {
         assert!(!announcement.lower(3), "not the smallest");
         assert_eq!(announcement.announced(), (0, 2));
         assert_eq!(announcement.heard(3, 0, 2), None);
-        assert_eq!(announcement.heard(4, 0, 2), None);
+        assert_eq!(
+            announcement.heard(4, 0, 2),
+            Some(3),
+            "two hold the term's state"
+        );
         assert_eq!(
             (announcement.floor(), announcement.heard_at_most(2)),
             (3, 2)
         );
         assert_eq!(announcement.heard(0, 0, 2), Some(2), "three heard of it");
         assert_eq!(announcement.heard(1, 0, 2), None, "no lower");
+    }
+
+    /// A candidate that reaches only followers of the previous term would count with that
+    /// term's quorum: no write of this term counts before two of the five followers hold its
+    /// state, so that every majority of the six nodes includes one of them or this leader.
+    #[test]
+    fn no_write_counts_before_enough_followers_hold_the_terms_state() {
+        let mut announcement = Announcement::new(5, 1);
+        assert_eq!(announcement.synced(), (0, 2));
+        assert_eq!(announcement.floor(), 6, "above every quorum");
+        assert_eq!(announcement.heard(1, 0, 1), None);
+        assert_eq!(announcement.heard(1, 0, 1), None, "one follower, twice");
+        assert_eq!(announcement.heard(2, 0, 1), Some(1));
+        assert_eq!(
+            Announcement::new(1, 1).floor(),
+            1,
+            "a leader and one follower: none needed"
+        );
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub struct Unannounced {
     /// The followers known to have heard of the write's quorum or a lower one; `floor` of
     /// them are needed.
     pub heard: usize,
+    /// When no write of this new term counts yet: the followers known to hold its state, and
+    /// how many must.
+    pub unsynced: Option<(usize, usize)>,
 }
 
 impl QuorumOutcome {
@@ -281,10 +284,18 @@ impl Shared {
     /// Records that `follower` accepted a message that carried `quorum` in `epoch`; when that
     /// lowers the floor, shows the hidden writes that now count and wakes the writes waiting.
     pub(crate) fn heard(&self, follower: FollowerIndex, epoch: Epoch, quorum: usize) {
-        let lowered = self.announcement().heard(follower, epoch, quorum);
-        if let Some(floor) = lowered {
-            self.floor.send_replace(floor);
-            self.reveal(|hidden| hidden.lower_floor(floor));
+        let lowered = {
+            let mut announcement = self.announcement();
+            let lowered = announcement.heard(follower, epoch, quorum);
+            // Published under the lock, so that the watch never shows an older floor.
+            if let Some(floor) = lowered {
+                self.floor.send_replace(floor);
+            }
+            lowered.is_some()
+        };
+        if lowered {
+            // The floor read again under the replica lock: a raise may have come in between.
+            self.reveal(|hidden| hidden.lower_floor(self.floor()));
         }
     }
 
@@ -299,7 +310,12 @@ impl Shared {
         let announcement = self.announcement();
         let floor = announcement.floor();
         let heard = announcement.heard_at_most(quorum);
-        (floor > quorum).then_some(Unannounced { floor, heard })
+        let (synced, needed) = announcement.synced();
+        (floor > quorum).then_some(Unannounced {
+            floor,
+            heard,
+            unsynced: (synced < needed).then_some((synced, needed)),
+        })
     }
 
     /// Counts `quorum` as used by a write of this term. When it is the smallest yet, every
@@ -317,7 +333,9 @@ impl Shared {
     /// made with. Takes the replica lock, under which writes are applied, so that no write slips
     /// between the check and the raise.
     pub(crate) fn try_raise(&self) {
-        let target = self.settings().write_quorum.min(self.raise_to);
+        let target = (self.settings().write_quorum)
+            .min(self.raise_to)
+            .min(announce::ceiling(self.links.len()));
         if target == 0 || self.smallest_quorum() >= target {
             return;
         }
@@ -326,11 +344,16 @@ impl Shared {
             return;
         }
         let holding = self.links.iter().filter(|link| link.holds_everything());
-        if holding.count() < target || !self.announcement().raise(target) {
+        if holding.count() < target {
             return;
         }
+        let mut announcement = self.announcement();
+        if !announcement.raise(target) {
+            return;
+        }
+        self.floor.send_replace(announcement.floor());
+        drop(announcement);
         drop(replica);
-        self.floor.send_replace(target);
         self.wake_heartbeats();
     }
 
@@ -467,6 +490,8 @@ impl Replicator {
             .enumerate()
             .map(|(index, url)| Link::new(index, url, &metrics))
             .collect();
+        let announcement = Announcement::new(followers.len(), leadership_quorum);
+        let floor = announcement.floor();
         let shared = Arc::new(Shared {
             term,
             replica: Arc::clone(&replica),
@@ -478,8 +503,8 @@ impl Replicator {
             events: Events::new(),
             clock,
             public_url,
-            announcement: Mutex::new(Announcement::new(followers.len(), leadership_quorum)),
-            floor: watch::channel(leadership_quorum).0,
+            announcement: Mutex::new(announcement),
+            floor: watch::channel(floor).0,
             applying: AtomicUsize::new(0),
             raise_to: settings.write_quorum,
             deposed: watch::channel(false).0,

@@ -10,6 +10,12 @@ use tokio::time::Instant;
 
 use crate::events::FollowerIndex;
 
+/// A majority of all the nodes of a leader of `followers` followers, itself included: what a
+/// candidate must reach to take a term.
+pub fn majority(followers: usize) -> usize {
+    followers.div_ceil(2) + 1
+}
+
 /// The floor: the smallest quorum at which a write of this term counts, given the floor so far
 /// and the smallest quorum each follower is known to have heard of (`heard`, one per follower
 /// that confirmed any). A write with quorum `q` counts only when a promotion that merges

@@ -724,7 +724,11 @@ async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
         !outcome.reached(),
         "only 2 of 5 followers heard of quorum 2"
     );
-    let unannounced = Unannounced { floor: 3, heard: 2 };
+    let unannounced = Unannounced {
+        floor: 3,
+        heard: 2,
+        unsynced: None,
+    };
     assert_eq!(outcome.unannounced, Some(unannounced), "{outcome:?}");
 
     for follower in 0..3 {

@@ -745,9 +745,9 @@ async fn the_benchmark_counts_the_writes_a_failover_loses() {
 /// A node restarted with `ROLE=leader` takes over only by the same safe promotion as any
 /// follower. The write `x` was acknowledged by follower3, follower4 and follower5 alone
 /// (follower1 and follower2 were cut off); those three freeze, and the leader restarts: it
-/// merges the two followers that answer, too few for quorum 3 (and 3 of 6 nodes are no
-/// majority), so it follows and says why in `/health` rather than lead without `x`. Once the
-/// three thaw, a promotion keeps `x`.
+/// reaches only the two followers that answer, 3 of 6 nodes, no majority (and too few for
+/// quorum 3), so it fences nobody, follows, and says why in `/health` rather than lead without
+/// `x`. Once the three thaw, a promotion keeps `x`.
 #[tokio::test]
 async fn a_restarted_leader_leads_only_by_a_safe_count() {
     let mut cluster = TestCluster::start_up(cluster_settings(3, 0, 20)).await;
@@ -773,7 +773,7 @@ async fn a_restarted_leader_leads_only_by_a_safe_count() {
     .expect("the restarted leader says why it does not lead");
     assert_eq!(health["role"], "follower", "{health}");
     let why = health["waiting"].as_str().unwrap_or_default();
-    assert!(why.contains("2 of 5 followers"), "{health}");
+    assert!(why.contains("it reached 3 of the 6 nodes"), "{health}");
 
     for follower in &cluster.followers[2..] {
         follower.signal(Signal::SIGCONT);
