@@ -88,6 +88,18 @@ pub enum Error {
         leader: Option<String>,
     },
 
+    /// A message of this node's term from another node than the one that took the term here
+    /// (two leaders of one term, after a forced promotion): refused, and the sender steps down.
+    #[error("another node took term {term} here; the sender does not lead it{}",
+        leader.as_ref().map(|url| format!(" (the leader of term {term} is at {url})"))
+        .unwrap_or_default())]
+    TermTaken {
+        /// The term.
+        term: u64,
+        /// Where clients reach the leader this node follows in that term, when it knows.
+        leader: Option<String>,
+    },
+
     /// A replicated write came from a leader whose state transfer this follower does not hold
     /// (it restarted, or a new term began); the leader's state transfer fixes that.
     #[error(
@@ -330,6 +342,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Error::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
             Error::StaleTerm { .. } => (StatusCode::CONFLICT, "stale_term"),
+            Error::TermTaken { .. } => (StatusCode::CONFLICT, "term_taken"),
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
             Error::PromotionRefused { .. } => (StatusCode::CONFLICT, "promotion_refused"),
             Error::LeaderAlive { .. } => (StatusCode::CONFLICT, "leader_alive"),
@@ -366,7 +379,9 @@ impl Error {
             Error::PayloadTooLarge { limit, .. } => json!({ "limit_bytes": limit }),
             Error::NotLeader { leader } => json!({ "leader": leader }),
             Error::NotSynced { following } => json!({ "following": following }),
-            Error::StaleTerm { term, leader } => json!({ "term": term, "leader": leader }),
+            Error::StaleTerm { term, leader } | Error::TermTaken { term, leader } => {
+                json!({ "term": term, "leader": leader })
+            }
             Error::NotYetReplicated {
                 key,
                 min_version,

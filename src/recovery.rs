@@ -77,6 +77,7 @@ impl Shared {
         let (quorum_epoch, smallest_quorum) = self.announced();
         Heartbeat {
             term: self.term,
+            leader: self.incarnation,
             leader_url: self.public_url.clone(),
             smallest_quorum,
             quorum_epoch,
@@ -106,12 +107,8 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
             Some(failure) => Err(failure),
             None => shared.transport.heartbeat(follower, sent).await,
         };
-        if let Err(Failure {
-            newer_term: Some((term, leader)),
-            ..
-        }) = &status
-        {
-            if shared.depose(*term, leader.as_deref()) {
+        if let Err(failure) = &status {
+            if shared.refused(failure) {
                 return;
             }
         }
@@ -135,7 +132,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
     link.begin_transfer();
     let transfer = StateTransfer::of(
         &lock(&shared.replica).store,
-        shared.term,
+        (shared.term, shared.incarnation),
         shared.public_url.clone(),
         shared.announced(),
         incarnation,
@@ -155,13 +152,9 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
             // The follower holds every write up to `version`: an ack of each.
             shared.reveal(|hidden| hidden.ack_through(link.index, version, shared.floor()));
         }
-        Err(Failure {
-            newer_term: Some((term, leader)),
-            ..
-        }) => {
-            shared.depose(*term, leader.as_deref());
+        Err(failure) => {
+            shared.refused(failure);
         }
-        Err(_) => {}
     }
     link.end_transfer(result.as_ref(), version);
 }

@@ -43,7 +43,7 @@ pub(super) fn routes() -> Router<AppState> {
     (status = 200, description = "one ack or refusal per write, in the batch's order", body = BatchAck),
     (status = 400, description = "not a batch", body = ErrorBody),
     (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
-    (status = 409, description = "stale_term: the sender's term is over; not_synced: this follower does not hold the sender's state (yet)", body = ErrorBody),
+    (status = 409, description = "stale_term: the sender's term is over; term_taken: another node took this term here; not_synced: this follower does not hold the sender's state (yet)", body = ErrorBody),
     (status = 413, description = "body too large", body = ErrorBody),
 ))]
 pub(super) async fn replicate(
@@ -53,7 +53,7 @@ pub(super) async fn replicate(
     let checks: Vec<Result<()>> = batch.writes.iter().map(|write| check(write)).collect();
     let acks = {
         let mut replica = state.replica();
-        state.accept_term(&mut replica, batch.term, None)?;
+        state.accept_term(&mut replica, batch.term, None, batch.leader)?;
         if replica.following != Some(batch.term) {
             return Err(Error::NotSynced {
                 following: replica.following,
@@ -98,7 +98,7 @@ pub(super) async fn replicate(
     (status = 200, body = NodeStatus),
     (status = 400, description = "not a heartbeat", body = ErrorBody),
     (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
-    (status = 409, description = "stale_term: the sender's term is over", body = ErrorBody),
+    (status = 409, description = "stale_term: the sender's term is over; term_taken: another node took this term here", body = ErrorBody),
 ))]
 pub(super) async fn heartbeat(
     State(state): State<AppState>,
@@ -109,6 +109,7 @@ pub(super) async fn heartbeat(
         &mut replica,
         heartbeat.term,
         heartbeat.leader_url.as_deref(),
+        heartbeat.leader,
     )?;
     // A follower that does not hold this leader's state yet lacks writes of this term: what it
     // would report of their quorum could not be trusted by a candidate.
@@ -153,7 +154,7 @@ async fn fence(
     let replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
     // Not the candidate's URL: it leads only if its count allows, and then says so in its
     // heartbeat; a refused candidate must not be named as the leader in this node's 421s.
-    state.accept_term(&mut replica, fence.term, None)?;
+    state.accept_term(&mut replica, fence.term, None, fence.candidate)?;
     Ok(axum::Json(FenceAck {
         node_id: state.node_id().to_owned(),
         was_leader: leading.is_some(),
@@ -176,7 +177,12 @@ async fn transfer(
     }
     let entries = transfer.entries.into_iter().map(Write::into_entry);
     let mut replica = state.replica();
-    state.accept_term(&mut replica, transfer.term, transfer.leader_url.as_deref())?;
+    state.accept_term(
+        &mut replica,
+        transfer.term,
+        transfer.leader_url.as_deref(),
+        transfer.leader,
+    )?;
     let replaced = replica.following != Some(transfer.term);
     if replaced {
         // The quorum heard of was the replaced state's term's.

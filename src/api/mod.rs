@@ -287,11 +287,17 @@ impl AppState {
                 settings: replica.leader_settings,
                 holds_state: replica.filled,
             };
-            // This node first: from now on it refuses the old leader too.
+            // This node first: from now on it refuses the old leader too, and other candidates
+            // of this term.
             let _ = replica.check_term(term, leader_url.as_deref());
+            replica.term_owner = Some(self.inner.incarnation);
             heard
         };
-        let fence = Fence { term, leader_url };
+        let fence = Fence {
+            term,
+            leader_url,
+            candidate: self.inner.incarnation,
+        };
         Ok((peers.fence(&fence).await, heard))
     }
 
@@ -309,6 +315,7 @@ impl AppState {
         let settings = failover::settings_for(heard, self.inner.settings, peers.urls.len());
         let leadership = Leadership {
             term,
+            incarnation: self.inner.incarnation,
             public_url: self.inner.public_url.clone(),
             settings,
             backlog: self.inner.backlog,
@@ -329,6 +336,7 @@ impl AppState {
             replica.following = None;
             replica.filled = true;
             replica.leader_url = self.inner.public_url.clone();
+            replica.term_owner = Some(self.inner.incarnation);
             // It leads with what it holds and merged: all of it visible, as a follower's was.
             replica.hidden.clear();
             let replicator = peers.replicator(leadership, &self.inner.replica, &self.inner.metrics);
@@ -457,28 +465,37 @@ impl AppState {
         Ok(promotion)
     }
 
-    /// Checks the term of a message from a leader or a candidate under the replica lock: an
-    /// older term is refused (`409 stale_term`); a newer one is adopted, and if this node leads
-    /// it steps down. Another leader of this node's own term is refused too.
+    /// Checks the term of a message from a leader or a candidate, `sender` (its incarnation),
+    /// under the replica lock: an older term is refused (`409 stale_term`); this node's own term
+    /// from another node than the one that took it here is refused too (`409 term_taken`: two
+    /// leaders of one term), which deposes the sender; a newer one is adopted, taken by the
+    /// sender, and if this node leads it steps down.
     fn accept_term(
         &self,
         replica: &mut Replica,
         term: Term,
         leader_url: Option<&str>,
+        sender: Incarnation,
     ) -> Result<bool, Error> {
+        if term == replica.term && replica.term_owner.is_some_and(|owner| owner != sender) {
+            return Err(Error::TermTaken {
+                term,
+                leader: replica.leader_url.clone(),
+            });
+        }
         let leading = self.replicator();
         if let Some(replicator) = &leading {
-            if term <= replicator.term() {
+            if term < replicator.term() {
                 return Err(Error::StaleTerm {
                     term: replica.term,
                     leader: replica.leader_url.clone(),
                 });
             }
-        }
-        if let Some(replicator) = &leading {
             replicator.step_down(replica);
         }
-        replica.check_term(term, leader_url)
+        let newer = replica.check_term(term, leader_url)?;
+        replica.term_owner = Some(sender);
+        Ok(newer)
     }
 
     /// Drops this node's traffic with the peers named in `names` (node ids, hosts or

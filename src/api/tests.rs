@@ -756,7 +756,8 @@ async fn replication_input_is_validated() {
         StatusCode::OK
     );
 
-    // A leader refuses a batch of its own term: only one node leads a term.
+    // A leader refuses a batch of its own term from another node (`term_taken`, which deposes
+    // the sender): only one node leads a term.
     let leader = node(&config(Role::Leader));
     let body = &batch_of(1, &[r#"{"key":"k","value":"v","version":1}"#]);
     assert_error(
@@ -765,7 +766,7 @@ async fn replication_input_is_validated() {
         "/internal/replicate",
         Some(body),
         409,
-        "stale_term",
+        "term_taken",
     )
     .await;
     let (status, json) = call(&leader, "GET", "/internal/status", None).await;
@@ -1635,4 +1636,47 @@ async fn a_panicked_promotion_is_a_500_not_a_refusal() {
         .to_bytes();
     let body: Value = serde_json::from_slice(&bytes).expect("JSON");
     assert_eq!(body["error"], "promotion_failed", "{body}");
+}
+
+/// A node takes each term from one node: after the transfer of leader 11's term 7, a batch or
+/// heartbeat of term 7 from node 12 (a second leader of the term, after a forced promotion) is
+/// refused with `409 term_taken`, which deposes the sender; leader 11 goes on.
+#[tokio::test]
+async fn a_second_leader_of_a_term_is_refused() {
+    let app = app(Role::Follower);
+    let follower = incarnation(&app).await;
+    let transfer =
+        format!(r#"{{"term":7,"leader":11,"follower":{follower},"version":0,"entries":[]}}"#);
+    let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&transfer)).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    let batch = |leader: u64| {
+        format!(
+            r#"{{"term":7,"leader":{leader},"smallest_quorum":1,"writes":[{{"key":"k","value":"v{leader}","version":1}}]}}"#
+        )
+    };
+    let error = assert_error(
+        &app,
+        "POST",
+        "/internal/replicate",
+        Some(&batch(12)),
+        409,
+        "term_taken",
+    )
+    .await;
+    assert_eq!(error["term"], 7, "{error}");
+    let heartbeat = json!({"term": 7, "leader": 12, "smallest_quorum": 1,
+        "settings": config(Role::Leader).settings});
+    let heartbeat = heartbeat.to_string();
+    assert_error(
+        &app,
+        "POST",
+        "/internal/heartbeat",
+        Some(&heartbeat),
+        409,
+        "term_taken",
+    )
+    .await;
+    let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&batch(11))).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(call(&app, "GET", "/kv/k", None).await.1["value"], "v11");
 }

@@ -105,6 +105,10 @@ pub struct Replica {
     pub filled: bool,
     /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,
+    /// The node (by incarnation) that took `term` here: the candidate whose fence this node
+    /// accepted, or the leader whose message came first, or this node while it leads. A message
+    /// of `term` from any other node is refused (`409 term_taken`).
+    pub term_owner: Option<Incarnation>,
     /// The smallest write quorum of the term `following` this node has heard of from that
     /// term's leader (on a leader that stepped down: its own). A candidate counts with it, so a
     /// newer term adopted does not reset it: only a state transfer that replaces the state does.
@@ -136,6 +140,7 @@ impl Replica {
         if newer {
             self.term = term;
             self.leader_url = None;
+            self.term_owner = None;
             // Not `hidden`: a leader that steps down keeps hiding its unacknowledged writes
             // until the new leader's state transfer replaces them.
         }
@@ -225,6 +230,9 @@ impl QuorumOutcome {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) term: Term,
+    /// This leader's incarnation, which its messages carry: its followers take no other node's
+    /// messages of its term.
+    pub(crate) incarnation: Incarnation,
     pub(crate) replica: SharedReplica,
     pub(crate) links: Vec<Link>,
     pub(crate) transport: Arc<dyn Transport>,
@@ -381,6 +389,28 @@ impl Shared {
         true
     }
 
+    /// What a leader does with a refusal of its message: steps down when the follower serves a
+    /// newer term (adopting it), or when another node took this leader's own term there
+    /// (`term_taken`: two leaders of one term, after a forced promotion; both step down, and a
+    /// promotion with a newer term settles it). Returns whether it stepped down.
+    pub(crate) fn refused(&self, failure: &Failure) -> bool {
+        if let Some((term, leader)) = &failure.newer_term {
+            if self.depose(*term, leader.as_deref()) {
+                return true;
+            }
+        }
+        if !failure.term_taken() {
+            return false;
+        }
+        warn!(
+            term = self.term,
+            "another node leads this term: stepping down"
+        );
+        self.keep_term(&mut lock(&self.replica));
+        self.stop();
+        true
+    }
+
     /// Records in `replica`, as this leader steps down, what a candidate must learn from it: it
     /// holds its own term's state, whose smallest quorum only it knows for sure.
     pub(crate) fn keep_term(&self, replica: &mut Replica) {
@@ -450,6 +480,8 @@ pub struct Replicator {
 pub struct Leadership {
     /// The term it leads.
     pub term: Term,
+    /// The leading node's incarnation.
+    pub incarnation: Incarnation,
     /// Its `PUBLIC_URL`, which its state transfers and heartbeats name.
     pub public_url: Option<String>,
     /// The live settings it starts with.
@@ -479,6 +511,7 @@ impl Replicator {
     ) -> Self {
         let Leadership {
             term,
+            incarnation,
             public_url,
             settings,
             backlog,
@@ -494,6 +527,7 @@ impl Replicator {
         let floor = announcement.floor();
         let shared = Arc::new(Shared {
             term,
+            incarnation,
             replica: Arc::clone(&replica),
             links,
             transport,

@@ -202,6 +202,7 @@ impl Worker {
             let (quorum_epoch, smallest_quorum) = self.shared.announced();
             let batch = Batch {
                 term: self.shared.term,
+                leader: self.shared.incarnation,
                 smallest_quorum,
                 quorum_epoch,
                 writes: messages.iter().map(|m| Arc::clone(&m.write)).collect(),
@@ -298,12 +299,11 @@ impl Worker {
     fn on_failure(&mut self, mut messages: Vec<Message>, failure: &Failure) {
         let shared = &self.shared;
         let link = &shared.links[self.index];
-        if let Some((term, leader)) = &failure.newer_term {
-            // The follower serves a newer term: this leader was deposed. Its writes stop here.
-            if shared.depose(*term, leader.as_deref()) {
-                self.give_up(messages, "a newer term has begun: this leader stepped down");
-                return;
-            }
+        // The follower serves a newer term, or another leader of this one: this leader was
+        // deposed. Its writes stop here.
+        if shared.refused(failure) {
+            self.give_up(messages, "a newer term has begun: this leader stepped down");
+            return;
         }
         shared
             .metrics

@@ -33,6 +33,9 @@ struct Fake {
     /// A newer term every follower has seen, when set: they refuse everything with
     /// `stale_term`.
     newer_term: Mutex<Option<Term>>,
+    /// Whether another node took the leader's term at every follower: they refuse everything
+    /// with `term_taken`.
+    taken: AtomicBool,
     /// Followers that do not answer anything (down, or cut off by the network).
     down: Mutex<HashSet<FollowerIndex>>,
     /// Followers whose batches fail with a 500 while their heartbeat answers.
@@ -77,8 +80,12 @@ impl Fake {
         self.down.lock().expect("not poisoned").contains(&follower)
     }
 
-    /// The refusal of a follower that has seen a newer term, if one was set.
+    /// The refusal of a follower that has seen a newer term, or that another node of this term
+    /// took, if one was set.
     fn stale(&self) -> Result<()> {
+        if self.taken.load(Ordering::SeqCst) {
+            return Err(Failure::new("term_taken", "HTTP 409"));
+        }
         match *self.newer_term.lock().expect("not poisoned") {
             Some(term) => Err(Failure {
                 newer_term: Some((term, Some("http://new-leader".into()))),
@@ -214,6 +221,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         .collect();
     let leadership = Leadership {
         term: 7,
+        incarnation: 42,
         public_url: None,
         settings,
         backlog,
@@ -776,4 +784,25 @@ async fn the_settings_quorum_is_announced_again_once_enough_followers_hold_every
         3,
         "heartbeats carry it"
     );
+}
+
+/// A follower refuses this leader's message because another node took its term there (two
+/// leaders of one term, after a forced promotion): the leader steps down, and its waiting write
+/// answers at once rather than at its timeout.
+#[tokio::test(start_paused = true)]
+async fn a_follower_taken_by_another_leader_of_the_term_deposes_this_one() {
+    let (replicator, fake) = leader(3, NO_LAG, 100);
+    replicator.spawn_heartbeats();
+    fake.taken.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let outcome = write(&replicator, "k", 1).await;
+    assert!(!outcome.reached());
+    assert!(replicator.is_deposed());
+    assert!(
+        started.elapsed() < Duration::from_millis(5_000),
+        "not its timeout"
+    );
+    let replica = lock(&replicator.replica);
+    assert_eq!(replica.term, 7, "the term stays: it was taken, not passed");
+    assert_eq!(replica.following, Some(7), "it holds its own term's state");
 }

@@ -52,8 +52,8 @@ pub type Result<T> = std::result::Result<T, Failure>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What kind of failure, as the metrics' `reason` label says it: `connect`, `timeout`,
-    /// `not_synced`, `stale_term`, `refused` (another 4xx), `server_error` (5xx), `cut_off`,
-    /// `partitioned` or `other`.
+    /// `not_synced`, `stale_term`, `term_taken`, `refused` (another 4xx), `server_error` (5xx),
+    /// `cut_off`, `partitioned` or `other`.
     pub kind: &'static str,
     /// What went wrong, for people.
     pub reason: String,
@@ -74,6 +74,11 @@ impl Failure {
     /// Whether a retry cannot change the outcome: the follower refused the message itself.
     pub fn permanent(&self) -> bool {
         self.kind == "refused"
+    }
+
+    /// Whether another node took the sender's term at the follower (`409 term_taken`).
+    pub fn term_taken(&self) -> bool {
+        self.kind == "term_taken"
     }
 
     /// Whether the follower is not synchronized with this leader (it restarted, or the leader
@@ -307,6 +312,7 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
     let kind = match error["error"].as_str() {
         Some("not_synced") if status == StatusCode::CONFLICT => "not_synced",
         Some("stale_term") if status == StatusCode::CONFLICT => "stale_term",
+        Some("term_taken") if status == StatusCode::CONFLICT => "term_taken",
         Some("partitioned") if status == StatusCode::SERVICE_UNAVAILABLE => "partitioned",
         _ if status.is_client_error() => "refused",
         _ => "server_error",

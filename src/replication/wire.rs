@@ -210,6 +210,10 @@ pub struct Batch {
     #[serde(default, deserialize_with = "integer")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub quorum_epoch: Epoch,
+    /// The sending leader's incarnation: a node refuses a message of its term from any other
+    /// node than the one that took the term (`409 term_taken`).
+    #[serde(default)]
+    pub leader: Incarnation,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
     pub writes: Vec<Arc<Write>>,
@@ -259,6 +263,9 @@ pub struct Heartbeat {
     #[serde(default, deserialize_with = "integer")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub quorum_epoch: Epoch,
+    /// The leader's incarnation, as in [`Batch`].
+    #[serde(default)]
+    pub leader: Incarnation,
     /// The leader's live settings.
     #[serde(deserialize_with = "settings")]
     pub settings: Settings,
@@ -304,6 +311,10 @@ pub struct Fence {
     /// The candidate's `PUBLIC_URL`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
+    /// The candidate's incarnation: the node takes the term from it, and from then on refuses
+    /// that term's messages from any other node.
+    #[serde(default)]
+    pub candidate: Incarnation,
 }
 
 /// A fenced node's answer: its replica as of the moment it adopted the new term.
@@ -384,23 +395,27 @@ pub struct StateTransfer {
     #[serde(default, deserialize_with = "integer")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub quorum_epoch: Epoch,
+    /// The leader's incarnation, as in [`Batch`].
+    #[serde(default)]
+    pub leader: Incarnation,
     /// Every entry of the leader, tombstones included.
     pub entries: Vec<Write>,
 }
 
 impl StateTransfer {
-    /// A transfer of `store` from the leader of `term` (its public URL `leader_url`, the
-    /// smallest quorum of its term as announced, `(epoch, quorum)`) to the run `follower` of a
-    /// follower.
+    /// A transfer of `store` from the leader of `term` (its incarnation `leader`, its public URL
+    /// `leader_url`, the smallest quorum of its term as announced, `(epoch, quorum)`) to the run
+    /// `follower` of a follower.
     pub fn of(
         store: &Store,
-        term: Term,
+        (term, leader): (Term, Incarnation),
         leader_url: Option<String>,
         (epoch, quorum): (Epoch, usize),
         follower: Incarnation,
     ) -> Self {
         Self {
             term,
+            leader,
             follower,
             version: store.latest_version(),
             leader_url,
@@ -433,6 +448,7 @@ mod tests {
             term: 7,
             smallest_quorum: 2,
             quorum_epoch: 1,
+            leader: 3,
             writes: vec![
                 Arc::new(Write::new("a".into(), Entry::value("1", 1))),
                 Arc::new(Write::new("b".into(), Entry::tombstone(2))),
@@ -441,7 +457,7 @@ mod tests {
         let json = serde_json::to_value(&batch).expect("serializable");
         assert_eq!(
             json,
-            serde_json::json!({"term": 7, "smallest_quorum": 2, "quorum_epoch": 1, "writes": [
+            serde_json::json!({"term": 7, "smallest_quorum": 2, "quorum_epoch": 1, "leader": 3, "writes": [
                 {"key": "a", "value": "1", "version": 1},
                 {"key": "b", "value": null, "version": 2},
             ]})
