@@ -163,54 +163,30 @@ pub enum Error {
 
     /// The write quorum was not reached in time. The write is NOT rolled back.
     #[error(
-        "write quorum not reached within {timeout_ms} ms ({acks} of {quorum} acks): the write \
-             was applied on the leader (version {version}){} and keeps replicating to the \
-             followers; it is not rolled back, only not yet confirmed",
-        hidden_until(*.visible_on_leader, *.quorum)
+        "write quorum not reached within {} ms ({} of {} acks): the write was applied on the \
+         leader (version {}){} and keeps replicating to the followers; it is not rolled back, \
+         only not yet confirmed",
+        .0.timeout_ms, .0.acks, .0.quorum, .0.version,
+        hidden_until(.0.visible_on_leader, .0.quorum)
     )]
-    QuorumTimeout {
-        /// The key written.
-        key: String,
-        /// The version the leader assigned to the write.
-        version: Version,
-        /// Acks required.
-        quorum: usize,
-        /// Acks received before the deadline.
-        acks: usize,
-        /// Node ids of the followers that acknowledged in time.
-        acked_by: Vec<String>,
-        /// The deadline that passed, in milliseconds.
-        timeout_ms: u64,
-        /// The wait point that applied to the write.
-        wait_point: WaitPoint,
-        /// Whether the leader's readers see the write: at once under `after_commit`; under
-        /// `after_sync` only once its quorum acknowledged it (late acks and state transfers
-        /// included).
-        visible_on_leader: bool,
-    },
+    QuorumTimeout(Box<Unconfirmed>),
 
     /// The write's quorum acknowledged it, but its quorum is below the term's floor: too few
     /// followers heard of a quorum that low for a promotion to be sure to know it, so the write
     /// does not count. Usually a partition has cut the leader off from most followers. The write
     /// is NOT rolled back.
     #[error(
-        "quorum {quorum} is not announced: {acks} of {quorum} acks came, but {}. Reconnect the \
-         followers (a partition?); the write was applied on the leader (version {version}){} \
-         and keeps replicating, not rolled back, only not confirmed",
-        not_announced(*.quorum, *.floor, *.heard, *.unsynced, *.timeout_ms),
-        hidden_until(*.visible_on_leader, *.quorum)
+        "quorum {} is not announced: {} of {} acks came, but {}. Reconnect the followers (a \
+         partition?); the write was applied on the leader (version {}){} and keeps replicating, \
+         not rolled back, only not confirmed",
+        .write.quorum, .write.acks, .write.quorum,
+        not_announced(.write.quorum, *.floor, *.heard, *.unsynced, .write.timeout_ms),
+        .write.version,
+        hidden_until(.write.visible_on_leader, .write.quorum)
     )]
     QuorumNotAnnounced {
-        /// The key written.
-        key: String,
-        /// The version the leader assigned to the write.
-        version: Version,
-        /// The write's quorum.
-        quorum: usize,
-        /// Acks received.
-        acks: usize,
-        /// Node ids of the followers that acknowledged in time.
-        acked_by: Vec<String>,
+        /// The write, as a quorum timeout describes it.
+        write: Box<Unconfirmed>,
         /// The floor: the smallest quorum at which a write of this term counts now.
         floor: usize,
         /// Followers known to have heard of the write's quorum or a lower one.
@@ -218,12 +194,6 @@ pub enum Error {
         /// When no write of this new term counts yet: the followers known to hold its state,
         /// and how many must.
         unsynced: Option<(usize, usize)>,
-        /// The deadline that passed, in milliseconds.
-        timeout_ms: u64,
-        /// The wait point that applied to the write.
-        wait_point: WaitPoint,
-        /// Whether the leader's readers see the write.
-        visible_on_leader: bool,
     },
 
     /// A change to the live settings that would leave them invalid.
@@ -408,52 +378,22 @@ impl Error {
             Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
             Error::UnknownPeer { known, .. } => json!({ "peers": known }),
             Error::Partitioned { peer } | Error::UnnamedPeer { peer } => json!({ "peer": peer }),
-            Error::QuorumTimeout {
-                key,
-                version,
-                quorum,
-                acks,
-                acked_by,
-                timeout_ms,
-                wait_point,
-                visible_on_leader,
-            } => json!({
-                "key": key,
-                "version": version,
-                "quorum": quorum,
-                "acks": acks,
-                "acked_by": acked_by,
-                "timeout_ms": timeout_ms,
-                "applied_on_leader": true,
-                "wait_point": wait_point,
-                "visible_on_leader": visible_on_leader,
-            }),
+            Error::QuorumTimeout(write) => write.json(),
             Error::QuorumNotAnnounced {
-                key,
-                version,
-                quorum,
-                acks,
-                acked_by,
+                write,
                 floor,
                 heard,
                 unsynced,
-                timeout_ms,
-                wait_point,
-                visible_on_leader,
-            } => json!({
-                "key": key,
-                "version": version,
-                "quorum": quorum,
-                "acks": acks,
-                "acked_by": acked_by,
-                "floor": floor,
-                "heard": heard,
-                "synced": unsynced.map(|(synced, needed)| json!({"followers": synced, "needed": needed})),
-                "timeout_ms": timeout_ms,
-                "applied_on_leader": true,
-                "wait_point": wait_point,
-                "visible_on_leader": visible_on_leader,
-            }),
+            } => {
+                let mut json = write.json();
+                json["floor"] = json!(floor);
+                json["heard"] = json!(heard);
+                json["synced"] =
+                    json!(unsynced.map(|(synced, needed)| {
+                        json!({"followers": synced, "needed": needed})
+                    }));
+                json
+            }
             _ => json!({}),
         };
         match details {
@@ -466,6 +406,47 @@ impl Error {
 /// What a 503 `quorum_timeout` says of the leader's readers: when the write is not
 /// `visible_on_leader` (wait point `after_sync`), that they see it once `quorum` followers
 /// acknowledged it.
+/// A write that was applied on the leader but not confirmed to its client: what a `503
+/// quorum_timeout` or `quorum_not_announced` says of it.
+#[derive(Debug)]
+pub struct Unconfirmed {
+    /// The key written.
+    pub key: String,
+    /// The version the leader assigned to the write.
+    pub version: Version,
+    /// Acks required.
+    pub quorum: usize,
+    /// Acks received before the answer.
+    pub acks: usize,
+    /// Node ids of the followers that acknowledged in time.
+    pub acked_by: Vec<String>,
+    /// The deadline, in milliseconds.
+    pub timeout_ms: u64,
+    /// The wait point that applied to the write.
+    pub wait_point: WaitPoint,
+    /// Whether the leader's readers see the write: at once under `after_commit`; under
+    /// `after_sync` only once its quorum acknowledged it, at a quorum that counts (late acks and
+    /// state transfers included).
+    pub visible_on_leader: bool,
+}
+
+impl Unconfirmed {
+    /// The fields of its error body.
+    fn json(&self) -> Value {
+        json!({
+            "key": self.key,
+            "version": self.version,
+            "quorum": self.quorum,
+            "acks": self.acks,
+            "acked_by": self.acked_by,
+            "timeout_ms": self.timeout_ms,
+            "applied_on_leader": true,
+            "wait_point": self.wait_point,
+            "visible_on_leader": self.visible_on_leader,
+        })
+    }
+}
+
 /// Why a write's quorum does not count yet, for [`Error::QuorumNotAnnounced`].
 fn not_announced(
     quorum: usize,

@@ -16,7 +16,7 @@ use tracing::debug;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{AppState, Json, Key, Leader, Query};
-use crate::error::{Error, ErrorBody, Result};
+use crate::error::{Error, ErrorBody, Result, Unconfirmed};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
 use crate::replication::wire::MAX_JSON_INTEGER;
 use crate::replication::{FollowerState, FollowerView, Replicator, Term, Unannounced, Write};
@@ -344,30 +344,8 @@ async fn write(
     };
     state.inner.metrics.write(counted, started.elapsed());
 
-    // Asked now: a late ack or a state transfer may have shown it already.
-    let visible_on_leader = !state.replica().hidden.hides(version);
-    if let Some(Unannounced {
-        floor,
-        heard,
-        unsynced,
-    }) = outcome.unannounced
-    {
-        return Err(Error::QuorumNotAnnounced {
-            key,
-            version,
-            quorum,
-            acks: outcome.acks(),
-            acked_by: outcome.acked_by,
-            floor,
-            heard,
-            unsynced,
-            timeout_ms: outcome.timeout.as_millis() as u64,
-            wait_point,
-            visible_on_leader,
-        });
-    }
     if !outcome.reached() {
-        return Err(Error::QuorumTimeout {
+        let write = Box::new(Unconfirmed {
             key,
             version,
             quorum,
@@ -375,7 +353,21 @@ async fn write(
             acked_by: outcome.acked_by,
             timeout_ms: outcome.timeout.as_millis() as u64,
             wait_point,
-            visible_on_leader,
+            // Asked now: a late ack or a state transfer may have shown it already.
+            visible_on_leader: !state.replica().hidden.hides(version),
+        });
+        return Err(match outcome.unannounced {
+            Some(Unannounced {
+                floor,
+                heard,
+                unsynced,
+            }) => Error::QuorumNotAnnounced {
+                write,
+                floor,
+                heard,
+                unsynced,
+            },
+            None => Error::QuorumTimeout(write),
         });
     }
     Ok(axum::Json(WriteResponse {

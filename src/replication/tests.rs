@@ -709,13 +709,9 @@ async fn every_batch_carries_the_smallest_quorum_of_the_term() {
     );
 }
 
-/// The partition case of THEORY section 8: the leader is cut off with two of its five followers
-/// and lowers its quorum from 3 to 2. The three followers on the other side never hear of the
-/// lower quorum, and a promotion there counts with 3 (it merges 3 >= 5 - 3 + 1): a write that
-/// only followers 3 and 4 hold must not be acknowledged. Once three followers heard of quorum 2,
-/// every set a promotion may count holds one of them, and writes with quorum 2 count.
-#[tokio::test(start_paused = true)]
-async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
+/// A leader of five followers at quorum 3, with a replication timeout of 1 s, sending its
+/// heartbeats.
+fn five_followers_at_quorum_3() -> (Replicator, Arc<Fake>) {
     let settings = Settings {
         write_quorum: 3,
         replicate_timeout_ms: 1_000,
@@ -723,6 +719,17 @@ async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
     };
     let (replicator, fake) = leader(5, settings, 100);
     replicator.spawn_heartbeats();
+    (replicator, fake)
+}
+
+/// The partition case of THEORY section 8: the leader is cut off with two of its five followers
+/// and lowers its quorum from 3 to 2. The three followers on the other side never hear of the
+/// lower quorum, and a promotion there counts with 3 (it merges 3 >= 5 - 3 + 1): a write that
+/// only followers 3 and 4 hold must not be acknowledged. Once three followers heard of quorum 2,
+/// every set a promotion may count holds one of them, and writes with quorum 2 count.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
+    let (replicator, fake) = five_followers_at_quorum_3();
     for follower in 0..3 {
         Fake::set(&fake.down, follower, true);
     }
@@ -752,13 +759,7 @@ async fn a_lowered_quorum_counts_only_once_enough_followers_heard_of_it() {
 /// every later promotion need all N followers. Not while fewer followers hold everything.
 #[tokio::test(start_paused = true)]
 async fn the_settings_quorum_is_announced_again_once_enough_followers_hold_every_write() {
-    let settings = Settings {
-        write_quorum: 3,
-        replicate_timeout_ms: 1_000,
-        ..NO_LAG
-    };
-    let (replicator, fake) = leader(5, settings, 100);
-    replicator.spawn_heartbeats();
+    let (replicator, fake) = five_followers_at_quorum_3();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(write(&replicator, "low", 1).await.reached());
     assert_eq!(replicator.smallest_quorum(), 1);
