@@ -173,8 +173,9 @@ pub struct Count {
     pub merged: usize,
     /// `Wmin`, when known.
     pub smallest_quorum: Option<usize>,
-    /// Nodes that took the new term (answered the fence, or the status before it), the
-    /// candidate included.
+    /// Nodes that took the new term (answered the fence, or the status before it) and remember
+    /// the terms they take (they lead, or hold a leader's state: a node that restarted forgot
+    /// them), the candidate included.
     pub reached: usize,
 }
 

@@ -212,7 +212,7 @@ pub struct Batch {
     pub quorum_epoch: Epoch,
     /// The sending leader's incarnation: a node refuses a message of its term from any other
     /// node than the one that took the term (`409 term_taken`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub leader: Incarnation,
     /// The writes, in the order they became due. Shared with the other followers' batches.
     #[schema(value_type = Vec<Write>)]
@@ -264,7 +264,7 @@ pub struct Heartbeat {
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub quorum_epoch: Epoch,
     /// The leader's incarnation, as in [`Batch`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub leader: Incarnation,
     /// The leader's live settings.
     #[serde(deserialize_with = "settings")]
@@ -313,7 +313,7 @@ pub struct Fence {
     pub leader_url: Option<String>,
     /// The candidate's incarnation: the node takes the term from it, and from then on refuses
     /// that term's messages from any other node.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub candidate: Incarnation,
 }
 
@@ -396,7 +396,7 @@ pub struct StateTransfer {
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub quorum_epoch: Epoch,
     /// The leader's incarnation, as in [`Batch`].
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub leader: Incarnation,
     /// Every entry of the leader, tombstones included.
     pub entries: Vec<Write>,
@@ -487,6 +487,19 @@ mod tests {
             let json = format!(r#"{{"key":"k","value":null,"version":{bad}}}"#);
             assert!(read(&json).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_senders_incarnation_is_a_whole_number_however_json_writes_it() {
+        let read = |leader: &str| {
+            let json = format!(r#"{{"term":1,"leader":{leader},"smallest_quorum":1,"writes":[]}}"#);
+            serde_json::from_str::<Batch>(&json).map(|batch| batch.leader)
+        };
+        assert_eq!(read("2632842168").ok(), Some(2_632_842_168));
+        assert_eq!(read("2632842168.0").ok(), Some(2_632_842_168));
+        assert!(read("-1").is_err() && read("1.5").is_err());
+        let fence: Fence = serde_json::from_str(r#"{"term":2,"candidate":7.0}"#).expect("a fence");
+        assert_eq!(fence.candidate, 7);
     }
 
     #[test]
