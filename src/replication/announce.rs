@@ -12,10 +12,11 @@
 //!   every earlier one waits until enough followers heard of it
 //!   ([`super::quorum::established`]);
 //! - the **epoch**, raised by a raise: once every write is held by at least `W` followers (the
-//!   settings' write quorum, at most the one the term began with), the low quorums of older writes no longer matter, and the leader
-//!   announces `W` again in a new epoch. A follower keeps the smallest quorum of the newest epoch
-//!   it heard, so a message of an older epoch that arrives late cannot lower what it reports, and
-//!   one that did not hear the raise yet reports less, which is only more careful.
+//!   settings' write quorum, at most the one the term began with), the low quorums of older
+//!   writes no longer matter, and the leader announces `W` again in a new epoch. A follower
+//!   keeps the smallest quorum of the newest epoch it heard, so a message of an older epoch that
+//!   arrives late cannot lower what it reports, and one that did not hear the raise yet reports
+//!   less, which is only more careful.
 //!
 //! Without the raise, one `?quorum=1` write would make every later promotion of the term (and
 //! every leader that inherits it) need all N followers.
