@@ -489,7 +489,8 @@ pub struct Leadership {
     /// Most writes pending for one follower (`REPLICATION_BACKLOG`).
     pub backlog: usize,
     /// The smallest write quorum to announce from the start: at most the settings' quorum, and
-    /// at most that of the writes this leader inherited from the ending term.
+    /// at most that of the writes this leader inherited from the ending term (the announcement
+    /// also caps it at a majority of the followers).
     pub smallest_quorum: usize,
     /// Woken when a write hidden by the wait point `after_sync` becomes visible: reads waiting
     /// for a `min_version`.
@@ -654,7 +655,8 @@ impl Replicator {
         self.shared.stop();
     }
 
-    /// The smallest write quorum of this term so far.
+    /// The smallest write quorum of this term as announced to the followers (see
+    /// `replication::announce`): what a promotion counts with.
     pub fn smallest_quorum(&self) -> usize {
         self.shared.smallest_quorum()
     }
