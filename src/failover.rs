@@ -209,12 +209,7 @@ impl Count {
     /// Nodes that must take a term before one leads it: a majority of all `N + 1`. A node takes
     /// each term once, so two candidates never both reach a majority with one term.
     pub fn majority(&self) -> usize {
-        Self::majority_of(self.followers)
-    }
-
-    /// A majority of all the nodes of a leader of `followers` followers, itself included.
-    pub fn majority_of(followers: usize) -> usize {
-        crate::replication::quorum::majority(followers)
+        crate::replication::quorum::majority(self.followers)
     }
 
     /// Whether a promotion that is not forced may lead: it is safe, and a majority took its

@@ -159,10 +159,7 @@ impl Peer {
     }
 
     fn authority(&self) -> String {
-        match (self.url.host_str(), self.url.port_or_known_default()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            _ => self.url.to_string(),
-        }
+        crate::replication::link::authority(&self.url)
     }
 
     /// Whether `name` names this peer: its node id, its host, or its `host:port`.

@@ -222,7 +222,7 @@ impl AppState {
         }
         // Fenced for nothing, the nodes it reaches would refuse a leader it cannot see.
         let reached = 1 + statuses.iter().flatten().filter(|s| remembers(s)).count();
-        let majority = Count::majority_of(peers.urls.len());
+        let majority = crate::replication::quorum::majority(peers.urls.len());
         if reached < majority {
             return self.wait(failover::refused(format!(
                 "it reached {reached} of the {} nodes (itself included); a term is taken by a \

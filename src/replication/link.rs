@@ -83,6 +83,15 @@ pub struct FollowerView {
     pub cut_off: bool,
 }
 
+/// A URL's `host:port`, which names a node before it named itself (the whole URL when it has
+/// no host or port).
+pub fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => url.to_string(),
+    }
+}
+
 /// What the pipeline does with the writes of a batch that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -360,10 +369,7 @@ impl Link {
 
     /// The follower's URL's `host:port`, which names it even before it first answers.
     pub fn authority(&self) -> String {
-        match (self.url.host_str(), self.url.port_or_known_default()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            _ => self.url.to_string(),
-        }
+        authority(&self.url)
     }
 
     /// The follower's node id, or its URL's host until it first answers.

@@ -382,10 +382,8 @@ impl Shared {
             return false;
         }
         let mut replica = lock(&self.replica);
-        self.keep_term(&mut replica);
+        self.step_down(&mut replica);
         let _ = replica.check_term(term, leader_url);
-        drop(replica);
-        self.stop();
         true
     }
 
@@ -406,18 +404,19 @@ impl Shared {
             term = self.term,
             "another node leads this term: stepping down"
         );
-        self.keep_term(&mut lock(&self.replica));
-        self.stop();
+        self.step_down(&mut lock(&self.replica));
         true
     }
 
-    /// Records in `replica`, as this leader steps down, what a candidate must learn from it: it
-    /// holds its own term's state, whose smallest quorum only it knows for sure.
-    pub(crate) fn keep_term(&self, replica: &mut Replica) {
+    /// Steps this leader down: records in `replica` what a candidate must learn from it (it
+    /// holds its own term's state, whose smallest quorum only it knows for sure), and ends its
+    /// pipelines and heartbeats.
+    pub(crate) fn step_down(&self, replica: &mut Replica) {
         replica.following = Some(self.term);
         let (epoch, quorum) = self.announced();
         replica.quorum_epoch = epoch;
         replica.smallest_quorum = Some(quorum);
+        self.stop();
     }
 
     /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
@@ -648,11 +647,10 @@ impl Replicator {
     }
 
     /// Steps this leader down on a newer term: records in `replica` what it keeps of its own
-    /// term (the term whose state it holds, and its smallest quorum); its pipelines and heartbeats end. The caller adopts the
-    /// newer term in the replica.
+    /// term (the term whose state it holds, and its smallest quorum); its pipelines and
+    /// heartbeats end. The caller adopts the newer term in the replica.
     pub fn step_down(&self, replica: &mut Replica) {
-        self.shared.keep_term(replica);
-        self.shared.stop();
+        self.shared.step_down(replica);
     }
 
     /// The smallest write quorum of this term as announced to the followers (see

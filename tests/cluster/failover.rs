@@ -762,15 +762,7 @@ async fn a_restarted_leader_leads_only_by_a_safe_count() {
         follower.signal(Signal::SIGSTOP);
     }
     cluster.leader.restart().expect("restart");
-    let health = eventually(Duration::from_secs(15), || async {
-        let (status, health) = cluster.get(&leader, "/health").await;
-        match health["waiting"].as_str() {
-            Some(_) => Ok(health),
-            None => Err(format!("not waiting: {status} {health}")),
-        }
-    })
-    .await
-    .expect("the restarted leader says why it does not lead");
+    let health = cluster.leader_waiting(Duration::from_secs(15)).await;
     assert_eq!(health["role"], "follower", "{health}");
     let why = health["waiting"].as_str().unwrap_or_default();
     assert!(why.contains("it reached 3 of the 6 nodes"), "{health}");

@@ -174,6 +174,21 @@ impl TestCluster {
         .expect("follower state")
     }
 
+    /// Polls the leader's `/health` until it says why it does not lead (`waiting`: started with
+    /// `ROLE=leader`, it could not take over safely), up to `within`; returns that `/health`.
+    pub async fn leader_waiting(&self, within: Duration) -> Value {
+        let leader = self.leader.url();
+        eventually(within, || async {
+            let (status, health) = self.get(&leader, "/health").await;
+            match health["waiting"].as_str() {
+                Some(_) => Ok(health),
+                None => Err(format!("not waiting: {status} {health}")),
+            }
+        })
+        .await
+        .expect("the restarted leader says why it does not lead")
+    }
+
     /// A node's `/dump`, or `None` when it does not answer.
     pub async fn dump(&self, base: &str) -> Option<BTreeMap<String, String>> {
         common::dump(&self.http, base).await

@@ -145,15 +145,7 @@ async fn a_follower_down_across_a_leader_restart_converges() {
     cluster.leader.signal(Signal::SIGKILL);
     cluster.leader.restart().expect("restart");
     let leader = cluster.leader.url();
-    let health = eventually(Duration::from_secs(10), || async {
-        let (_, health) = cluster.get(&leader, "/health").await;
-        match health["waiting"].as_str() {
-            Some(_) => Ok(health),
-            None => Err(format!("not waiting: {health}")),
-        }
-    })
-    .await
-    .expect("waits for a safe count");
+    let health = cluster.leader_waiting(Duration::from_secs(10)).await;
     assert_eq!(health["role"], "follower", "{health}");
     cluster.followers[4].signal(Signal::SIGCONT);
     let (status, promotion) = send(cluster.http.post(format!("{leader}/admin/promote"))).await;
