@@ -11,10 +11,10 @@ use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::config::parse_base_url;
 use crate::failover::Promotion;
 use crate::partition::PartitionView;
+use crate::protocol::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
 

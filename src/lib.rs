@@ -17,9 +17,12 @@
 //! - [`recovery`]: heartbeats, and state transfers to followers that fell behind.
 //! - [`failover`]: terms, fencing, and how a node becomes the leader without losing an
 //!   acknowledged write (a leader's start, a promotion).
-//! - [`api`]: the node's state, built from a checked configuration; the axum routers (client
-//!   routes, the dashboard and admin routes, internal routes), their extractors, and the
-//!   lingering close of early answers.
+//! - [`node`]: one node as logic with no HTTP in it: its replica and role, the follower's side of
+//!   each message, reads and the leader's write path, start-up and promotion.
+//! - [`api`]: the axum routers (public routes, the dashboard and admin routes, internal routes),
+//!   their extractors, and the lingering close of early answers; each handler calls the node.
+//! - [`protocol`]: the public routes' answers, shared by the server and the client.
+//! - [`random`]: every random choice a node makes, from one seedable generator.
 //! - [`error`]: the request error enum and its HTTP status table, and why a node cannot start.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
@@ -41,7 +44,10 @@ pub mod events;
 pub mod failover;
 pub mod local;
 pub mod metrics;
+pub mod node;
 pub mod partition;
+pub mod protocol;
+pub mod random;
 pub mod recovery;
 pub mod replication;
 pub mod server;

@@ -28,6 +28,15 @@ pub struct Partition {
     peers: Vec<Peer>,
 }
 
+/// A URL's `host:port`, which names a node before it named itself (the whole URL when it has
+/// no host or port).
+pub fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => url.to_string(),
+    }
+}
+
 /// One peer as a partition names it.
 #[derive(Debug)]
 struct Peer {
@@ -159,7 +168,7 @@ impl Peer {
     }
 
     fn authority(&self) -> String {
-        crate::replication::link::authority(&self.url)
+        authority(&self.url)
     }
 
     /// Whether `name` names this peer: its node id, its host, or its `host:port`.

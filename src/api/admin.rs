@@ -22,7 +22,8 @@ use tracing::info;
 
 use serde::Deserialize;
 
-use super::{AppState, Json, Leader, Query, path_param};
+use super::extract::{Json, Leader, Query, path_param};
+use super::state::AppState;
 use crate::error::{Error, Result};
 use crate::failover::Promotion;
 use crate::partition::PartitionView;
@@ -97,7 +98,7 @@ async fn change_settings(
     State(state): State<AppState>,
     Json(change): Json<SettingsChange>,
 ) -> Result<axum::Json<Settings>> {
-    let request_timeout_ms = state.inner.request_timeout.as_millis() as u64;
+    let request_timeout_ms = state.request_timeout_ms();
     let settings = replicator
         .change_settings(change, request_timeout_ms)
         .map_err(Error::InvalidSettings)?;

@@ -23,16 +23,15 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{AppState, ClusterStatus, Leader};
+use super::extract::Leader;
+use super::state::AppState;
 use crate::error::Error;
 use crate::events::Subscription;
+use crate::protocol::ClusterStatus;
 use crate::replication::Replicator;
 
 /// The page, embedded at build time.
 const PAGE: &str = include_str!("dashboard.html");
-
-/// Event streams open at once; more are refused with `503 overloaded`.
-pub(super) const MAX_EVENT_STREAMS: usize = 32;
 
 /// How often the stream sends a snapshot of the cluster.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(500);
@@ -62,7 +61,7 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
     // A stream outlives its request, and with it the request's concurrency permit: streams
     // have their own bound.
-    let permit = Arc::clone(&state.inner.event_streams)
+    let permit = Arc::clone(&state.http().event_streams)
         .try_acquire_owned()
         .map_err(|_| Error::Overloaded)?;
     // Subscribed before the first snapshot is taken, so that no event falls between the two.

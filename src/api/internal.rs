@@ -3,27 +3,22 @@
 //! fences it and reads its replica. Each message of a leader or candidate carries its term, and
 //! an older term is refused.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 
-use super::{AppState, Json, check_key};
-use crate::error::{Error, ErrorBody, Result};
+use super::extract::Json;
+use super::state::AppState;
+use crate::error::{ErrorBody, Result};
 use crate::replication::wire::{
-    Batch, BatchAck, EntryAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat,
-    MAX_JSON_INTEGER, NodeStatus, REPLICATE_PATH, ReplicaState, STATUS_PATH, StateTransfer,
-    TRANSFER_PATH, TransferAck, Write,
+    Batch, BatchAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
+    REPLICATE_PATH, STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck,
 };
 
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
 /// has already checked each value against its own `MAX_VALUE_BYTES`, so a follower configured
 /// with a smaller one still takes every write rather than refusing it forever.
 pub(super) const BODY_LIMIT: usize = 4 << 30;
-
-/// Largest version a message may carry: the largest integer JSON numbers hold exactly.
-const MAX_VERSION: u64 = MAX_JSON_INTEGER;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -50,46 +45,7 @@ pub(super) async fn replicate(
     State(state): State<AppState>,
     Json(batch): Json<Batch>,
 ) -> Result<axum::Json<BatchAck>> {
-    let checks: Vec<Result<()>> = batch.writes.iter().map(|write| check(write)).collect();
-    let acks = {
-        let mut replica = state.replica();
-        state.accept_term(&mut replica, batch.term, None, batch.leader)?;
-        if replica.following != Some(batch.term) {
-            return Err(Error::NotSynced {
-                following: replica.following,
-            });
-        }
-        replica.hear_quorum(batch.quorum_epoch, batch.smallest_quorum);
-        batch
-            .writes
-            .into_iter()
-            .zip(checks)
-            .map(|(write, checked)| {
-                let version = write.version;
-                match checked {
-                    Ok(()) => {
-                        let (key, entry) = Arc::unwrap_or_clone(write).into_entry();
-                        let applied = replica.store.apply(key, entry);
-                        EntryAck {
-                            version,
-                            applied,
-                            refused: None,
-                        }
-                    }
-                    Err(error) => EntryAck {
-                        version,
-                        applied: false,
-                        refused: Some(error.to_string()),
-                    },
-                }
-            })
-            .collect()
-    };
-    state.applied();
-    Ok(axum::Json(BatchAck {
-        node_id: state.node_id().to_owned(),
-        acks,
-    }))
+    state.receive_batch(batch).map(axum::Json)
 }
 
 /// The leader's heartbeat: this follower adopts its term, hears of its public URL, smallest
@@ -104,20 +60,7 @@ pub(super) async fn heartbeat(
     State(state): State<AppState>,
     Json(heartbeat): Json<Heartbeat>,
 ) -> Result<axum::Json<NodeStatus>> {
-    let mut replica = state.replica();
-    state.accept_term(
-        &mut replica,
-        heartbeat.term,
-        heartbeat.leader_url.as_deref(),
-        heartbeat.leader,
-    )?;
-    // A follower that does not hold this leader's state yet lacks writes of this term: what it
-    // would report of their quorum could not be trusted by a candidate.
-    if replica.following == Some(heartbeat.term) {
-        replica.hear_quorum(heartbeat.quorum_epoch, heartbeat.smallest_quorum);
-    }
-    replica.leader_settings = Some(heartbeat.settings);
-    Ok(axum::Json(state.status_of(&replica)))
+    state.receive_heartbeat(heartbeat).map(axum::Json)
 }
 
 /// This node's role, term and leader, changing nothing: what a starting node and a candidate
@@ -127,8 +70,7 @@ pub(super) async fn heartbeat(
     (status = 401, description = "missing or wrong cluster token", body = ErrorBody),
 ))]
 pub(super) async fn status(State(state): State<AppState>) -> axum::Json<NodeStatus> {
-    let replica = state.replica();
-    axum::Json(state.status_of(&replica))
+    axum::Json(state.node().status())
 }
 
 /// A candidate's fence: this node adopts the candidate's newer term, so that it refuses the old
@@ -139,28 +81,7 @@ async fn fence(
     State(state): State<AppState>,
     Json(fence): Json<Fence>,
 ) -> Result<axum::Json<FenceAck>> {
-    let mut replica = state.replica();
-    if fence.term <= replica.term {
-        return Err(Error::StaleTerm {
-            term: replica.term,
-            leader: replica.leader_url.clone(),
-        });
-    }
-    let leading = state.replicator();
-    let smallest_quorum = match &leading {
-        Some(replicator) => Some(replicator.smallest_quorum()),
-        None => replica.smallest_quorum,
-    };
-    let replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
-    // Not the candidate's URL: it leads only if its count allows, and then says so in its
-    // heartbeat; a refused candidate must not be named as the leader in this node's 421s.
-    state.accept_term(&mut replica, fence.term, None, fence.candidate)?;
-    Ok(axum::Json(FenceAck {
-        node_id: state.node_id().to_owned(),
-        was_leader: leading.is_some(),
-        smallest_quorum,
-        state: replica_state,
-    }))
+    state.receive_fence(fence).map(axum::Json)
 }
 
 /// A state transfer from the leader: merged when this follower already holds that leader's
@@ -169,57 +90,5 @@ async fn transfer(
     State(state): State<AppState>,
     Json(transfer): Json<StateTransfer>,
 ) -> Result<axum::Json<TransferAck>> {
-    if transfer.follower != state.inner.incarnation {
-        return Err(Error::StaleTransfer);
-    }
-    for write in &transfer.entries {
-        check(write)?;
-    }
-    let entries = transfer.entries.into_iter().map(Write::into_entry);
-    let mut replica = state.replica();
-    state.accept_term(
-        &mut replica,
-        transfer.term,
-        transfer.leader_url.as_deref(),
-        transfer.leader,
-    )?;
-    let replaced = replica.following != Some(transfer.term);
-    if replaced {
-        // The quorum heard of was the replaced state's term's.
-        replica.smallest_quorum = None;
-        replica.quorum_epoch = 0;
-        // Keep the version counter where it was: versions never go backwards on a node.
-        let latest = replica.store.latest_version().max(transfer.version);
-        replica.store.replace(entries, latest);
-        // What a deposed leader hid went with the state it held.
-        replica.hidden.clear();
-        replica.following = Some(transfer.term);
-        replica.filled = true;
-    } else {
-        replica.store.merge(entries);
-        replica.store.observe(transfer.version);
-    }
-    // It holds this term's state now: what it hears of the term's quorum can be trusted.
-    if let Some(quorum) = transfer.smallest_quorum {
-        replica.hear_quorum(transfer.quorum_epoch, quorum);
-    }
-    let version = replica.store.latest_version();
-    drop(replica);
-    state.applied();
-    Ok(axum::Json(TransferAck {
-        node_id: state.node_id().to_owned(),
-        replaced,
-        version,
-    }))
-}
-
-/// Checks a replicated write's key and version.
-fn check(write: &Write) -> Result<()> {
-    check_key(&write.key)?;
-    if !(1..=MAX_VERSION).contains(&write.version) {
-        return Err(Error::InvalidBody(format!(
-            "version must be between 1 and {MAX_VERSION}"
-        )));
-    }
-    Ok(())
+    state.receive_transfer(transfer).map(axum::Json)
 }

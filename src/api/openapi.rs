@@ -7,7 +7,8 @@ use axum::extract::State;
 use utoipa::OpenApi;
 use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
-use super::{AppState, client, internal};
+use super::state::AppState;
+use super::{internal, public};
 use crate::config::Role;
 use crate::error::ErrorBody;
 
@@ -19,12 +20,12 @@ use crate::error::ErrorBody;
         in-memory key-value store. Errors are JSON objects with `error` and `message`."
     ),
     paths(
-        client::health,
-        client::read,
-        client::put,
-        client::delete,
-        client::dump,
-        client::cluster
+        public::health,
+        public::read,
+        public::put,
+        public::delete,
+        public::dump,
+        public::cluster
     ),
     components(schemas(ErrorBody))
 )]
@@ -121,6 +122,6 @@ pub fn document(role: Role, followers: usize, request_timeout_ms: u64) -> utoipa
 
 pub(super) async fn serve(State(state): State<AppState>) -> axum::Json<utoipa::openapi::OpenApi> {
     let followers = state.replicator().map_or(0, |r| r.follower_count());
-    let request_timeout_ms = state.inner.request_timeout.as_millis() as u64;
+    let request_timeout_ms = state.request_timeout_ms();
     axum::Json(document(state.role(), followers, request_timeout_ms))
 }

@@ -1558,7 +1558,7 @@ async fn a_read_with_min_version_waits_for_that_version() {
 #[tokio::test]
 async fn a_partition_drops_the_named_peers_traffic_both_ways() {
     let state = AppState::new(&config(Role::Leader)).expect("a valid configuration");
-    state.inner.partition.learn(0, "follower-9");
+    state.partition_table().learn(0, "follower-9");
     let app = Node {
         public: client_router(state.clone()),
         internal: internal_router(state),

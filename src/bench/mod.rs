@@ -29,10 +29,10 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::api::ClusterStatus;
 use crate::client::Client;
 use crate::config::parse_base_url;
 use crate::local::{LocalCluster, LocalSettings};
+use crate::protocol::ClusterStatus;
 use crate::replication::FollowerState;
 use crate::settings::{Settings, WaitPoint};
 use crate::store::Version;

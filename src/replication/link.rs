@@ -19,6 +19,7 @@ use super::transport::Failure;
 use super::wire::{NodeStatus, Term, TransferAck};
 use crate::events::FollowerIndex;
 use crate::metrics::Metrics;
+use crate::partition::authority;
 use crate::store::Version;
 
 /// First and largest pause before a failed batch's writes are sent again.
@@ -81,15 +82,6 @@ pub struct FollowerView {
     /// (`POST /admin/followers/{follower}/cut`): the leader sends it nothing until it is
     /// restored, as in a network partition.
     pub cut_off: bool,
-}
-
-/// A URL's `host:port`, which names a node before it named itself (the whole URL when it has
-/// no host or port).
-pub fn authority(url: &Url) -> String {
-    match (url.host_str(), url.port_or_known_default()) {
-        (Some(host), Some(port)) => format!("{host}:{port}"),
-        _ => url.to_string(),
-    }
 }
 
 /// What the pipeline does with the writes of a batch that failed.
@@ -277,7 +269,7 @@ impl Link {
         state.backoff = (state.backoff * 2).min(*RETRY_BACKOFF.end());
         // Jitter: a random part of the backoff, so that the retries of many followers do not
         // hit a recovering network in lockstep.
-        Verdict::RetryAfter(pause.mul_f64(rand::random_range(0.5..=1.0)))
+        Verdict::RetryAfter(pause.mul_f64(crate::random::range(0.5..=1.0)))
     }
 
     /// Records the heartbeat's answer; returns whether the follower needs a state transfer

@@ -1,0 +1,159 @@
+//! What a client asks of a node: a read, on any node, and a write, on the leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::Node;
+use crate::error::{Error, Result, Unconfirmed};
+use crate::protocol::{ReadResponse, WriteResponse};
+use crate::replication::wire::MAX_JSON_INTEGER;
+use crate::replication::{Unannounced, Write};
+
+/// Longest accepted key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks a key taken from a path or a message: not empty, at most [`MAX_KEY_BYTES`].
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey("key must not be empty".into()));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidKey(format!(
+            "key is {} bytes long; the limit is {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// The value of `key` on this node (a follower may lag behind the leader; a leader under
+    /// the wait point `after_sync` shows the key's newest write its quorum acknowledged). The
+    /// answer waits until the key holds `min_version` or a newer one here, and is never older;
+    /// if it does not get there within `wait`, it is `503 not_yet_replicated`.
+    pub async fn read(
+        &self,
+        key: String,
+        min_version: u64,
+        wait: Duration,
+    ) -> Result<ReadResponse> {
+        if min_version > MAX_JSON_INTEGER {
+            return Err(Error::InvalidQuery(format!(
+                "min_version must be at most {MAX_JSON_INTEGER}, got {min_version}"
+            )));
+        }
+        let started = Instant::now();
+        let deadline = started + wait;
+        loop {
+            // Registered before the check, so that a write applied right after it wakes this
+            // read.
+            let applied = self.applied.notified();
+            let mut applied = std::pin::pin!(applied);
+            applied.as_mut().enable();
+            {
+                let replica = self.replica();
+                let entry = replica.read(&key);
+                let held = entry.map(|entry| entry.version);
+                if held.unwrap_or(0) >= min_version {
+                    let (value, version) = entry
+                        .and_then(|entry| Some((entry.value.clone()?, entry.version)))
+                        .ok_or_else(|| Error::NotFound { key: key.clone() })?;
+                    return Ok(ReadResponse {
+                        value,
+                        key,
+                        version,
+                    });
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::NotYetReplicated {
+                        key,
+                        min_version,
+                        version: held,
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, applied).await;
+        }
+    }
+
+    /// The leader's write path: writes `value` to `key` (`None` deletes it), waiting for
+    /// `quorum` follower acks, or the live `write_quorum`: assigns a version and applies it
+    /// here, then replicates it and waits for the quorum. `421 not_leader` on a follower.
+    pub async fn write(
+        &self,
+        key: String,
+        value: Option<String>,
+        quorum: Option<usize>,
+    ) -> Result<WriteResponse> {
+        let started = Instant::now();
+        let replicator = self.leader()?;
+        let followers = replicator.follower_count();
+        let quorum = quorum.unwrap_or(replicator.settings().write_quorum);
+        if quorum > followers {
+            return Err(Error::InvalidQuery(format!(
+                "quorum must be between 0 and {followers} (the number of followers), got {quorum}"
+            )));
+        }
+
+        let (entry, wait_point) = replicator.apply(&key, value, quorum)?;
+        self.applied();
+        let write = Arc::new(Write::new(key, entry));
+        let outcome = replicator
+            .replicate(Arc::clone(&write), quorum, wait_point)
+            .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let Write {
+            key,
+            value,
+            version,
+        } = Arc::unwrap_or_clone(write);
+        debug!(%key, version, acks = outcome.acks(), quorum, latency_ms, "write");
+        let counted = match (&outcome.unannounced, outcome.reached()) {
+            (Some(_), _) => "quorum_not_announced",
+            (None, true) => "quorum_reached",
+            (None, false) => "quorum_timeout",
+        };
+        self.metrics.write(counted, started.elapsed());
+
+        if !outcome.reached() {
+            let write = Box::new(Unconfirmed {
+                key,
+                version,
+                quorum,
+                acks: outcome.acks(),
+                acked_by: outcome.acked_by,
+                timeout_ms: outcome.timeout.as_millis() as u64,
+                wait_point,
+                // Asked now: a late ack or a state transfer may have shown it already.
+                visible_on_leader: !self.replica().hidden.hides(version),
+            });
+            return Err(match outcome.unannounced {
+                Some(Unannounced {
+                    floor,
+                    heard,
+                    unsynced,
+                }) => Error::QuorumNotAnnounced {
+                    write,
+                    floor,
+                    heard,
+                    unsynced,
+                },
+                None => Error::QuorumTimeout(write),
+            });
+        }
+        Ok(WriteResponse {
+            key,
+            value,
+            version,
+            quorum,
+            acks: outcome.acks(),
+            acked_by: outcome.acked_by,
+            latency_ms,
+            wait_point,
+        })
+    }
+}
