@@ -56,7 +56,7 @@
 //! one term; `force` skips it with the count.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use reqwest::Url;
@@ -505,9 +505,7 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
 
 /// Microseconds since the Unix epoch: a version floor newer than any earlier leader's versions.
 fn clock_version() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64)
+    crate::entropy::wall_clock_micros()
 }
 
 #[cfg(test)]

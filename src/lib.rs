@@ -22,7 +22,11 @@
 //! - [`api`]: the axum routers (public routes, the dashboard and admin routes, internal routes),
 //!   their extractors, and the lingering close of early answers; each handler calls the node.
 //! - [`protocol`]: the public routes' answers, shared by the server and the client.
-//! - [`random`]: every random choice a node makes, from one seedable generator.
+//! - [`sim`]: the deterministic simulator: six real nodes in one process on a fake network, a
+//!   nemesis, and the checkers (`semisync-kv simulate`).
+//! - [`signal`]: a value tasks wait on, waking them in a fixed order (a replayable watch).
+//! - [`entropy`]: what a run depends on besides its input: every random choice a node makes,
+//!   from one seedable generator, and the wall clock; the simulator replaces both.
 //! - [`error`]: the request error enum and its HTTP status table, and why a node cannot start.
 //! - [`config`]: settings from flags and environment variables, and their validation.
 //! - [`server`]: binding, serving until shutdown, and the shutdown signal.
@@ -39,6 +43,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod entropy;
 pub mod error;
 pub mod events;
 pub mod failover;
@@ -47,11 +52,12 @@ pub mod metrics;
 pub mod node;
 pub mod partition;
 pub mod protocol;
-pub mod random;
 pub mod recovery;
 pub mod replication;
 pub mod server;
 pub mod settings;
+pub mod signal;
+pub mod sim;
 pub mod store;
 
 pub use config::{Config, Role};

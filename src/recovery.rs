@@ -95,6 +95,7 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
     let mut deposed = std::pin::pin!(shared.deposed());
     loop {
         tokio::select! {
+            biased;
             _ = ticker.tick() => {}
             () = link.wake.notified() => {}
             () = &mut deposed => return,

@@ -172,7 +172,7 @@ impl Settings {
         if self.min_delay_ms >= self.max_delay_ms {
             return Duration::from_millis(self.min_delay_ms);
         }
-        let ms = crate::random::range(self.min_delay_ms as f64..=self.max_delay_ms as f64);
+        let ms = crate::entropy::range(self.min_delay_ms as f64..=self.max_delay_ms as f64);
         Duration::from_secs_f64(ms / 1000.0)
     }
 

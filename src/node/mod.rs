@@ -113,7 +113,7 @@ impl Node {
         let identity = Identity {
             node_id,
             start_role: config.role,
-            incarnation: crate::random::incarnation(),
+            incarnation: crate::entropy::incarnation(),
             leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
             public_url: config.public_url.as_ref().map(|url| url.to_string()),
             settings: config.settings,
@@ -220,6 +220,17 @@ impl Node {
         let newer = replica.check_term(term, leader_url)?;
         replica.term_owner = Some(sender);
         Ok(newer)
+    }
+
+    /// Ends what this node runs in the background, as its process's end would: a leader's
+    /// pipelines, heartbeats and waiting writes. The simulator's crash; a real crash needs none.
+    pub fn halt(&self) {
+        let mut replica = self.replica();
+        let mut role = self.role_mut();
+        if let Role::Leader(replicator) = &*role {
+            replicator.step_down(&mut replica);
+        }
+        *role = Role::Follower;
     }
 
     /// Drops this node's traffic with the peers named in `names` (node ids, hosts or

@@ -269,7 +269,7 @@ impl Link {
         state.backoff = (state.backoff * 2).min(*RETRY_BACKOFF.end());
         // Jitter: a random part of the backoff, so that the retries of many followers do not
         // hit a recovering network in lockstep.
-        Verdict::RetryAfter(pause.mul_f64(crate::random::range(0.5..=1.0)))
+        Verdict::RetryAfter(pause.mul_f64(crate::entropy::range(0.5..=1.0)))
     }
 
     /// Records the heartbeat's answer; returns whether the follower needs a state transfer

@@ -64,7 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -72,6 +72,7 @@ use crate::error::Error;
 use crate::events::{Event, Events, FollowerIndex, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
+use crate::signal::Signal;
 use crate::store::{Entry, Store, Version};
 use announce::Announcement;
 use hidden::{Hidden, Revealed};
@@ -247,7 +248,7 @@ pub(crate) struct Shared {
     /// counts. Locked after the replica lock, when both are taken.
     announcement: Mutex<Announcement>,
     /// The floor, published for the writes that wait for it to reach their quorum.
-    floor: watch::Sender<usize>,
+    floor: Signal<usize>,
     /// The write quorum of the settings the term began with: a raise announces no more than
     /// this (nor than the live settings' quorum), so that raising the live quorum does not make
     /// every lower per-request quorum need all followers to hear of it.
@@ -256,7 +257,7 @@ pub(crate) struct Shared {
     /// there are any, the links do not show everything the leader holds (see `try_raise`).
     applying: AtomicUsize,
     /// Turns true once this leader stepped down: its tasks end.
-    deposed: watch::Sender<bool>,
+    deposed: Signal<bool>,
     /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
     wake_reads: Arc<Notify>,
 }
@@ -295,9 +296,9 @@ impl Shared {
         let lowered = {
             let mut announcement = self.announcement();
             let lowered = announcement.heard(follower, epoch, quorum);
-            // Published under the lock, so that the watch never shows an older floor.
+            // Published under the lock, so that the signal never shows an older floor.
             if let Some(floor) = lowered {
-                self.floor.send_replace(floor);
+                self.floor.replace(floor);
             }
             lowered.is_some()
         };
@@ -310,9 +311,9 @@ impl Shared {
     /// Waits until a write of `quorum` counts (the floor is at or below it), `deadline` passes
     /// or this leader steps down; says why when the write does not count.
     async fn wait_for_floor(&self, quorum: usize, deadline: Instant) -> Option<Unannounced> {
-        let mut floor = self.floor.subscribe();
         tokio::select! {
-            _ = tokio::time::timeout_at(deadline, floor.wait_for(|&floor| floor <= quorum)) => {}
+            biased;
+            _ = tokio::time::timeout_at(deadline, self.floor.wait_for(|floor| floor <= quorum)) => {}
             () = self.deposed() => {}
         }
         let announcement = self.announcement();
@@ -359,7 +360,7 @@ impl Shared {
         if !announcement.raise(target) {
             return;
         }
-        self.floor.send_replace(announcement.floor());
+        self.floor.replace(announcement.floor());
         drop(announcement);
         drop(replica);
         self.wake_heartbeats();
@@ -448,20 +449,19 @@ impl Shared {
 
     /// Ends this leader's tasks.
     pub(crate) fn stop(&self) {
-        if !self.deposed.send_replace(true) {
+        if !self.deposed.replace(true) {
             warn!(term = self.term, "stepped down: a newer term has begun");
         }
     }
 
     /// Whether this leader stepped down.
     pub(crate) fn is_deposed(&self) -> bool {
-        *self.deposed.borrow()
+        self.deposed.get()
     }
 
     /// Resolves once this leader stepped down.
     pub(crate) async fn deposed(&self) {
-        let mut deposed = self.deposed.subscribe();
-        let _ = deposed.wait_for(|deposed| *deposed).await;
+        self.deposed.wait_for(|deposed| deposed).await;
     }
 }
 
@@ -538,10 +538,10 @@ impl Replicator {
             clock,
             public_url,
             announcement: Mutex::new(announcement),
-            floor: watch::channel(floor).0,
+            floor: Signal::new(floor),
             applying: AtomicUsize::new(0),
             raise_to: settings.write_quorum,
-            deposed: watch::channel(false).0,
+            deposed: Signal::new(false),
             wake_reads,
         });
         let pipelines = (0..followers.len())

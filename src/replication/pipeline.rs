@@ -132,12 +132,16 @@ async fn run(
             .map(|&(_, at)| at + SLOW_BATCH)
             .max()
             .filter(|_| has_room && !pipeline.ready.is_empty());
+        // Biased, as every `select!` of a node, so that a seed replays a simulated run exactly:
+        // a deposed leader stops first, and a batch's answer counts before new writes go out.
         tokio::select! {
-            received = queue.recv(), if has_room => match received {
-                Some(message) => pipeline.ready.push_back(message),
-                // The replicator is gone.
-                None => return,
-            },
+            biased;
+            () = &mut deposed => {
+                // A deposed leader's writes wait for no more acks.
+                let ready: Vec<Message> = pipeline.ready.drain(..).collect();
+                pipeline.give_up(ready, "a newer term has begun: this leader stepped down");
+                return;
+            }
             Some(returned) = pipeline.in_flight.join_next_with_id() => {
                 let id = match &returned {
                     Ok((id, _)) => *id,
@@ -151,13 +155,12 @@ async fn run(
                     Err(err) => debug!(%err, "a batch task ended without an answer"),
                 }
             },
+            received = queue.recv(), if has_room => match received {
+                Some(message) => pipeline.ready.push_back(message),
+                // The replicator is gone.
+                None => return,
+            },
             () = sleep_until(slow_at) => {},
-            () = &mut deposed => {
-                // A deposed leader's writes wait for no more acks.
-                let ready: Vec<Message> = pipeline.ready.drain(..).collect();
-                pipeline.give_up(ready, "a newer term has begun: this leader stepped down");
-                return;
-            }
         }
     }
 }

@@ -121,7 +121,9 @@ impl Tally {
             }
             // `notify_one` keeps a permit when nobody waits yet, so an ack that lands between
             // the check and this await is not missed.
+            // Biased, as every `select!` of a node: a seed replays a simulated run exactly.
             let waited = tokio::select! {
+                biased;
                 waited = tokio::time::timeout_at(deadline, changed) => waited.is_ok(),
                 () = &mut stop => false,
             };

@@ -299,7 +299,7 @@ impl Transport for HttpTransport {
 }
 
 /// Reads an answer's JSON body. A 409 `not_synced` or `stale_term` and any other error status
-/// become a [`Failure`] of their own kind.
+/// become a [`Failure`] of their own kind ([`refusal`]).
 async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Result<T> {
     let status = response.status();
     if status.is_success() {
@@ -308,7 +308,14 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
         });
     }
     let body = response.text().await.unwrap_or_default();
-    let error: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    Err(refusal(status, &body))
+}
+
+/// The failure an error answer of a peer means: its status and JSON body (`{"error": code,
+/// ...}`), as the peer's [`Error`](crate::error::Error) table wrote them. A `stale_term`
+/// refusal names the newer term and its leader.
+pub fn refusal(status: StatusCode, body: &str) -> Failure {
+    let error: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let kind = match error["error"].as_str() {
         Some("not_synced") if status == StatusCode::CONFLICT => "not_synced",
         Some("stale_term") if status == StatusCode::CONFLICT => "stale_term",
@@ -322,7 +329,7 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
         let leader = error["leader"].as_str().map(str::to_owned);
         failure.newer_term = error["term"].as_u64().map(|term| (term, leader));
     }
-    Err(failure)
+    failure
 }
 
 /// A reqwest error with its causes, which its `Display` alone leaves out.

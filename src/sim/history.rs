@@ -1,0 +1,210 @@
+//! What a simulated run did, and the checkers that read it afterwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::store::Version;
+
+/// A write a client was told succeeded (200).
+#[derive(Clone, Debug)]
+pub struct Acked {
+    /// When the answer came, in simulated milliseconds.
+    pub at_ms: u64,
+    /// The slot and incarnation of the leader that answered, and its term.
+    pub node: usize,
+    pub incarnation: u64,
+    pub term: u64,
+    pub key: String,
+    pub value: String,
+    pub version: Version,
+    /// The quorum it waited for (0: asynchronous, which promises nothing).
+    pub quorum: usize,
+}
+
+/// A read on a leader under `after_sync`, which shows only writes its quorum acknowledged.
+#[derive(Clone, Debug)]
+pub struct SyncedRead {
+    pub at_ms: u64,
+    pub node: usize,
+    pub term: u64,
+    pub key: String,
+    pub version: Version,
+}
+
+/// A promotion or a leader's start that led, with what its answer said.
+#[derive(Clone, Debug)]
+pub struct Leading {
+    pub node: usize,
+    pub incarnation: u64,
+    pub term: u64,
+    /// Whether its answer said it may have lost acknowledged writes (forced, or not safe).
+    pub may_lose: bool,
+    /// Whether it was forced.
+    pub forced: bool,
+}
+
+/// Everything a run recorded: the structured records the checkers read, and one line per
+/// event for people.
+#[derive(Debug, Default)]
+pub struct History {
+    pub lines: Vec<String>,
+    pub acked: Vec<Acked>,
+    pub synced_reads: Vec<SyncedRead>,
+    pub leadings: Vec<Leading>,
+    /// Per node slot and incarnation: the highest version seen, to catch one going back.
+    pub versions: BTreeMap<(usize, u64), Version>,
+    /// Versions that went back: (node, incarnation, from, to).
+    pub went_back: Vec<(usize, u64, Version, Version)>,
+}
+
+impl History {
+    /// Records one line for people.
+    pub fn log(&mut self, at_ms: u64, line: impl std::fmt::Display) {
+        self.lines.push(format!("{at_ms:>7} ms  {line}"));
+    }
+
+    /// Records a node's latest version; notes it when it went back.
+    pub fn observe_version(&mut self, node: usize, incarnation: u64, version: Version) {
+        let seen = self.versions.entry((node, incarnation)).or_default();
+        if version < *seen {
+            self.went_back.push((node, incarnation, *seen, version));
+        }
+        *seen = (*seen).max(version);
+    }
+}
+
+/// One node's state as its readers see it: key → (value, `None` for a tombstone; version).
+pub type State = BTreeMap<String, (Option<String>, Version)>;
+
+/// Checks the run's invariants: returns what was violated, empty when nothing was.
+pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<String> {
+    let mut violations = Vec::new();
+
+    // One leader per term: every write answered 200 names its leader and term, and so does
+    // every leadership that was not forced (`force` skips the majority that makes a term one
+    // node's; two forced candidates may both lead one term, but must not both acknowledge).
+    let mut by_term: BTreeMap<u64, BTreeSet<(usize, u64)>> = BTreeMap::new();
+    for write in &history.acked {
+        by_term
+            .entry(write.term)
+            .or_default()
+            .insert((write.node, write.incarnation));
+    }
+    for leading in history.leadings.iter().filter(|leading| !leading.forced) {
+        by_term
+            .entry(leading.term)
+            .or_default()
+            .insert((leading.node, leading.incarnation));
+    }
+    for (term, nodes) in &by_term {
+        if nodes.len() > 1 {
+            violations.push(format!(
+                "term {term} had {} leaders: {}",
+                nodes.len(),
+                describe_nodes(nodes)
+            ));
+        }
+    }
+
+    // Versions never go back on a node.
+    for (node, incarnation, from, to) in &history.went_back {
+        violations.push(format!(
+            "n{node} (incarnation {incarnation:x}) went back from version {from} to {to}"
+        ));
+    }
+
+    // Convergence: one leader, and every node holds what it holds.
+    if leaders.len() != 1 {
+        violations.push(format!(
+            "after the last heal, {} nodes lead ({:?}); one should",
+            leaders.len(),
+            leaders
+        ));
+    }
+    if let Some(first) = finals.first() {
+        for (node, state) in finals.iter().enumerate().skip(1) {
+            if state != first {
+                violations.push(format!(
+                    "n{node} did not converge on n0's state: {}",
+                    difference(first, state)
+                ));
+            }
+        }
+    }
+
+    // No acknowledged write lost, unless a promotion of a newer term said it might lose
+    // writes (forced, or not safe): what it may lose is the older terms'.
+    let reference = leaders.first().and_then(|&leader| finals.get(leader));
+    if let Some(state) = reference {
+        let excused_below = history
+            .leadings
+            .iter()
+            .filter(|leading| leading.may_lose)
+            .map(|leading| leading.term)
+            .max();
+        let excused = |term: u64| excused_below.is_some_and(|below| term < below);
+        for write in &history.acked {
+            if write.quorum == 0 || excused(write.term) {
+                continue;
+            }
+            let held = state.get(&write.key);
+            // The workload only puts: a key the final state lacks lost every write of it.
+            let kept = match held {
+                Some((value, version)) if *version == write.version => {
+                    value.as_deref() == Some(write.value.as_str())
+                }
+                Some((_, version)) => *version > write.version,
+                None => false,
+            };
+            if !kept {
+                violations.push(format!(
+                    "lost: {} = {} (version {}, quorum {}, term {}, acked by n{} at {} ms); \
+                     the final state has {:?}",
+                    write.key,
+                    write.value,
+                    write.version,
+                    write.quorum,
+                    write.term,
+                    write.node,
+                    write.at_ms,
+                    held
+                ));
+            }
+        }
+        // A leader's read under after_sync shows only what its quorum acknowledged: it must
+        // survive as an acknowledged write does.
+        for read in &history.synced_reads {
+            if excused(read.term) {
+                continue;
+            }
+            let held = state.get(&read.key).map(|(_, version)| *version);
+            if held.is_none_or(|version| version < read.version) {
+                violations.push(format!(
+                    "a read of {} on the leader n{} (term {}, after_sync) at {} ms showed \
+                     version {}, which the final state lost (it has {:?})",
+                    read.key, read.node, read.term, read.at_ms, read.version, held
+                ));
+            }
+        }
+    }
+    violations
+}
+
+fn describe_nodes(nodes: &BTreeSet<(usize, u64)>) -> String {
+    let mut text = String::new();
+    for (node, incarnation) in nodes {
+        let _ = write!(text, "n{node} (incarnation {incarnation:x}) ");
+    }
+    text.trim_end().to_owned()
+}
+
+/// The keys on which two states differ.
+fn difference(a: &State, b: &State) -> String {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let differing: Vec<String> = keys
+        .into_iter()
+        .filter(|key| a.get(*key) != b.get(*key))
+        .map(|key| format!("{key}: {:?} vs {:?}", a.get(key), b.get(key)))
+        .collect();
+    differing.join("; ")
+}

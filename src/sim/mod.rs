@@ -1,0 +1,781 @@
+//! The deterministic simulator: six real [`Node`]s in one process, on a simulated network
+//! ([`network`]), tokio's paused clock and one seeded generator ([`entropy`]), with clients
+//! writing and reading, a nemesis ([`nemesis`]) that partitions, crashes, restarts, pauses,
+//! loses, duplicates and delays, changes the live settings and promotes, and checkers
+//! ([`history`]) that read the run afterwards. The same seed replays the same run, event for
+//! event: a failure prints its seed, the schedule and the history, and `semisync-kv simulate
+//! --seed S` replays it.
+//!
+//! Why not `turmoil` (the tokio project's simulator): it simulates TCP under the real HTTP
+//! stack, which would mean replacing reqwest (it cannot take a custom connector) and the
+//! listener, and it steps every host through every millisecond, where the paused clock jumps
+//! straight to the next timer. The nodes talk to each other only through the
+//! [`Transport`](crate::replication::Transport) seam, so a fake one is all a simulation needs,
+//! and it runs the same node code as the HTTP handlers call.
+//!
+//! A run: the cluster starts (n0 with `ROLE=leader`), three clients write (`PUT`, the live
+//! quorum or one from 0 to 5) and read on the leader for a few simulated seconds while the
+//! nemesis strikes; then everything heals, crashed nodes restart, a node is promoted if none
+//! leads, and the cluster is given time to converge. The checkers then ask:
+//! - is every write answered 200 (quorum 1 or more) in the final state, or overwritten by a
+//!   newer version, unless a promotion of a newer term said it might lose writes (`force`, or
+//!   `safe: false`)?
+//! - did at most one node lead, and acknowledge writes, in each term?
+//! - did no node's version ever go back?
+//! - does every read a leader answered under `after_sync` survive like an acknowledged write?
+//! - did every node converge on one state, with one leader?
+
+mod history;
+mod nemesis;
+mod network;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rand::RngExt;
+use reqwest::Url;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::config::Role;
+use crate::entropy;
+use crate::failover::Peers;
+use crate::node::{Identity, Node};
+use crate::partition::Partition;
+use crate::replication::LagClock;
+use crate::settings::{Settings, SettingsChange, WaitPoint};
+use history::{Acked, History, Leading, State, SyncedRead};
+use nemesis::{Fault, Scene};
+use network::{Net, SimTransport, Weather};
+
+/// Nodes in a simulated cluster: one leader and five followers, as the lab runs.
+pub const NODES: usize = 6;
+/// Keys the clients write: few, so that writes overwrite each other.
+const KEYS: usize = 5;
+/// Clients writing and reading at once.
+const CLIENTS: usize = 3;
+/// How long the nemesis strikes, in simulated time.
+const FAULT_PHASE: Duration = Duration::from_secs(8);
+/// How long the cluster gets to settle after the last heal.
+const SETTLE: Duration = Duration::from_secs(3);
+/// How long it may take to converge after that.
+const CONVERGE: Duration = Duration::from_secs(30);
+/// What the simulated wall clock reads at the start (versions above it follow it).
+const EPOCH_MICROS: u64 = 1_800_000_000_000_000;
+
+/// The settings every node starts with: the lab's, with a short lag.
+const SETTINGS: Settings = Settings {
+    write_quorum: 3,
+    min_delay_ms: 0,
+    max_delay_ms: 5,
+    replicate_timeout_ms: 1000,
+    wait_point: WaitPoint::AfterCommit,
+};
+
+/// `semisync-kv simulate`: runs the simulator over many seeds, or replays one.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// How many seeds to run, from `--seed` on.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// The first seed (with `--seeds 1`, the default: replay this one seed and print its
+    /// schedule and history).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads running seeds at once (default: one per core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+}
+
+/// What a run over many seeds found.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// The runs that broke an invariant, by seed.
+    pub failed: Vec<Outcome>,
+    /// Writes answered 200, over every run.
+    pub acked: usize,
+    /// Promotions and starts that led, over every run.
+    pub leaderships: usize,
+}
+
+/// Runs `count` seeds from `first` on, on `jobs` threads.
+pub fn run_seeds(first: u64, count: u64, jobs: usize) -> Result<Summary, String> {
+    let next = AtomicU64::new(first);
+    let end = first.saturating_add(count);
+    let summary = Mutex::new(Summary::default());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::SeqCst);
+                        if seed >= end {
+                            return Ok(());
+                        }
+                        let outcome = run(seed)?;
+                        let mut summary = summary.lock().unwrap_or_else(PoisonError::into_inner);
+                        summary.seeds += 1;
+                        summary.acked += outcome.acked;
+                        summary.leaderships += outcome.leaderships;
+                        if !outcome.passed() {
+                            summary.failed.push(outcome);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker
+                .join()
+                .map_err(|_| "a simulation thread panicked".to_owned())??;
+        }
+        Ok::<(), String>(())
+    })?;
+    let mut summary = summary.into_inner().unwrap_or_else(PoisonError::into_inner);
+    summary.failed.sort_by_key(|outcome| outcome.seed);
+    Ok(summary)
+}
+
+/// `semisync-kv simulate`: prints what it found; `Ok(false)` when a seed failed.
+pub fn simulate(args: &SimulateArgs) -> Result<bool, String> {
+    let started = std::time::Instant::now();
+    if args.seeds == 1 {
+        let outcome = run(args.seed)?;
+        print_outcome(&outcome, true);
+        return Ok(outcome.passed());
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    let summary = run_seeds(args.seed, args.seeds, jobs)?;
+    println!(
+        "{} seeds ({}..{}) on {jobs} threads in {:.1} s: {} failed; {} writes acknowledged, {} \
+         leaderships",
+        summary.seeds,
+        args.seed,
+        args.seed.saturating_add(args.seeds),
+        started.elapsed().as_secs_f64(),
+        summary.failed.len(),
+        summary.acked,
+        summary.leaderships
+    );
+    if let Some(first) = summary.failed.first() {
+        let seeds: Vec<String> = summary.failed.iter().map(|o| o.seed.to_string()).collect();
+        println!("failed seeds: {}", seeds.join(" "));
+        print_outcome(first, true);
+    }
+    Ok(summary.failed.is_empty())
+}
+
+/// Prints a run: its verdict, and with `full` its schedule and history.
+fn print_outcome(outcome: &Outcome, full: bool) {
+    if full {
+        println!("schedule of seed {}:", outcome.seed);
+        for line in &outcome.schedule {
+            println!("  {line}");
+        }
+        println!("history of seed {}:", outcome.seed);
+        for line in &outcome.history {
+            println!("  {line}");
+        }
+    }
+    if outcome.passed() {
+        println!(
+            "seed {}: passed ({} writes acknowledged, {} leaderships; history digest {:016x})",
+            outcome.seed,
+            outcome.acked,
+            outcome.leaderships,
+            outcome.digest()
+        );
+    } else {
+        println!("seed {}: FAILED", outcome.seed);
+        for violation in &outcome.violations {
+            println!("  - {violation}");
+        }
+        println!(
+            "replay it with: semisync-kv simulate --seed {}",
+            outcome.seed
+        );
+    }
+}
+
+/// What one seed's run found.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The seed that made the run.
+    pub seed: u64,
+    /// The invariants it broke; empty when none.
+    pub violations: Vec<String>,
+    /// The faults, in order, with their simulated time.
+    pub schedule: Vec<String>,
+    /// Every event, in order, with its simulated time.
+    pub history: Vec<String>,
+    /// Writes answered 200.
+    pub acked: usize,
+    /// Promotions and starts that led.
+    pub leaderships: usize,
+}
+
+impl Outcome {
+    /// Whether the run broke no invariant.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// A digest of the history: the same seed gives the same one.
+    pub fn digest(&self) -> u64 {
+        // FNV-1a: stable across runs and builds, unlike `DefaultHasher`'s promise.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.history.iter().flat_map(|line| line.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+}
+
+/// Runs the simulation of `seed` on this thread, with its own runtime on the paused clock.
+pub fn run(seed: u64) -> Result<Outcome, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|err| format!("cannot build the simulation's runtime: {err}"))?;
+    entropy::seed(seed);
+    let outcome = runtime.block_on(async {
+        entropy::simulate_clock(EPOCH_MICROS);
+        let world = World::new();
+        world.play(seed).await
+    });
+    // Tasks still running (a node's heartbeats) end with the runtime.
+    drop(runtime);
+    Ok(outcome)
+}
+
+/// The simulated cluster and what it recorded.
+struct World {
+    net: Arc<Net>,
+    /// Each node's internal URL, as its peers name it.
+    urls: Vec<Url>,
+    history: Mutex<History>,
+    started: Instant,
+    /// The tasks run on behalf of each node (its start, its promotions): aborted when it
+    /// crashes.
+    tasks: Mutex<Vec<Vec<JoinHandle<()>>>>,
+    /// The next value a client writes: every value is unique.
+    next_value: AtomicU64,
+    /// Set when the clients stop.
+    stopping: AtomicBool,
+    schedule: Mutex<Vec<String>>,
+}
+
+impl World {
+    fn new() -> Arc<Self> {
+        let urls = (0..NODES)
+            .filter_map(|node| Url::parse(&format!("http://n{node}:9090/")).ok())
+            .collect();
+        Arc::new(Self {
+            net: Arc::new(Net::new(NODES)),
+            urls,
+            history: Mutex::new(History::default()),
+            started: Instant::now(),
+            tasks: Mutex::new((0..NODES).map(|_| Vec::new()).collect()),
+            next_value: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            schedule: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn history(&self) -> MutexGuard<'_, History> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Simulated milliseconds since the start.
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn log(&self, line: impl std::fmt::Display) {
+        let at = self.now_ms();
+        self.history().log(at, line);
+    }
+
+    /// Starts a node in `slot`, empty, with a new incarnation, and runs its start-up.
+    fn boot(self: &Arc<Self>, slot: usize, role: Role) {
+        let incarnation = entropy::incarnation();
+        let peers: Vec<usize> = (0..NODES).filter(|&peer| peer != slot).collect();
+        let urls: Vec<Url> = peers.iter().map(|&peer| self.urls[peer].clone()).collect();
+        let transport = SimTransport::new(Arc::clone(&self.net), slot, incarnation, peers);
+        let identity = Identity {
+            node_id: format!("n{slot}"),
+            start_role: role,
+            incarnation,
+            leader_url: None,
+            public_url: Some(format!("http://n{slot}:8080/")),
+            settings: SETTINGS,
+            backlog: 10_000,
+        };
+        let peers = Peers::new(
+            urls.clone(),
+            Arc::new(transport),
+            Arc::new(LagClock::tokio()),
+        );
+        let node = Arc::new(Node::new(
+            identity,
+            Some(peers),
+            Arc::new(Partition::new(&urls)),
+        ));
+        self.net.place(slot, Some(Arc::clone(&node)));
+        self.log(format!(
+            "n{slot} starts (ROLE={}, incarnation {incarnation:x})",
+            role.as_str()
+        ));
+        let world = Arc::clone(self);
+        self.track(slot, async move {
+            node.start().await;
+            match node.replicator() {
+                Some(replicator) => {
+                    world.led(slot, &node, replicator.term(), false, false);
+                    world.log(format!(
+                        "n{slot} leads term {} after its start",
+                        replicator.term()
+                    ));
+                }
+                None => {
+                    if let Some(why) = node.waiting() {
+                        world.log(format!("n{slot} waits: {why}"));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Records that `node` in `slot` leads `term`.
+    fn led(&self, slot: usize, node: &Node, term: u64, may_lose: bool, forced: bool) {
+        self.history().leadings.push(Leading {
+            node: slot,
+            incarnation: node.incarnation(),
+            term,
+            may_lose,
+            forced,
+        });
+    }
+
+    /// Runs `task` on behalf of the node in `slot`: it ends if the node crashes.
+    fn track(&self, slot: usize, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks[slot].retain(|task| !task.is_finished());
+        tasks[slot].push(handle);
+    }
+
+    /// The run: start, clients and nemesis, heal, settle, check.
+    async fn play(self: Arc<Self>, seed: u64) -> Outcome {
+        self.boot(0, Role::Leader);
+        for slot in 1..NODES {
+            self.boot(slot, Role::Follower);
+        }
+        let clients: Vec<JoinHandle<()>> = (0..CLIENTS)
+            .map(|client| tokio::spawn(Arc::clone(&self).client(client)))
+            .collect();
+        let watcher = tokio::spawn(Arc::clone(&self).watch_versions());
+
+        let end = Instant::now() + FAULT_PHASE;
+        loop {
+            let pause = entropy::with(|rng| rng.random_range(50..=900));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if Instant::now() >= end {
+                break;
+            }
+            let scene = self.scene();
+            let fault = entropy::with(|rng| nemesis::draw(rng, &scene));
+            self.strike(fault);
+        }
+
+        self.stopping.store(true, Ordering::SeqCst);
+        for client in clients {
+            let _ = client.await;
+        }
+        let leaders = self.settle().await;
+        watcher.abort();
+        self.finish(seed, leaders)
+    }
+
+    /// What the nemesis sees.
+    fn scene(&self) -> Scene {
+        let nodes = self.net.nodes();
+        Scene {
+            nodes: NODES,
+            crashed: (0..NODES).filter(|&slot| nodes[slot].is_none()).collect(),
+            paused: (0..NODES)
+                .filter(|&slot| self.net.is_paused(slot))
+                .collect(),
+        }
+    }
+
+    /// Applies one fault.
+    fn strike(self: &Arc<Self>, fault: Fault) {
+        let at = self.now_ms();
+        self.log(format!("nemesis: {fault}"));
+        self.schedule
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{at:>7} ms  {fault}"));
+        match fault {
+            Fault::Split(side) => {
+                for &inside in &side {
+                    for outside in (0..NODES).filter(|node| !side.contains(node)) {
+                        self.net.block(inside, outside, true);
+                        self.net.block(outside, inside, true);
+                    }
+                }
+            }
+            Fault::OneWay(from, to) => self.net.block(from, to, true),
+            Fault::Heal => self.net.heal(),
+            Fault::Crash(slot) => self.crash(slot),
+            Fault::Restart { node, leader } => {
+                let role = if leader { Role::Leader } else { Role::Follower };
+                self.boot(node, role);
+            }
+            Fault::Pause(slot) => self.net.pause(slot, true),
+            Fault::Resume(slot) => self.net.pause(slot, false),
+            Fault::Weather(weather) => self.net.set_weather(weather),
+            Fault::Quorum(quorum) => self.change(SettingsChange {
+                write_quorum: Some(quorum),
+                ..SettingsChange::default()
+            }),
+            Fault::WaitPoint(point) => self.change(SettingsChange {
+                wait_point: Some(point),
+                ..SettingsChange::default()
+            }),
+            Fault::Promote { nodes, force } => {
+                for slot in nodes {
+                    self.promote(slot, force);
+                }
+            }
+        }
+    }
+
+    /// Crashes the node in `slot`: its tasks end and its memory is lost.
+    fn crash(&self, slot: usize) {
+        if let Some(node) = self.net.place(slot, None) {
+            node.halt();
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        for task in tasks[slot].drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Changes the live settings on the leader, as `PATCH /admin/settings` does.
+    fn change(&self, change: SettingsChange) {
+        let Some((slot, node)) = self.leader() else {
+            self.log("  no leader to change the settings of");
+            return;
+        };
+        if let Ok(replicator) = node.leader() {
+            match replicator.change_settings(change, 60_000) {
+                Ok(settings) => self.log(format!("  n{slot}: {settings}")),
+                Err(err) => self.log(format!("  n{slot} refused the settings: {err}")),
+            }
+        }
+    }
+
+    /// Promotes the node in `slot`, as `POST /admin/promote` does, in a task of its own.
+    fn promote(self: &Arc<Self>, slot: usize, force: bool) {
+        let Some(node) = self.net.node(slot) else {
+            self.log(format!("  n{slot} is down: not promoted"));
+            return;
+        };
+        let world = Arc::clone(self);
+        self.track(slot, async move {
+            match node.promote(force).await {
+                Ok(promotion) => {
+                    let may_lose = promotion.forced || !promotion.safe;
+                    world.led(slot, &node, promotion.term, may_lose, promotion.forced);
+                    world.log(format!(
+                        "n{slot} promoted: term {}, merged {}, safe {}, forced {}",
+                        promotion.term, promotion.merged, promotion.safe, promotion.forced
+                    ));
+                }
+                Err(err) => world.log(format!(
+                    "n{slot} not promoted: {}: {err}",
+                    err.status_and_code().1
+                )),
+            }
+        });
+    }
+
+    /// The node that leads the newest term, among those up and not paused.
+    fn leader(&self) -> Option<(usize, Arc<Node>)> {
+        let nodes = self.net.nodes();
+        nodes
+            .into_iter()
+            .enumerate()
+            .filter(|(slot, _)| !self.net.is_paused(*slot))
+            .filter_map(|(slot, node)| {
+                let node = node?;
+                let term = node.replicator()?.term();
+                Some((term, slot, node))
+            })
+            .max_by_key(|(term, slot, _)| (*term, *slot))
+            .map(|(_, slot, node)| (slot, node))
+    }
+
+    /// One client: writes and leader reads until the run stops.
+    async fn client(self: Arc<Self>, client: usize) {
+        while !self.stopping.load(Ordering::SeqCst) {
+            let pause = entropy::with(|rng| rng.random_range(1..=40));
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            let target = if entropy::with(|rng| rng.random_bool(0.9)) {
+                self.leader()
+            } else {
+                let slot = entropy::with(|rng| rng.random_range(0..NODES));
+                self.net
+                    .node(slot)
+                    .filter(|_| !self.net.is_paused(slot))
+                    .map(|node| (slot, node))
+            };
+            let Some((slot, node)) = target else {
+                continue;
+            };
+            let key = format!("k{}", entropy::with(|rng| rng.random_range(0..KEYS)));
+            if entropy::with(|rng| rng.random_bool(0.25)) {
+                self.read(slot, &node, key).await;
+            } else {
+                self.write(client, slot, &node, key).await;
+            }
+        }
+    }
+
+    /// A write on `node`, recorded when it is answered 200.
+    async fn write(&self, client: usize, slot: usize, node: &Node, key: String) {
+        let value = format!("v{}", self.next_value.fetch_add(1, Ordering::SeqCst));
+        // The live quorum half of the time; now and then 0 (asynchronous), which makes every
+        // promotion of the term unsafe.
+        let quorum = entropy::with(|rng| match rng.random_range(0..100) {
+            0..50 => None,
+            50..52 => Some(0),
+            _ => Some(rng.random_range(1..NODES)),
+        });
+        let term = node.replicator().map(|replicator| replicator.term());
+        let result = node.write(key.clone(), Some(value.clone()), quorum).await;
+        if !self.net.runs(slot, node.incarnation()) {
+            self.log(format!(
+                "c{client}: PUT {key}={value} on n{slot}: no answer (it crashed)"
+            ));
+            return;
+        }
+        let at_ms = self.now_ms();
+        match (result, term) {
+            (Ok(written), Some(term)) => {
+                self.log(format!(
+                    "c{client}: PUT {key}={value} quorum {} on n{slot}: 200, version {}, term \
+                     {term}, acked by {:?}",
+                    written.quorum, written.version, written.acked_by
+                ));
+                self.history().acked.push(Acked {
+                    at_ms,
+                    node: slot,
+                    incarnation: node.incarnation(),
+                    term,
+                    key,
+                    value,
+                    version: written.version,
+                    quorum: written.quorum,
+                });
+            }
+            (Ok(_), None) => self.log(format!(
+                "c{client}: PUT {key}={value} on n{slot}: 200 from a node that did not lead"
+            )),
+            (Err(err), _) => self.log(format!(
+                "c{client}: PUT {key}={value} quorum {quorum:?} on n{slot}: {}",
+                err.status_and_code().1
+            )),
+        }
+    }
+
+    /// A read of `key` on `node`; recorded when the node leads under `after_sync`.
+    async fn read(&self, slot: usize, node: &Node, key: String) {
+        let leading = node
+            .replicator()
+            .map(|replicator| (replicator.term(), replicator.settings().wait_point));
+        let Ok(read) = node.read(key, 0, Duration::ZERO).await else {
+            return;
+        };
+        if let Some((term, WaitPoint::AfterSync)) = leading {
+            let at_ms = self.now_ms();
+            self.history().synced_reads.push(SyncedRead {
+                at_ms,
+                node: slot,
+                term,
+                key: read.key,
+                version: read.version,
+            });
+        }
+    }
+
+    /// Samples every node's latest version, to catch one going back.
+    async fn watch_versions(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            for (slot, node) in self.net.nodes().into_iter().enumerate() {
+                if let Some(node) = node {
+                    let version = node.version_and_keys().0;
+                    self.history()
+                        .observe_version(slot, node.incarnation(), version);
+                }
+            }
+        }
+    }
+
+    /// Heals everything, restarts the crashed nodes, promotes a node if none leads, and waits
+    /// for the cluster to converge. Returns the slots of the nodes that lead.
+    async fn settle(self: &Arc<Self>) -> Vec<usize> {
+        self.strike(Fault::Heal);
+        self.strike(Fault::Weather(Weather::CALM));
+        for slot in 0..NODES {
+            if self.net.is_paused(slot) {
+                self.strike(Fault::Resume(slot));
+            }
+            if self.net.node(slot).is_none() {
+                self.strike(Fault::Restart {
+                    node: slot,
+                    leader: false,
+                });
+            }
+        }
+        tokio::time::sleep(SETTLE).await;
+        // As an operator would: promote a node, and force it only when safe promotions were
+        // refused (asynchronous writes, or too few nodes that hold a leader's state).
+        for attempt in 0..NODES {
+            if self.leader().is_some() {
+                break;
+            }
+            let slot = entropy::with(|rng| rng.random_range(0..NODES));
+            self.strike(Fault::Promote {
+                nodes: vec![slot],
+                force: attempt >= 3,
+            });
+            tokio::time::sleep(SETTLE).await;
+        }
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let leaders = self.leaders();
+            let states = self.states();
+            let converged = states.windows(2).all(|pair| pair[0] == pair[1]);
+            if (leaders.len() == 1 && converged) || Instant::now() >= deadline {
+                return leaders;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The slots of the nodes that lead.
+    fn leaders(&self) -> Vec<usize> {
+        let nodes = self.net.nodes();
+        (0..NODES)
+            .filter(|&slot| {
+                nodes[slot]
+                    .as_ref()
+                    .is_some_and(|node| node.replicator().is_some())
+            })
+            .collect()
+    }
+
+    /// Every node's state, as its readers see it.
+    fn states(&self) -> Vec<State> {
+        let nodes = self.net.nodes();
+        nodes
+            .iter()
+            .map(|node| {
+                let Some(node) = node else {
+                    return State::new();
+                };
+                let replica = node.replica();
+                (0..KEYS)
+                    .filter_map(|key| {
+                        let key = format!("k{key}");
+                        let entry = replica.read(&key)?;
+                        Some((key, (entry.value.clone(), entry.version)))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn finish(&self, seed: u64, leaders: Vec<usize>) -> Outcome {
+        let states = self.states();
+        let history = self.history();
+        let violations = history::check(&history, &states, &leaders);
+        let mut lines = history.lines.clone();
+        for (slot, state) in states.iter().enumerate() {
+            lines.push(format!("final n{slot}: {state:?}"));
+        }
+        Outcome {
+            seed,
+            violations,
+            schedule: self
+                .schedule
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            history: lines,
+            acked: history.acked.len(),
+            leaderships: history.leadings.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The simulator's gate in `cargo test`: a few hundred seeds, each a run of faults, and
+    /// every invariant checked after each.
+    #[test]
+    fn three_hundred_seeds_keep_every_invariant() {
+        let summary = run_seeds(0, 300, 2).expect("the simulation runs");
+        if let Some(first) = summary.failed.first() {
+            print_outcome(first, true);
+        }
+        let failed: Vec<u64> = summary.failed.iter().map(|outcome| outcome.seed).collect();
+        assert!(
+            failed.is_empty(),
+            "seeds that broke an invariant: {failed:?}"
+        );
+        // The runs did something: writes were acknowledged, leaders changed.
+        assert!(
+            summary.acked > 300 * 20,
+            "{} writes acknowledged",
+            summary.acked
+        );
+        assert!(
+            summary.leaderships > 300,
+            "{} leaderships",
+            summary.leaderships
+        );
+    }
+
+    /// A seed replays its run exactly, event for event; another seed makes another run.
+    #[test]
+    fn a_seed_replays_its_run_exactly() {
+        for seed in [3, 42, 1000] {
+            let first = run(seed).expect("the simulation runs");
+            let again = run(seed).expect("the simulation runs");
+            let differ = first
+                .history
+                .iter()
+                .zip(&again.history)
+                .find(|(a, b)| a != b);
+            assert_eq!(differ, None, "seed {seed} ran differently");
+            assert_eq!(first.history.len(), again.history.len());
+            assert_eq!(first.schedule, again.schedule);
+            let other = run(seed + 1).expect("the simulation runs");
+            assert_ne!(first.digest(), other.digest());
+        }
+    }
+}
