@@ -31,6 +31,13 @@ pub struct SyncedRead {
     pub version: Version,
 }
 
+/// A write the leader applied (answered 200 or 503): its quorum and wait point, by version.
+#[derive(Clone, Copy, Debug)]
+pub struct Applied {
+    pub quorum: usize,
+    pub after_sync: bool,
+}
+
 /// A promotion or a leader's start that led, with what its answer said.
 #[derive(Clone, Debug)]
 pub struct Leading {
@@ -50,6 +57,8 @@ pub struct History {
     pub lines: Vec<String>,
     pub acked: Vec<Acked>,
     pub synced_reads: Vec<SyncedRead>,
+    /// Every write the leaders applied, by version.
+    pub applied: BTreeMap<Version, Applied>,
     pub leadings: Vec<Leading>,
     /// Per node slot and incarnation: the highest version seen, to catch one going back.
     pub versions: BTreeMap<(usize, u64), Version>,
@@ -171,10 +180,16 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
                 ));
             }
         }
-        // A leader's read under after_sync shows only what its quorum acknowledged: it must
-        // survive as an acknowledged write does.
+        // A leader's read under after_sync shows a write made under after_sync only once its
+        // quorum acknowledged it: such a write must survive as a write answered 200 does. (A
+        // write made before the switch to after_sync showed at once, and one of quorum 0
+        // promised nothing.)
         for read in &history.synced_reads {
-            if excused(read.term) {
+            let promised = history
+                .applied
+                .get(&read.version)
+                .is_some_and(|write| write.after_sync && write.quorum > 0);
+            if !promised || excused(read.term) {
                 continue;
             }
             let held = state.get(&read.key).map(|(_, version)| *version);

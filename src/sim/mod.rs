@@ -40,12 +40,13 @@ use tokio::time::Instant;
 
 use crate::config::Role;
 use crate::entropy;
+use crate::error::Error;
 use crate::failover::Peers;
 use crate::node::{Identity, Node};
 use crate::partition::Partition;
 use crate::replication::LagClock;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
-use history::{Acked, History, Leading, State, SyncedRead};
+use history::{Acked, Applied, History, Leading, State, SyncedRead};
 use nemesis::{Fault, Scene};
 use network::{Net, SimTransport, Weather};
 
@@ -248,7 +249,12 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let outcome = runtime.block_on(async {
         entropy::simulate_clock(EPOCH_MICROS);
         let world = World::new();
-        world.play(seed).await
+        let outcome = Arc::clone(&world).play(seed).await;
+        // The nodes hold the network through their transports: emptied, nothing is left.
+        for slot in 0..NODES {
+            world.crash(slot);
+        }
+        outcome
     });
     // Tasks still running (a node's heartbeats) end with the runtime.
     drop(runtime);
@@ -570,6 +576,18 @@ impl World {
             return;
         }
         let at_ms = self.now_ms();
+        let applied = match &result {
+            Ok(written) => Some((written.version, written.quorum, written.wait_point)),
+            Err(Error::QuorumTimeout(write)) | Err(Error::QuorumNotAnnounced { write, .. }) => {
+                Some((write.version, write.quorum, write.wait_point))
+            }
+            Err(_) => None,
+        };
+        if let Some((version, quorum, wait_point)) = applied {
+            let after_sync = wait_point == WaitPoint::AfterSync;
+            let applied = Applied { quorum, after_sync };
+            self.history().applied.insert(version, applied);
+        }
         match (result, term) {
             (Ok(written), Some(term)) => {
                 self.log(format!(

@@ -321,3 +321,25 @@ async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_resto
         .expect("follower2 catches up");
     assert_eq!(state.len(), 3, "synced, missed and also-missed: {state:?}");
 }
+
+/// `semisync-kv simulate`: a seed replays its run (same schedule, same history, same digest)
+/// from a separate process, and a range of seeds ends with a summary and exit code 0.
+#[test]
+fn the_simulator_replays_a_seed_and_runs_a_range() {
+    let (code, first, err) = semisync_kv(&["simulate", "--seed", "7"]);
+    assert_eq!(code, 0, "{first}{err}");
+    assert!(first.contains("schedule of seed 7:"), "{first}");
+    assert!(first.contains("seed 7: passed ("), "{first}");
+    let (_, again, _) = semisync_kv(&["simulate", "--seed", "7"]);
+    assert_eq!(
+        first, again,
+        "the same seed ran differently in another process"
+    );
+
+    let (code, out, err) = semisync_kv(&["simulate", "--seeds", "20", "--seed", "100"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with("20 seeds (100..120) on ") && out.contains(": 0 failed;"),
+        "{out}"
+    );
+}
