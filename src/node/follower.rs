@@ -106,7 +106,21 @@ impl Node {
             Some(replicator) => Some(replicator.smallest_quorum()),
             None => replica.smallest_quorum,
         };
-        let replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
+        let mut replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
+        if !replica.hidden.is_empty() {
+            // A leader deposed under after_sync answers what its readers saw, not the writes it
+            // hid: no quorum holds those, and a candidate that merged them would show them.
+            replica_state.entries.retain_mut(|write| {
+                match replica.hidden.read(&write.key, &replica.store) {
+                    Some(shown) if shown.version == write.version => true,
+                    Some(shown) => {
+                        *write = Write::new(write.key.clone(), shown.clone());
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
         // Not the candidate's URL: it leads only if its count allows, and then says so in its
         // heartbeat; a refused candidate must not be named as the leader in this node's 421s.
         self.accept_term(&mut replica, fence.term, None, fence.candidate)?;

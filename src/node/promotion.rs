@@ -16,7 +16,7 @@ use crate::recovery::HEARTBEAT_INTERVAL;
 use crate::replication::Failure;
 use crate::replication::wire::{Fence, NodeStatus};
 use crate::replication::{Leadership, Replicator, Term};
-use crate::settings::Settings;
+use crate::settings::{Settings, WaitPoint};
 
 /// What a node heard from the leader of its term, kept when it takes a newer one: the smallest
 /// write quorum of that term, and that leader's live settings.
@@ -210,8 +210,15 @@ impl Node {
             replica.filled = true;
             replica.leader_url = self.identity.public_url.clone();
             replica.term_owner = Some(self.identity.incarnation);
-            // It leads with what it holds and merged: all of it visible, as a follower's was.
-            replica.hidden.clear();
+            // It leads with what it holds and merged, visible as a follower's was; but its own
+            // writes hidden under after_sync (it led before, and was deposed) no follower may
+            // hold: they stay hidden until the new term's quorum holds them, unless the term
+            // begins under after_commit, which shows every write it holds.
+            if leadership.settings.wait_point == WaitPoint::AfterSync {
+                replica.hidden.forget_acks();
+            } else {
+                replica.hidden.clear();
+            }
             let replicator = peers.replicator(leadership, &self.replica, &self.metrics);
             *self.role_mut() = Role::Leader(replicator.clone());
             replicator

@@ -195,6 +195,16 @@ impl Hidden {
         self.writes.clear();
     }
 
+    /// Forgets every ack of the hidden writes, which stay hidden: the node begins to lead a
+    /// new term, whose followers may no longer hold what acknowledged them in its earlier
+    /// term (another leader's state transfer replaced their state since). The new term's state
+    /// transfers count again.
+    pub fn forget_acks(&mut self) {
+        for pending in self.writes.values_mut() {
+            pending.acked_by.clear();
+        }
+    }
+
     /// Shows every hidden write, as the store holds it: the wait point went back to
     /// `after_commit`. Returns those that became visible, the newest of each key.
     pub fn show_all(&mut self) -> Vec<Revealed> {

@@ -417,6 +417,8 @@ impl Shared {
         let (epoch, quorum) = self.announced();
         replica.quorum_epoch = epoch;
         replica.smallest_quorum = Some(quorum);
+        // Its live settings, as its followers heard them: what it leads with if promoted again.
+        replica.leader_settings = Some(self.settings());
         self.stop();
     }
 

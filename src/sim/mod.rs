@@ -778,6 +778,93 @@ mod tests {
         );
     }
 
+    /// A scripted run, on the same world: the test drives each step.
+    fn scripted<T>(script: impl AsyncFnOnce(Arc<World>) -> T) -> T {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        entropy::seed(1);
+        runtime.block_on(async {
+            entropy::simulate_clock(EPOCH_MICROS);
+            let world = World::new();
+            world.boot(0, Role::Leader);
+            for slot in 1..NODES {
+                world.boot(slot, Role::Follower);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let result = script(Arc::clone(&world)).await;
+            for slot in 0..NODES {
+                world.crash(slot);
+            }
+            result
+        })
+    }
+
+    /// Makes n0 a deposed leader under after_sync at quorum 5 holding a write no follower
+    /// holds (hidden, answered 503) over an acknowledged one, with n1 (which took term 2)
+    /// crashed: then promotes `candidate`, and returns what a read of the key shows on it at
+    /// once, and once n1 is back and the new term's transfers went out.
+    async fn promote_after_a_hidden_write(world: Arc<World>, candidate: usize) -> (String, String) {
+        let node = |slot| world.net.node(slot).expect("up");
+        world.change(SettingsChange {
+            write_quorum: Some(5),
+            wait_point: Some(WaitPoint::AfterSync),
+            ..SettingsChange::default()
+        });
+        let acked = node(0).write("x".into(), Some("acked".into()), None).await;
+        assert!(acked.is_ok(), "{acked:?}");
+        // n0 alone: its next write reaches no follower, and stays hidden.
+        world.strike(Fault::Split(vec![0]));
+        let hidden = node(0).write("x".into(), Some("hidden".into()), None).await;
+        assert_eq!(
+            hidden.expect_err("no quorum").status_and_code().1,
+            "quorum_timeout"
+        );
+        // n1 takes over with the others, then crashes; n0 hears of the newer term and steps
+        // down, keeping what it holds.
+        let promoted = node(1).promote(false).await.expect("a safe promotion");
+        assert_eq!(promoted.term, 2);
+        world.crash(1);
+        world.strike(Fault::Heal);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(node(0).replicator().is_none(), "n0 stepped down");
+        let promoted = node(candidate).promote(false).await.expect("promoted");
+        assert_eq!(promoted.term, 3);
+        let read = |node: Arc<Node>| async move {
+            let read = node.read("x".into(), 0, Duration::ZERO).await;
+            read.map_or_else(|err| err.to_string(), |read| read.value)
+        };
+        let shown = read(node(candidate)).await;
+        // n1 back: five followers hold the state of term 3, and the write its quorum.
+        world.boot(1, Role::Follower);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (shown, read(node(candidate)).await)
+    }
+
+    /// A leader under after_sync, deposed with a write no follower holds, and promoted again:
+    /// its readers must not see that write before the new term's quorum holds it (issue 22:
+    /// `lead()` cleared what it hid, and showed it at once).
+    #[test]
+    fn a_deposed_after_sync_leader_promoted_again_hides_what_no_follower_holds() {
+        let (shown, later) = scripted(async |world| promote_after_a_hidden_write(world, 0).await);
+        assert_eq!(shown, "acked", "no follower held the hidden write");
+        assert_eq!(later, "hidden", "its quorum holds it now");
+    }
+
+    /// The same deposed leader fenced by another candidate: its answer carries what its
+    /// readers saw, not the write it hid, which the new leader must not show.
+    #[test]
+    fn a_candidate_does_not_merge_what_a_deposed_after_sync_leader_hid() {
+        let (shown, later) = scripted(async |world| promote_after_a_hidden_write(world, 2).await);
+        assert_eq!(shown, "acked", "no follower held the hidden write");
+        assert_eq!(
+            later, "acked",
+            "only the deposed leader held it, and its state was replaced"
+        );
+    }
+
     /// A seed replays its run exactly, event for event; another seed makes another run.
     #[test]
     fn a_seed_replays_its_run_exactly() {
