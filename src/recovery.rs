@@ -96,9 +96,9 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
     loop {
         tokio::select! {
             biased;
+            () = &mut deposed => return,
             _ = ticker.tick() => {}
             () = link.wake.notified() => {}
-            () = &mut deposed => return,
         }
         // A chance to announce the settings' quorum again, when every write is held widely.
         shared.try_raise();

@@ -60,7 +60,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Serves `state` on the listeners until `shutdown` resolves; the public one once the node has
-/// started ([`AppState::start`]).
+/// started ([`Node::start`](crate::node::Node::start)).
 async fn serve_state(
     state: AppState,
     public: TcpListener,

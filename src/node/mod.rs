@@ -31,7 +31,7 @@ use crate::error::{Error, StartError};
 use crate::failover::Peers;
 use crate::metrics::Metrics;
 use crate::partition::{Partition, PartitionView};
-use crate::protocol::ClusterStatus;
+use crate::protocol::{ClusterStatus, Health};
 use crate::recovery::HEARTBEAT_INTERVAL;
 use crate::replication::wire::NodeStatus;
 use crate::replication::{
@@ -186,6 +186,25 @@ impl Node {
         match &*self.role_lock() {
             Role::Waiting(why) => Some(why.clone()),
             _ => None,
+        }
+    }
+
+    /// What `GET /health` says of this node, read under one lock.
+    pub fn health(&self) -> Health {
+        let replica = self.replica();
+        let waiting = match (&*self.role_lock(), replica.following) {
+            (Role::Waiting(why), None) => Some(why.clone()),
+            _ => None,
+        };
+        Health {
+            status: "ok".into(),
+            role: self.role().as_str().into(),
+            node_id: self.node_id().into(),
+            term: replica.term,
+            leader: (replica.leader_url.clone()).or_else(|| self.identity.leader_url.clone()),
+            version: replica.store.latest_version(),
+            keys: replica.store.len(),
+            waiting,
         }
     }
 

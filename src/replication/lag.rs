@@ -5,7 +5,7 @@
 //! drawn for it. [`LagClock::precise`] instead keeps the waiting messages' deadlines in a heap
 //! served by one thread of its own, which sleeps with the operating system's high-resolution
 //! timer (tens of microseconds late, not a millisecond). [`LagClock::tokio`] uses tokio's timers,
-//! for the unit tests that run on tokio's paused clock.
+//! for the unit tests and the simulator, which run on tokio's paused clock.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

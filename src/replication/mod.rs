@@ -413,6 +413,11 @@ impl Shared {
     /// holds its own term's state, whose smallest quorum only it knows for sure), and ends its
     /// pipelines and heartbeats.
     pub(crate) fn step_down(&self, replica: &mut Replica) {
+        // Once only: a refusal that comes back after the node followed a newer term's leader
+        // must not put back what this leader recorded over what that leader's transfer set.
+        if self.is_deposed() {
+            return;
+        }
         replica.following = Some(self.term);
         let (epoch, quorum) = self.announced();
         replica.quorum_epoch = epoch;

@@ -807,3 +807,35 @@ async fn a_follower_taken_by_another_leader_of_the_term_deposes_this_one() {
     assert_eq!(replica.term, 7, "the term stays: it was taken, not passed");
     assert_eq!(replica.following, Some(7), "it holds its own term's state");
 }
+
+/// A leader steps down once: a refusal that comes back after the node followed a newer term's
+/// leader (whose transfer set what it follows and the quorum it heard) changes none of that.
+#[tokio::test(start_paused = true)]
+async fn a_late_refusal_after_stepping_down_changes_nothing() {
+    let (replicator, _fake) = leader(3, NO_LAG, 100);
+    replicator.step_down(&mut lock(&replicator.replica));
+    {
+        // The newer term's leader took the node over and its transfer filled it.
+        let mut replica = lock(&replicator.replica);
+        replica.term = 9;
+        replica.following = Some(9);
+        replica.smallest_quorum = Some(1);
+        replica.quorum_epoch = 4;
+    }
+    let late = Failure {
+        kind: "term_taken",
+        reason: "a heartbeat sent before the step down".into(),
+        newer_term: None,
+    };
+    assert!(replicator.shared.refused(&late));
+    let replica = lock(&replicator.replica);
+    assert_eq!(
+        (
+            replica.following,
+            replica.smallest_quorum,
+            replica.quorum_epoch
+        ),
+        (Some(9), Some(1), 4),
+        "what the newer term's transfer set stands"
+    );
+}

@@ -89,11 +89,14 @@ pub type State = BTreeMap<String, (Option<String>, Version)>;
 pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<String> {
     let mut violations = Vec::new();
 
-    // One leader per term: every write answered 200 names its leader and term, and so does
+    // One leader per term: every write answered 200 (at quorum 1 or more) names its leader and
+    // term, and so does
     // every leadership that was not forced (`force` skips the majority that makes a term one
     // node's; two forced candidates may both lead one term, but must not both acknowledge).
     let mut by_term: BTreeMap<u64, BTreeSet<(usize, u64)>> = BTreeMap::new();
-    for write in &history.acked {
+    // A write of quorum 0 involves no follower: two forced leaders of one term can each
+    // answer one, and it promised nothing.
+    for write in history.acked.iter().filter(|write| write.quorum > 0) {
         by_term
             .entry(write.term)
             .or_default()

@@ -1,8 +1,8 @@
 //! The deterministic simulator: six real [`Node`]s in one process, on a simulated network
-//! ([`network`]), tokio's paused clock and one seeded generator ([`entropy`]), with clients
-//! writing and reading, a nemesis ([`nemesis`]) that partitions, crashes, restarts, pauses,
+//! (`network.rs`), tokio's paused clock and one seeded generator ([`entropy`]), with clients
+//! writing and reading, a nemesis (`nemesis.rs`) that partitions, crashes, restarts, pauses,
 //! loses, duplicates and delays, changes the live settings and promotes, and checkers
-//! ([`history`]) that read the run afterwards. The same seed replays the same run, event for
+//! (`history.rs`) that read the run afterwards. The same seed replays the same run, event for
 //! event: a failure prints its seed, the schedule and the history, and `semisync-kv simulate
 //! --seed S` replays it.
 //!
@@ -62,8 +62,21 @@ const FAULT_PHASE: Duration = Duration::from_secs(8);
 const SETTLE: Duration = Duration::from_secs(3);
 /// How long it may take to converge after that.
 const CONVERGE: Duration = Duration::from_secs(30);
+/// Longest a run may take, in simulated time; a run that takes longer is a failure.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// What the simulated wall clock reads at the start (versions above it follow it).
 const EPOCH_MICROS: u64 = 1_800_000_000_000_000;
+
+/// What a run allows, drawn from its seed: most runs make neither asynchronous writes nor
+/// forced promotions, so that their checks excuse nothing.
+#[derive(Clone, Copy, Debug)]
+struct Profile {
+    /// Whether clients write with quorum 0 now and then (every promotion of such a term is
+    /// unsafe).
+    asynchronous: bool,
+    /// Whether the nemesis forces promotions now and then.
+    forcing: bool,
+}
 
 /// The settings every node starts with: the lab's, with a short lag.
 const SETTINGS: Settings = Settings {
@@ -249,7 +262,18 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let outcome = runtime.block_on(async {
         entropy::simulate_clock(EPOCH_MICROS);
         let world = World::new();
-        let outcome = Arc::clone(&world).play(seed).await;
+        let played = tokio::time::timeout(RUN_LIMIT, Arc::clone(&world).play(seed)).await;
+        let outcome = played.unwrap_or_else(|_| {
+            let mut outcome = world.finish(seed, world.leaders());
+            outcome.violations.insert(
+                0,
+                format!(
+                    "the run did not end within {} simulated seconds: something waits forever",
+                    RUN_LIMIT.as_secs()
+                ),
+            );
+            outcome
+        });
         // The nodes hold the network through their transports: emptied, nothing is left.
         for slot in 0..NODES {
             world.crash(slot);
@@ -276,6 +300,7 @@ struct World {
     /// Set when the clients stop.
     stopping: AtomicBool,
     schedule: Mutex<Vec<String>>,
+    profile: Profile,
 }
 
 impl World {
@@ -292,6 +317,10 @@ impl World {
             next_value: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             schedule: Mutex::new(Vec::new()),
+            profile: entropy::with(|rng| Profile {
+                asynchronous: rng.random_bool(0.2),
+                forcing: rng.random_bool(0.4),
+            }),
         })
     }
 
@@ -380,6 +409,7 @@ impl World {
 
     /// The run: start, clients and nemesis, heal, settle, check.
     async fn play(self: Arc<Self>, seed: u64) -> Outcome {
+        self.log(format!("{:?}", self.profile));
         self.boot(0, Role::Leader);
         for slot in 1..NODES {
             self.boot(slot, Role::Follower);
@@ -397,11 +427,16 @@ impl World {
                 break;
             }
             let scene = self.scene();
-            let fault = entropy::with(|rng| nemesis::draw(rng, &scene));
+            let mut fault = entropy::with(|rng| nemesis::draw(rng, &scene));
+            if let Fault::Promote { force, .. } = &mut fault {
+                *force &= self.profile.forcing;
+            }
             self.strike(fault);
         }
 
         self.stopping.store(true, Ordering::SeqCst);
+        // Healed first: a client may wait for a paused node's answer.
+        self.heal_all();
         for client in clients {
             let _ = client.await;
         }
@@ -498,6 +533,8 @@ impl World {
         };
         let world = Arc::clone(self);
         self.track(slot, async move {
+            // A stopped process reads the request when it goes on.
+            world.net.running(slot).await;
             match node.promote(force).await {
                 Ok(promotion) => {
                     let may_lose = promotion.forced || !promotion.safe;
@@ -548,7 +585,12 @@ impl World {
             let Some((slot, node)) = target else {
                 continue;
             };
-            let key = format!("k{}", entropy::with(|rng| rng.random_range(0..KEYS)));
+            // Half the keys are hot, written again and again; half are written once, so that
+            // the final state says exactly whether the write survived.
+            let key = entropy::with(|rng| match rng.random_bool(0.5) {
+                true => format!("k{}", rng.random_range(0..KEYS)),
+                false => format!("u{}", self.next_value.fetch_add(1, Ordering::SeqCst)),
+            });
             if entropy::with(|rng| rng.random_bool(0.25)) {
                 self.read(slot, &node, key).await;
             } else {
@@ -562,13 +604,16 @@ impl World {
         let value = format!("v{}", self.next_value.fetch_add(1, Ordering::SeqCst));
         // The live quorum half of the time; now and then 0 (asynchronous), which makes every
         // promotion of the term unsafe.
+        let asynchronous = self.profile.asynchronous;
         let quorum = entropy::with(|rng| match rng.random_range(0..100) {
             0..50 => None,
-            50..52 => Some(0),
+            50..55 if asynchronous => Some(0),
             _ => Some(rng.random_range(1..NODES)),
         });
         let term = node.replicator().map(|replicator| replicator.term());
         let result = node.write(key.clone(), Some(value.clone()), quorum).await;
+        // A stopped process answers when it goes on.
+        self.net.running(slot).await;
         if !self.net.runs(slot, node.incarnation()) {
             self.log(format!(
                 "c{client}: PUT {key}={value} on n{slot}: no answer (it crashed)"
@@ -621,7 +666,9 @@ impl World {
         let leading = node
             .replicator()
             .map(|replicator| (replicator.term(), replicator.settings().wait_point));
-        let Ok(read) = node.read(key, 0, Duration::ZERO).await else {
+        let read = node.read(key, 0, Duration::ZERO).await;
+        self.net.running(slot).await;
+        let Ok(read) = read else {
             return;
         };
         if let Some((term, WaitPoint::AfterSync)) = leading {
@@ -650,9 +697,9 @@ impl World {
         }
     }
 
-    /// Heals everything, restarts the crashed nodes, promotes a node if none leads, and waits
-    /// for the cluster to converge. Returns the slots of the nodes that lead.
-    async fn settle(self: &Arc<Self>) -> Vec<usize> {
+    /// Heals every fault: partitions, the weather, paused and crashed nodes (restarted as
+    /// followers).
+    fn heal_all(self: &Arc<Self>) {
         self.strike(Fault::Heal);
         self.strike(Fault::Weather(Weather::CALM));
         for slot in 0..NODES {
@@ -666,6 +713,11 @@ impl World {
                 });
             }
         }
+    }
+
+    /// Once every fault healed: promotes a node if none leads, and waits for the cluster to
+    /// converge. Returns the slots of the nodes that lead.
+    async fn settle(self: &Arc<Self>) -> Vec<usize> {
         tokio::time::sleep(SETTLE).await;
         // As an operator would: promote a node, and force it only when safe promotions were
         // refused (asynchronous writes, or too few nodes that hold a leader's state).
@@ -714,9 +766,13 @@ impl World {
                     return State::new();
                 };
                 let replica = node.replica();
-                (0..KEYS)
+                let keys: Vec<String> = replica
+                    .store
+                    .entries()
+                    .map(|(key, _)| key.to_owned())
+                    .collect();
+                keys.into_iter()
                     .filter_map(|key| {
-                        let key = format!("k{key}");
                         let entry = replica.read(&key)?;
                         Some((key, (entry.value.clone(), entry.version)))
                     })
@@ -731,7 +787,15 @@ impl World {
         let violations = history::check(&history, &states, &leaders);
         let mut lines = history.lines.clone();
         for (slot, state) in states.iter().enumerate() {
-            lines.push(format!("final n{slot}: {state:?}"));
+            let hot: Vec<String> = (state.iter())
+                .filter(|(key, _)| key.starts_with('k'))
+                .map(|(key, (value, version))| format!("{key}={value:?}@{version}"))
+                .collect();
+            lines.push(format!(
+                "final n{slot}: {} keys; hot: {}",
+                state.len(),
+                hot.join(" ")
+            ));
         }
         Outcome {
             seed,

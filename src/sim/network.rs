@@ -139,7 +139,7 @@ impl Net {
     }
 
     /// Waits while node `index` is paused.
-    async fn running(&self, index: usize) {
+    pub async fn running(&self, index: usize) {
         self.paused[index].wait_for(|paused| !paused).await;
     }
 
@@ -225,9 +225,10 @@ impl SimTransport {
     }
 }
 
-/// Carries a request from `from` to `to` (twice, if the weather duplicates it), has the node
-/// there handle it, and carries the first answer back.
-async fn deliver<M: Clone, T>(
+/// Carries a request from `from` to `to` (twice, if the weather duplicates it: the copies
+/// race, each with its own delays), has the node there handle it, and carries the first
+/// answer back.
+async fn deliver<M: Clone + Send + 'static, T: Send + 'static>(
     net: Arc<Net>,
     from: usize,
     to: usize,
@@ -235,36 +236,56 @@ async fn deliver<M: Clone, T>(
     handle: fn(&Node, M) -> std::result::Result<T, Error>,
     answer: oneshot::Sender<Result<T>>,
 ) {
-    let mut answer = Some(answer);
-    for _ in 0..net.copies() {
-        if !net.passes(from, to) {
-            continue;
-        }
-        tokio::time::sleep(net.delay()).await;
-        // A paused node reads its socket when it resumes.
-        net.running(to).await;
-        let Some(node) = net.node(to) else {
-            if let Some(answer) = answer.take() {
-                let _ = answer.send(Err(Failure::new("connect", "connection refused")));
-            }
-            continue;
-        };
-        let result = handle(&node, message.clone()).map_err(|err| {
+    let answer = Arc::new(Mutex::new(Some(answer)));
+    let copies: Vec<_> = (0..net.copies())
+        .map(|_| {
+            let (net, message, answer) = (Arc::clone(&net), message.clone(), Arc::clone(&answer));
+            tokio::spawn(async move {
+                let Some(result) = carry(&net, from, to, message, handle).await else {
+                    return;
+                };
+                let answer = answer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(answer) = answer {
+                    let _ = answer.send(result);
+                }
+            })
+        })
+        .collect();
+    for copy in copies {
+        let _ = copy.await;
+    }
+}
+
+/// One copy's round trip; `None` when it or its answer is lost.
+async fn carry<M, T>(
+    net: &Net,
+    from: usize,
+    to: usize,
+    message: M,
+    handle: fn(&Node, M) -> std::result::Result<T, Error>,
+) -> Option<Result<T>> {
+    if !net.passes(from, to) {
+        return None;
+    }
+    tokio::time::sleep(net.delay()).await;
+    // A paused node reads its socket when it resumes.
+    net.running(to).await;
+    let result = match net.node(to) {
+        None => Err(Failure::new("connect", "connection refused")),
+        Some(node) => handle(&node, message).map_err(|err| {
             let status = err.status_and_code().0;
             let body = serde_json::to_string(&ErrorBody::from(&err)).unwrap_or_default();
             refusal(
                 StatusCode::from_u16(status.as_u16()).unwrap_or_default(),
                 &body,
             )
-        });
-        if !net.passes(to, from) {
-            continue;
-        }
-        tokio::time::sleep(net.delay()).await;
-        if let Some(answer) = answer.take() {
-            let _ = answer.send(result);
-        }
+        }),
+    };
+    if !net.passes(to, from) {
+        return None;
     }
+    tokio::time::sleep(net.delay()).await;
+    Some(result)
 }
 
 impl Transport for SimTransport {
