@@ -84,7 +84,8 @@ pub struct Config {
     pub settings: Settings,
 
     /// Most writes that may be pending (in flight or retrying) for one follower; past it the
-    /// leader drops them and sends that follower a full state transfer instead.
+    /// leader drops them and sends that follower a full state transfer instead. Also the most
+    /// writes the leader hides under `after_sync` (past it a write is refused).
     #[arg(long, env = "REPLICATION_BACKLOG", default_value_t = 10_000)]
     pub replication_backlog: usize,
 

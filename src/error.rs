@@ -269,6 +269,21 @@ pub enum Error {
     )]
     Unauthorized,
 
+    /// A write under `after_sync` while the leader already hides `REPLICATION_BACKLOG` writes
+    /// whose quorum has not acknowledged them: refused before it is applied.
+    #[error(
+        "the leader hides {hidden} writes made under after_sync that their quorum has not \
+         acknowledged (REPLICATION_BACKLOG is {limit}), and takes no new one until some show: \
+         bring the followers back, write with a smaller quorum, or set the wait point to \
+         after_commit; this write was not applied"
+    )]
+    TooManyHidden {
+        /// Writes hidden now.
+        hidden: usize,
+        /// The most it hides (`REPLICATION_BACKLOG`).
+        limit: usize,
+    },
+
     /// Too many requests at once (`MAX_CONCURRENT_REQUESTS`).
     #[error("too many requests at once; try again shortly")]
     Overloaded,
@@ -334,6 +349,7 @@ impl Error {
             Error::CrossOrigin { .. } => (StatusCode::FORBIDDEN, "cross_origin"),
             Error::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Error::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            Error::TooManyHidden { .. } => (StatusCode::SERVICE_UNAVAILABLE, "too_many_hidden"),
             Error::RequestTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Error::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             Error::MethodNotAllowed { .. } => {
@@ -379,6 +395,7 @@ impl Error {
             Error::UnknownPeer { known, .. } => json!({ "peers": known }),
             Error::Partitioned { peer } | Error::UnnamedPeer { peer } => json!({ "peer": peer }),
             Error::QuorumTimeout(write) => write.json(),
+            Error::TooManyHidden { hidden, limit } => json!({ "hidden": hidden, "limit": limit }),
             Error::QuorumNotAnnounced {
                 write,
                 floor,

@@ -699,6 +699,12 @@ impl Replicator {
         }
         // Read under the replica lock: see `change_settings`.
         let wait_point = self.shared.settings().wait_point;
+        // Hidden writes keep their entries: as many as the replication backlog, no more.
+        let limit = self.shared.backlog;
+        if wait_point == WaitPoint::AfterSync && quorum > 0 && replica.hidden.len() >= limit {
+            let hidden = replica.hidden.len();
+            return Err(Error::TooManyHidden { hidden, limit });
+        }
         // Before the write is in the store: a state transfer that carries it, copied under
         // this lock, names a smallest quorum no larger than its own, and so does every batch.
         self.shared.use_quorum(quorum);

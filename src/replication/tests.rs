@@ -839,3 +839,37 @@ async fn a_late_refusal_after_stepping_down_changes_nothing() {
         "what the newer term's transfer set stands"
     );
 }
+
+/// Under after_sync, the leader hides at most `REPLICATION_BACKLOG` writes that no quorum
+/// acknowledged: the next is refused before it is applied, and a write that needs no quorum, or
+/// one made once some became visible, goes through.
+#[tokio::test(start_paused = true)]
+async fn hidden_writes_are_bounded_by_the_replication_backlog() {
+    const BACKLOG: usize = 3;
+    let after_sync = Settings {
+        wait_point: WaitPoint::AfterSync,
+        replicate_timeout_ms: 100,
+        ..NO_LAG
+    };
+    let (replicator, fake) = leader(1, after_sync, BACKLOG);
+    Fake::set(&fake.down, 0, true);
+    for i in 0..BACKLOG {
+        let outcome = write(&replicator, &format!("k{i}"), 1).await;
+        assert!(!outcome.reached(), "nobody acknowledges");
+    }
+    assert_eq!(lock(&replicator.replica).hidden.len(), BACKLOG);
+    let refused = replicator.apply("one-more", Some("v".into()), 1);
+    match refused {
+        Err(Error::TooManyHidden { hidden, limit }) => assert_eq!((hidden, limit), (3, 3)),
+        other => panic!("expected too_many_hidden, got {other:?}"),
+    }
+    assert_eq!(
+        lock(&replicator.replica).store.version_of("one-more"),
+        None,
+        "refused before it was applied"
+    );
+    assert!(
+        replicator.apply("async", Some("v".into()), 0).is_ok(),
+        "quorum 0 hides nothing"
+    );
+}
