@@ -309,14 +309,21 @@ impl Peers {
     /// Merges the fenced states into `replica`, and raises its version counter above
     /// everything seen; returns how many followers' states were merged (not counting this
     /// node) and the smallest quorum of the ending term they, this node (`own`) and a deposed
-    /// leader reported ([`smallest_quorum`]).
+    /// leader reported ([`smallest_quorum`]). Merges nothing, and returns `None`, when the
+    /// replica is no longer at the candidate's `term` (a newer one began meanwhile).
     pub fn merge(
         &self,
         replica: &SharedReplica,
+        term: Term,
         fenced: &Fenced,
         own: Report,
-    ) -> (usize, Option<usize>) {
+    ) -> Option<(usize, Option<usize>)> {
         let mut replica = lock(replica);
+        if replica.term != term {
+            // A newer term began while the candidate fenced: the node may hold that leader's
+            // state already, which a merge of older states would make it diverge from.
+            return None;
+        }
         let mut reports = vec![own];
         let mut merged = 0;
         for ack in fenced.answers.iter().flatten() {
@@ -347,7 +354,7 @@ impl Peers {
             // the clock), so new writes still win over such writes and never reuse their versions.
             replica.store.observe(clock_version());
         }
-        (merged, smallest)
+        Some((merged, smallest))
     }
 
     /// The replicator of a leader of `leadership.term` over these peers, writing to `replica`,
@@ -631,7 +638,16 @@ mod tests {
         };
         let replica = SharedReplica::default();
         let own = report(Some(5), Some(3));
-        assert_eq!(peers.merge(&replica, &fenced, own), (1, Some(1)));
+        assert_eq!(peers.merge(&replica, 0, &fenced, own), Some((1, Some(1))));
+        // Found by the simulator (seed 46648): a candidate whose node took a newer term's
+        // state transfer while it fenced merged the older states over it, and never converged.
+        let before = lock(&replica).store.dump();
+        assert_eq!(
+            peers.merge(&replica, 5, &fenced, own),
+            None,
+            "the term moved on"
+        );
+        assert_eq!(lock(&replica).store.dump(), before, "nothing merged");
         let store = &lock(&replica).store;
         assert!(store.entry("f1").is_some());
         assert!(

@@ -92,8 +92,8 @@ impl Node {
                 Ok(fenced) => fenced,
                 Err(err) => return self.wait(err),
             };
-            peers.merge(&self.replica, &fenced, heard.own_report());
-            if self.lead(peers, 1, heard.settings, None).is_none() {
+            let merged = peers.merge(&self.replica, 1, &fenced, heard.own_report());
+            if merged.is_none() || self.lead(peers, 1, heard.settings, None).is_none() {
                 warn!("a newer term began while starting: following it instead of leading");
             }
             return;
@@ -288,7 +288,11 @@ impl Node {
         let own_term = self.replica().term;
         let term = failover::next_term(own_term, statuses);
         let (fenced, heard) = self.fence(peers, term).await?;
-        let (merged, smallest_quorum) = peers.merge(&self.replica, &fenced, heard.own_report());
+        let newer =
+            || failover::refused("a newer term began during the promotion; this node follows it");
+        let (merged, smallest_quorum) = peers
+            .merge(&self.replica, term, &fenced, heard.own_report())
+            .ok_or_else(newer)?;
         self.applied();
         let count = Count {
             followers,
@@ -302,14 +306,17 @@ impl Node {
                     .count(),
         };
         if !force && !count.allows() {
-            // Nobody leads this term: this node must not name itself in its 421s.
-            self.replica().leader_url = None;
+            // Nobody leads this term: this node must not name itself in its 421s (unless a
+            // newer term's leader was named meanwhile).
+            let mut replica = self.replica();
+            if replica.term == term {
+                replica.leader_url = None;
+            }
+            drop(replica);
             return Err(failover::refuse(&count, Some(term)));
         }
         let Some(replicator) = self.lead(peers, term, heard.settings, smallest_quorum) else {
-            return Err(failover::refused(
-                "a newer term began during the promotion; this node follows it",
-            ));
+            return Err(newer());
         };
         let (version, keys) = self.version_and_keys();
         let promotion = Promotion {

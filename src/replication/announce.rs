@@ -124,7 +124,10 @@ impl Announcement {
         }
         self.epoch += 1;
         self.announced = quorum;
-        self.floor = quorum;
+        // Never below the floor so far: an asynchronous write lowers what is announced to 0
+        // without lowering the floor, and a raise from there to a live quorum of 1 would
+        // otherwise let a write of 1 count that most followers never heard of.
+        self.floor = self.floor.max(quorum);
         self.heard.iter_mut().for_each(|heard| *heard = None);
         true
     }
@@ -150,6 +153,39 @@ mod tests {
         announcement.lower(1);
         assert!(announcement.raise(5));
         assert_eq!(announcement.announced(), (1, 3));
+    }
+
+    /// Found by the simulator (seed 67920): a leader on the minority side of a partition made
+    /// an asynchronous write, the live quorum was set to 1, and the raise to 1 made its floor 1:
+    /// its `?quorum=1` writes then counted, and a safe promotion on the majority side lost them.
+    #[test]
+    fn a_raise_never_lowers_the_floor() {
+        let mut announcement = Announcement::new(5, 3);
+        assert!(announcement.lower(0), "an asynchronous write");
+        assert_eq!(
+            announcement.floor(),
+            6,
+            "no follower holds the term's state yet"
+        );
+        for follower in [3, 4] {
+            announcement.heard(follower, 0, 0);
+        }
+        assert_eq!(
+            announcement.floor(),
+            3,
+            "two of five heard of 0: not enough"
+        );
+        assert!(announcement.raise(1));
+        assert_eq!(announcement.announced(), (1, 1));
+        assert_eq!(
+            announcement.floor(),
+            3,
+            "the floor stays until three hear of 1"
+        );
+        for follower in [0, 1, 2] {
+            announcement.heard(follower, 1, 1);
+        }
+        assert_eq!(announcement.floor(), 1);
     }
 
     #[test]
