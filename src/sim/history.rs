@@ -90,13 +90,20 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
     let mut violations = Vec::new();
 
     // One leader per term: every write answered 200 (at quorum 1 or more) names its leader and
-    // term, and so does
-    // every leadership that was not forced (`force` skips the majority that makes a term one
-    // node's; two forced candidates may both lead one term, but must not both acknowledge).
+    // term, and so does every leadership that was not forced. `force` gives this up: it skips
+    // the majority that makes a term one node's, so two forced candidates at once can both take
+    // a term and both acknowledge writes, each with followers that took the term from it, until
+    // they meet at a follower (`term_taken`) or a newer term ends theirs. Their writes are left
+    // out, as is a write of quorum 0, which involves no follower and promised nothing.
+    let forced: BTreeSet<(u64, usize, u64)> = (history.leadings.iter())
+        .filter(|leading| leading.forced)
+        .map(|leading| (leading.term, leading.node, leading.incarnation))
+        .collect();
     let mut by_term: BTreeMap<u64, BTreeSet<(usize, u64)>> = BTreeMap::new();
-    // A write of quorum 0 involves no follower: two forced leaders of one term can each
-    // answer one, and it promised nothing.
-    for write in history.acked.iter().filter(|write| write.quorum > 0) {
+    let counted = |write: &&Acked| {
+        write.quorum > 0 && !forced.contains(&(write.term, write.node, write.incarnation))
+    };
+    for write in history.acked.iter().filter(counted) {
         by_term
             .entry(write.term)
             .or_default()

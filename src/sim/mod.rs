@@ -20,7 +20,8 @@
 //! - is every write answered 200 (quorum 1 or more) in the final state, or overwritten by a
 //!   newer version, unless a promotion of a newer term said it might lose writes (`force`, or
 //!   `safe: false`)?
-//! - did at most one node lead, and acknowledge writes, in each term?
+//! - did at most one node lead, and acknowledge writes, in each term (forced leaders aside:
+//!   force skips the majority that makes a term one node's)?
 //! - did no node's version ever go back?
 //! - does every read a leader answered under `after_sync` survive like an acknowledged write?
 //! - did every node converge on one state, with one leader?
