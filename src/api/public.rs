@@ -163,13 +163,16 @@ pub(super) struct WriteParams {
     quorum: Option<usize>,
 }
 
+/// What a write's 503 means, in the OpenAPI document of PUT and DELETE.
+const WRITE_UNAVAILABLE: &str = "quorum_timeout: quorum not reached in time; quorum_not_announced: the quorum is below the term's floor and too few followers heard of it (a partition?); either way applied, not rolled back (hidden from leader reads under after_sync); too_many_hidden: under after_sync the leader already hides REPLICATION_BACKLOG unacknowledged writes, and this one was not applied";
+
 /// Writes a value on the leader and waits for the write quorum.
 #[utoipa::path(put, path = "/kv/{key}", params(KeyParam, WriteParams), request_body = PutBody,
     responses(
         (status = 200, description = "the quorum acknowledged", body = WriteResponse),
         (status = 400, description = "invalid key, body or quorum", body = ErrorBody),
         (status = 413, description = "value or body too large", body = ErrorBody),
-        (status = 503, description = "quorum_timeout: quorum not reached in time; quorum_not_announced: the quorum is below the term's floor and too few followers heard of it (a partition?); either way applied, not rolled back (hidden from leader reads under after_sync); too_many_hidden: under after_sync the leader already hides REPLICATION_BACKLOG unacknowledged writes, and this one was not applied", body = ErrorBody),
+        (status = 503, description = WRITE_UNAVAILABLE, body = ErrorBody),
     ))]
 pub(super) async fn put(
     // First: a follower refuses a write whatever its body says.
@@ -188,7 +191,7 @@ pub(super) async fn put(
 #[utoipa::path(delete, path = "/kv/{key}", params(KeyParam, WriteParams), responses(
     (status = 200, description = "the quorum acknowledged", body = WriteResponse),
     (status = 400, description = "invalid key or quorum", body = ErrorBody),
-    (status = 503, description = "quorum_timeout: quorum not reached in time; quorum_not_announced: the quorum is below the term's floor and too few followers heard of it (a partition?); either way applied, not rolled back (hidden from leader reads under after_sync); too_many_hidden: under after_sync the leader already hides REPLICATION_BACKLOG unacknowledged writes, and this one was not applied", body = ErrorBody),
+    (status = 503, description = WRITE_UNAVAILABLE, body = ErrorBody),
 ))]
 pub(super) async fn delete(
     // First: a follower refuses a write whatever its body says.

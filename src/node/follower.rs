@@ -110,16 +110,16 @@ impl Node {
         if !replica.hidden.is_empty() {
             // A leader deposed under after_sync answers what its readers saw, not the writes it
             // hid: no quorum holds those, and a candidate that merged them would show them.
-            replica_state.entries.retain_mut(|write| {
-                match replica.hidden.read(&write.key, &replica.store) {
+            replica_state
+                .entries
+                .retain_mut(|write| match replica.read(&write.key) {
                     Some(shown) if shown.version == write.version => true,
                     Some(shown) => {
                         *write = Write::new(write.key.clone(), shown.clone());
                         true
                     }
                     None => false,
-                }
-            });
+                });
         }
         // Not the candidate's URL: it leads only if its count allows, and then says so in its
         // heartbeat; a refused candidate must not be named as the leader in this node's 421s.

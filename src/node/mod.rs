@@ -180,11 +180,13 @@ impl Node {
     /// Why this node, started with `ROLE=leader`, does not lead, while it neither leads nor
     /// follows a leader's state transfer.
     pub fn waiting(&self) -> Option<String> {
-        if self.replica().following.is_some() {
-            return None;
-        }
-        match &*self.role_lock() {
-            Role::Waiting(why) => Some(why.clone()),
+        self.waiting_in(&self.replica())
+    }
+
+    /// [`Node::waiting`], with the replica locked.
+    fn waiting_in(&self, replica: &Replica) -> Option<String> {
+        match (&*self.role_lock(), replica.following) {
+            (Role::Waiting(why), None) => Some(why.clone()),
             _ => None,
         }
     }
@@ -192,16 +194,13 @@ impl Node {
     /// What `GET /health` says of this node, read under one lock.
     pub fn health(&self) -> Health {
         let replica = self.replica();
-        let waiting = match (&*self.role_lock(), replica.following) {
-            (Role::Waiting(why), None) => Some(why.clone()),
-            _ => None,
-        };
+        let waiting = self.waiting_in(&replica);
         Health {
             status: "ok".into(),
             role: self.role().as_str().into(),
             node_id: self.node_id().into(),
             term: replica.term,
-            leader: (replica.leader_url.clone()).or_else(|| self.identity.leader_url.clone()),
+            leader: self.leader_url_in(&replica),
             version: replica.store.latest_version(),
             keys: replica.store.len(),
             waiting,
@@ -297,8 +296,12 @@ impl Node {
     /// The leader's URL as a follower names it: the `PUBLIC_URL` its leader gave, else this
     /// follower's `LEADER_URL`.
     pub fn leader_url(&self) -> Option<String> {
-        let learned = self.replica().leader_url.clone();
-        learned.or_else(|| self.identity.leader_url.clone())
+        self.leader_url_in(&self.replica())
+    }
+
+    /// [`Node::leader_url`], with the replica locked.
+    fn leader_url_in(&self, replica: &Replica) -> Option<String> {
+        (replica.leader_url.clone()).or_else(|| self.identity.leader_url.clone())
     }
 
     /// The leader's replication status, as `GET /cluster` and the dashboard show it.

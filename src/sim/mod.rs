@@ -254,17 +254,9 @@ impl Outcome {
 
 /// Runs the simulation of `seed` on this thread, with its own runtime on the paused clock.
 pub fn run(seed: u64) -> Result<Outcome, String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .map_err(|err| format!("cannot build the simulation's runtime: {err}"))?;
-    entropy::seed(seed);
-    let outcome = runtime.block_on(async {
-        entropy::simulate_clock(EPOCH_MICROS);
-        let world = World::new();
+    in_world(seed, async |world| {
         let played = tokio::time::timeout(RUN_LIMIT, Arc::clone(&world).play(seed)).await;
-        let outcome = played.unwrap_or_else(|_| {
+        played.unwrap_or_else(|_| {
             let mut outcome = world.finish(seed, world.leaders());
             outcome.violations.insert(
                 0,
@@ -274,16 +266,32 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
                 ),
             );
             outcome
-        });
+        })
+    })
+}
+
+/// Runs `script` on a new world seeded with `seed`, in a runtime of its own on the paused
+/// clock, on this thread; then empties the network.
+fn in_world<T>(seed: u64, script: impl AsyncFnOnce(Arc<World>) -> T) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|err| format!("cannot build the simulation's runtime: {err}"))?;
+    entropy::seed(seed);
+    let result = runtime.block_on(async {
+        entropy::simulate_clock(EPOCH_MICROS);
+        let world = World::new();
+        let result = script(Arc::clone(&world)).await;
         // The nodes hold the network through their transports: emptied, nothing is left.
         for slot in 0..NODES {
             world.crash(slot);
         }
-        outcome
+        result
     });
     // Tasks still running (a node's heartbeats) end with the runtime.
     drop(runtime);
-    Ok(outcome)
+    Ok(result)
 }
 
 /// The simulated cluster and what it recorded.
@@ -389,6 +397,14 @@ impl World {
         });
     }
 
+    /// Starts the cluster: n0 with `ROLE=leader`, the others as followers.
+    fn boot_cluster(self: &Arc<Self>) {
+        self.boot(0, Role::Leader);
+        for slot in 1..NODES {
+            self.boot(slot, Role::Follower);
+        }
+    }
+
     /// Records that `node` in `slot` leads `term`.
     fn led(&self, slot: usize, node: &Node, term: u64, may_lose: bool, forced: bool) {
         self.history().leadings.push(Leading {
@@ -411,10 +427,7 @@ impl World {
     /// The run: start, clients and nemesis, heal, settle, check.
     async fn play(self: Arc<Self>, seed: u64) -> Outcome {
         self.log(format!("{:?}", self.profile));
-        self.boot(0, Role::Leader);
-        for slot in 1..NODES {
-            self.boot(slot, Role::Follower);
-        }
+        self.boot_cluster();
         let clients: Vec<JoinHandle<()>> = (0..CLIENTS)
             .map(|client| tokio::spawn(Arc::clone(&self).client(client)))
             .collect();
@@ -767,15 +780,10 @@ impl World {
                     return State::new();
                 };
                 let replica = node.replica();
-                let keys: Vec<String> = replica
-                    .store
-                    .entries()
-                    .map(|(key, _)| key.to_owned())
-                    .collect();
-                keys.into_iter()
-                    .filter_map(|key| {
-                        let entry = replica.read(&key)?;
-                        Some((key, (entry.value.clone(), entry.version)))
+                (replica.store.entries())
+                    .filter_map(|(key, _)| {
+                        let entry = replica.read(key)?;
+                        Some((key.to_owned(), (entry.value.clone(), entry.version)))
                     })
                     .collect()
             })
@@ -857,26 +865,12 @@ mod tests {
 
     /// A scripted run, on the same world: the test drives each step.
     fn scripted<T>(script: impl AsyncFnOnce(Arc<World>) -> T) -> T {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("a runtime");
-        entropy::seed(1);
-        runtime.block_on(async {
-            entropy::simulate_clock(EPOCH_MICROS);
-            let world = World::new();
-            world.boot(0, Role::Leader);
-            for slot in 1..NODES {
-                world.boot(slot, Role::Follower);
-            }
+        let ran = in_world(1, async |world| {
+            world.boot_cluster();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let result = script(Arc::clone(&world)).await;
-            for slot in 0..NODES {
-                world.crash(slot);
-            }
-            result
-        })
+            script(world).await
+        });
+        ran.expect("a runtime")
     }
 
     /// Makes n0 a deposed leader under after_sync at quorum 5 holding a write no follower
