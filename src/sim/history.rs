@@ -26,6 +26,7 @@ pub struct Acked {
 pub struct SyncedRead {
     pub at_ms: u64,
     pub node: usize,
+    pub incarnation: u64,
     pub term: u64,
     pub key: String,
     pub version: Version,
@@ -151,19 +152,23 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
         }
     }
 
-    // No acknowledged write lost, unless a promotion of a newer term said it might lose
-    // writes (forced, or not safe): what it may lose is the older terms'.
+    // No acknowledged write lost, unless a promotion said it might lose writes (forced, or not
+    // safe): what it may lose is the older terms', and a forced one also its own term's from
+    // any other leader, since it may share that term with a leader it could not see (force
+    // skips the majority that makes a term one node's).
     let reference = leaders.first().and_then(|&leader| finals.get(leader));
     if let Some(state) = reference {
-        let excused_below = history
-            .leadings
-            .iter()
-            .filter(|leading| leading.may_lose)
-            .map(|leading| leading.term)
-            .max();
-        let excused = |term: u64| excused_below.is_some_and(|below| term < below);
+        let excused = |term: u64, node: usize, incarnation: u64| {
+            history.leadings.iter().any(|leading| {
+                leading.may_lose
+                    && (term < leading.term
+                        || (leading.forced
+                            && term == leading.term
+                            && (node, incarnation) != (leading.node, leading.incarnation)))
+            })
+        };
         for write in &history.acked {
-            if write.quorum == 0 || excused(write.term) {
+            if write.quorum == 0 || excused(write.term, write.node, write.incarnation) {
                 continue;
             }
             let held = state.get(&write.key);
@@ -199,7 +204,7 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
                 .applied
                 .get(&read.version)
                 .is_some_and(|write| write.after_sync && write.quorum > 0);
-            if !promised || excused(read.term) {
+            if !promised || excused(read.term, read.node, read.incarnation) {
                 continue;
             }
             let held = state.get(&read.key).map(|(_, version)| *version);

@@ -690,6 +690,7 @@ impl World {
             self.history().synced_reads.push(SyncedRead {
                 at_ms,
                 node: slot,
+                incarnation: node.incarnation(),
                 term,
                 key: read.key,
                 version: read.version,
@@ -944,7 +945,9 @@ mod tests {
     /// these stay as runs that must keep passing.
     #[test]
     fn the_runs_that_found_defects_pass() {
-        for seed in [8039, 46648, 67920, 89663] {
+        // 395704 found a gap in the checker, not the node: a forced candidate that reached
+        // nobody took a term another leader held, which force is allowed to do.
+        for seed in [8039, 46648, 67920, 89663, 395704] {
             let outcome = run(seed).expect("the simulation runs");
             if !outcome.passed() {
                 print_outcome(&outcome, true);
