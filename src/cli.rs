@@ -18,6 +18,7 @@ use crate::failover::PeerReport;
 use crate::partition::PartitionView;
 use crate::replication::FollowerView;
 use crate::settings::{SettingsChange, WaitPoint};
+use crate::store::Version;
 
 /// Where the CLI finds the cluster unless told otherwise: the compose leader.
 pub const DEFAULT_LEADER: &str = "http://localhost:8000";
@@ -46,10 +47,10 @@ pub enum ClientCommand {
         /// The key.
         key: String,
         /// Answer only once the node holds this version of the key or a newer one (the version
-        /// `put` printed: read-your-writes on a follower); waits up to 1 s, then fails with
-        /// not_yet_replicated.
+        /// `put` printed, `term.counter` such as 3.42: read-your-writes on a follower); waits up
+        /// to 1 s, then fails with not_yet_replicated.
         #[arg(long)]
-        min_version: Option<u64>,
+        min_version: Option<Version>,
         /// The node to ask.
         #[command(flatten)]
         node: NodeArg,

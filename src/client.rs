@@ -17,6 +17,7 @@ use crate::partition::PartitionView;
 use crate::protocol::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::replication::FollowerView;
 use crate::settings::{Settings, SettingsChange};
+use crate::store::Version;
 
 /// How long a probe (`health`) may take in all.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -122,7 +123,7 @@ impl Client {
     pub async fn get_at_least(
         &self,
         key: &str,
-        min_version: Option<u64>,
+        min_version: Option<Version>,
     ) -> Result<ReadResponse, ClientError> {
         let url = |base: &Url| {
             let mut url = key_url(base, key, None);

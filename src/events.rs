@@ -221,7 +221,7 @@ mod tests {
         let mut receiver = events.subscribe();
         for follower in 0..3 {
             events.publish(|| Event::Send {
-                version: 1,
+                version: Version::new(1, 1),
                 follower,
                 delay_ms: 10.25,
                 attempt: 1,
@@ -234,7 +234,7 @@ mod tests {
         let json = serde_json::to_value(Stamped {
             at_ms: 1.5,
             event: Event::Ack {
-                version: 7,
+                version: Version::new(1, 7),
                 follower: 2,
                 applied: true,
                 latency_ms: 3.0,
@@ -242,6 +242,7 @@ mod tests {
         })
         .expect("serializable");
         assert_eq!(json["type"], "ack");
+        assert_eq!(json["version"], "1.7");
         assert_eq!(json["at_ms"], 1.5);
         assert_eq!(json["follower"], 2);
         drop(receiver);
@@ -252,9 +253,9 @@ mod tests {
     fn a_subscriber_that_falls_behind_is_told_how_much_it_missed() {
         let events = Events::new();
         let mut receiver = events.subscribe();
-        for version in 0..(CAPACITY as u64 + 10) {
+        for counter in 0..(CAPACITY as u64 + 10) {
             events.publish(|| Event::Failure {
-                version,
+                version: Version::new(1, counter),
                 follower: 0,
                 reason: "test".into(),
                 gave_up: false,

@@ -40,8 +40,9 @@
 //!    restarted and not refilled by a state transfer since, lost what it acknowledged: its
 //!    state is merged but it does not count, the candidate itself included; a leader that
 //!    stepped down before this fence answers as a follower holding its own term's state, and is
-//!    merged and counted as one), issues versions above everything it saw, and leads the new
-//!    term with the live settings of the old one, once a majority of all nodes took the term
+//!    merged and counted as one), issues versions of its new term (which beat every older
+//!    term's, see [`version`](crate::version)), and leads the new term with the live settings
+//!    of the old one, once a majority of all nodes took the term
 //!    (nodes that restarted and forgot their terms do not count towards it).
 //!    Every other node gets a state transfer that replaces its state, which removes the ending
 //!    term's writes that no quorum kept.
@@ -72,6 +73,7 @@ use crate::replication::transport::Failure;
 use crate::replication::wire::{Fence, FenceAck, MAX_JSON_INTEGER, NodeStatus, Write};
 use crate::replication::{LagClock, Leadership, Replicator, SharedReplica, Term, Transport, lock};
 use crate::settings::Settings;
+use crate::store::Version;
 
 /// How long a starting leader waits for its peers to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(2);
@@ -123,7 +125,7 @@ pub struct PeerReport {
     /// Its role before the fence, when it answered.
     pub role: Option<Role>,
     /// Its latest version before the fence, when it answered.
-    pub version: Option<u64>,
+    pub version: Option<Version>,
     /// Whether its state was merged.
     pub merged: bool,
     /// Why it was not, when it was not.
@@ -157,7 +159,7 @@ pub struct Promotion {
     /// The guarantee, in words.
     pub guarantee: String,
     /// The version new writes continue after.
-    pub version: u64,
+    pub version: Version,
     /// Live keys after the merge.
     pub keys: usize,
     /// What each peer answered.
@@ -306,8 +308,8 @@ impl Peers {
         }
     }
 
-    /// Merges the fenced states into `replica`, and raises its version counter above
-    /// everything seen; returns how many followers' states were merged (not counting this
+    /// Merges the fenced states into `replica`, and raises its latest version to the newest
+    /// seen; returns how many followers' states were merged (not counting this
     /// node) and the smallest quorum of the ending term they, this node (`own`) and a deposed
     /// leader reported ([`smallest_quorum`]). Merges nothing, and returns `None`, when the
     /// replica is no longer at the candidate's `term` (a newer one began meanwhile).
@@ -347,13 +349,6 @@ impl Peers {
             .filter(|ack| ack.was_leader)
             .filter_map(|ack| ack.smallest_quorum);
         let smallest = smallest_quorum(&reports).into_iter().chain(deposed).min();
-        if fenced.answers.iter().any(Result::is_err) {
-            // A peer that did not answer may hold versions nobody else has seen (a deposed leader
-            // that kept writing). Versions from the clock are newer than any an earlier leader
-            // issued (it would have needed more than a million writes a second to get ahead of
-            // the clock), so new writes still win over such writes and never reuse their versions.
-            replica.store.observe(clock_version());
-        }
         Some((merged, smallest))
     }
 
@@ -510,9 +505,20 @@ pub fn refuse(count: &Count, fenced_term: Option<Term>) -> Error {
     }
 }
 
-/// Microseconds since the Unix epoch: a version floor newer than any earlier leader's versions.
-fn clock_version() -> u64 {
-    crate::entropy::wall_clock_micros()
+/// Where the version counter of a new leader of `term` starts from, besides the newest version
+/// it merged. Its term is above every one the nodes it merged had seen, so its versions beat
+/// every older term's, those of peers it did not reach included (a deposed leader that kept
+/// writing): it continues after what it merged. Only a leader that may share its term with
+/// another one (`forced`, past the majority that makes a term one node's, and some peer did
+/// not answer: that peer may have taken this term from another candidate) starts from the
+/// clock in microseconds, above any counter an earlier leader issued (it would have needed more
+/// than a million writes a second to get there), so that the two never issue one version.
+pub fn counter_from(forced: bool, fenced: &Fenced) -> u64 {
+    if forced && fenced.answers.iter().any(Result::is_err) {
+        crate::entropy::wall_clock_micros().min(MAX_JSON_INTEGER / 2)
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -618,8 +624,11 @@ mod tests {
             state: crate::replication::wire::ReplicaState {
                 following: (!was_leader).then_some(5),
                 filled: true,
-                version: 9,
-                entries: vec![Write::new(node.into(), crate::store::Entry::value("v", 9))],
+                version: Version::new(5, 9),
+                entries: vec![Write::new(
+                    node.into(),
+                    crate::store::Entry::value("v", Version::new(5, 9)),
+                )],
             },
         };
         let peers = Peers::new(
@@ -668,7 +677,7 @@ mod tests {
                 filled: true,
                 leader_url: None,
                 public_url: None,
-                version: 0,
+                version: Version::ZERO,
                 keys: 0,
             })
         };

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`store`]: the versioned map with tombstones; pure and synchronous. Start reading here.
+//! - [`version`]: a write's version, `term.counter`, ordered by term first.
 //! - [`replication`]: the leader's side of replication, one module per concern: the wire
 //!   format, each follower's link and pipeline, the quorum wait, the lag clock, the transport.
 //! - [`settings`]: the leader's live settings (quorum, lag, timeout) and their validation.
@@ -59,6 +60,7 @@ pub mod settings;
 pub mod signal;
 pub mod sim;
 pub mod store;
+pub mod version;
 
 pub use config::{Config, Role};
 pub use error::{Error, Result};

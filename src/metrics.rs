@@ -126,7 +126,7 @@ impl Metrics {
             );
             r.register(
                 "version",
-                "Highest version this node has applied",
+                "The counter of the highest version this node has applied (versions are term.counter)",
                 metrics.version.clone(),
             );
             r.register("keys", "Live keys on this node", metrics.keys.clone());
@@ -142,7 +142,7 @@ impl Metrics {
             );
             r.register(
                 "replica_acked_version",
-                "Highest version each follower acknowledged (leader)",
+                "The counter of the highest version each follower acknowledged (leader)",
                 metrics.replica_acked_version.clone(),
             );
             r.register(
@@ -315,7 +315,7 @@ pub struct LeaderGauges {
 pub struct ReplicaGauges {
     /// The follower's base URL: the `follower` label.
     pub follower: String,
-    /// Highest version it acknowledged.
+    /// The counter of the highest version it acknowledged.
     pub acked_version: u64,
     /// Versions it is behind the leader.
     pub lag_versions: u64,

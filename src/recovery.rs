@@ -144,7 +144,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
     let result: Result<_, Failure> = shared.transport.transfer(link.index, transfer).await;
     match &result {
         Ok(ack) => {
-            info!(follower = %link.url, node_id = %ack.node_id, entries, version,
+            info!(follower = %link.url, node_id = %ack.node_id, entries, %version,
                 replaced = ack.replaced, ms = started.elapsed().as_millis() as u64,
                 "state transfer done");
             if let (epoch, Some(quorum)) = announced {

@@ -10,8 +10,7 @@ use std::collections::{BTreeMap, HashMap, hash_map};
 
 use serde::{Deserialize, Serialize};
 
-/// Write sequence number assigned by the leader; it only grows. 0 means "nothing written yet".
-pub type Version = u64;
+pub use crate::version::Version;
 
 /// What a key holds at a given version: a value, or a tombstone left by a delete.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +61,7 @@ impl Store {
     pub fn write(&mut self, key: &str, value: Option<String>) -> Entry {
         let entry = Entry {
             value,
-            version: self.latest + 1,
+            version: self.latest.next(),
         };
         let old = self.entries.insert(key.to_owned(), entry.clone());
         self.count(
@@ -135,6 +134,16 @@ impl Store {
         self.latest = self.latest.max(version);
     }
 
+    /// A new leader of `term` starts issuing versions of it, its counter continuing after the
+    /// newest version it holds (at least `counter_from`: see `failover`): `term.counter + 1` is
+    /// its first. Versions of a newer term beat every one of an older term, whatever their
+    /// counters.
+    pub fn begin_term(&mut self, term: crate::version::Term, counter_from: u64) {
+        if term > self.latest.term {
+            self.latest = Version::new(term, self.latest.counter.max(counter_from));
+        }
+    }
+
     /// The entry `key` holds, a tombstone included; `None` when it was never written here.
     pub fn entry(&self, key: &str) -> Option<&Entry> {
         self.entries.get(key)
@@ -188,64 +197,69 @@ pub(crate) fn copy(store: &Store) -> Vec<(String, Entry)> {
 mod tests {
     use super::*;
 
+    /// Version `counter` of term 0, the term of a store no leader began one in.
+    fn v(counter: u64) -> Version {
+        Version::new(0, counter)
+    }
+
     #[test]
     fn leader_writes_get_increasing_versions() {
         let mut store = Store::new();
-        assert_eq!(store.write("a", Some("1".into())).version, 1);
-        assert_eq!(store.write("b", Some("2".into())).version, 2);
-        assert_eq!(store.write("a", Some("3".into())).version, 3);
-        assert_eq!(store.get("a"), Some(("3", 3)));
-        assert_eq!(store.latest_version(), 3);
+        assert_eq!(store.write("a", Some("1".into())).version, v(1));
+        assert_eq!(store.write("b", Some("2".into())).version, v(2));
+        assert_eq!(store.write("a", Some("3".into())).version, v(3));
+        assert_eq!(store.get("a"), Some(("3", v(3))));
+        assert_eq!(store.latest_version(), v(3));
     }
 
     #[test]
     fn apply_keeps_the_newest_version_per_key() {
         let mut store = Store::new();
-        assert!(store.apply("k", Entry::value("new", 5)));
+        assert!(store.apply("k", Entry::value("new", v(5))));
         assert!(
-            !store.apply("k", Entry::value("old", 4)),
+            !store.apply("k", Entry::value("old", v(4))),
             "older version must be ignored"
         );
         assert!(
-            !store.apply("k", Entry::value("dup", 5)),
+            !store.apply("k", Entry::value("dup", v(5))),
             "equal version is a duplicate"
         );
-        assert_eq!(store.get("k"), Some(("new", 5)));
-        assert!(store.apply("k", Entry::value("newer", 6)));
-        assert_eq!(store.get("k"), Some(("newer", 6)));
+        assert_eq!(store.get("k"), Some(("new", v(5))));
+        assert!(store.apply("k", Entry::value("newer", v(6))));
+        assert_eq!(store.get("k"), Some(("newer", v(6))));
     }
 
     #[test]
     fn tombstone_hides_the_key_and_blocks_older_writes() {
         let mut store = Store::new();
-        store.apply("k", Entry::value("v", 1));
-        assert!(store.apply("k", Entry::tombstone(3)));
+        store.apply("k", Entry::value("v", v(1)));
+        assert!(store.apply("k", Entry::tombstone(v(3))));
         assert_eq!(store.get("k"), None);
         assert!(
-            !store.apply("k", Entry::value("late", 2)),
+            !store.apply("k", Entry::value("late", v(2))),
             "a late PUT must not resurrect"
         );
         assert_eq!(store.get("k"), None);
         assert!(store.dump().is_empty());
         assert_eq!(store.len(), 0);
-        assert!(store.apply("k", Entry::value("again", 4)));
-        assert_eq!(store.get("k"), Some(("again", 4)));
+        assert!(store.apply("k", Entry::value("again", v(4))));
+        assert_eq!(store.get("k"), Some(("again", v(4))));
     }
 
     #[test]
     fn tombstone_for_an_unknown_key_is_remembered() {
         let mut store = Store::new();
-        assert!(store.apply("k", Entry::tombstone(7)));
-        assert!(!store.apply("k", Entry::value("v", 6)));
+        assert!(store.apply("k", Entry::tombstone(v(7))));
+        assert!(!store.apply("k", Entry::value("v", v(6))));
         assert_eq!(store.get("k"), None);
-        assert_eq!(store.latest_version(), 7);
+        assert_eq!(store.latest_version(), v(7));
     }
 
     #[test]
     fn leader_delete_of_a_missing_key_still_takes_a_version() {
         let mut store = Store::new();
         let entry = store.write("missing", None);
-        assert_eq!(entry, Entry::tombstone(1));
+        assert_eq!(entry, Entry::tombstone(v(1)));
         assert_eq!(store.get("missing"), None);
     }
 
@@ -257,18 +271,18 @@ mod tests {
         leader.write("a", None);
 
         let mut stale = Store::new();
-        stale.apply("a", Entry::value("0", 1));
-        stale.apply("orphan", Entry::value("x", 9));
+        stale.apply("a", Entry::value("0", v(1)));
+        stale.apply("orphan", Entry::value("x", v(9)));
         assert_eq!(
             stale.merge(copy(&leader)),
             2,
             "the tombstone of a and b are news"
         );
         assert_eq!(stale.get("a"), None, "the tombstone travels with the copy");
-        assert_eq!(stale.get("b"), Some(("2", 2)));
+        assert_eq!(stale.get("b"), Some(("2", v(2))));
         assert_eq!(
             stale.get("orphan"),
-            Some(("x", 9)),
+            Some(("x", v(9))),
             "merge keeps what the sender lacks"
         );
 
@@ -278,19 +292,45 @@ mod tests {
             leader.dump(),
             "replace drops what the sender lacks"
         );
-        assert_eq!(stale.latest_version(), 3);
+        assert_eq!(stale.latest_version(), v(3));
     }
 
     #[test]
     fn observe_moves_the_next_version_past_what_followers_hold() {
         let mut store = Store::new();
-        store.observe(41);
-        assert_eq!(store.write("k", Some("v".into())).version, 42);
-        store.observe(7);
+        store.observe(v(41));
+        assert_eq!(store.write("k", Some("v".into())).version, v(42));
+        store.observe(v(7));
         assert_eq!(
             store.latest_version(),
-            42,
+            v(42),
             "observe never lowers the version"
+        );
+    }
+
+    /// A new leader's versions are of its term, their counter continuing after what it holds:
+    /// they beat every version of an older term, an orphan with a larger counter included.
+    #[test]
+    fn a_new_term_continues_the_counter_and_beats_older_terms() {
+        let mut follower = Store::new();
+        follower.apply("k", Entry::value("orphan", Version::new(1, 90)));
+        let mut leader = Store::new();
+        leader.apply("k", Entry::value("kept", Version::new(1, 41)));
+        leader.begin_term(2, 0);
+        let new = leader.write("k", Some("new".into()));
+        assert_eq!(new.version, Version::new(2, 42));
+        assert!(
+            follower.apply("k", new),
+            "a newer term wins over a larger counter"
+        );
+        assert_eq!(follower.get("k"), Some(("new", Version::new(2, 42))));
+        leader.begin_term(3, 1_000);
+        assert_eq!(leader.write("k", None).version, Version::new(3, 1_001));
+        leader.begin_term(3, 5_000);
+        assert_eq!(
+            leader.latest_version(),
+            Version::new(3, 1_001),
+            "a term begins once"
         );
     }
 

@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorBody, Result};
 use crate::metrics::{LeaderGauges, NodeGauges, ReplicaGauges};
 use crate::protocol::{ClusterStatus, Health, ReadResponse, WriteResponse};
 use crate::replication::FollowerState;
+use crate::store::Version;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -36,7 +37,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         let replica = state.replica();
         let store = &replica.store;
         (
-            store.latest_version(),
+            store.latest_version().counter,
             store.len(),
             replica.term,
             replica.hidden.len(),
@@ -50,7 +51,7 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
             .map(|follower| ReplicaGauges {
                 up: follower.state == FollowerState::Up,
                 follower: follower.url,
-                acked_version: follower.acked_version,
+                acked_version: follower.acked_version.counter,
                 lag_versions: follower.lag_versions,
                 pending: follower.pending,
             })
@@ -95,9 +96,12 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
 #[into_params(parameter_in = Query)]
 pub(super) struct ReadParams {
     /// Answer only once the key holds this version or a newer one on this node: pass the
-    /// version of your own write (read-your-writes) or of your last read (monotonic reads).
-    #[param(minimum = 0, maximum = 9_007_199_254_740_991_i64)]
-    min_version: Option<u64>,
+    /// version of your own write (read-your-writes) or of your last read (monotonic reads), as
+    /// its answer gave it (`term.counter`, such as `3.42`). Versions order by term first, so
+    /// this works across failovers: a node still holding an older term's version of the key
+    /// waits for the newer one.
+    #[param(value_type = Option<String>, pattern = r"^[0-9]{1,16}\.[0-9]{1,16}$", example = "3.42")]
+    min_version: Option<Version>,
     /// How long to wait for `min_version`, in milliseconds, below `REQUEST_TIMEOUT_MS`; unless
     /// given, 1000, or half of `REQUEST_TIMEOUT_MS` if that is less.
     #[param(minimum = 0)]
@@ -130,7 +134,7 @@ pub(super) async fn read(
             "wait_ms must be below REQUEST_TIMEOUT_MS ({limit}), got {wait_ms}"
         )));
     }
-    let min_version = params.min_version.unwrap_or(0);
+    let min_version = params.min_version.unwrap_or_default();
     let wait = Duration::from_millis(wait_ms);
     state.read(key, min_version, wait).await.map(axum::Json)
 }

@@ -154,7 +154,7 @@ async fn put_then_get_then_delete_on_the_leader() {
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["key"], "a");
     assert_eq!(json["value"], "1");
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], "1.1");
     assert_eq!(json["quorum"], 0);
     assert_eq!(json["acks"], 0);
     assert_eq!(json["acked_by"], json!([]));
@@ -162,7 +162,7 @@ async fn put_then_get_then_delete_on_the_leader() {
 
     let (status, json) = call(&app, "GET", "/kv/a", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(json, json!({"key": "a", "value": "1", "version": 1}));
+    assert_eq!(json, json!({"key": "a", "value": "1", "version": "1.1"}));
 
     let (status, json) = call(&app, "GET", "/dump", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -170,7 +170,7 @@ async fn put_then_get_then_delete_on_the_leader() {
 
     let (status, json) = call(&app, "DELETE", "/kv/a", None).await;
     assert_eq!(status, StatusCode::OK, "{json}");
-    assert_eq!(json["version"], 2);
+    assert_eq!(json["version"], "1.2");
     assert_eq!(json["value"], Value::Null);
     assert_error(&app, "GET", "/kv/a", None, 404, "not_found").await;
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
@@ -207,7 +207,7 @@ async fn quorum_timeout_is_503_and_the_write_stays_applied() {
         "quorum_timeout",
     )
     .await;
-    assert_eq!(json["version"], 1);
+    assert_eq!(json["version"], "1.1");
     assert_eq!(json["quorum"], 1);
     assert_eq!(json["acks"], 0);
     assert_eq!(json["acked_by"], json!([]));
@@ -370,12 +370,13 @@ async fn incarnation(app: &Node) -> u64 {
 async fn transfer(app: &Node, leader: u64, version: u64, entries: &str) -> String {
     let follower = incarnation(app).await;
     format!(
-        r#"{{"term":{leader},"follower":{follower},"version":{version},"entries":[{entries}]}}"#
+        r#"{{"term":{leader},"follower":{follower},"version":"7.{version}","entries":[{entries}]}}"#
     )
 }
 
-/// A state transfer's version has the same ceiling as every write's: one at `u64::MAX` would
-/// make this node's next version wrap (when it leads), and every later transfer be refused.
+/// A state transfer's version has the same ceiling as every write's: a counter at `u64::MAX`
+/// would make this node's next version wrap (when it leads), and every later transfer be
+/// refused.
 #[tokio::test]
 async fn a_state_transfer_above_the_largest_version_is_refused() {
     let app = app(Role::Follower);
@@ -392,7 +393,7 @@ async fn a_state_transfer_above_the_largest_version_is_refused() {
         .await;
     }
     let (_, status) = call(&app, "GET", "/internal/status", None).await;
-    assert_eq!(status["version"], 0, "{status}");
+    assert_eq!(status["version"], "0.0", "{status}");
     assert_eq!(status["following"], Value::Null, "{status}");
 }
 
@@ -428,14 +429,14 @@ async fn follower_applies_replicated_writes_by_version() {
             format!("{value:?}")
         };
         batch(&[&format!(
-            r#"{{"key":"k","value":{value},"version":{version}}}"#
+            r#"{{"key":"k","value":{value},"version":"7.{version}"}}"#
         )])
     };
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("new", 5))).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(
         ack,
-        json!({"node_id": "follower-1", "acks": [{"version": 5, "applied": true}]})
+        json!({"node_id": "follower-1", "acks": [{"version": "7.5", "applied": true}]})
     );
 
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&write("old", 4))).await;
@@ -446,7 +447,7 @@ async fn follower_applies_replicated_writes_by_version() {
     let (_, ack) = call(&app, "POST", "/internal/replicate", Some(&write("null", 6))).await;
     assert_eq!(ack["acks"][0]["applied"], true);
     assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
-    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 6);
+    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], "7.6");
 }
 
 #[tokio::test]
@@ -454,22 +455,22 @@ async fn a_batch_is_applied_in_one_request_and_a_bad_write_does_not_poison_it() 
     let app = app(Role::Follower);
     follow_leader_7(&app).await;
     let body = batch(&[
-        r#"{"key":"a","value":"1","version":1}"#,
-        r#"{"key":"","value":"empty key","version":2}"#,
-        r#"{"key":"b","value":"2","version":3}"#,
-        r#"{"key":"a","value":"old","version":0}"#,
-        r#"{"key":"c","value":"too new","version":9007199254740992}"#,
-        r#"{"key":"b","value":null,"version":4}"#,
-        r#"{"key":"a","value":"dup","version":1}"#,
+        r#"{"key":"a","value":"1","version":"7.1"}"#,
+        r#"{"key":"","value":"empty key","version":"7.2"}"#,
+        r#"{"key":"b","value":"2","version":"7.3"}"#,
+        r#"{"key":"a","value":"old","version":"7.0"}"#,
+        r#"{"key":"c","value":"no term","version":"0.5"}"#,
+        r#"{"key":"b","value":null,"version":"7.4"}"#,
+        r#"{"key":"a","value":"dup","version":"7.1"}"#,
     ]);
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&body)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     let acks = ack["acks"].as_array().expect("acks");
-    let summary: Vec<(u64, bool, bool)> = acks
+    let summary: Vec<(&str, bool, bool)> = acks
         .iter()
         .map(|a| {
             (
-                a["version"].as_u64().expect("version"),
+                a["version"].as_str().expect("version"),
                 a["applied"].as_bool().expect("applied"),
                 a.get("refused").is_some(),
             )
@@ -478,18 +479,18 @@ async fn a_batch_is_applied_in_one_request_and_a_bad_write_does_not_poison_it() 
     assert_eq!(
         summary,
         vec![
-            (1, true, false),
-            (2, false, true),
-            (3, true, false),
-            (0, false, true),
-            (9007199254740992, false, true),
-            (4, true, false),
-            (1, false, false),
+            ("7.1", true, false),
+            ("7.2", false, true),
+            ("7.3", true, false),
+            ("7.0", false, true),
+            ("0.5", false, true),
+            ("7.4", true, false),
+            ("7.1", false, false),
         ]
     );
     assert!(acks[1]["refused"].as_str().expect("why").contains("empty"));
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "1"}));
-    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], 4);
+    assert_eq!(call(&app, "GET", "/health", None).await.1["version"], "7.4");
 
     // An empty batch is answered with no acks.
     let (status, ack) = call(&app, "POST", "/internal/replicate", Some(&batch(&[]))).await;
@@ -499,7 +500,7 @@ async fn a_batch_is_applied_in_one_request_and_a_bad_write_does_not_poison_it() 
 #[tokio::test]
 async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     let app = app(Role::Follower);
-    let body = &batch(&[r#"{"key":"k","value":"v","version":1}"#]);
+    let body = &batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]);
     let json = assert_error(
         &app,
         "POST",
@@ -519,7 +520,7 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     );
     // A newer term's batch: the follower adopts the term, but holds none of that leader's
     // state until its transfer (it still holds term 7's); and the old term is over.
-    let newer = &batch_of(8, &[r#"{"key":"k","value":"new","version":2}"#]);
+    let newer = &batch_of(8, &[r#"{"key":"k","value":"new","version":"7.2"}"#]);
     let json = assert_error(
         &app,
         "POST",
@@ -551,7 +552,7 @@ async fn a_follower_names_the_public_url_its_leader_sent() {
     assert_eq!(put().await.1["leader"], "http://leader:8000/");
     let follower = incarnation(&app).await;
     let body = format!(
-        r#"{{"term":7,"follower":{follower},"version":0,"leader_url":"http://localhost:8003/",
+        r#"{{"term":7,"follower":{follower},"version":"7.0","leader_url":"http://localhost:8003/",
             "smallest_quorum":2,"entries":[]}}"#
     );
     let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&body)).await;
@@ -572,13 +573,13 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     let (_, status) = call(&app, "GET", "/internal/status", None).await;
     assert_eq!(status["following"], Value::Null);
 
-    let entries = r#"{"key":"a","value":"1","version":1},{"key":"b","value":"2","version":2},
-        {"key":"gone","value":null,"version":3}"#;
+    let entries = r#"{"key":"a","value":"1","version":"7.1"},{"key":"b","value":"2","version":"7.2"},
+        {"key":"gone","value":null,"version":"7.3"}"#;
     let first = transfer(&app, 7, 3, entries).await;
     let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&first)).await;
     assert_eq!(
         (ack["replaced"].clone(), ack["version"].clone()),
-        (json!(true), json!(3))
+        (json!(true), json!("7.3"))
     );
     assert_eq!(
         call(&app, "GET", "/dump", None).await.1,
@@ -586,14 +587,14 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     );
 
     // The same leader: merged, so a newer live write survives an older transfer.
-    let live = &batch(&[r#"{"key":"a","value":"live","version":5}"#]);
+    let live = &batch(&[r#"{"key":"a","value":"live","version":"7.5"}"#]);
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(live))
             .await
             .0,
         StatusCode::OK
     );
-    let older = transfer(&app, 7, 4, r#"{"key":"a","value":"x","version":4}"#).await;
+    let older = transfer(&app, 7, 4, r#"{"key":"a","value":"x","version":"7.4"}"#).await;
     let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&older)).await;
     assert_eq!(ack["replaced"], false);
     assert_eq!(
@@ -602,7 +603,7 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     );
 
     // A new leader: replaced, which drops what that leader does not hold.
-    let new_leader = transfer(&app, 9, 6, r#"{"key":"a","value":"L2","version":6}"#).await;
+    let new_leader = transfer(&app, 9, 6, r#"{"key":"a","value":"L2","version":"7.6"}"#).await;
     let (_, ack) = call(&app, "POST", "/internal/transfer", Some(&new_leader)).await;
     assert_eq!(ack["replaced"], true);
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"a": "L2"}));
@@ -611,10 +612,10 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
         (status["term"].clone(), status["following"].clone()),
         (json!(9), json!(9))
     );
-    assert_eq!(status["version"], 6);
+    assert_eq!(status["version"], "7.6");
 
     // The old term is over: its messages are refused, naming the new term.
-    let late = transfer(&app, 7, 7, r#"{"key":"a","value":"old","version":7}"#).await;
+    let late = transfer(&app, 7, 7, r#"{"key":"a","value":"old","version":"7.7"}"#).await;
     let error = assert_error(
         &app,
         "POST",
@@ -625,7 +626,7 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
     )
     .await;
     assert_eq!(error["term"], 9);
-    let old = &batch(&[r#"{"key":"a","value":"old","version":8}"#]);
+    let old = &batch(&[r#"{"key":"a","value":"old","version":"7.8"}"#]);
     assert_error(
         &app,
         "POST",
@@ -642,8 +643,9 @@ async fn state_transfer_replaces_for_a_new_leader_and_merges_for_the_same() {
 async fn a_transfer_meant_for_an_earlier_run_is_refused() {
     let app = app(Role::Follower);
     let other_run = incarnation(&app).await.wrapping_add(1);
-    let entries = r#"[{"key":"k","value":"v","version":1}]"#;
-    let body = format!(r#"{{"term":7,"follower":{other_run},"version":1,"entries":{entries}}}"#);
+    let entries = r#"[{"key":"k","value":"v","version":"7.1"}]"#;
+    let body =
+        format!(r#"{{"term":7,"follower":{other_run},"version":"7.1","entries":{entries}}}"#);
     assert_error(
         &app,
         "POST",
@@ -668,9 +670,13 @@ async fn replication_input_is_validated() {
     // answered write by write (see above).
     let cases = [
         ("nope", 400, "invalid_json"),
-        (&batch(&[r#"{"key":"k","version":1}"#]), 400, "invalid_body"),
         (
-            r#"{"writes":[{"key":"k","value":"v","version":1}]}"#,
+            &batch(&[r#"{"key":"k","version":"7.1"}"#]),
+            400,
+            "invalid_body",
+        ),
+        (
+            r#"{"writes":[{"key":"k","value":"v","version":"7.1"}]}"#,
             400,
             "invalid_body",
         ),
@@ -680,7 +686,7 @@ async fn replication_input_is_validated() {
             "invalid_body",
         ),
         (
-            r#"{"term":7,"smallest_quorum":1,"key":"k","value":"v","version":1}"#,
+            r#"{"term":7,"smallest_quorum":1,"key":"k","value":"v","version":"7.1"}"#,
             400,
             "invalid_body",
         ),
@@ -690,7 +696,7 @@ async fn replication_input_is_validated() {
             "invalid_body",
         ),
         (
-            r#"{"term":7,"writes":[{"key":"k","value":"v","version":1}]}"#,
+            r#"{"term":7,"writes":[{"key":"k","value":"v","version":"7.1"}]}"#,
             400,
             "invalid_body",
         ),
@@ -720,17 +726,17 @@ async fn replication_input_is_validated() {
     let bad_transfers = [
         ("[]".to_owned(), 400, "invalid_body"),
         (
-            format!(r#"{{"term":null,"follower":{me},"version":1,"entries":[]}}"#),
+            format!(r#"{{"term":null,"follower":{me},"version":"7.1","entries":[]}}"#),
             400,
             "invalid_body",
         ),
         (
-            transfer(&app, 7, 1, r#"{"key":"","value":"v","version":1}"#).await,
+            transfer(&app, 7, 1, r#"{"key":"","value":"v","version":"7.1"}"#).await,
             400,
             "invalid_key",
         ),
         (
-            transfer(&app, 7, 1, r#"{"key":"k","value":"v","version":0}"#).await,
+            transfer(&app, 7, 1, r#"{"key":"k","value":"v","version":"7.0"}"#).await,
             400,
             "invalid_body",
         ),
@@ -750,7 +756,7 @@ async fn replication_input_is_validated() {
 
     // A value over this follower's own MAX_VALUE_BYTES is still taken: the leader checked it
     // against its own limit, and refusing it would leave this follower behind for good.
-    let big = &batch(&[r#"{"key":"k","value":"01234567890123456","version":1}"#]);
+    let big = &batch(&[r#"{"key":"k","value":"01234567890123456","version":"7.1"}"#]);
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(big)).await.0,
         StatusCode::OK
@@ -759,7 +765,7 @@ async fn replication_input_is_validated() {
     // A leader refuses a batch of its own term from another node (`term_taken`, which deposes
     // the sender): only one node leads a term.
     let leader = node(&config(Role::Leader));
-    let body = &batch_of(1, &[r#"{"key":"k","value":"v","version":1}"#]);
+    let body = &batch_of(1, &[r#"{"key":"k","value":"v","version":"7.1"}"#]);
     assert_error(
         &leader,
         "POST",
@@ -789,7 +795,7 @@ async fn a_fence_adopts_the_new_term_and_answers_the_state() {
     assert_eq!(status, StatusCode::OK, "{ack}");
     assert_eq!(ack["state"]["filled"], false, "{ack}");
     follow_leader_7(&app).await;
-    let write = &batch(&[r#"{"key":"k","value":"acked","version":3}"#]);
+    let write = &batch(&[r#"{"key":"k","value":"acked","version":"7.3"}"#]);
     assert_eq!(
         call(&app, "POST", "/internal/replicate", Some(write))
             .await
@@ -806,10 +812,10 @@ async fn a_fence_adopts_the_new_term_and_answers_the_state() {
     assert_eq!(ack["state"]["filled"], true, "its transfer filled it");
     assert_eq!(
         ack["state"]["entries"],
-        json!([{"key": "k", "value": "acked", "version": 3}])
+        json!([{"key": "k", "value": "acked", "version": "7.3"}])
     );
 
-    let late = &batch(&[r#"{"key":"k","value":"late","version":4}"#]);
+    let late = &batch(&[r#"{"key":"k","value":"late","version":"7.4"}"#]);
     assert_error(
         &app,
         "POST",
@@ -924,7 +930,7 @@ async fn cluster_status_is_the_leaders() {
     let (status, json) = call(&app(Role::Leader), "GET", "/cluster", None).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["node_id"], "leader-1");
-    assert_eq!(json["version"], 0);
+    assert_eq!(json["version"], "1.0", "term 1 began, nothing written yet");
     let followers = json["followers"].as_array().expect("followers");
     assert_eq!(followers.len(), 1);
     assert_eq!(followers[0]["url"], "http://127.0.0.1:1/");
@@ -969,7 +975,7 @@ async fn internal_routes_want_the_cluster_token_when_one_is_set() {
     assert_eq!(status(Some("Bearer s3cret")).await.0, StatusCode::OK);
 
     // Refused before anything is read or applied.
-    let write = batch(&[r#"{"key":"k","value":"v","version":1}"#]);
+    let write = batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]);
     let (code, _) = call_with(&app, "POST", "/internal/replicate", Some(&write), None).await;
     assert_eq!(code, StatusCode::UNAUTHORIZED);
     // The client API needs no token.
@@ -1137,7 +1143,7 @@ async fn the_internal_listener_describes_the_batch_route_without_asking_for_the_
         ["200", "400", "401", "409", "413"]
     );
     let schemas = &doc["components"]["schemas"];
-    assert_eq!(schemas["Write"]["properties"]["version"]["minimum"], 1);
+    assert_eq!(schemas["Version"]["pattern"], r"^[0-9]{1,16}\.[0-9]{1,16}$");
     assert!(
         schemas["Batch"]["properties"]["writes"].is_object(),
         "{schemas}"
@@ -1306,14 +1312,14 @@ async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledge
     let (_, dump) = call(&app, "GET", "/dump", None).await;
     assert_eq!(dump, json!({"committed": "v"}), "the dump hides it too");
     // A version the leader wrote but does not show yet is waited for, never answered stale.
-    let version = json["version"].as_u64().unwrap_or_default();
+    let version = json["version"].as_str().unwrap_or_default();
     let uri = format!("/kv/synced?min_version={version}&wait_ms=10");
     let json = assert_error(&app, "GET", &uri, None, 503, "not_yet_replicated").await;
     assert_eq!(json["version"], Value::Null);
     // Delivered writes of a key already shown: the older value shows until the quorum.
     write("committed").await;
     let (_, json) = call(&app, "GET", "/kv/committed", None).await;
-    assert_eq!(json["version"], 1, "{json}");
+    assert_eq!(json["version"], "1.1", "{json}");
 
     // Back to after_commit: every hidden write shows.
     let change = r#"{"wait_point": "after_commit"}"#;
@@ -1322,7 +1328,7 @@ async fn after_sync_hides_a_write_from_leader_reads_until_its_quorum_acknowledge
     let (status, _) = call(&app, "GET", "/kv/synced", None).await;
     assert_eq!(status, StatusCode::OK);
     let (_, json) = call(&app, "GET", "/kv/committed", None).await;
-    assert_eq!(json["version"], 3, "{json}");
+    assert_eq!(json["version"], "1.3", "{json}");
 }
 
 /// A leader under `after_sync` that steps down keeps hiding what it hid: its readers must not
@@ -1498,24 +1504,32 @@ async fn a_read_with_min_version_waits_for_that_version() {
     follow_leader_7(&app).await;
     let write = |version: u64| {
         batch(&[&format!(
-            r#"{{"key":"k","value":"v{version}","version":{version}}}"#
+            r#"{{"key":"k","value":"v{version}","version":"7.{version}"}}"#
         )])
     };
     let (status, _) = call(&app, "POST", "/internal/replicate", Some(&write(3))).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, json) = call(&app, "GET", "/kv/k?min_version=3&wait_ms=0", None).await;
+    let (status, json) = call(&app, "GET", "/kv/k?min_version=7.3&wait_ms=0", None).await;
     assert_eq!(
         (status, json["version"].clone()),
-        (StatusCode::OK, json!(3))
+        (StatusCode::OK, json!("7.3"))
     );
+    // An older term's version is older, whatever its counter.
+    let (status, _) = call(&app, "GET", "/kv/k?min_version=6.900&wait_ms=0", None).await;
+    assert_eq!(status, StatusCode::OK);
 
-    let uri = "/kv/k?min_version=5&wait_ms=20";
+    let uri = "/kv/k?min_version=7.5&wait_ms=20";
     let error = assert_error(&app, "GET", uri, None, 503, "not_yet_replicated").await;
     assert_eq!(
         (error["version"].clone(), error["min_version"].clone()),
-        (json!(3), json!(5))
+        (json!("7.3"), json!("7.5"))
     );
-    let uri = "/kv/other?min_version=1&wait_ms=0";
+    // A newer term's version is newer, whatever its counter: a node holding only the older
+    // term's write waits.
+    let uri = "/kv/k?min_version=8.1&wait_ms=0";
+    let error = assert_error(&app, "GET", uri, None, 503, "not_yet_replicated").await;
+    assert_eq!(error["version"], json!("7.3"));
+    let uri = "/kv/other?min_version=1.1&wait_ms=0";
     let error = assert_error(&app, "GET", uri, None, 503, "not_yet_replicated").await;
     assert_eq!(error["version"], Value::Null);
 
@@ -1526,7 +1540,7 @@ async fn a_read_with_min_version_waits_for_that_version() {
             .await
             .0
     };
-    let waiting = call(&app, "GET", "/kv/k?min_version=5&wait_ms=5000", None);
+    let waiting = call(&app, "GET", "/kv/k?min_version=7.5&wait_ms=5000", None);
     let ((status, json), applied) = tokio::join!(waiting, later);
     assert_eq!(applied, StatusCode::OK);
     assert_eq!(
@@ -1535,21 +1549,25 @@ async fn a_read_with_min_version_waits_for_that_version() {
     );
 
     // A delete at that version or later is an answer too: the key is gone.
-    let delete = batch(&[r#"{"key":"k","value":null,"version":6}"#]);
+    let delete = batch(&[r#"{"key":"k","value":null,"version":"7.6"}"#]);
     call(&app, "POST", "/internal/replicate", Some(&delete)).await;
-    assert_error(&app, "GET", "/kv/k?min_version=6", None, 404, "not_found").await;
+    assert_error(&app, "GET", "/kv/k?min_version=7.6", None, 404, "not_found").await;
 
     // What cannot be read is a 400; the wait must end before the request's own timeout.
     for uri in [
-        "/kv/k?min_version=-1",
-        "/kv/k?min_version=1.5",
+        "/kv/k?min_version=-1.1",
+        "/kv/k?min_version=5",
+        "/kv/k?min_version=1.5.2",
         "/kv/k?wait_ms=soon",
-        "/kv/k?min_version=1&wait_ms=10100",
-        "/kv/k?min_version=1&after=2",
-        "/kv/k?min_version=9007199254740992",
+        "/kv/k?min_version=1.1&wait_ms=10100",
+        "/kv/k?min_version=1.1&after=2",
+        "/kv/k?min_version=1.9007199254740992",
     ] {
         assert_error(&app, "GET", uri, None, 400, "invalid_query").await;
     }
+    let (_, error) = call(&app, "GET", "/kv/k?min_version=5", None).await;
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("term.counter"), "{message}");
 }
 
 /// `/admin/partition` isolates a peer named by node id or `host:port`, refuses a name that fits
@@ -1646,12 +1664,12 @@ async fn a_second_leader_of_a_term_is_refused() {
     let app = app(Role::Follower);
     let follower = incarnation(&app).await;
     let transfer =
-        format!(r#"{{"term":7,"leader":11,"follower":{follower},"version":0,"entries":[]}}"#);
+        format!(r#"{{"term":7,"leader":11,"follower":{follower},"version":"7.0","entries":[]}}"#);
     let (status, ack) = call(&app, "POST", "/internal/transfer", Some(&transfer)).await;
     assert_eq!(status, StatusCode::OK, "{ack}");
     let batch = |leader: u64| {
         format!(
-            r#"{{"term":7,"leader":{leader},"smallest_quorum":1,"writes":[{{"key":"k","value":"v{leader}","version":1}}]}}"#
+            r#"{{"term":7,"leader":{leader},"smallest_quorum":1,"writes":[{{"key":"k","value":"v{leader}","version":"7.1"}}]}}"#
         )
     };
     let error = assert_error(

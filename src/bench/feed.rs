@@ -46,7 +46,9 @@ impl Lags {
             Some("send") if message["attempt"].as_u64() == Some(1) => {
                 // `as_f64` reads integer and fractional lags alike.
                 let (Some(version), Some(follower), Some(delay_ms)) = (
-                    message["version"].as_u64(),
+                    message["version"]
+                        .as_str()
+                        .and_then(|v| v.parse::<Version>().ok()),
                     message["follower"].as_u64(),
                     message["delay_ms"].as_f64(),
                 ) else {
@@ -250,36 +252,41 @@ mod tests {
     fn first_attempt_lags_are_kept_whole_or_fractional_and_misses_counted() {
         let mut lags = Lags::default();
         let send = |follower: u64, delay_ms: Value, attempt: u32| {
-            serde_json::json!({"type": "send", "version": 7, "follower": follower,
+            serde_json::json!({"type": "send", "version": "2.7", "follower": follower,
                 "delay_ms": delay_ms, "attempt": attempt, "at_ms": 1.0})
         };
         lags.record(&send(0, 12.into(), 1));
         lags.record(&send(1, 0.25.into(), 1));
         lags.record(&send(1, 99.into(), 2));
         lags.record(&serde_json::json!({"type": "snapshot", "missed": 3, "cluster": {}}));
-        lags.record(&serde_json::json!({"type": "ack", "version": 7, "follower": 2}));
+        lags.record(&serde_json::json!({"type": "ack", "version": "2.7", "follower": 2}));
+        let (v7, v8) = (Version::new(2, 7), Version::new(2, 8));
         assert_eq!(lags.missed_events, 3);
-        assert_eq!(lags.by_version[&7][&0], 12.0);
-        assert_eq!(lags.by_version[&7][&1], 0.25);
-        assert!(lags.complete([7].into_iter(), 2));
-        assert!(!lags.complete([7, 8].into_iter(), 2));
+        assert_eq!(lags.by_version[&v7][&0], 12.0);
+        assert_eq!(lags.by_version[&v7][&1], 0.25);
+        assert!(lags.complete([v7].into_iter(), 2));
+        assert!(!lags.complete([v7, v8].into_iter(), 2));
     }
 
     #[test]
     fn overhead_is_latency_minus_the_kth_smallest_lag() {
+        let v = |counter| Version::new(1, counter);
         let lags = HashMap::from([
             (
-                1,
+                v(1),
                 HashMap::from([(0, 40.0), (1, 10.0), (2, 30.0), (3, 20.0), (4, 50.0)]),
             ),
             (
-                2,
+                v(2),
                 HashMap::from([(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0), (4, 4.0)]),
             ),
             // Only four of five lags: left out.
-            (3, HashMap::from([(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0)])),
+            (
+                v(3),
+                HashMap::from([(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0)]),
+            ),
         ]);
-        let answered = [(1, 32.0), (2, 7.0), (3, 9.0), (4, 9.0)];
+        let answered = [(v(1), 32.0), (v(2), 7.0), (v(3), 9.0), (v(4), 9.0)];
         let result = overhead(&lags, &answered, 3, 5);
         assert_eq!(result.samples, 2);
         assert_eq!(result.left_out, 2);

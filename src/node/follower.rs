@@ -7,12 +7,9 @@ use super::Node;
 use super::kv::check_key;
 use crate::error::{Error, Result};
 use crate::replication::wire::{
-    Batch, BatchAck, EntryAck, Fence, FenceAck, Heartbeat, MAX_JSON_INTEGER, NodeStatus,
-    ReplicaState, StateTransfer, TransferAck, Write,
+    Batch, BatchAck, EntryAck, Fence, FenceAck, Heartbeat, NodeStatus, ReplicaState, StateTransfer,
+    TransferAck, Write, issued,
 };
-
-/// Largest version a message may carry: the largest integer JSON numbers hold exactly.
-const MAX_VERSION: u64 = MAX_JSON_INTEGER;
 
 impl Node {
     /// Applies a batch of replicated writes under one lock, each only if it is newer than what
@@ -183,9 +180,10 @@ impl Node {
 /// Checks a replicated write's key and version.
 fn check(write: &Write) -> Result<()> {
     check_key(&write.key)?;
-    if !(1..=MAX_VERSION).contains(&write.version) {
+    if !issued(write.version) {
         return Err(Error::InvalidBody(format!(
-            "version must be between 1 and {MAX_VERSION}"
+            "version {} was not issued by a leader: its term and counter are each at least 1",
+            write.version
         )));
     }
     Ok(())

@@ -9,8 +9,8 @@ use tracing::debug;
 use super::Node;
 use crate::error::{Error, Result, Unconfirmed};
 use crate::protocol::{ReadResponse, WriteResponse};
-use crate::replication::wire::MAX_JSON_INTEGER;
 use crate::replication::{Unannounced, Write};
+use crate::store::Version;
 
 /// Longest accepted key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -37,14 +37,9 @@ impl Node {
     pub async fn read(
         &self,
         key: String,
-        min_version: u64,
+        min_version: Version,
         wait: Duration,
     ) -> Result<ReadResponse> {
-        if min_version > MAX_JSON_INTEGER {
-            return Err(Error::InvalidQuery(format!(
-                "min_version must be at most {MAX_JSON_INTEGER}, got {min_version}"
-            )));
-        }
         let started = Instant::now();
         let deadline = started + wait;
         loop {
@@ -57,7 +52,7 @@ impl Node {
                 let replica = self.replica();
                 let entry = replica.read(&key);
                 let held = entry.map(|entry| entry.version);
-                if held.unwrap_or(0) >= min_version {
+                if held.unwrap_or_default() >= min_version {
                     let (value, version) = entry
                         .and_then(|entry| Some((entry.value.clone()?, entry.version)))
                         .ok_or_else(|| Error::NotFound { key: key.clone() })?;
@@ -111,7 +106,7 @@ impl Node {
             value,
             version,
         } = Arc::unwrap_or_clone(write);
-        debug!(%key, version, acks = outcome.acks(), quorum, latency_ms, "write");
+        debug!(%key, %version, acks = outcome.acks(), quorum, latency_ms, "write");
         let counted = match (&outcome.unannounced, outcome.reached()) {
             (Some(_), _) => "quorum_not_announced",
             (None, true) => "quorum_reached",

@@ -93,7 +93,7 @@ impl Node {
                 Err(err) => return self.wait(err),
             };
             let merged = peers.merge(&self.replica, 1, &fenced, heard.own_report());
-            if merged.is_none() || self.lead(peers, 1, heard.settings, None).is_none() {
+            if merged.is_none() || self.lead(peers, 1, heard.settings, None, 0).is_none() {
                 warn!("a newer term began while starting: following it instead of leading");
             }
             return;
@@ -136,7 +136,7 @@ impl Node {
     pub(crate) fn lead_at_once(&self) {
         if let Some(peers) = &self.peers {
             let _ = self.replica().check_term(1, None);
-            self.lead(peers, 1, None, None);
+            self.lead(peers, 1, None, None, 0);
         }
     }
 
@@ -176,14 +176,17 @@ impl Node {
 
     /// Leads `term` over `peers`, with the live settings the old leader's heartbeat carried
     /// (`heard`) when they fit, else this node's configured ones, and the smallest quorum of the
-    /// writes it inherited (`inherited`), which its followers must hear of. `None` when a newer
-    /// term began meanwhile: the node follows it instead.
+    /// writes it inherited (`inherited`), which its followers must hear of; its versions are of
+    /// `term`, their counter continuing after what it holds, and at least `counter_from`
+    /// ([`failover::counter_from`]). `None` when a newer term began meanwhile: the node follows
+    /// it instead.
     fn lead(
         &self,
         peers: &Peers,
         term: Term,
         heard: Option<Settings>,
         inherited: Option<usize>,
+        counter_from: u64,
     ) -> Option<Replicator> {
         let settings = failover::settings_for(heard, self.identity.settings, peers.urls.len());
         let leadership = Leadership {
@@ -208,6 +211,7 @@ impl Node {
             }
             replica.following = None;
             replica.filled = true;
+            replica.store.begin_term(term, counter_from);
             replica.leader_url = self.identity.public_url.clone();
             replica.term_owner = Some(self.identity.incarnation);
             // It leads with what it holds and merged, visible as a follower's was; but its own
@@ -315,7 +319,11 @@ impl Node {
             drop(replica);
             return Err(failover::refuse(&count, Some(term)));
         }
-        let Some(replicator) = self.lead(peers, term, heard.settings, smallest_quorum) else {
+        let forced = force && !count.allows();
+        let counter_from = failover::counter_from(forced, &fenced);
+        let Some(replicator) =
+            self.lead(peers, term, heard.settings, smallest_quorum, counter_from)
+        else {
             return Err(newer());
         };
         let (version, keys) = self.version_and_keys();
@@ -328,7 +336,7 @@ impl Node {
             smallest_quorum: count.smallest_quorum,
             kept_if_acked_by: count.kept_if_acked_by(),
             safe: count.safe(),
-            forced: force && !count.allows(),
+            forced,
             guarantee: if heard.holds_state {
                 count.guarantee()
             } else {

@@ -256,7 +256,7 @@ impl Hidden {
         if shown.entry.as_ref().is_none_or(|e| e.version < version) {
             shown.entry = Some(entry);
         }
-        let newer = shown.hidden.split_off(&(version + 1));
+        let newer = shown.hidden.split_off(&version.next());
         for older in std::mem::replace(&mut shown.hidden, newer) {
             self.writes.remove(&older);
         }
@@ -356,7 +356,7 @@ mod tests {
     fn other_keys_and_quorum_zero_show_at_once() {
         let mut leader = Leader::default();
         leader.write("free", Some("x"), 0);
-        assert_eq!(leader.read("free"), Some((Some("x"), 1)));
+        assert_eq!(leader.read("free"), Some((Some("x"), Version::new(0, 1))));
         let v2 = leader.write("k", Some("a"), 3);
         assert_eq!(leader.hidden.len(), 1);
         // An asynchronous write to the same key is newer than the hidden one: it shows.
@@ -391,21 +391,18 @@ mod tests {
         leader.write("j", Some("c"), 3);
         assert_eq!(leader.read("k"), Some((Some("a"), v1)));
         // A stepped-down leader's promotion merged a newer leader's writes, then was refused.
+        let newest = Version::new(v2.term + 1, 1);
         let newer = |value: Option<&str>| Entry {
             value: value.map(str::to_owned),
-            version: v2 + 10,
+            version: newest,
         };
         let merged = [
             ("k".to_owned(), newer(Some("z"))),
             ("j".to_owned(), newer(None)),
         ];
         leader.store.merge(merged);
-        assert_eq!(leader.read("k"), Some((Some("z"), v2 + 10)));
-        assert_eq!(
-            leader.read("j"),
-            Some((None, v2 + 10)),
-            "a merged tombstone"
-        );
+        assert_eq!(leader.read("k"), Some((Some("z"), newest)));
+        assert_eq!(leader.read("j"), Some((None, newest)), "a merged tombstone");
         let dump = leader.hidden.dump(&leader.store);
         assert_eq!(dump, BTreeMap::from([("k".to_owned(), "z".to_owned())]));
     }

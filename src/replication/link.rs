@@ -57,8 +57,8 @@ pub struct FollowerView {
     pub acked_version: Version,
     /// Highest version the follower reported applying at the last heartbeat.
     pub applied_version: Version,
-    /// How many versions the follower is behind the leader's latest.
-    pub lag_versions: Version,
+    /// How many writes the follower is behind the leader's latest version (by counter).
+    pub lag_versions: u64,
     /// Milliseconds since the follower last answered anything; `null` if it never did.
     pub last_contact_ms_ago: Option<u64>,
     /// Time from the write to this follower's ack, for the last ack, in milliseconds
@@ -148,8 +148,8 @@ impl Link {
                 public_url: None,
                 // Unknown until the first heartbeat; a follower starts out needing a transfer.
                 health: FollowerState::CatchingUp,
-                acked_version: 0,
-                applied_version: 0,
+                acked_version: Version::ZERO,
+                applied_version: Version::ZERO,
                 keys: None,
                 last_contact: None,
                 failing_since: None,
@@ -385,7 +385,7 @@ impl Link {
             acked_version: state.acked_version,
             applied_version: state.applied_version,
             lag_versions: leader_version
-                .saturating_sub(state.applied_version.max(state.acked_version)),
+                .writes_since(state.applied_version.max(state.acked_version)),
             last_contact_ms_ago: state.last_contact.map(|at| at.elapsed().as_millis() as u64),
             last_ack_latency_ms: state.last_ack_latency.map(|d| d.as_secs_f64() * 1000.0),
             pending: state.pending,

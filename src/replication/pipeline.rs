@@ -31,6 +31,7 @@ use super::quorum::Tally;
 use super::transport::{Failure, Result};
 use super::wire::{Batch, BatchAck, Epoch, Write};
 use crate::events::{Event, FollowerIndex, millis};
+use crate::store::Version;
 
 /// Most writes in one batch.
 pub const MAX_BATCH_WRITES: usize = 1024;
@@ -274,7 +275,7 @@ impl Worker {
                 .collect()
         });
         let mut latencies = Vec::with_capacity(acked.len());
-        let (mut retried, mut newest) = (0, 0);
+        let (mut retried, mut newest) = (0, Version::ZERO);
         for (message, ack) in acked {
             let latency = now - message.applied_at;
             message.tally.ack(index);

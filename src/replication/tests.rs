@@ -105,7 +105,7 @@ impl Fake {
             filled: true,
             leader_url: None,
             public_url: None,
-            version: 0,
+            version: Version::ZERO,
             keys: 0,
         }
     }
@@ -214,6 +214,11 @@ const NO_LAG: Settings = Settings {
 };
 
 /// A leader with `followers` fake followers.
+/// Version `counter` of term 7, the term of the [`leader`] of these tests.
+fn v(counter: u64) -> Version {
+    Version::new(7, counter)
+}
+
 fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, Arc<Fake>) {
     let fake = Arc::new(Fake::default());
     let urls: Vec<reqwest::Url> = (0..followers)
@@ -230,6 +235,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
     };
     let replica = SharedReplica::default();
     lock(&replica).term = 7;
+    lock(&replica).store.begin_term(7, 0);
     let replicator = Replicator::new(
         leadership,
         &urls,
@@ -306,7 +312,7 @@ async fn writes_due_together_share_a_batch() {
     versions.sort_unstable();
     assert_eq!(
         versions,
-        (1..=200).collect::<Vec<_>>(),
+        (1..=200).map(v).collect::<Vec<_>>(),
         "each write sent once"
     );
     assert!(
@@ -316,7 +322,7 @@ async fn writes_due_together_share_a_batch() {
     );
     assert!(fake.most_in_flight.load(Ordering::SeqCst) <= pipeline::MAX_IN_FLIGHT);
     let follower = view(&replicator, 0);
-    assert_eq!((follower.pending, follower.acked_version), (0, 200));
+    assert_eq!((follower.pending, follower.acked_version), (0, v(200)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -390,7 +396,11 @@ async fn the_writes_of_a_failed_batch_are_retried_and_acked_exactly_once() {
         .flat_map(|r| r.versions.clone())
         .collect();
     answered.sort_unstable();
-    assert_eq!(answered, (1..=10).collect::<Vec<_>>(), "acked once each");
+    assert_eq!(
+        answered,
+        (1..=10).map(v).collect::<Vec<_>>(),
+        "acked once each"
+    );
 
     let events = drain(&mut events);
     let acks: Vec<Version> = events
@@ -603,7 +613,7 @@ async fn a_cut_off_follower_gets_nothing_until_restored_then_catches_up() {
     let follower = view(&replicator, 1);
     assert_eq!(
         (follower.pending, follower.acked_version),
-        (0, 1),
+        (0, v(1)),
         "{follower:?}"
     );
     assert_eq!(fake.received(1).len(), 1);
@@ -648,7 +658,7 @@ async fn live_settings_apply_to_the_next_message_and_to_retries() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_write_does_not_hold_back_the_others_of_its_batch() {
     let (replicator, fake) = leader(1, NO_LAG, 10_000);
-    fake.refused.lock().expect("not poisoned").insert(2);
+    fake.refused.lock().expect("not poisoned").insert(v(2));
     let outcomes = concurrent_writes(&replicator, 3, 1).await;
     let reached: Vec<bool> = outcomes.iter().map(QuorumOutcome::reached).collect();
     assert_eq!(reached, vec![true, false, true]);
@@ -657,7 +667,7 @@ async fn a_refused_write_does_not_hold_back_the_others_of_its_batch() {
         follower.transfer_pending,
         "the transfer carries the refused write"
     );
-    assert_eq!((follower.pending, follower.acked_version), (0, 3));
+    assert_eq!((follower.pending, follower.acked_version), (0, v(3)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -26,10 +26,7 @@ pub const TRANSFER_PATH: &str = "/internal/transfer";
 /// comes back with a new one, so that a state transfer meant for its earlier run is refused.
 pub type Incarnation = u64;
 
-/// A leadership: a number that only grows. Each new leader (a promotion, or a leader's start)
-/// takes a term above every one it has seen, and every message a leader sends carries its term,
-/// so a node that has seen a newer term refuses a deposed leader's messages (fencing).
-pub type Term = u64;
+pub use crate::version::{MAX_JSON_INTEGER, Term};
 
 /// Counts the leader's raises of its announced smallest quorum within one term
 /// ([`Announcement`](super::announce::Announcement)).
@@ -48,15 +45,10 @@ pub struct Write {
     #[serde(deserialize_with = "Option::deserialize")]
     #[schema(required = true)]
     pub value: Option<String>,
-    /// The leader's version of this write: at least 1, at most 2^53 - 1 (what JSON numbers
-    /// hold exactly).
-    #[schema(value_type = u64, minimum = 1, maximum = 9_007_199_254_740_991_i64)]
-    #[serde(deserialize_with = "whole_number")]
+    /// The leader's version of this write, `term.counter`: term and counter each from 1 to
+    /// 2^53 - 1 (what JSON numbers hold exactly).
     pub version: Version,
 }
-
-/// Largest integer a JSON number holds exactly: terms, versions and counts stay at or below it.
-pub const MAX_JSON_INTEGER: u64 = (1 << 53) - 1;
 
 /// Reads a whole number from 0 to [`MAX_JSON_INTEGER`], written either way JSON allows.
 fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -69,16 +61,19 @@ fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> 
     Ok(value)
 }
 
-/// Reads the entries of a replica, refusing a version outside 1..=2^53 - 1: a candidate merges
-/// them all, and one version at the ceiling would leave it no version to write with.
+/// Whether `version` is one a leader may have issued: term and counter at least 1 (each at most
+/// 2^53 - 1, which reading a version checks).
+pub fn issued(version: Version) -> bool {
+    version.term >= 1 && version.counter >= 1
+}
+
+/// Reads the entries of a replica, refusing a version no leader issued ([`issued`]): a
+/// candidate merges them all.
 fn checked_writes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Write>, D::Error> {
     let writes = Vec::<Write>::deserialize(deserializer)?;
-    match writes
-        .iter()
-        .find(|write| !(1..=MAX_JSON_INTEGER).contains(&write.version))
-    {
+    match writes.iter().find(|write| !issued(write.version)) {
         Some(write) => Err(serde::de::Error::custom(format!(
-            "the entry of {:?} has version {}; versions are from 1 to {MAX_JSON_INTEGER}",
+            "the entry of {:?} has version {}; a version's term and counter are each at least 1",
             write.key, write.version
         ))),
         None => Ok(writes),
@@ -341,10 +336,8 @@ pub struct ReplicaState {
     /// state transfer since (it lost what it acknowledged before).
     pub filled: bool,
     /// The node's latest version.
-    #[serde(deserialize_with = "integer")]
-    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub version: Version,
-    /// Every entry, tombstones included, each with a version from 1 to 2^53 - 1.
+    /// Every entry, tombstones included, each with a version a leader issued.
     #[serde(deserialize_with = "checked_writes")]
     pub entries: Vec<Write>,
 }
@@ -375,8 +368,6 @@ pub struct StateTransfer {
     /// acknowledged after the leader copied its map, so the leader must copy it again.
     pub follower: Incarnation,
     /// The leader's latest version when it copied its map.
-    #[serde(deserialize_with = "integer")]
-    #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]
     pub version: Version,
     /// The leader's `PUBLIC_URL`, which the follower names in its `not_leader` errors from
     /// then on; absent when the leader has none.
@@ -450,16 +441,19 @@ mod tests {
             quorum_epoch: 1,
             leader: 3,
             writes: vec![
-                Arc::new(Write::new("a".into(), Entry::value("1", 1))),
-                Arc::new(Write::new("b".into(), Entry::tombstone(2))),
+                Arc::new(Write::new(
+                    "a".into(),
+                    Entry::value("1", Version::new(7, 1)),
+                )),
+                Arc::new(Write::new("b".into(), Entry::tombstone(Version::new(7, 2)))),
             ],
         };
         let json = serde_json::to_value(&batch).expect("serializable");
         assert_eq!(
             json,
             serde_json::json!({"term": 7, "smallest_quorum": 2, "quorum_epoch": 1, "leader": 3, "writes": [
-                {"key": "a", "value": "1", "version": 1},
-                {"key": "b", "value": null, "version": 2},
+                {"key": "a", "value": "1", "version": "7.1"},
+                {"key": "b", "value": null, "version": "7.2"},
             ]})
         );
         assert_eq!(
@@ -469,21 +463,20 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_whole_numbers_however_json_writes_them() {
+    fn versions_are_term_dot_counter_strings() {
         let read = |json: &str| serde_json::from_str::<Write>(json).map(|write| write.version);
         assert_eq!(
-            read(r#"{"key":"k","value":null,"version":3}"#).ok(),
-            Some(3)
+            read(r#"{"key":"k","value":null,"version":"3.42"}"#).ok(),
+            Some(Version::new(3, 42))
         );
-        assert_eq!(
-            read(r#"{"key":"k","value":null,"version":3.0}"#).ok(),
-            Some(3)
-        );
-        assert_eq!(
-            read(r#"{"key":"k","value":null,"version":3e2}"#).ok(),
-            Some(300)
-        );
-        for bad in ["3.5", "-1", "-1.0", "1e30", "\"3\""] {
+        for bad in [
+            "3",
+            "3.5",
+            "\"3\"",
+            "\"3.\"",
+            "\"-1.2\"",
+            "\"1.9007199254740992\"",
+        ] {
             let json = format!(r#"{{"key":"k","value":null,"version":{bad}}}"#);
             assert!(read(&json).is_err(), "{bad}");
         }
@@ -504,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_write_without_its_value_is_refused_not_read_as_a_delete() {
-        let missing = r#"{"key":"k","version":1}"#;
+        let missing = r#"{"key":"k","version":"1.1"}"#;
         assert!(serde_json::from_str::<Write>(missing).is_err());
     }
 }

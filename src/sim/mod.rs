@@ -47,6 +47,7 @@ use crate::node::{Identity, Node};
 use crate::partition::Partition;
 use crate::replication::LagClock;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
+use crate::store::Version;
 use history::{Acked, Applied, History, Leading, State, SyncedRead};
 use nemesis::{Fault, Scene};
 use network::{Net, SimTransport, Weather};
@@ -680,7 +681,7 @@ impl World {
         let leading = node
             .replicator()
             .map(|replicator| (replicator.term(), replicator.settings().wait_point));
-        let read = node.read(key, 0, Duration::ZERO).await;
+        let read = node.read(key, Version::ZERO, Duration::ZERO).await;
         self.net.running(slot).await;
         let Ok(read) = read else {
             return;
@@ -905,7 +906,7 @@ mod tests {
         let promoted = node(candidate).promote(false).await.expect("promoted");
         assert_eq!(promoted.term, 3);
         let read = |node: Arc<Node>| async move {
-            let read = node.read("x".into(), 0, Duration::ZERO).await;
+            let read = node.read("x".into(), Version::ZERO, Duration::ZERO).await;
             read.map_or_else(|err| err.to_string(), |read| read.value)
         };
         let shown = read(node(candidate)).await;

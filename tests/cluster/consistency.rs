@@ -286,16 +286,18 @@ async fn min_version_gives_read_your_writes_on_followers() {
                 let value = format!("c{c}-{i}");
                 let (status, wrote) = common::put(http, leader, &key, &value, None).await;
                 assert_eq!(status, StatusCode::OK, "{wrote}");
-                let version = wrote["version"].as_u64().expect("version");
+                let version = common::version(&wrote);
                 seen.insert(key.clone(), version);
                 let follower = &followers[rand::random_range(0..followers.len())];
                 let plain = send(http.get(format!("{follower}/kv/{key}"))).await.1;
-                stale += usize::from(plain["version"].as_u64().unwrap_or(0) < version);
+                stale += usize::from(
+                    common::version_in(&plain, "version").unwrap_or_default() < version,
+                );
                 let min = seen[&key];
                 let url = format!("{follower}/kv/{key}?min_version={min}&wait_ms=5000");
                 let (status, read) = send(http.get(url)).await;
                 assert_eq!(status, StatusCode::OK, "{follower}: {read}");
-                let got = read["version"].as_u64().expect("version");
+                let got = common::version(&read);
                 assert!(
                     got >= min,
                     "{follower} answered version {got} below {min}: {read}"
@@ -325,7 +327,7 @@ async fn min_version_on_a_cut_off_follower_is_not_yet_replicated() {
     let follower = cluster.followers[0].url();
     let (status, first) = cluster.put("k", "first", None).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    let first = first["version"].as_u64().expect("version");
+    let first = common::version(&first);
     cluster
         .converged(Duration::from_secs(5))
         .await
@@ -342,12 +344,16 @@ async fn min_version_on_a_cut_off_follower_is_not_yet_replicated() {
     assert_eq!(status, StatusCode::OK);
     let (status, second) = cluster.put("k", "second", None).await;
     assert_eq!(status, StatusCode::OK, "{second}");
-    let second = second["version"].as_u64().expect("version");
+    let second = common::version(&second);
     let waiting = format!("{follower}/kv/k?min_version={second}&wait_ms=200");
     let (status, error) = cluster.get(&waiting, "").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
     assert_eq!(error["error"], "not_yet_replicated");
-    assert_eq!(error["version"], first, "{error}");
+    assert_eq!(
+        common::version_in(&error, "version"),
+        Some(first),
+        "{error}"
+    );
 
     let (status, _) = send(
         cluster

@@ -229,7 +229,7 @@ async fn the_dashboard_shows_writes_acks_and_outcomes_and_its_controls_work() {
     // A write from elsewhere shows up too.
     let (status, body) = cluster.put("from-curl", "x", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let version = body["version"].as_u64().expect("version");
+    let version = body["version"].as_str().expect("version");
     browser
         .wait_for(&format!(
             "#log tr[data-version='{version}'][data-status='200']"

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
+use semisync_kv::Version;
 use semisync_kv::local::LocalSettings;
 use semisync_kv::settings::Settings;
 use serde_json::{Value, json};
@@ -54,7 +55,7 @@ struct Logged {
     key: String,
     value: String,
     status: Option<StatusCode>,
-    version: Option<u64>,
+    version: Option<Version>,
 }
 
 /// Clients write unique values to the leader at `leader` until `stop`; keys are `k0..k{keys}`
@@ -86,7 +87,7 @@ async fn write_until(
                 Ok(response) => {
                     let status = response.status();
                     let body: Value = response.json().await.unwrap_or_default();
-                    (Some(status), body["version"].as_u64())
+                    (Some(status), common::version_in(&body, "version"))
                 }
                 Err(_) => (None, None),
             };
@@ -107,17 +108,17 @@ async fn write_until(
 }
 
 /// Every key's value and version on the node at `base`.
-async fn versioned_state(http: &reqwest::Client, base: &str) -> BTreeMap<String, (String, u64)> {
+async fn versioned_state(
+    http: &reqwest::Client,
+    base: &str,
+) -> BTreeMap<String, (String, Version)> {
     let dump = common::dump(http, base).await.expect("the node answers");
     let mut state = BTreeMap::new();
     for key in dump.keys() {
         let (status, body) = send(http.get(format!("{base}/kv/{key}"))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let value = body["value"].as_str().expect("value").to_owned();
-        state.insert(
-            key.clone(),
-            (value, body["version"].as_u64().expect("version")),
-        );
+        state.insert(key.clone(), (value, common::version(&body)));
     }
     state
 }
@@ -125,7 +126,7 @@ async fn versioned_state(http: &reqwest::Client, base: &str) -> BTreeMap<String,
 /// The history check: every write answered 200 must be readable in `state`, with its own value
 /// or a newer write's (a write of the log to that key with a higher version). Returns the
 /// acknowledged writes that are not.
-fn lost_writes(log: &[Logged], state: &BTreeMap<String, (String, u64)>) -> Vec<Logged> {
+fn lost_writes(log: &[Logged], state: &BTreeMap<String, (String, Version)>) -> Vec<Logged> {
     let written: BTreeMap<&str, &Logged> = log.iter().map(|w| (w.value.as_str(), w)).collect();
     log.iter()
         .filter(|write| write.status == Some(StatusCode::OK))

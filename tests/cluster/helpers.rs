@@ -227,7 +227,7 @@ pub async fn write_many(
     prefix: &str,
     count: usize,
     concurrency: usize,
-) -> Vec<u64> {
+) -> Vec<semisync_kv::Version> {
     let mut versions = Vec::new();
     let keys: Vec<usize> = (0..count).collect();
     for chunk in keys.chunks(concurrency) {
@@ -236,7 +236,7 @@ pub async fn write_many(
             .map(|i| cluster.put_q1(format!("{prefix}{i}"), format!("v{i}")));
         for (status, body) in join_all(writes).await {
             if status == StatusCode::OK {
-                versions.push(body["version"].as_u64().expect("version"));
+                versions.push(crate::common::version(&body));
             }
         }
     }

@@ -28,10 +28,10 @@ async fn sigterm_stops_a_node_with_a_write_in_flight() {
     cluster.followers[0].kill();
     let url = format!("{}/kv/k", cluster.leader.url());
     let pending = tokio::spawn(cluster.http.put(url).json(&json!({"value": "v"})).send());
-    // The leader applies a write before waiting for its quorum: version 1 means it is waiting.
+    // The leader applies a write before waiting for its quorum: version 1.1 means it is waiting.
     eventually(Duration::from_secs(5), || async {
         let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
-        if health["version"] == 1 {
+        if health["version"] == "1.1" {
             Ok(())
         } else {
             Err(format!("not yet applied: {health}"))

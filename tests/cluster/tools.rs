@@ -19,7 +19,7 @@ async fn command_line_client() {
     let (code, out, err) = semisync_kv(&["put", "greeting", "hello world", "--leader", &leader]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.starts_with(r#"OK greeting = "hello world" (version 1; 3 of 3 acks"#),
+        out.starts_with(r#"OK greeting = "hello world" (version 1.1; 3 of 3 acks"#),
         "{out}"
     );
 
@@ -36,32 +36,32 @@ async fn command_line_client() {
     let (code, out, _) = semisync_kv(&["get", "greeting", "--node", &follower]);
     assert_eq!(
         (code, out.trim()),
-        (0, r#"greeting = "hello world" (version 1)"#)
+        (0, r#"greeting = "hello world" (version 1.1)"#)
     );
     let (code, out, _) = semisync_kv(&["get", "a/b", "--node", &follower]);
     assert_eq!(
         (code, out.trim()),
-        (0, r#"a/b = "x" (version 2)"#),
+        (0, r#"a/b = "x" (version 1.2)"#),
         "slashes survive the URL"
     );
 
     let (code, _, err) = semisync_kv(&["get", "nope", "--node", &leader]);
     assert_eq!(code, 1, "an error answer exits 1");
     assert!(err.contains("not_found"), "{err}");
-    // Read-your-writes: a follower answers version 2 of a/b, and fails for a version no write
+    // Read-your-writes: a follower answers version 1.2 of a/b, and fails for a version no write
     // has reached yet, after waiting for it.
-    let (code, out, _) = semisync_kv(&["get", "a/b", "--min-version", "2", "--node", &follower]);
-    assert_eq!((code, out.trim()), (0, r#"a/b = "x" (version 2)"#));
-    let (code, _, err) = semisync_kv(&["get", "a/b", "--min-version", "99", "--node", &follower]);
+    let (code, out, _) = semisync_kv(&["get", "a/b", "--min-version", "1.2", "--node", &follower]);
+    assert_eq!((code, out.trim()), (0, r#"a/b = "x" (version 1.2)"#));
+    let (code, _, err) = semisync_kv(&["get", "a/b", "--min-version", "1.99", "--node", &follower]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("not_yet_replicated") && err.contains("holds version 2"),
+        err.contains("not_yet_replicated") && err.contains("holds version 1.2"),
         "{err}"
     );
     // A follower named as the leader answers 421 with the leader's URL: the write goes there.
     let (code, out, err) = semisync_kv(&["put", "k", "v", "--leader", &follower]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with(r#"OK k = "v" (version 3;"#), "{out}");
+    assert!(out.starts_with(r#"OK k = "v" (version 1.3;"#), "{out}");
     assert!(
         err.contains(&format!(
             "is a follower; the command went to the leader it named, {leader}/"
@@ -78,7 +78,7 @@ async fn command_line_client() {
 
     let (code, out, _) = semisync_kv(&["delete", "greeting", "--leader", &leader]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("OK deleted greeting (version 4"), "{out}");
+    assert!(out.starts_with("OK deleted greeting (version 1.4"), "{out}");
     let (code, out, _) = semisync_kv(&["dump", "--node", &leader]);
     assert_eq!((code, out.trim()), (0, "a/b = \"x\"\nk = \"v\""));
     let (_, out, _) = semisync_kv(&["dump", "--node", &leader, "--json"]);
@@ -91,7 +91,7 @@ async fn command_line_client() {
     let (code, out, _) = semisync_kv(&["status", "--leader", &leader]);
     assert_eq!(code, 0);
     assert!(
-        out.starts_with("leader leader (term 1): version 4, 2 keys, write quorum 3"),
+        out.starts_with("leader leader (term 1): version 1.4, 2 keys, write quorum 3"),
         "{out}"
     );
     assert!(
@@ -109,7 +109,7 @@ async fn command_line_client() {
     let (code, out, _) = semisync_kv(&["health", "--url", &follower]);
     assert_eq!(
         (code, out.trim()),
-        (0, "ok: follower follower1 at version 4")
+        (0, "ok: follower follower1 at version 1.4")
     );
     let (code, _, _) = semisync_kv(&["health", "--url", "http://127.0.0.1:1"]);
     assert_ne!(code, 0);

@@ -95,6 +95,16 @@ pub async fn put(
     send(http.put(url).json(&serde_json::json!({ "value": value }))).await
 }
 
+/// The version (`term.counter`) an answer's `field` carries, `None` when it carries none.
+pub fn version_in(body: &Value, field: &str) -> Option<semisync_kv::Version> {
+    body[field].as_str()?.parse().ok()
+}
+
+/// The version of a write's or a read's answer; panics, naming the answer, when it has none.
+pub fn version(body: &Value) -> semisync_kv::Version {
+    version_in(body, "version").unwrap_or_else(|| panic!("no version in {body}"))
+}
+
 /// A node's `/dump`, or `None` when it does not answer.
 pub async fn dump(http: &reqwest::Client, base: &str) -> Option<BTreeMap<String, String>> {
     let response = http.get(format!("{base}/dump")).send().await.ok()?;
