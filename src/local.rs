@@ -224,7 +224,24 @@ impl LocalCluster {
     /// Starts the followers, then the leader, from `binary` (a `semisync-kv` executable). Every
     /// node knows every other one (`PEERS`) and its own public URL (`PUBLIC_URL`), so that any
     /// follower can be promoted.
+    ///
+    /// Each node's ports are chosen before it starts, since every node names the others': another
+    /// process may take one in between (a test's outgoing connection draws from the same ports).
+    /// A node that then cannot listen says so, and the whole cluster starts again on new ports,
+    /// up to three times.
     pub fn start(binary: &Path, settings: &LocalSettings) -> io::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(binary, settings) {
+                Err(err) if attempt < 3 && err.to_string().contains("Address already in use") => {
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_once(binary: &Path, settings: &LocalSettings) -> io::Result<Self> {
         // Every address is chosen first, since each node names the others'. Holding all the
         // listeners at once makes the ports distinct.
         let nodes = settings.followers + 1;
