@@ -6,7 +6,10 @@
 //! The search linearizes, one at a time, an operation that could come first (it was called
 //! before every remaining completed operation returned), and backtracks; states already seen
 //! (the set of linearized operations and the register's value) are not searched again (Lowe,
-//! "Testing for linearizability", 2017).
+//! "Testing for linearizability", 2017). An indeterminate write of a value no read saw is left
+//! out first: it may never have happened, and a linearization that has it has no read of its
+//! value before the next write, so leaving it out changes nothing. Kept, each of them doubles
+//! the states to search: a history with many of them took minutes.
 
 use std::collections::HashSet;
 
@@ -39,8 +42,20 @@ pub fn linearizable(history: &[Operation]) -> bool {
         history.len() <= 128,
         "the checker handles at most 128 operations per key"
     );
+    let read: HashSet<&Option<String>> = (history.iter())
+        .filter_map(|op| match &op.kind {
+            Kind::Read(value) => Some(value),
+            Kind::Write(_) => None,
+        })
+        .collect();
+    let history: Vec<Operation> = (history.iter())
+        .filter(|op| {
+            op.ret.is_some() || matches!(&op.kind, Kind::Write(value) if read.contains(value))
+        })
+        .cloned()
+        .collect();
     let mut seen = HashSet::new();
-    search(history, 0, &None, &mut seen)
+    search(&history, 0, &None, &mut seen)
 }
 
 fn search(
@@ -180,5 +195,18 @@ mod tests {
         assert!(linearizable(&unseen));
         let before_its_call = [op(5, None, w("a")), op(0, Some(1), r(Some("a")))];
         assert!(!linearizable(&before_its_call));
+    }
+
+    /// Indeterminate writes nobody read are left out, which neither hides a violation nor
+    /// makes a history of many of them slow.
+    #[test]
+    fn indeterminate_writes_nobody_read_change_nothing() {
+        let mut history: Vec<Operation> = (0..100)
+            .map(|i| op(i, None, w(&format!("lost-{i}"))))
+            .collect();
+        history.extend([op(0, Some(1), w("a")), op(200, Some(201), r(Some("a")))]);
+        assert!(linearizable(&history));
+        history.extend([op(300, Some(301), w("b")), op(400, Some(401), r(Some("a")))]);
+        assert!(!linearizable(&history), "the stale read is still found");
     }
 }
