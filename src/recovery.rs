@@ -131,8 +131,10 @@ async fn heartbeat(shared: Arc<Shared>, follower: FollowerIndex) {
 async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
     // Before the copy: a write given up from now on goes with the next transfer.
     link.begin_transfer();
+    // A snapshot, taken under the lock at no cost: the copy is made after it.
+    let store = lock(&shared.replica).store.clone();
     let transfer = StateTransfer::of(
-        &lock(&shared.replica).store,
+        &store,
         (shared.term, shared.incarnation),
         shared.public_url.clone(),
         shared.announced(),

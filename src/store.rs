@@ -5,8 +5,15 @@
 //! leader's order, not arrival order). Deletes are kept as versioned tombstones so that a delayed,
 //! older write can never bring a deleted key back. Applying the same set of writes in any order,
 //! with any duplicates, therefore ends in the same state: that is what makes replicas converge.
+//!
+//! The map is persistent (`imbl`): a clone shares its nodes with the original and costs the same
+//! whatever the store's size, and each side then copies only the nodes it changes. So a node
+//! takes a *snapshot* of its store under its lock at no cost, and does whole-store work (a state
+//! transfer's copy, a fence's answer, a dump) on the snapshot, after releasing the lock.
 
-use std::collections::{BTreeMap, HashMap, hash_map};
+use std::collections::BTreeMap;
+
+use imbl::hashmap::{self, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +46,9 @@ impl Entry {
     }
 }
 
-/// The key-value map with per-key versions and tombstones.
-#[derive(Debug, Default)]
+/// The key-value map with per-key versions and tombstones. Cloning it takes a snapshot, in
+/// constant time (see the module doc).
+#[derive(Clone, Debug, Default)]
 pub struct Store {
     entries: HashMap<String, Entry>,
     /// Highest version applied so far, across all keys.
@@ -90,11 +98,11 @@ impl Store {
         self.latest = self.latest.max(entry.version);
         let now_live = entry.value.is_some();
         let was_live = match self.entries.entry(key.into()) {
-            hash_map::Entry::Occupied(current) if current.get().version >= entry.version => {
+            hashmap::Entry::Occupied(current) if current.get().version >= entry.version => {
                 return false;
             }
-            hash_map::Entry::Occupied(mut current) => current.insert(entry).value.is_some(),
-            hash_map::Entry::Vacant(slot) => {
+            hashmap::Entry::Occupied(mut current) => current.insert(entry).value.is_some(),
+            hashmap::Entry::Vacant(slot) => {
                 slot.insert(entry);
                 false
             }
@@ -106,19 +114,20 @@ impl Store {
     /// Applies every entry of a state transfer with [`Store::apply`]; returns how many were
     /// applied. Merging is safe while live replication goes on, since `apply` is commutative.
     pub fn merge(&mut self, entries: impl IntoIterator<Item = (String, Entry)>) -> usize {
-        let entries = entries.into_iter();
-        self.entries.reserve(entries.size_hint().0);
         entries
+            .into_iter()
             .map(|(key, entry)| self.apply(key, entry))
             .filter(|&applied| applied)
             .count()
     }
 
-    /// Replaces the whole state with `entries`, as of the sender's `latest` version.
-    pub fn replace(&mut self, entries: impl IntoIterator<Item = (String, Entry)>, latest: Version) {
-        *self = Self::new();
-        self.merge(entries);
-        self.latest = self.latest.max(latest);
+    /// A store of `entries`, as of the sender's `latest` version: what a state transfer that
+    /// replaces a follower's state installs.
+    pub fn of(entries: impl IntoIterator<Item = (String, Entry)>, latest: Version) -> Self {
+        let mut store = Self::new();
+        store.merge(entries);
+        store.observe(latest);
+        store
     }
 
     /// Every entry, tombstones included: what a state transfer sends.
@@ -264,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn merge_and_replace_of_a_copy() {
+    fn merge_of_a_copy_and_a_store_of_it() {
         let mut leader = Store::new();
         leader.write("a", Some("1".into()));
         leader.write("b", Some("2".into()));
@@ -286,13 +295,13 @@ mod tests {
             "merge keeps what the sender lacks"
         );
 
-        stale.replace(copy(&leader), leader.latest_version());
+        let replaced = Store::of(copy(&leader), leader.latest_version());
         assert_eq!(
-            stale.dump(),
+            replaced.dump(),
             leader.dump(),
-            "replace drops what the sender lacks"
+            "a store of the copy holds only what the sender holds"
         );
-        assert_eq!(stale.latest_version(), v(3));
+        assert_eq!(replaced.latest_version(), v(3));
     }
 
     #[test]
@@ -306,6 +315,25 @@ mod tests {
             v(42),
             "observe never lowers the version"
         );
+    }
+
+    /// A clone is a snapshot: writes to either side after it do not show in the other.
+    #[test]
+    fn a_snapshot_keeps_what_the_store_held_when_it_was_taken() {
+        let mut store = Store::new();
+        store.write("a", Some("1".into()));
+        store.write("b", Some("2".into()));
+        let snapshot = store.clone();
+        store.write("a", Some("changed".into()));
+        store.write("b", None);
+        store.write("c", Some("new".into()));
+        assert_eq!(
+            snapshot.dump(),
+            BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())])
+        );
+        assert_eq!((snapshot.len(), snapshot.latest_version()), (2, v(2)));
+        assert_eq!(store.dump().len(), 2);
+        assert_eq!(store.get("a"), Some(("changed", v(3))));
     }
 
     /// A new leader's versions are of its term, their counter continuing after what it holds:

@@ -142,7 +142,7 @@ pub(super) async fn read(
 /// The node's whole state: every live key and its value, as `GET /kv/{key}` shows them.
 #[utoipa::path(get, path = "/dump", responses((status = 200, body = BTreeMap<String, String>)))]
 pub(super) async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
-    axum::Json(state.replica().dump())
+    axum::Json(state.dump())
 }
 
 async fn empty_key() -> Error {

@@ -10,6 +10,7 @@ use crate::replication::wire::{
     Batch, BatchAck, EntryAck, Fence, FenceAck, Heartbeat, NodeStatus, ReplicaState, StateTransfer,
     TransferAck, Write, issued,
 };
+use crate::store::Store;
 
 impl Node {
     /// Applies a batch of replicated writes under one lock, each only if it is newer than what
@@ -91,25 +92,35 @@ impl Node {
     /// under the lock. A leader steps down. A term that is not newer than this node's is
     /// refused: a node takes each term from one candidate only.
     pub fn receive_fence(&self, fence: Fence) -> Result<FenceAck> {
-        let mut replica = self.replica();
-        if fence.term <= replica.term {
-            return Err(Error::StaleTerm {
-                term: replica.term,
-                leader: replica.leader_url.clone(),
-            });
-        }
-        let leading = self.replicator();
-        let smallest_quorum = match &leading {
-            Some(replicator) => Some(replicator.smallest_quorum()),
-            None => replica.smallest_quorum,
+        let (snapshot, following, filled, smallest_quorum, leading) = {
+            let mut replica = self.replica();
+            if fence.term <= replica.term {
+                return Err(Error::StaleTerm {
+                    term: replica.term,
+                    leader: replica.leader_url.clone(),
+                });
+            }
+            let leading = self.replicator();
+            let smallest_quorum = match &leading {
+                Some(replicator) => Some(replicator.smallest_quorum()),
+                None => replica.smallest_quorum,
+            };
+            // The replica as of the fence, in the same step: its copy is made after the lock.
+            let snapshot = replica.snapshot();
+            let (following, filled) = (replica.following, replica.filled);
+            // Not the candidate's URL: it leads only if its count allows, and then says so in
+            // its heartbeat; a refused candidate must not be named as the leader in this node's
+            // 421s.
+            self.accept_term(&mut replica, fence.term, None, fence.candidate)?;
+            (snapshot, following, filled, smallest_quorum, leading)
         };
-        let mut replica_state = ReplicaState::of(&replica.store, replica.following, replica.filled);
-        if !replica.hidden.is_empty() {
+        let mut replica_state = ReplicaState::of(&snapshot.store, following, filled);
+        if snapshot.hides_writes() {
             // A leader deposed under after_sync answers what its readers saw, not the writes it
             // hid: no quorum holds those, and a candidate that merged them would show them.
             replica_state
                 .entries
-                .retain_mut(|write| match replica.read(&write.key) {
+                .retain_mut(|write| match snapshot.read(&write.key) {
                     Some(shown) if shown.version == write.version => true,
                     Some(shown) => {
                         *write = Write::new(write.key.clone(), shown.clone());
@@ -118,9 +129,6 @@ impl Node {
                     None => false,
                 });
         }
-        // Not the candidate's URL: it leads only if its count allows, and then says so in its
-        // heartbeat; a refused candidate must not be named as the leader in this node's 421s.
-        self.accept_term(&mut replica, fence.term, None, fence.candidate)?;
         Ok(FenceAck {
             node_id: self.node_id().to_owned(),
             was_leader: leading.is_some(),
@@ -138,7 +146,9 @@ impl Node {
         for write in &transfer.entries {
             check(write)?;
         }
+        // Built before the lock: a transfer that replaces the state is a swap under it.
         let entries = transfer.entries.into_iter().map(Write::into_entry);
+        let fresh = Store::of(entries, transfer.version);
         let mut replica = self.replica();
         self.accept_term(
             &mut replica,
@@ -147,27 +157,37 @@ impl Node {
             transfer.leader,
         )?;
         let replaced = replica.following != Some(transfer.term);
-        if replaced {
+        // The store replaced, or the transfer's once merged: dropped after the lock, since
+        // freeing a store takes as long as it is large.
+        let garbage = if replaced {
             // The quorum heard of was the replaced state's term's.
             replica.smallest_quorum = None;
             replica.quorum_epoch = 0;
-            // Keep the version counter where it was: versions never go backwards on a node.
-            let latest = replica.store.latest_version().max(transfer.version);
-            replica.store.replace(entries, latest);
             // What a deposed leader hid went with the state it held.
             replica.hidden.clear();
             replica.following = Some(transfer.term);
             replica.filled = true;
+            let mut fresh = fresh;
+            // Keep the version counter where it was: versions never go backwards on a node.
+            fresh.observe(replica.store.latest_version());
+            std::mem::replace(&mut replica.store, fresh)
         } else {
-            replica.store.merge(entries);
+            // This leader's state already: merged into it, where its live writes go on landing
+            // (a follower that fell behind and missed some).
+            let copied = fresh
+                .entries()
+                .map(|(key, entry)| (key.to_owned(), entry.clone()));
+            replica.store.merge(copied);
             replica.store.observe(transfer.version);
-        }
+            fresh
+        };
         // It holds this term's state now: what it hears of the term's quorum can be trusted.
         if let Some(quorum) = transfer.smallest_quorum {
             replica.hear_quorum(transfer.quorum_epoch, quorum);
         }
         let version = replica.store.latest_version();
         drop(replica);
+        drop(garbage);
         self.applied();
         Ok(TransferAck {
             node_id: self.node_id().to_owned(),

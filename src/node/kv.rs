@@ -1,5 +1,6 @@
 //! What a client asks of a node: a read, on any node, and a write, on the leader.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +74,13 @@ impl Node {
             }
             let _ = tokio::time::timeout_at(deadline, applied).await;
         }
+    }
+
+    /// Every live key this node's readers see, with its value, sorted by key (`GET /dump`):
+    /// read from a snapshot, after the lock, so that a large store holds up no other request.
+    pub fn dump(&self) -> BTreeMap<String, String> {
+        let snapshot = self.replica().snapshot();
+        snapshot.dump()
     }
 
     /// The leader's write path: writes `value` to `key` (`None` deletes it), waiting for

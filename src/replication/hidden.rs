@@ -29,7 +29,7 @@ use crate::store::{Entry, Store, Version};
 /// The writes a leader under `after_sync` made whose quorum has not acknowledged them yet,
 /// hidden from its readers. Empty on a follower (but one that just stepped down), and under
 /// `after_commit`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Hidden {
     /// Each key with a hidden write: what its readers see instead.
     keys: HashMap<String, Shown>,
@@ -38,7 +38,7 @@ pub struct Hidden {
 }
 
 /// What the readers of a key with hidden writes see.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Shown {
     /// The key's newest acknowledged entry; `None` when it has none (it reads as absent).
     entry: Option<Entry>,
@@ -56,7 +56,7 @@ impl Shown {
 }
 
 /// One hidden write.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Pending {
     key: String,
     entry: Entry,

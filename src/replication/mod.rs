@@ -125,6 +125,34 @@ pub struct Replica {
     pub hidden: Hidden,
 }
 
+/// A [`Replica`]'s store and hidden writes as of one moment ([`Replica::snapshot`]): whole-store
+/// work (a fence's answer, a dump, a state transfer's copy) reads it after the lock is released,
+/// so that it holds up no other request.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The store at that moment.
+    pub store: Store,
+    hidden: Hidden,
+}
+
+impl Snapshot {
+    /// What the node's readers saw of `key` at that moment ([`Replica::read`]).
+    pub fn read(&self, key: &str) -> Option<&Entry> {
+        self.hidden.read(key, &self.store)
+    }
+
+    /// Every live key the node's readers saw at that moment, with its value, sorted by key.
+    pub fn dump(&self) -> BTreeMap<String, String> {
+        self.hidden.dump(&self.store)
+    }
+
+    /// Whether the node hid writes from its readers (an `after_sync` leader, or one that just
+    /// stepped down).
+    pub fn hides_writes(&self) -> bool {
+        !self.hidden.is_empty()
+    }
+}
+
 impl Replica {
     /// Checks the term of a message from a leader or a candidate: an older one is refused with
     /// the newer term and its leader. A newer one is adopted: this node then accepts no write
@@ -157,9 +185,14 @@ impl Replica {
         self.hidden.read(key, &self.store)
     }
 
-    /// Every live key this node's readers see, with its value, sorted by key.
-    pub fn dump(&self) -> BTreeMap<String, String> {
-        self.hidden.dump(&self.store)
+    /// What this node holds and its readers see, as of now, to read after the lock is released:
+    /// the store's snapshot costs the same whatever its size ([`Store`]), the hidden writes' is
+    /// a copy of them (at most `REPLICATION_BACKLOG`).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            store: self.store.clone(),
+            hidden: self.hidden.clone(),
+        }
     }
 
     /// Records the smallest write quorum the leader of the term it follows announced in
