@@ -41,7 +41,11 @@
 //! - [`lag`]: the clock the simulated lags are slept on, with sub-millisecond precision.
 //! - [`link`]: one follower as the leader sees it; the only code that changes that state.
 //! - [`pipeline`]: one follower's queue of due writes, its batches and their retries.
-//! - [`quorum`]: the quorum wait of one write.
+//! - [`quorum`]: the quorum wait of one write, and what became of it.
+//! - [`replica`]: a node's replicated state and its lock; snapshots of it.
+//! - `shared`: what the fan-out, the pipelines and recovery share (a leader's term, links,
+//!   settings, announced quorum and floor). Its own module, so that the pipelines use it
+//!   without importing this one, which imports them.
 //! - [`hidden`]: the wait point `after_sync`, which hides a write from the leader's readers
 //!   until its quorum acknowledged it.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
@@ -52,458 +56,38 @@ pub mod lag;
 pub mod link;
 pub mod pipeline;
 pub mod quorum;
+pub mod replica;
+mod shared;
 pub mod transport;
 pub mod wire;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use reqwest::Url;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::warn;
 
 use crate::error::Error;
-use crate::events::{Event, Events, FollowerIndex, millis, shorten};
+use crate::events::{Event, Events, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::signal::Signal;
-use crate::store::{Entry, Store, Version};
+use crate::store::{Entry, Version};
 use announce::Announcement;
-use hidden::{Hidden, Revealed};
 pub use lag::LagClock;
 pub use link::{FollowerState, FollowerView, GIVE_UP_AFTER_DOWN, Link};
 use pipeline::{Message, Pipeline};
 use quorum::Tally;
+pub use quorum::{QuorumOutcome, Unannounced};
+pub use replica::{Replica, SharedReplica, Snapshot, lock};
+pub(crate) use shared::Shared;
 pub use transport::{Failure, HttpTransport, Transport};
 pub use wire::{Epoch, Incarnation, Term, Write};
-
-/// A node's replicated state: its store, the newest term it has seen, and on a follower what it
-/// knows of that term's leader. One lock guards them all, so that "is this message of my term,
-/// and do I hold its leader's state?" and "apply" happen together.
-#[derive(Debug, Default)]
-pub struct Replica {
-    /// The versioned map.
-    pub store: Store,
-    /// The newest term this node has seen: its own on a leader. Messages of older terms are
-    /// refused (`409 stale_term`).
-    pub term: Term,
-    /// The term whose leader's state this node holds: on a follower the term of the last state
-    /// transfer that replaced its state, whose writes it accepts while that term is its newest;
-    /// on a leader that stepped down, its own term. `None` until then, and on a leader. A newer
-    /// term adopted (a fence, a new leader's heartbeat) does not change it: the node still holds
-    /// that state until the new leader's transfer replaces it.
-    pub following: Option<Term>,
-    /// Whether the store holds a leader's state: false from the node's start until a state
-    /// transfer replaced it or the node began to lead. A node that restarted lost what it held
-    /// and acknowledged; until then it acknowledged nothing (a follower refuses writes until
-    /// its transfer), so a candidate does not count it.
-    pub filled: bool,
-    /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
-    pub leader_url: Option<String>,
-    /// The node (by incarnation) that took `term` here: the candidate whose fence this node
-    /// accepted, or the leader whose message came first, or this node while it leads. A message
-    /// of `term` from any other node is refused (`409 term_taken`).
-    pub term_owner: Option<Incarnation>,
-    /// The smallest write quorum of the term `following` this node has heard of from that
-    /// term's leader (on a leader that stepped down: its own). A candidate counts with it, so a
-    /// newer term adopted does not reset it: only a state transfer that replaces the state does.
-    pub smallest_quorum: Option<usize>,
-    /// The epoch of `smallest_quorum`: the leader raises it when it announces a larger quorum
-    /// again, and this node keeps the smallest quorum of the newest epoch it heard.
-    pub quorum_epoch: Epoch,
-    /// On a follower: the live settings of its leader, from its heartbeat; a promoted follower
-    /// carries on with them.
-    pub leader_settings: Option<Settings>,
-    /// On a leader under the wait point `after_sync`: its writes that no quorum acknowledged
-    /// yet, hidden from its readers.
-    pub hidden: Hidden,
-}
-
-/// A [`Replica`]'s store and hidden writes as of one moment ([`Replica::snapshot`]): whole-store
-/// work (a fence's answer, a dump, a state transfer's copy) reads it after the lock is released,
-/// so that it holds up no other request.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// The store at that moment.
-    pub store: Store,
-    hidden: Hidden,
-}
-
-impl Snapshot {
-    /// What the node's readers saw of `key` at that moment ([`Replica::read`]).
-    pub fn read(&self, key: &str) -> Option<&Entry> {
-        self.hidden.read(key, &self.store)
-    }
-
-    /// Every live key the node's readers saw at that moment, with its value, sorted by key.
-    pub fn dump(&self) -> BTreeMap<String, String> {
-        self.hidden.dump(&self.store)
-    }
-
-    /// Whether the node hid writes from its readers (an `after_sync` leader, or one that just
-    /// stepped down).
-    pub fn hides_writes(&self) -> bool {
-        !self.hidden.is_empty()
-    }
-}
-
-impl Replica {
-    /// Checks the term of a message from a leader or a candidate: an older one is refused with
-    /// the newer term and its leader. A newer one is adopted: this node then accepts no write
-    /// until that term's leader's state transfer, and keeps what it knows of the state it holds
-    /// (`following`, `smallest_quorum`). Returns whether the term was newer.
-    pub fn check_term(&mut self, term: Term, leader_url: Option<&str>) -> Result<bool, Error> {
-        if term < self.term {
-            return Err(Error::StaleTerm {
-                term: self.term,
-                leader: self.leader_url.clone(),
-            });
-        }
-        let newer = term > self.term;
-        if newer {
-            self.term = term;
-            self.leader_url = None;
-            self.term_owner = None;
-            // Not `hidden`: a leader that steps down keeps hiding its unacknowledged writes
-            // until the new leader's state transfer replaces them.
-        }
-        if let Some(url) = leader_url {
-            self.leader_url = Some(url.to_owned());
-        }
-        Ok(newer)
-    }
-
-    /// What this node's readers see of `key`: the store's entry (a tombstone included), or on
-    /// an `after_sync` leader the newest one its quorum acknowledged.
-    pub fn read(&self, key: &str) -> Option<&Entry> {
-        self.hidden.read(key, &self.store)
-    }
-
-    /// What this node holds and its readers see, as of now, to read after the lock is released:
-    /// the store's snapshot costs the same whatever its size ([`Store`]), the hidden writes' is
-    /// a copy of them (at most `REPLICATION_BACKLOG`).
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            store: self.store.clone(),
-            hidden: self.hidden.clone(),
-        }
-    }
-
-    /// Records the smallest write quorum the leader of the term it follows announced in
-    /// `epoch`: the smallest of the newest epoch heard, so that a late message of an older epoch
-    /// changes nothing.
-    pub fn hear_quorum(&mut self, epoch: Epoch, quorum: usize) {
-        let heard = match self.smallest_quorum {
-            Some(heard) if epoch == self.quorum_epoch => heard.min(quorum),
-            Some(_) if epoch < self.quorum_epoch => return,
-            _ => quorum,
-        };
-        self.smallest_quorum = Some(heard);
-        self.quorum_epoch = epoch;
-    }
-}
-
-/// A [`Replica`] shared between request handlers and the leader's background tasks. The guard
-/// is held for one synchronous step, never across an `.await`.
-pub type SharedReplica = Arc<Mutex<Replica>>;
-
-/// Locks a shared replica. Every operation under the lock leaves the map consistent (a single
-/// insert or a whole replacement), so a lock poisoned by a panic is safe to keep using.
-pub fn lock(replica: &Mutex<Replica>) -> MutexGuard<'_, Replica> {
-    replica.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What became of the quorum wait for one write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuorumOutcome {
-    /// Acks required.
-    pub quorum: usize,
-    /// How long the write waited for them at most (the timeout when it started).
-    pub timeout: Duration,
-    /// Node ids of the followers that acknowledged before the answer, in arrival order.
-    pub acked_by: Vec<String>,
-    /// When the write's quorum was below the term's floor at the answer (too few followers had
-    /// heard of a quorum that low, see [`quorum::established`]): the write does not count,
-    /// whatever its acks.
-    pub unannounced: Option<Unannounced>,
-}
-
-/// Why a write acknowledged by its quorum does not count: its quorum is below the term's
-/// floor, and too few followers heard of it for a promotion to be sure to know it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Unannounced {
-    /// The floor: the smallest quorum at which a write of this term counts now.
-    pub floor: usize,
-    /// The followers known to have heard of the write's quorum or a lower one; `floor` of
-    /// them are needed.
-    pub heard: usize,
-    /// When no write of this new term counts yet: the followers known to hold its state, and
-    /// how many must.
-    pub unsynced: Option<(usize, usize)>,
-}
-
-impl QuorumOutcome {
-    /// Number of acks received before the answer.
-    pub fn acks(&self) -> usize {
-        self.acked_by.len()
-    }
-
-    /// Whether the quorum was reached, at a quorum that counts.
-    pub fn reached(&self) -> bool {
-        self.acks() >= self.quorum && self.unannounced.is_none()
-    }
-}
-
-/// What the fan-out, the pipelines and recovery share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) term: Term,
-    /// This leader's incarnation, which its messages carry: its followers take no other node's
-    /// messages of its term.
-    pub(crate) incarnation: Incarnation,
-    pub(crate) replica: SharedReplica,
-    pub(crate) links: Vec<Link>,
-    pub(crate) transport: Arc<dyn Transport>,
-    settings: RwLock<Settings>,
-    backlog: usize,
-    metrics: Arc<Metrics>,
-    pub(crate) events: Events,
-    clock: Arc<LagClock>,
-    /// The leader's `PUBLIC_URL`, sent with its state transfers and heartbeats.
-    pub(crate) public_url: Option<String>,
-    /// The term's smallest quorum as announced to the followers, and the floor at which a write
-    /// counts. Locked after the replica lock, when both are taken.
-    announcement: Mutex<Announcement>,
-    /// The floor, published for the writes that wait for it to reach their quorum.
-    floor: Signal<usize>,
-    /// The write quorum of the settings the term began with: a raise announces no more than
-    /// this (nor than the live settings' quorum), so that raising the live quorum does not make
-    /// every lower per-request quorum need all followers to hear of it.
-    raise_to: usize,
-    /// Writes applied whose messages are not yet admitted to every follower's link: while
-    /// there are any, the links do not show everything the leader holds (see `try_raise`).
-    applying: AtomicUsize,
-    /// Turns true once this leader stepped down: its tasks end.
-    deposed: Signal<bool>,
-    /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
-    wake_reads: Arc<Notify>,
-}
-
-impl Shared {
-    pub(crate) fn settings(&self) -> Settings {
-        *self.settings.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn announcement(&self) -> MutexGuard<'_, Announcement> {
-        // Every step under the lock leaves the announcement consistent.
-        self.announcement
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The smallest write quorum of this term as announced, and its epoch: what every batch,
-    /// heartbeat and state transfer carries.
-    pub(crate) fn announced(&self) -> (Epoch, usize) {
-        self.announcement().announced()
-    }
-
-    /// The smallest write quorum of this term as announced.
-    pub(crate) fn smallest_quorum(&self) -> usize {
-        self.announced().1
-    }
-
-    /// The smallest quorum at which a write of this term counts now.
-    pub(crate) fn floor(&self) -> usize {
-        self.announcement().floor()
-    }
-
-    /// Records that `follower` accepted a message that carried `quorum` in `epoch`; when that
-    /// lowers the floor, shows the hidden writes that now count and wakes the writes waiting.
-    pub(crate) fn heard(&self, follower: FollowerIndex, epoch: Epoch, quorum: usize) {
-        let lowered = {
-            let mut announcement = self.announcement();
-            let lowered = announcement.heard(follower, epoch, quorum);
-            // Published under the lock, so that the signal never shows an older floor.
-            if let Some(floor) = lowered {
-                self.floor.replace(floor);
-            }
-            lowered.is_some()
-        };
-        if lowered {
-            // The floor read again under the replica lock: a raise may have come in between.
-            self.reveal(|hidden| hidden.lower_floor(self.floor()));
-        }
-    }
-
-    /// Waits until a write of `quorum` counts (the floor is at or below it), `deadline` passes
-    /// or this leader steps down; says why when the write does not count.
-    async fn wait_for_floor(&self, quorum: usize, deadline: Instant) -> Option<Unannounced> {
-        tokio::select! {
-            biased;
-            _ = tokio::time::timeout_at(deadline, self.floor.wait_for(|floor| floor <= quorum)) => {}
-            () = self.deposed() => {}
-        }
-        let announcement = self.announcement();
-        let floor = announcement.floor();
-        let heard = announcement.heard_at_most(quorum);
-        let (synced, needed) = announcement.synced();
-        (floor > quorum).then_some(Unannounced {
-            floor,
-            heard,
-            unsynced: (synced < needed).then_some((synced, needed)),
-        })
-    }
-
-    /// Counts `quorum` as used by a write of this term. When it is the smallest yet, every
-    /// follower's heartbeat goes at once, rather than within 500 ms: a follower that the
-    /// write's batch does not reach (yet) learns it too, and the floor can reach it.
-    fn use_quorum(&self, quorum: usize) {
-        if self.announcement().lower(quorum) {
-            self.wake_heartbeats();
-        }
-    }
-
-    /// Announces the write quorum `W` of the live settings (at most the one the term began with)
-    /// again, in a new epoch, once at least `W` followers hold every write the leader applied: a
-    /// promotion that merges `N - W + 1` followers then meets each write, whatever quorum it was
-    /// made with. Takes the replica lock, under which writes are applied, so that no write slips
-    /// between the check and the raise.
-    pub(crate) fn try_raise(&self) {
-        let target = (self.settings().write_quorum)
-            .min(self.raise_to)
-            .min(announce::ceiling(self.links.len()));
-        if target == 0 || self.smallest_quorum() >= target {
-            return;
-        }
-        let replica = lock(&self.replica);
-        if self.applying.load(Ordering::SeqCst) > 0 {
-            return;
-        }
-        let holding = self.links.iter().filter(|link| link.holds_everything());
-        if holding.count() < target {
-            return;
-        }
-        let mut announcement = self.announcement();
-        if !announcement.raise(target) {
-            return;
-        }
-        self.floor.replace(announcement.floor());
-        drop(announcement);
-        drop(replica);
-        self.wake_heartbeats();
-    }
-
-    /// Sends every follower's heartbeat now.
-    fn wake_heartbeats(&self) {
-        for link in &self.links {
-            link.wake.notify_one();
-        }
-    }
-
-    /// Steps down on learning of `term`, newer than this leader's, led from `leader_url`: the
-    /// node adopts the term and follows, and this leader's tasks end. Its writes that no
-    /// follower acknowledged go when the new leader's state transfer replaces its state.
-    /// Returns whether it stepped down: a refusal naming this leader's own term (another leader
-    /// of the same term) changes nothing.
-    pub(crate) fn depose(&self, term: Term, leader_url: Option<&str>) -> bool {
-        if term <= self.term {
-            return false;
-        }
-        let mut replica = lock(&self.replica);
-        self.step_down(&mut replica);
-        let _ = replica.check_term(term, leader_url);
-        true
-    }
-
-    /// What a leader does with a refusal of its message: steps down when the follower serves a
-    /// newer term (adopting it), or when another node took this leader's own term there
-    /// (`term_taken`: two leaders of one term, after a forced promotion; both step down, and a
-    /// promotion with a newer term settles it). Returns whether it stepped down.
-    pub(crate) fn refused(&self, failure: &Failure) -> bool {
-        if let Some((term, leader)) = &failure.newer_term {
-            if self.depose(*term, leader.as_deref()) {
-                return true;
-            }
-        }
-        if !failure.term_taken() {
-            return false;
-        }
-        warn!(
-            term = self.term,
-            "another node leads this term: stepping down"
-        );
-        self.step_down(&mut lock(&self.replica));
-        true
-    }
-
-    /// Steps this leader down: records in `replica` what a candidate must learn from it (it
-    /// holds its own term's state, whose smallest quorum only it knows for sure), and ends its
-    /// pipelines and heartbeats.
-    pub(crate) fn step_down(&self, replica: &mut Replica) {
-        // Once only: a refusal that comes back after the node followed a newer term's leader
-        // must not put back what this leader recorded over what that leader's transfer set.
-        if self.is_deposed() {
-            return;
-        }
-        replica.following = Some(self.term);
-        let (epoch, quorum) = self.announced();
-        replica.quorum_epoch = epoch;
-        replica.smallest_quorum = Some(quorum);
-        // Its live settings, as its followers heard them: what it leads with if promoted again.
-        replica.leader_settings = Some(self.settings());
-        self.stop();
-    }
-
-    /// Counts acks on the hidden writes under `after_sync`: `count` does so under the replica
-    /// lock, and the writes that became visible are announced. Under `after_commit` nothing is
-    /// hidden, and the lock is not taken.
-    pub(crate) fn reveal(&self, count: impl FnOnce(&mut Hidden) -> Vec<Revealed>) {
-        if self.settings().wait_point != WaitPoint::AfterSync {
-            return;
-        }
-        let revealed = count(&mut lock(&self.replica).hidden);
-        self.announce(revealed);
-    }
-
-    /// Wakes the reads waiting for a `min_version`, and publishes a `visible` event for each
-    /// write that became visible.
-    fn announce(&self, revealed: Vec<Revealed>) {
-        if revealed.is_empty() {
-            return;
-        }
-        self.wake_reads.notify_waiters();
-        for Revealed { key, version, acks } in revealed {
-            self.events.publish(|| Event::Visible {
-                version,
-                key: shorten(&key),
-                acks,
-            });
-        }
-    }
-
-    /// Ends this leader's tasks.
-    pub(crate) fn stop(&self) {
-        if !self.deposed.replace(true) {
-            warn!(term = self.term, "stepped down: a newer term has begun");
-        }
-    }
-
-    /// Whether this leader stepped down.
-    pub(crate) fn is_deposed(&self) -> bool {
-        self.deposed.get()
-    }
-
-    /// Resolves once this leader stepped down.
-    pub(crate) async fn deposed(&self) {
-        self.deposed.wait_for(|deposed| deposed).await;
-    }
-}
 
 /// The leader's side of replication: fans each write out to every follower's pipeline, and
 /// keeps the per-follower links that recovery and `GET /cluster` use.

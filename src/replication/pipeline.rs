@@ -25,9 +25,9 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Shared;
 use super::link::Verdict;
 use super::quorum::Tally;
+use super::shared::Shared;
 use super::transport::{Failure, Result};
 use super::wire::{Batch, BatchAck, Epoch, Write};
 use crate::events::{Event, FollowerIndex, millis};

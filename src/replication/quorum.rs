@@ -4,6 +4,7 @@
 //! on: that is what makes the wait *semi*-synchronous.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -133,6 +134,47 @@ impl Tally {
                 return std::mem::take(&mut state.acked_by);
             }
         }
+    }
+}
+
+/// What became of the quorum wait for one write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumOutcome {
+    /// Acks required.
+    pub quorum: usize,
+    /// How long the write waited for them at most (the timeout when it started).
+    pub timeout: Duration,
+    /// Node ids of the followers that acknowledged before the answer, in arrival order.
+    pub acked_by: Vec<String>,
+    /// When the write's quorum was below the term's floor at the answer (too few followers had
+    /// heard of a quorum that low, see [`established`]): the write does not count,
+    /// whatever its acks.
+    pub unannounced: Option<Unannounced>,
+}
+
+/// Why a write acknowledged by its quorum does not count: its quorum is below the term's
+/// floor, and too few followers heard of it for a promotion to be sure to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unannounced {
+    /// The floor: the smallest quorum at which a write of this term counts now.
+    pub floor: usize,
+    /// The followers known to have heard of the write's quorum or a lower one; `floor` of
+    /// them are needed.
+    pub heard: usize,
+    /// When no write of this new term counts yet: the followers known to hold its state, and
+    /// how many must.
+    pub unsynced: Option<(usize, usize)>,
+}
+
+impl QuorumOutcome {
+    /// Number of acks received before the answer.
+    pub fn acks(&self) -> usize {
+        self.acked_by.len()
+    }
+
+    /// Whether the quorum was reached, at a quorum that counts.
+    pub fn reached(&self) -> bool {
+        self.acks() >= self.quorum && self.unannounced.is_none()
     }
 }
 
