@@ -10,7 +10,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
-use super::{Results, StalePass, StaleReads, Throughput, Versus};
+use super::results::{Results, Throughput, Versus};
+use super::stale::{StalePass, StaleReads};
 use crate::settings::WaitPoint;
 
 /// The latency chart's file name.
@@ -87,7 +88,7 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
         .label("one write")
         .legend(|(x, y)| Circle::new((x + 15, y), 7, SKY_BLUE.filled()));
 
-    let series = |pick: fn(&super::QuorumResult) -> Option<f64>| -> Vec<(f64, f64)> {
+    let series = |pick: fn(&super::results::QuorumResult) -> Option<f64>| -> Vec<(f64, f64)> {
         quorums
             .iter()
             .filter_map(|q| Some((q.quorum as f64, pick(q)?)))
@@ -281,7 +282,7 @@ pub fn versus_redis(versus: &Versus, path: &Path) -> Result<(), String> {
             }
         })
         .collect();
-    let of_each = |value: fn(&super::ThroughputRun) -> f64| -> Vec<Vec<f64>> {
+    let of_each = |value: fn(&super::results::ThroughputRun) -> f64| -> Vec<Vec<f64>> {
         runs.iter()
             .map(|r| {
                 vec![

@@ -17,7 +17,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::Target;
+use super::target::Target;
 use crate::client::Client;
 
 /// The JSON file's name in the output folder.

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{Latency, Target};
+use super::stats::Latency;
+use super::target::Target;
 use crate::client::{Client, ClientError};
 use crate::settings::{SettingsChange, WaitPoint};
 

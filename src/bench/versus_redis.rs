@@ -19,10 +19,13 @@ use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{BenchArgs, Target, ThroughputRun, Writes, chart, or_default, progress_bar, write};
+use super::args::{BenchArgs, or_default};
+use super::chart;
+use super::output::{progress_bar, write};
+use super::results::{ThroughputRun, Versus, VersusRun};
+use super::target::{Target, Writes};
 
 /// The JSON file's name in the output folder.
 pub const JSON_FILE: &str = "versus_redis.json";
@@ -32,70 +35,6 @@ const REPLICAS: usize = 5;
 const KEYS: usize = 100;
 /// How long Redis may take to start with every replica online.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The comparison: the content of `versus_redis.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Versus {
-    /// The version `redis-server --version` reports.
-    pub redis_version: String,
-    /// Redis replicas, and followers of the local cluster.
-    pub replicas: usize,
-    /// Keys written.
-    pub keys: usize,
-    /// Length of each run, in seconds.
-    pub seconds: f64,
-    /// `WAIT`'s timeout and the cluster's `REPLICATE_TIMEOUT_MS`, in milliseconds.
-    pub timeout_ms: u64,
-    /// One per quorum and concurrency.
-    pub runs: Vec<VersusRun>,
-}
-
-/// Both systems under one load.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VersusRun {
-    /// The write quorum (`WAIT`'s replica count).
-    pub quorum: usize,
-    /// Clients writing in a loop, each on its own connection.
-    pub concurrency: usize,
-    /// Redis with `SET` + `WAIT` sent together: one round trip.
-    pub redis: ThroughputRun,
-    /// Redis with `SET`, then `WAIT` once `SET` answered: two round trips.
-    pub redis_two_trips: ThroughputRun,
-    /// The local semisync-kv cluster.
-    pub semisync: ThroughputRun,
-    /// semisync-kv's writes per second over pipelined Redis's; `null` when Redis made none.
-    pub rate_ratio: Option<f64>,
-    /// semisync-kv's p99 latency over pipelined Redis's; `null` when either has none.
-    pub p99_ratio: Option<f64>,
-    /// semisync-kv's writes per second over two-round-trip Redis's.
-    pub rate_ratio_two_trips: Option<f64>,
-    /// semisync-kv's p99 latency over two-round-trip Redis's.
-    pub p99_ratio_two_trips: Option<f64>,
-}
-
-impl VersusRun {
-    fn new(redis: ThroughputRun, redis_two_trips: ThroughputRun, semisync: ThroughputRun) -> Self {
-        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-        let p99_ratio = |redis: &ThroughputRun| {
-            semisync
-                .latency_ms
-                .p99
-                .zip(redis.latency_ms.p99)
-                .and_then(|(s, r)| ratio(s, r))
-        };
-        Self {
-            quorum: redis.quorum,
-            concurrency: redis.concurrency,
-            rate_ratio: ratio(semisync.writes_per_sec, redis.writes_per_sec),
-            p99_ratio: p99_ratio(&redis),
-            rate_ratio_two_trips: ratio(semisync.writes_per_sec, redis_two_trips.writes_per_sec),
-            p99_ratio_two_trips: p99_ratio(&redis_two_trips),
-            redis,
-            redis_two_trips,
-            semisync,
-        }
-    }
-}
 
 /// How a Redis client sends a write's two commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -303,7 +242,7 @@ async fn closed_loop(
             writes
         })
     });
-    super::join(workers).await
+    super::target::join(workers).await
 }
 
 /// A Redis primary and its replicas on loopback; dropping it stops them all.
@@ -588,7 +527,7 @@ pub fn table(versus: &Versus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::Latency;
+    use crate::bench::stats::Latency;
 
     #[test]
     fn only_online_replicas_count() {
