@@ -57,7 +57,7 @@ fn node() -> &'static Node {
         node.runtime.block_on(async {
             let status = call(&node.internal, Method::GET, "/internal/status", Vec::new()).await.1;
             let transfer = serde_json::json!({
-                "term": TERM, "follower": status["incarnation"], "version": 0, "entries": [],
+                "term": TERM, "follower": status["incarnation"], "version": "0.0", "entries": [],
             });
             let (code, _) = call(&node.internal, Method::POST, "/internal/transfer", transfer.to_string().into_bytes()).await;
             assert_eq!(code, 200);
@@ -79,7 +79,8 @@ async fn call(router: &axum::Router, method: Method, uri: &str, body: Vec<u8>) -
 }
 
 /// A batch of writes made from `data`: each write takes a length byte for its key, the key's
-/// bytes, 8 bytes of version and a byte that makes the value null or a short string.
+/// bytes, 8 bytes of version (4 of term, 4 of counter: `term.counter`, zeros included, which the
+/// follower refuses write by write) and a byte that makes the value null or a short string.
 fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
     let mut writes = Vec::new();
     while let [len, rest @ ..] = data {
@@ -89,7 +90,11 @@ fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
         writes.push(serde_json::json!({
             "key": String::from_utf8_lossy(key),
             "value": (value % 4 != 0).then(|| format!("v{value}")),
-            "version": u64::from_le_bytes(*version) % (1 << 60),
+            "version": format!(
+                "{}.{}",
+                u32::from_le_bytes([version[0], version[1], version[2], version[3]]),
+                u32::from_le_bytes([version[4], version[5], version[6], version[7]]),
+            ),
         }));
         data = rest;
     }

@@ -3,15 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use semisync_kv::{Entry, Store};
+use semisync_kv::{Entry, Store, Version};
 
 fuzz_target!(|data: &[u8]| {
-    // Each 3 bytes: a key (one of 4), a version (1..=256), and a value or a delete.
+    // Each 3 bytes: a key (one of 4), a version (term 1..=8, counter 1..=32: writes of a newer
+    // term with smaller counters too), and a value or a delete.
     let writes: Vec<(String, Entry)> = data
         .chunks_exact(3)
         .map(|c| {
             let key = format!("k{}", c[0] % 4);
-            let version = u64::from(c[1]) + 1;
+            let version = Version::new(u64::from(c[1] >> 5) + 1, u64::from(c[1] & 31) + 1);
             let value = (c[2] % 5 != 0).then(|| format!("v{}", c[2]));
             (key, Entry { value, version })
         })

@@ -281,7 +281,7 @@ pub fn table(results: &Results) -> String {
 
 /// The stale-read lesson's lines: per wait point and quorum, the stale follower reads without
 /// and with `min_version`, and how often the leader showed a write while it waited.
-pub(super) fn stale_table(stale: &StaleReads) -> Vec<String> {
+fn stale_table(stale: &StaleReads) -> Vec<String> {
     let mut lines = vec![
         format!(
             "stale reads: each write read back from a random follower right after its 200; the \
