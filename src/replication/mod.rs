@@ -393,7 +393,11 @@ impl Replicator {
         // Acked by its quorum: it counts once a promotion is sure to know that quorum. An
         // asynchronous write (quorum 0) promised nothing, and waits for nothing.
         let unannounced = match quorum > 0 && acked_by.len() >= quorum {
-            true => shared.wait_for_floor(quorum, applied_at + timeout).await,
+            true => {
+                shared
+                    .wait_for_floor(quorum, &tally, applied_at + timeout)
+                    .await
+            }
             false => None,
         };
         let outcome = QuorumOutcome {

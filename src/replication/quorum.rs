@@ -56,6 +56,9 @@ struct State {
     outstanding: usize,
     /// The answer was given: later acks are not counted.
     answered: bool,
+    /// Followers that acknowledged, before or after the answer: those that hold the write.
+    /// Each follower's message is acknowledged at most once.
+    held: usize,
 }
 
 impl Tally {
@@ -67,6 +70,7 @@ impl Tally {
                 acked_by: Vec::with_capacity(quorum),
                 outstanding: followers,
                 answered: false,
+                held: 0,
             }),
             changed: Notify::new(),
         }
@@ -81,15 +85,37 @@ impl Tally {
     pub fn ack(&self, follower: FollowerIndex) -> bool {
         let mut state = self.state();
         state.outstanding = state.outstanding.saturating_sub(1);
+        state.held += 1;
         // Acks past the quorum are late even before the handler has woken to answer.
-        if state.answered || state.acked_by.len() >= state.quorum {
-            return false;
+        let counted = !state.answered && state.acked_by.len() < state.quorum;
+        if counted {
+            state.acked_by.push(follower);
         }
-        state.acked_by.push(follower);
-        if state.acked_by.len() >= state.quorum || state.outstanding == 0 {
+        // Below its quorum, the write's handler waits for no single ack; past it, a write
+        // whose quorum is below the floor may wait for the followers that hold it.
+        if state.acked_by.len() >= state.quorum || state.answered || state.outstanding == 0 {
             self.changed.notify_one();
         }
-        true
+        counted
+    }
+
+    /// The followers that hold the write: every ack so far, counted or late.
+    pub fn held(&self) -> usize {
+        self.state().held
+    }
+
+    /// Waits until more than `held` followers hold the write.
+    pub async fn held_by_more_than(&self, held: usize) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            // Registered before the check: an ack right after it wakes this task.
+            changed.as_mut().enable();
+            if self.held() > held {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Records that `follower` will not acknowledge this write (its delivery gave up in favour

@@ -12,7 +12,7 @@ use super::announce::Announcement;
 use super::hidden::{Hidden, Revealed};
 use super::lag::LagClock;
 use super::link::Link;
-use super::quorum::Unannounced;
+use super::quorum::{Tally, Unannounced};
 use super::replica::{Replica, SharedReplica, lock};
 use super::transport::{Failure, Transport};
 use super::wire::{Epoch, Incarnation, Term};
@@ -102,23 +102,39 @@ impl Shared {
         }
     }
 
-    /// Waits until a write of `quorum` counts (the floor is at or below it), `deadline` passes
-    /// or this leader steps down; says why when the write does not count.
+    /// Waits until a write of `quorum` counts, `deadline` passes or this leader steps down;
+    /// says why when the write does not count. It counts once the floor is at or below its
+    /// quorum, or once as many followers as the floor hold it (`tally`, late acks included):
+    /// every promotion counted safe merges `N - floor + 1` followers, so one of them, as for
+    /// a write of quorum `floor`. Without the second way, a `?quorum=1` write acknowledged by
+    /// every follower could still time out, when a raise announced a higher quorum again
+    /// before enough followers heard of 1 (the raise is due once every write is held widely).
     pub(super) async fn wait_for_floor(
         &self,
         quorum: usize,
+        tally: &Tally,
         deadline: Instant,
     ) -> Option<Unannounced> {
+        let counted = async {
+            loop {
+                let held = tally.held();
+                tokio::select! {
+                    biased;
+                    _ = self.floor.wait_for(|floor| floor <= quorum.max(held)) => return,
+                    () = tally.held_by_more_than(held) => {}
+                }
+            }
+        };
         tokio::select! {
             biased;
-            _ = tokio::time::timeout_at(deadline, self.floor.wait_for(|floor| floor <= quorum)) => {}
+            _ = tokio::time::timeout_at(deadline, counted) => {}
             () = self.deposed() => {}
         }
         let announcement = self.announcement();
         let floor = announcement.floor();
         let heard = announcement.heard_at_most(quorum);
         let (synced, needed) = announcement.synced();
-        (floor > quorum).then_some(Unannounced {
+        (floor > quorum.max(tally.held())).then_some(Unannounced {
             floor,
             heard,
             unsynced: (synced < needed).then_some((synced, needed)),

@@ -797,6 +797,66 @@ async fn the_settings_quorum_is_announced_again_once_enough_followers_hold_every
     );
 }
 
+/// Found by CI under load: a `?quorum=1` write reached its quorum, and the floor dropped to 1
+/// once three followers heard of it, but before its handler woke, a heartbeat raised the
+/// announcement back to 3 (every follower held every write by then), and the floor with it.
+/// The write then waited out its timeout and answered 503, though all its followers held it.
+/// A write held by as many followers as the floor counts: any promotion counted safe merges
+/// one of them, as for a write of quorum `floor`. Held by fewer, it does not.
+#[tokio::test(start_paused = true)]
+async fn a_write_held_by_as_many_followers_as_the_floor_counts_after_a_raise() {
+    let (replicator, _fake) = five_followers_at_quorum_3();
+    assert!(write(&replicator, "synced", 3).await.reached());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // No await from here to the raise: the heartbeats cannot step in between.
+    let shared = &replicator.shared;
+    shared.use_quorum(1);
+    let (epoch, announced) = shared.announced();
+    assert_eq!(announced, 1);
+    for follower in 0..3 {
+        shared.heard(follower, epoch, 1);
+    }
+    assert_eq!(shared.floor(), 1, "three followers heard of quorum 1");
+    shared.try_raise();
+    assert_eq!(
+        shared.announced(),
+        (epoch + 1, 3),
+        "every follower holds everything"
+    );
+    assert_eq!(shared.floor(), 3, "the raise took the floor back to 3");
+
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let held_by = |followers: std::ops::Range<usize>| {
+        let tally = quorum::Tally::new(1, 5);
+        followers.for_each(|follower| {
+            tally.ack(follower);
+        });
+        tally
+    };
+    let tally = held_by(0..3);
+    assert_eq!(
+        shared.wait_for_floor(1, &tally, deadline).await,
+        None,
+        "three followers hold it: it counts"
+    );
+    let tally = held_by(0..2);
+    let unannounced = Unannounced {
+        floor: 3,
+        heard: 0,
+        unsynced: None,
+    };
+    assert_eq!(
+        shared.wait_for_floor(1, &tally, deadline).await,
+        Some(unannounced),
+        "two followers hold it, and none heard of quorum 1 since the raise"
+    );
+    assert_eq!(
+        Instant::now(),
+        deadline,
+        "it waited for more acks until the deadline"
+    );
+}
+
 /// A follower refuses this leader's message because another node took its term there (two
 /// leaders of one term, after a forced promotion): the leader steps down, and its waiting write
 /// answers at once rather than at its timeout.

@@ -116,6 +116,12 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a fenced node may take to begin its answer: a frozen node accepts the connection and
 /// then says nothing, and a candidate must not wait for it as long as for a large state.
 const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a pooled connection may sit idle before it is dropped rather than reused. A node
+/// closes a connection idle for its `HEADER_READ_TIMEOUT_MS` (5 s by default: hyper's header
+/// deadline also runs while it waits for the next request), and a batch sent on a connection
+/// that the follower is closing fails with "connection closed before message completed", and
+/// waits for its retry. Well below that, so this side lets go first.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The real transport: JSON over HTTP/1.1 to each follower's internal listener, on one pooled
 /// client with keep-alive, no proxy (a proxy variable in the environment must not reroute
@@ -159,6 +165,7 @@ impl HttpTransport {
         let client = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .tcp_nodelay(true)
             .default_headers(headers)
             .build()

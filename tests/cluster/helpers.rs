@@ -237,6 +237,9 @@ pub async fn write_many(
         for (status, body) in join_all(writes).await {
             if status == StatusCode::OK {
                 versions.push(crate::common::version(&body));
+            } else {
+                // Shown with the test's output when it fails: why the write did not count.
+                eprintln!("write_many: {status} {body}");
             }
         }
     }
