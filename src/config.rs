@@ -116,6 +116,12 @@ pub struct Config {
     /// Largest accepted value, in bytes.
     #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1_048_576)]
     pub max_value_bytes: usize,
+
+    /// With AUTO_FAILOVER on: how long a follower hears nothing of its leader before it asks
+    /// for votes (after a random extra delay of up to half this), in milliseconds, 1000 to
+    /// 60000. The leader's heartbeats come every 500 ms.
+    #[arg(long, env = "FAILOVER_AFTER_MS", default_value_t = 1500)]
+    pub failover_after_ms: u64,
 }
 
 impl Config {
@@ -138,6 +144,13 @@ impl Config {
             return Err(
                 "HEADER_READ_TIMEOUT_MS and MAX_CONCURRENT_REQUESTS must be at least 1".into(),
             );
+        }
+        if !(1000..=60_000).contains(&self.failover_after_ms) {
+            return Err(format!(
+                "FAILOVER_AFTER_MS (--failover-after-ms) is {}: it must be between 1000 (two \
+                 heartbeats) and 60000",
+                self.failover_after_ms
+            ));
         }
         if self.cluster_token.is_some() && self.cluster_token_file.is_some() {
             return Err("set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE, not both".into());
@@ -192,6 +205,11 @@ impl Config {
     /// How long a client may take to send a request's headers.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// How long a follower hears nothing of its leader before an election, with AUTO_FAILOVER.
+    pub fn failover_after(&self) -> Duration {
+        Duration::from_millis(self.failover_after_ms)
     }
 
     /// How long a request may take in all.
@@ -269,6 +287,7 @@ mod tests {
                 max_delay_ms: 1000,
                 replicate_timeout_ms: 5000,
                 wait_point: WaitPoint::AfterCommit,
+                auto_failover: false,
             }
         );
         assert_eq!(config.max_value_bytes, 1_048_576);

@@ -139,6 +139,20 @@ pub enum Error {
         leader: Option<String>,
     },
 
+    /// A candidate's election fence on a node that still hears its leader: it does not vote.
+    #[error(
+        "this node still hears the leader of term {term} (last heard {heard_ms_ago} ms ago): it \
+         votes for no candidate while its leader lives"
+    )]
+    HearsLeader {
+        /// The term whose leader it hears.
+        term: u64,
+        /// Where clients reach that leader, when it said.
+        leader: Option<String>,
+        /// How long ago it last heard of it.
+        heard_ms_ago: u64,
+    },
+
     /// A read with `min_version` on a node that did not hold that version of the key in time.
     #[error(
         "key {key:?} holds {} on this node, older than min_version {min_version}, and did not \
@@ -331,6 +345,7 @@ impl Error {
             Error::NotSynced { .. } => (StatusCode::CONFLICT, "not_synced"),
             Error::PromotionRefused { .. } => (StatusCode::CONFLICT, "promotion_refused"),
             Error::LeaderAlive { .. } => (StatusCode::CONFLICT, "leader_alive"),
+            Error::HearsLeader { .. } => (StatusCode::CONFLICT, "hears_leader"),
             Error::StaleTransfer => (StatusCode::CONFLICT, "stale_transfer"),
             Error::QuorumTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "quorum_timeout"),
             Error::QuorumNotAnnounced { .. } => {
@@ -390,6 +405,11 @@ impl Error {
                 term,
                 leader,
             } => json!({ "node_id": node_id, "term": term, "leader": leader }),
+            Error::HearsLeader {
+                term,
+                leader,
+                heard_ms_ago,
+            } => json!({ "term": term, "leader": leader, "heard_ms_ago": heard_ms_ago }),
             Error::UnknownFollower { known, .. } => json!({ "followers": known }),
             Error::AmbiguousFollower { urls, .. } => json!({ "followers": urls }),
             Error::UnknownPeer { known, .. } => json!({ "peers": known }),

@@ -679,6 +679,7 @@ mod tests {
                 public_url: None,
                 version: Version::ZERO,
                 keys: 0,
+                hears_leader: true,
             })
         };
         let statuses = [status(3), Err(Failure::new("connect", "down")), status(7)];

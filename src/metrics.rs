@@ -21,7 +21,8 @@ use crate::settings::{Settings, WaitPoint};
 /// Labels of a write counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `quorum_reached`, `quorum_timeout` or `quorum_not_announced`.
+    /// Of a write: `quorum_reached`, `quorum_timeout` or `quorum_not_announced`; of an
+    /// election: `elected` or the refusal's code.
     pub outcome: &'static str,
 }
 
@@ -65,6 +66,8 @@ pub struct Metrics {
     replicate_timeout_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     after_sync: Gauge,
     hidden_writes: Gauge,
+    elections: Family<OutcomeLabels, Counter>,
+    failover_seconds: Histogram,
 }
 
 /// Latency buckets from 1 ms to about 33 s.
@@ -101,6 +104,9 @@ impl Metrics {
             replicate_timeout_seconds: Gauge::default(),
             after_sync: Gauge::default(),
             hidden_writes: Gauge::default(),
+            elections: Family::default(),
+            // 100 ms to about 200 s.
+            failover_seconds: Histogram::new(exponential_buckets(0.1, 2.0, 12)),
         };
         {
             let r = &mut metrics.registry;
@@ -192,6 +198,18 @@ impl Metrics {
                  leader's state transfer)",
                 metrics.hidden_writes.clone(),
             );
+            r.register(
+                "elections",
+                "Elections this node ran (AUTO_FAILOVER), by outcome: elected, or the code of \
+                 the refusal (promotion_refused, leader_alive...)",
+                metrics.elections.clone(),
+            );
+            r.register(
+                "failover_duration_seconds",
+                "On an elected leader: time from the last heartbeat it heard of the old leader to \
+                 its own first acknowledged write",
+                metrics.failover_seconds.clone(),
+            );
         }
         metrics
     }
@@ -201,6 +219,19 @@ impl Metrics {
     pub fn write(&self, outcome: &'static str, latency: Duration) {
         self.writes.get_or_create(&OutcomeLabels { outcome }).inc();
         self.write_seconds.observe(latency.as_secs_f64());
+    }
+
+    /// Records an election's outcome: `elected`, or the code of its refusal.
+    pub fn election(&self, outcome: &'static str) {
+        self.elections
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Records the time from the old leader's last heartbeat to an elected leader's first
+    /// acknowledged write.
+    pub fn failover(&self, took: Duration) {
+        self.failover_seconds.observe(took.as_secs_f64());
     }
 
     /// The histogram of the time from a write to `follower`'s ack, to keep and observe in

@@ -31,6 +31,9 @@ pub struct Health {
     /// leads once promoted (`semisync-kv failover`); absent once it leads or follows a leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// With automatic failover: this node's last election (absent if it ran none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::node::election::FailoverView>,
 }
 
 /// Body of a successful `GET /kv/{key}`.
@@ -91,4 +94,8 @@ pub struct ClusterStatus {
     pub settings: Settings,
     /// Each follower as the leader sees it.
     pub followers: Vec<FollowerView>,
+    /// When this leader was elected by automatic failover: that election (absent when it
+    /// started as the leader or was promoted by a person).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::node::election::FailoverView>,
 }

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -121,6 +122,15 @@ async fn serve_state(
                 return;
             }
         }
+        // Automatic failover watches the leader for as long as the node serves.
+        let node = Arc::clone(state.node());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = node.watch_leader(|_| {}) => {}
+                () = stopped(stop) => {}
+            }
+        });
         let router = api::client_router(state.clone());
         accept(
             public,

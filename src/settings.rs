@@ -49,6 +49,19 @@ pub struct Settings {
     #[arg(long, env = "WAIT_POINT", value_enum, default_value_t = Settings::DEFAULT.wait_point)]
     #[serde(default)]
     pub wait_point: WaitPoint,
+    /// Whether the followers elect a new leader by themselves when they hear none for
+    /// `FAILOVER_AFTER_MS` (by the same safe promotion as `semisync-kv failover`, never forced).
+    /// Off by default, so that the manual failover lesson stays.
+    #[arg(
+        long,
+        env = "AUTO_FAILOVER",
+        default_value_t = Settings::DEFAULT.auto_failover,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(default)]
+    pub auto_failover: bool,
 }
 
 /// When a write becomes visible to the leader's readers, in MySQL's terms
@@ -119,18 +132,32 @@ pub struct SettingsChange {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wait_point: Option<WaitPoint>,
+    /// Turns automatic failover on or off: the followers elect a new leader by themselves.
+    #[arg(long, value_parser = parse_switch, value_name = "on|off")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_failover: Option<bool>,
+}
+
+/// Reads `on`/`off` (or `true`/`false`) for `semisync-kv settings --auto-failover`.
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{text:?} is neither on nor off")),
+    }
 }
 
 impl std::fmt::Display for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "write quorum {}, lag {}..{} ms, timeout {} ms, wait point {}",
+            "write quorum {}, lag {}..{} ms, timeout {} ms, wait point {}, automatic failover {}",
             self.write_quorum,
             self.min_delay_ms,
             self.max_delay_ms,
             self.replicate_timeout_ms,
-            self.wait_point
+            self.wait_point,
+            if self.auto_failover { "on" } else { "off" }
         )
     }
 }
@@ -150,10 +177,11 @@ impl Settings {
         max_delay_ms: 1000,
         replicate_timeout_ms: 5000,
         wait_point: WaitPoint::AfterCommit,
+        auto_failover: false,
     };
 
     /// These settings as the environment variables `semisync-kv serve` reads them from.
-    pub fn env(&self) -> [(&'static str, String); 5] {
+    pub fn env(&self) -> [(&'static str, String); 6] {
         [
             ("WRITE_QUORUM", self.write_quorum.to_string()),
             ("MIN_DELAY_MS", self.min_delay_ms.to_string()),
@@ -163,6 +191,7 @@ impl Settings {
                 self.replicate_timeout_ms.to_string(),
             ),
             ("WAIT_POINT", self.wait_point.to_string()),
+            ("AUTO_FAILOVER", self.auto_failover.to_string()),
         ]
     }
 
@@ -186,6 +215,7 @@ impl Settings {
                 .replicate_timeout_ms
                 .unwrap_or(self.replicate_timeout_ms),
             wait_point: change.wait_point.unwrap_or(self.wait_point),
+            auto_failover: change.auto_failover.unwrap_or(self.auto_failover),
         }
     }
 

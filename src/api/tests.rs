@@ -34,6 +34,7 @@ fn config(role: Role) -> Config {
             max_delay_ms: 0,
             replicate_timeout_ms: 100,
             wait_point: WaitPoint::AfterCommit,
+            auto_failover: false,
         },
         replication_backlog: 100,
         internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
@@ -43,6 +44,7 @@ fn config(role: Role) -> Config {
         request_timeout_ms: None,
         max_concurrent_requests: 8,
         max_value_bytes: 16,
+        failover_after_ms: 1500,
     }
 }
 
@@ -1222,7 +1224,7 @@ async fn live_settings_change_the_next_write() {
     assert_eq!(
         json,
         json!({"write_quorum": 0, "min_delay_ms": 0, "max_delay_ms": 0,
-            "replicate_timeout_ms": 100, "wait_point": "after_commit"})
+            "replicate_timeout_ms": 100, "wait_point": "after_commit", "auto_failover": false})
     );
 
     // Only the fields named change; the next write waits for the new quorum and timeout.
@@ -1258,6 +1260,7 @@ async fn live_settings_change_the_next_write() {
         (r#"{"replicate_timeout_ms": 999999999}"#, "invalid_settings"),
         (r#"{"write_quorum": -1}"#, "invalid_body"),
         (r#"{"wait_point": "sometimes"}"#, "invalid_body"),
+        (r#"{"auto_failover": "yes"}"#, "invalid_body"),
         (r#"{"quorum": 1}"#, "invalid_body"),
         (r#"{"write_quorum": "#, "invalid_json"),
     ] {
@@ -1266,6 +1269,15 @@ async fn live_settings_change_the_next_write() {
     assert_eq!(
         call(&app, "GET", "/admin/settings", None).await.1["write_quorum"],
         1
+    );
+
+    // Automatic failover is a live setting too: the heartbeats carry it to the followers.
+    let change = r#"{"auto_failover": true}"#;
+    let (status, json) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        (&json["auto_failover"], &json["write_quorum"]),
+        (&json!(true), &json!(1))
     );
 }
 

@@ -72,6 +72,7 @@ impl Target {
                 max_delay_ms,
                 replicate_timeout_ms: args.timeout_ms,
                 wait_point: args.wait_point,
+                auto_failover: false,
             },
             cluster_token: None,
             leader_env: Vec::new(),

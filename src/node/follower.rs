@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::Node;
 use super::kv::check_key;
 use crate::error::{Error, Result};
@@ -29,6 +31,7 @@ impl Node {
                 });
             }
             replica.hear_quorum(batch.quorum_epoch, batch.smallest_quorum);
+            replica.heard_leader_at = Some(Instant::now());
             batch
                 .writes
                 .into_iter()
@@ -77,6 +80,7 @@ impl Node {
             replica.hear_quorum(heartbeat.quorum_epoch, heartbeat.smallest_quorum);
         }
         replica.leader_settings = Some(heartbeat.settings);
+        replica.heard_leader_at = Some(Instant::now());
         Ok(self.status_of(&replica))
     }
 
@@ -100,6 +104,16 @@ impl Node {
                     leader: replica.leader_url.clone(),
                 });
             }
+            // An election's vote is withheld while this node hears its leader (a leader hears
+            // itself): a candidate that misses the heartbeats alone does not depose it.
+            if fence.election && self.hears_leader_in(&replica) {
+                let heard = replica.heard_leader_at;
+                return Err(Error::HearsLeader {
+                    term: replica.term,
+                    leader: self.leader_url_in(&replica),
+                    heard_ms_ago: heard.map_or(0, |at| at.elapsed().as_millis() as u64),
+                });
+            }
             let leading = self.replicator();
             let smallest_quorum = match &leading {
                 Some(replicator) => Some(replicator.smallest_quorum()),
@@ -112,6 +126,9 @@ impl Node {
             // its heartbeat; a refused candidate must not be named as the leader in this node's
             // 421s.
             self.accept_term(&mut replica, fence.term, None, fence.candidate)?;
+            // The candidate gets `FAILOVER_AFTER_MS` to lead before this node runs an election
+            // of its own.
+            replica.heard_leader_at = Some(Instant::now());
             (snapshot, following, filled, smallest_quorum, leading)
         };
         let mut replica_state = ReplicaState::of(&snapshot.store, following, filled);
@@ -157,6 +174,7 @@ impl Node {
             transfer.leader,
         )?;
         let replaced = replica.following != Some(transfer.term);
+        replica.heard_leader_at = Some(Instant::now());
         // The store replaced, or the transfer's once merged: dropped after the lock, since
         // freeing a store takes as long as it is large.
         let garbage = if replaced {

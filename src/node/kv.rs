@@ -148,6 +148,9 @@ impl Node {
                 None => Error::QuorumTimeout(write),
             });
         }
+        if let Some(leaderless_from) = self.elected_lock().take() {
+            self.metrics.failover(leaderless_from.elapsed());
+        }
         Ok(WriteResponse {
             key,
             value,

@@ -9,18 +9,21 @@
 //! - `follower`: what a node does with its leader's batches, heartbeats and
 //!   state transfers, and with a candidate's fence;
 //! - [`kv`]: a client's reads (any node) and writes (the leader's write path);
-//! - `promotion`: how a node becomes the leader, at start-up or promoted.
+//! - `promotion`: how a node becomes the leader, at start-up or promoted;
+//! - [`election`]: automatic failover, a promotion that followers run by themselves.
 //!
 //! # Lock order
 //! The replica's mutex first, then the role's lock; neither is held across an `.await`. A term
 //! is adopted and the role changes under the replica lock, so that no message of a newer term
 //! can slip in between and find no leader to depose.
 
+pub mod election;
 mod follower;
 pub mod kv;
 mod promotion;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -71,6 +74,9 @@ pub struct Identity {
     pub settings: Settings,
     /// `REPLICATION_BACKLOG`.
     pub backlog: usize,
+    /// `FAILOVER_AFTER_MS`: with automatic failover, how long a follower hears no leader
+    /// before an election.
+    pub failover_after: Duration,
 }
 
 /// One node: its replica, its role, and its peers.
@@ -90,6 +96,14 @@ pub struct Node {
     /// Woken whenever the replica applied something, or a hidden write became visible: reads
     /// waiting for a `min_version`.
     applied: Arc<Notify>,
+    /// When this run of the node started: a follower that never heard a leader counts its
+    /// silence from here.
+    started: Instant,
+    /// Its last election, if it ran one.
+    election: Mutex<Option<election::Election>>,
+    /// After an election: since when the cluster had no leader, until this leader's first
+    /// acknowledged write, which the failover time metric measures.
+    leaderless_from: Mutex<Option<Instant>>,
 }
 
 impl Node {
@@ -118,6 +132,7 @@ impl Node {
             public_url: config.public_url.as_ref().map(|url| url.to_string()),
             settings: config.settings,
             backlog: config.replication_backlog,
+            failover_after: config.failover_after(),
         };
         Ok(Self::new(identity, peers, partition))
     }
@@ -135,6 +150,9 @@ impl Node {
             promoting: tokio::sync::Mutex::new(()),
             metrics: Arc::new(Metrics::new()),
             applied: Arc::new(Notify::new()),
+            started: Instant::now(),
+            election: Mutex::new(None),
+            leaderless_from: Mutex::new(None),
         }
     }
 
@@ -204,6 +222,7 @@ impl Node {
             version: replica.store.latest_version(),
             keys: replica.store.len(),
             waiting,
+            failover: self.failover(),
         }
     }
 
@@ -316,6 +335,10 @@ impl Node {
             smallest_quorum: replicator.smallest_quorum(),
             settings: replicator.settings(),
             followers: replicator.followers(),
+            failover: self.failover().filter(|election| {
+                election.state == election::ElectionState::Elected
+                    && election.term == Some(replicator.term())
+            }),
         }
     }
 
@@ -332,6 +355,7 @@ impl Node {
             public_url: self.identity.public_url.clone(),
             version: replica.store.latest_version(),
             keys: replica.store.len(),
+            hears_leader: self.hears_leader_in(replica),
         }
     }
 
@@ -349,6 +373,19 @@ impl Node {
     /// Reads the role; a plain value, safe to read after a panic.
     fn role_lock(&self) -> RwLockReadGuard<'_, Role> {
         self.role.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last election; a plain value, safe to read after a panic.
+    fn election_lock(&self) -> MutexGuard<'_, Option<election::Election>> {
+        self.election.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Since when the cluster had no leader, until this elected leader's first acknowledged
+    /// write.
+    fn elected_lock(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.leaderless_from
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Changes the role: only under the replica lock (see the lock order).

@@ -88,7 +88,7 @@ impl Node {
             .all(|status| status.as_ref().is_ok_and(|status| status.term == 0));
         if new_cluster {
             // No node has ever led or followed: there is nothing to lose.
-            let (fenced, heard) = match self.fence(peers, 1).await {
+            let (fenced, heard) = match self.fence(peers, 1, false).await {
                 Ok(fenced) => fenced,
                 Err(err) => return self.wait(err),
             };
@@ -108,7 +108,7 @@ impl Node {
                 peers.urls.len() + 1
             )));
         }
-        match self.take_over(peers, &statuses, false).await {
+        match self.take_over(peers, &statuses, false, false).await {
             Ok(promotion) => info!(
                 term = promotion.term,
                 merged = promotion.merged,
@@ -140,11 +140,17 @@ impl Node {
         }
     }
 
-    /// Adopts `term` on this node, then fences every peer with it and reads their states.
+    /// Adopts `term` on this node, then fences every peer with it (asking for their votes when
+    /// `election`) and reads their states.
     /// Returns them, and what this node had heard from the ending term's leader; refuses when
     /// this node has already seen `term` or a newer one (another candidate fenced it first): a
     /// node takes each term from one candidate only, itself included.
-    async fn fence(&self, peers: &Peers, term: Term) -> Result<(Fenced, Heard), Error> {
+    async fn fence(
+        &self,
+        peers: &Peers,
+        term: Term,
+        election: bool,
+    ) -> Result<(Fenced, Heard), Error> {
         let leader_url = self.identity.public_url.clone();
         let heard = {
             let mut replica = self.replica();
@@ -170,6 +176,7 @@ impl Node {
             term,
             leader_url,
             candidate: self.identity.incarnation,
+            election,
         };
         Ok((peers.fence(&fence).await, heard))
     }
@@ -234,6 +241,13 @@ impl Node {
     /// Promotes this follower to leader of a new term (`POST /admin/promote`): refuses while a
     /// peer still leads or when too few followers can be merged, unless `force`.
     pub async fn promote(&self, force: bool) -> Result<Promotion, Error> {
+        self.promote_by(force, false).await
+    }
+
+    /// [`Node::promote`], or with `election` an election of automatic failover: then a
+    /// majority of all nodes must hear no leader first (the pre-vote), and the fence asks for
+    /// votes, which a node that still hears its leader withholds.
+    pub(super) async fn promote_by(&self, force: bool, election: bool) -> Result<Promotion, Error> {
         let Some(peers) = &self.peers else {
             return Err(failover::refused(
                 "this node has no PEERS: it cannot reach the other nodes to lead them",
@@ -255,8 +269,23 @@ impl Node {
                 leader: leader.leader_url.clone(),
             });
         }
-        let smallest_quorum = self.replica().smallest_quorum;
         let followers = peers.urls.len();
+        if election {
+            // Pre-vote: changing nothing, so that a node cut off alone raises no term.
+            let voters = 1
+                + (statuses.iter().flatten())
+                    .filter(|status| remembers(status) && !status.hears_leader)
+                    .count();
+            let majority = crate::replication::quorum::majority(followers);
+            if voters < majority {
+                return Err(failover::refused(format!(
+                    "{voters} of the {} nodes (itself included) hear no leader: an election needs \
+                     a majority ({majority}); the others still hear theirs, or do not answer",
+                    followers + 1
+                )));
+            }
+        }
+        let smallest_quorum = self.replica().smallest_quorum;
         // Only the followers that hold a leader's state count (`failover::not_counted`). This
         // node counts itself here even when it holds none: then it has not heard the ending
         // term's quorum either, which the fence tells it; the count after the fence decides.
@@ -275,7 +304,7 @@ impl Node {
             return Err(failover::refuse(&before, None));
         }
 
-        self.take_over(peers, &statuses, force).await
+        self.take_over(peers, &statuses, force, election).await
     }
 
     /// Takes a term above every one in `statuses` (the peers' answers) and this node's: fences
@@ -287,11 +316,12 @@ impl Node {
         peers: &Peers,
         statuses: &[Result<NodeStatus, Failure>],
         force: bool,
+        election: bool,
     ) -> Result<Promotion, Error> {
         let followers = peers.urls.len();
         let own_term = self.replica().term;
         let term = failover::next_term(own_term, statuses);
-        let (fenced, heard) = self.fence(peers, term).await?;
+        let (fenced, heard) = self.fence(peers, term, election).await?;
         let newer =
             || failover::refused("a newer term began during the promotion; this node follows it");
         let (merged, smallest_quorum) = peers

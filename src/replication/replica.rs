@@ -50,6 +50,10 @@ pub struct Replica {
     /// On a leader under the wait point `after_sync`: its writes that no quorum acknowledged
     /// yet, hidden from its readers.
     pub hidden: Hidden,
+    /// On a follower: when it last heard of its leader (a heartbeat, batch or state transfer
+    /// accepted), or of a candidate that fenced it; `None` until then. Automatic failover
+    /// counts the silence from here.
+    pub heard_leader_at: Option<tokio::time::Instant>,
 }
 
 /// A [`Replica`]'s store and hidden writes as of one moment ([`Replica::snapshot`]): whole-store

@@ -107,6 +107,7 @@ impl Fake {
             public_url: None,
             version: Version::ZERO,
             keys: 0,
+            hears_leader: true,
         }
     }
 }
@@ -211,6 +212,7 @@ const NO_LAG: Settings = Settings {
     max_delay_ms: 0,
     replicate_timeout_ms: 5_000,
     wait_point: WaitPoint::AfterCommit,
+    auto_failover: false,
 };
 
 /// A leader with `followers` fake followers.

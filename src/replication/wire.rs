@@ -106,6 +106,8 @@ fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::E
         replicate_timeout_ms: u64,
         #[serde(default)]
         wait_point: WaitPoint,
+        #[serde(default)]
+        auto_failover: bool,
     }
     let json = Json::deserialize(deserializer)?;
     Ok(Settings {
@@ -114,6 +116,7 @@ fn settings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Settings, D::E
         max_delay_ms: json.max_delay_ms,
         replicate_timeout_ms: json.replicate_timeout_ms,
         wait_point: json.wait_point,
+        auto_failover: json.auto_failover,
     })
 }
 
@@ -291,6 +294,10 @@ pub struct NodeStatus {
     pub version: Version,
     /// Number of live keys it holds.
     pub keys: usize,
+    /// Whether it heard its leader within its `FAILOVER_AFTER_MS` (true on a leader): a
+    /// candidate asks for an election only when a majority hears none (the pre-vote).
+    #[serde(default)]
+    pub hears_leader: bool,
 }
 
 /// What a candidate sends to every node it reaches before it reads their states:
@@ -310,6 +317,11 @@ pub struct Fence {
     /// that term's messages from any other node.
     #[serde(default, deserialize_with = "whole_number")]
     pub candidate: Incarnation,
+    /// Whether the candidate runs an election (automatic failover): a node that still hears
+    /// its leader then refuses (`409 hears_leader`), its vote withheld. A person's promotion
+    /// is not refused so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub election: bool,
 }
 
 /// A fenced node's answer: its replica as of the moment it adopted the new term.

@@ -65,6 +65,13 @@ pub struct History {
     pub versions: BTreeMap<(usize, u64), Version>,
     /// Versions that went back: (node, incarnation, from, to).
     pub went_back: Vec<(usize, u64, Version, Version)>,
+    /// With automatic failover: when each election led, in simulated milliseconds.
+    pub elections: Vec<u64>,
+    /// With automatic failover, when no node led at the last heal: how long until one did.
+    pub leader_after_heal_ms: Option<u64>,
+    /// With automatic failover: why no leader was elected in time, when a person's safe
+    /// promotion then led.
+    pub not_elected: Option<String>,
 }
 
 impl History {
@@ -89,6 +96,9 @@ pub type State = BTreeMap<String, (Option<String>, Version)>;
 /// Checks the run's invariants: returns what was violated, empty when nothing was.
 pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<String> {
     let mut violations = Vec::new();
+
+    // Liveness of automatic failover: as live as a person running safe promotions.
+    violations.extend(history.not_elected.clone());
 
     // One leader per term: every write answered 200 (at quorum 1 or more) names its leader and
     // term, and so does every leadership that was not forced. `force` gives this up: it skips

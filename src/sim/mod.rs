@@ -43,7 +43,7 @@ use crate::config::Role;
 use crate::entropy;
 use crate::error::Error;
 use crate::failover::Peers;
-use crate::node::{Identity, Node};
+use crate::node::{Identity, Node, election};
 use crate::partition::Partition;
 use crate::replication::LagClock;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
@@ -66,6 +66,11 @@ const SETTLE: Duration = Duration::from_secs(3);
 const CONVERGE: Duration = Duration::from_secs(30);
 /// Longest a run may take, in simulated time; a run that takes longer is a failure.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
+/// `FAILOVER_AFTER_MS` of every node, when the run has automatic failover: the default.
+const FAILOVER_AFTER: Duration = Duration::from_millis(1500);
+/// With automatic failover, a leader must be elected within this long after the last heal
+/// (when an operator's safe promotion would have made one).
+const ELECTION_BOUND: Duration = Duration::from_secs(10);
 /// What the simulated wall clock reads at the start (versions above it follow it).
 const EPOCH_MICROS: u64 = 1_800_000_000_000_000;
 
@@ -78,6 +83,8 @@ struct Profile {
     asynchronous: bool,
     /// Whether the nemesis forces promotions now and then.
     forcing: bool,
+    /// Whether the nodes run with `AUTO_FAILOVER=true`: they elect a leader by themselves.
+    auto_failover: bool,
 }
 
 /// The settings every node starts with: the lab's, with a short lag.
@@ -87,6 +94,7 @@ const SETTINGS: Settings = Settings {
     max_delay_ms: 5,
     replicate_timeout_ms: 1000,
     wait_point: WaitPoint::AfterCommit,
+    auto_failover: false,
 };
 
 /// `semisync-kv simulate`: runs the simulator over many seeds, or replays one.
@@ -115,6 +123,11 @@ pub struct Summary {
     pub acked: usize,
     /// Promotions and starts that led, over every run.
     pub leaderships: usize,
+    /// Over the runs with automatic failover where no node led at the last heal: how long
+    /// until one did, in simulated milliseconds, sorted.
+    pub elected_after_ms: Vec<u64>,
+    /// Elections that led, over every run.
+    pub elections: usize,
 }
 
 /// Runs `count` seeds from `first` on, on `jobs` threads.
@@ -136,6 +149,10 @@ pub fn run_seeds(first: u64, count: u64, jobs: usize) -> Result<Summary, String>
                         summary.seeds += 1;
                         summary.acked += outcome.acked;
                         summary.leaderships += outcome.leaderships;
+                        summary
+                            .elected_after_ms
+                            .extend(outcome.leader_after_heal_ms);
+                        summary.elections += outcome.elections;
                         if !outcome.passed() {
                             summary.failed.push(outcome);
                         }
@@ -152,6 +169,7 @@ pub fn run_seeds(first: u64, count: u64, jobs: usize) -> Result<Summary, String>
     })?;
     let mut summary = summary.into_inner().unwrap_or_else(PoisonError::into_inner);
     summary.failed.sort_by_key(|outcome| outcome.seed);
+    summary.elected_after_ms.sort_unstable();
     Ok(summary)
 }
 
@@ -169,15 +187,29 @@ pub fn simulate(args: &SimulateArgs) -> Result<bool, String> {
     let summary = run_seeds(args.seed, args.seeds, jobs)?;
     println!(
         "{} seeds ({}..{}) on {jobs} threads in {:.1} s: {} failed; {} writes acknowledged, {} \
-         leaderships",
+         leaderships ({} by election)",
         summary.seeds,
         args.seed,
         args.seed.saturating_add(args.seeds),
         started.elapsed().as_secs_f64(),
         summary.failed.len(),
         summary.acked,
-        summary.leaderships
+        summary.leaderships,
+        summary.elections
     );
+    let times = &summary.elected_after_ms;
+    if !times.is_empty() {
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "automatic failover: {} runs had no leader at the last heal; a leader after {} ms \
+             (median), {} ms (p90), {} ms (p99), {} ms (max), simulated",
+            times.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+    }
     if let Some(first) = summary.failed.first() {
         let seeds: Vec<String> = summary.failed.iter().map(|o| o.seed.to_string()).collect();
         println!("failed seeds: {}", seeds.join(" "));
@@ -233,6 +265,11 @@ pub struct Outcome {
     pub acked: usize,
     /// Promotions and starts that led.
     pub leaderships: usize,
+    /// With automatic failover, when no node led at the last heal: how long until one did,
+    /// in simulated milliseconds.
+    pub leader_after_heal_ms: Option<u64>,
+    /// Elections that led.
+    pub elections: usize,
 }
 
 impl Outcome {
@@ -255,7 +292,7 @@ impl Outcome {
 
 /// Runs the simulation of `seed` on this thread, with its own runtime on the paused clock.
 pub fn run(seed: u64) -> Result<Outcome, String> {
-    in_world(seed, async |world| {
+    in_world(seed, None, async |world| {
         let played = tokio::time::timeout(RUN_LIMIT, Arc::clone(&world).play(seed)).await;
         played.unwrap_or_else(|_| {
             let mut outcome = world.finish(seed, world.leaders());
@@ -273,7 +310,11 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
 
 /// Runs `script` on a new world seeded with `seed`, in a runtime of its own on the paused
 /// clock, on this thread; then empties the network.
-fn in_world<T>(seed: u64, script: impl AsyncFnOnce(Arc<World>) -> T) -> Result<T, String> {
+fn in_world<T>(
+    seed: u64,
+    profile: Option<Profile>,
+    script: impl AsyncFnOnce(Arc<World>) -> T,
+) -> Result<T, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -282,7 +323,7 @@ fn in_world<T>(seed: u64, script: impl AsyncFnOnce(Arc<World>) -> T) -> Result<T
     entropy::seed(seed);
     let result = runtime.block_on(async {
         entropy::simulate_clock(EPOCH_MICROS);
-        let world = World::new();
+        let world = World::new(profile);
         let result = script(Arc::clone(&world)).await;
         // The nodes hold the network through their transports: emptied, nothing is left.
         for slot in 0..NODES {
@@ -314,7 +355,8 @@ struct World {
 }
 
 impl World {
-    fn new() -> Arc<Self> {
+    /// A world whose profile is drawn from the seed, or is `profile`.
+    fn new(profile: Option<Profile>) -> Arc<Self> {
         let urls = (0..NODES)
             .filter_map(|node| Url::parse(&format!("http://n{node}:9090/")).ok())
             .collect();
@@ -327,9 +369,12 @@ impl World {
             next_value: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             schedule: Mutex::new(Vec::new()),
-            profile: entropy::with(|rng| Profile {
-                asynchronous: rng.random_bool(0.2),
-                forcing: rng.random_bool(0.4),
+            profile: profile.unwrap_or_else(|| {
+                entropy::with(|rng| Profile {
+                    asynchronous: rng.random_bool(0.2),
+                    forcing: rng.random_bool(0.4),
+                    auto_failover: rng.random_bool(0.5),
+                })
             }),
         })
     }
@@ -360,8 +405,12 @@ impl World {
             incarnation,
             leader_url: None,
             public_url: Some(format!("http://n{slot}:8080/")),
-            settings: SETTINGS,
+            settings: Settings {
+                auto_failover: self.profile.auto_failover,
+                ..SETTINGS
+            },
             backlog: 10_000,
+            failover_after: FAILOVER_AFTER,
         };
         let peers = Peers::new(
             urls.clone(),
@@ -378,6 +427,12 @@ impl World {
             "n{slot} starts (ROLE={}, incarnation {incarnation:x})",
             role.as_str()
         ));
+        let (world, watcher) = (Arc::clone(self), Arc::clone(&node));
+        self.track(slot, async move {
+            let node = &watcher;
+            node.watch_leader(|outcome| world.elected(slot, node, outcome))
+                .await;
+        });
         let world = Arc::clone(self);
         self.track(slot, async move {
             node.start().await;
@@ -415,6 +470,26 @@ impl World {
             may_lose,
             forced,
         });
+    }
+
+    /// Records what an election of the node in `slot` did.
+    fn elected(&self, slot: usize, node: &Node, outcome: &election::Outcome) {
+        let silence = outcome.silence.as_millis();
+        match &outcome.result {
+            Ok(promotion) => {
+                self.led(slot, node, promotion.term, !promotion.safe, false);
+                self.log(format!(
+                    "n{slot} elected after {silence} ms without a leader: term {}, merged {}, \
+                     safe {}",
+                    promotion.term, promotion.merged, promotion.safe
+                ));
+                self.history().elections.push(self.now_ms());
+            }
+            Err(err) => self.log(format!(
+                "n{slot} ran an election after {silence} ms without a leader: {}: {err}",
+                err.status_and_code().1
+            )),
+        }
     }
 
     /// Runs `task` on behalf of the node in `slot`: it ends if the node crashes.
@@ -734,6 +809,9 @@ impl World {
     /// Once every fault healed: promotes a node if none leads, and waits for the cluster to
     /// converge. Returns the slots of the nodes that lead.
     async fn settle(self: &Arc<Self>) -> Vec<usize> {
+        if self.profile.auto_failover {
+            self.await_election().await;
+        }
         tokio::time::sleep(SETTLE).await;
         // As an operator would: promote a node, and force it only when safe promotions were
         // refused (asynchronous writes, or too few nodes that hold a leader's state).
@@ -757,6 +835,50 @@ impl World {
                 return leaders;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// With automatic failover, right after the last heal: waits up to [`ELECTION_BOUND`] for a
+    /// leader, and records how long it took when none led at the heal. When none was elected,
+    /// tries a person's safe promotion on each node in turn: if one leads, the elections were
+    /// less live than a person, which the run reports.
+    async fn await_election(self: &Arc<Self>) {
+        let healed = Instant::now();
+        let led_at_heal = self.leader().is_some();
+        let deadline = healed + ELECTION_BOUND;
+        while self.leader().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.leader().is_some() {
+            if !led_at_heal {
+                let took = healed.elapsed().as_millis() as u64;
+                self.log(format!("a leader {took} ms after the last heal"));
+                self.history().leader_after_heal_ms = Some(took);
+            }
+            return;
+        }
+        for slot in 0..NODES {
+            let Some(node) = self.net.node(slot) else {
+                continue;
+            };
+            self.log(format!(
+                "no leader {} s after the last heal: a person promotes n{slot}",
+                ELECTION_BOUND.as_secs()
+            ));
+            match node.promote(false).await {
+                Ok(promotion) => {
+                    self.led(slot, &node, promotion.term, !promotion.safe, false);
+                    self.log(format!("n{slot} promoted: term {}", promotion.term));
+                    self.history().not_elected = Some(format!(
+                        "no leader was elected within {} s of the last heal, though a person's \
+                         safe promotion of n{slot} then led term {}",
+                        ELECTION_BOUND.as_secs(),
+                        promotion.term
+                    ));
+                    return;
+                }
+                Err(err) => self.log(format!("  n{slot} not promoted: {err}")),
+            }
         }
     }
 
@@ -831,6 +953,8 @@ impl World {
             history: lines,
             acked: history.acked.len(),
             leaderships: history.leadings.len(),
+            leader_after_heal_ms: history.leader_after_heal_ms,
+            elections: history.elections.len(),
         }
     }
 }
@@ -865,14 +989,99 @@ mod tests {
         );
     }
 
-    /// A scripted run, on the same world: the test drives each step.
-    fn scripted<T>(script: impl AsyncFnOnce(Arc<World>) -> T) -> T {
-        let ran = in_world(1, async |world| {
+    /// A scripted run, on the same world: the test drives each step. No asynchronous writes,
+    /// no forced promotions, and automatic failover as `auto_failover` says.
+    fn scripted_with<T>(auto_failover: bool, script: impl AsyncFnOnce(Arc<World>) -> T) -> T {
+        let profile = Profile {
+            asynchronous: false,
+            forcing: false,
+            auto_failover,
+        };
+        let ran = in_world(1, Some(profile), async |world| {
             world.boot_cluster();
             tokio::time::sleep(Duration::from_secs(1)).await;
             script(world).await
         });
         ran.expect("a runtime")
+    }
+
+    /// [`scripted_with`], without automatic failover: only the test promotes.
+    fn scripted<T>(script: impl AsyncFnOnce(Arc<World>) -> T) -> T {
+        scripted_with(false, script)
+    }
+
+    /// With automatic failover, the leader crashed: a follower is elected within a few seconds
+    /// by itself, safely (it merged enough followers), and the writes acknowledged before the
+    /// crash are on it. The old leader, restarted as a follower, follows the new term.
+    #[test]
+    fn a_crashed_leader_is_replaced_by_an_election() {
+        let (elected, value, rejoined) = scripted_with(true, async |world| {
+            let node = |slot| world.net.node(slot).expect("up");
+            let written = node(0).write("x".into(), Some("kept".into()), None).await;
+            assert!(written.is_ok(), "{written:?}");
+            let crashed = Instant::now();
+            world.crash(0);
+            let deadline = crashed + Duration::from_secs(10);
+            while world.leader().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let (slot, leader) = world.leader().expect("a leader was elected");
+            let elected = (slot, crashed.elapsed(), leader.failover());
+            let read = leader.read("x".into(), Version::ZERO, Duration::ZERO).await;
+            world.boot(0, Role::Follower);
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let rejoined = node(0).status();
+            (elected, read.map(|read| read.value), rejoined)
+        });
+        let (slot, took, failover) = elected;
+        assert_ne!(slot, 0);
+        let failover = failover.expect("the new leader says how it was elected");
+        assert_eq!(
+            failover.state,
+            election::ElectionState::Elected,
+            "{failover:?}"
+        );
+        assert_eq!(failover.term, Some(2));
+        assert!(
+            failover.why.contains("every write acknowledged"),
+            "{failover:?}"
+        );
+        // FAILOVER_AFTER plus at most half of it again, plus the election's own round trips.
+        assert!(
+            took >= FAILOVER_AFTER && took < FAILOVER_AFTER * 2 + Duration::from_millis(500),
+            "{took:?}"
+        );
+        assert_eq!(value.expect("the acknowledged write is kept"), "kept");
+        assert_eq!(rejoined.term, 2);
+        assert_eq!(
+            rejoined.following,
+            Some(2),
+            "the old leader follows the new term"
+        );
+    }
+
+    /// With automatic failover, a follower that alone stops hearing the leader (cut off from
+    /// it, not from the others) does not raise the term: the others still hear the leader, so
+    /// its pre-vote fails, and the leader leads on in term 1.
+    #[test]
+    fn a_follower_cut_off_from_the_leader_alone_does_not_depose_it() {
+        let (term, failover) = scripted_with(true, async |world| {
+            world.net.block(0, 3, true);
+            world.net.block(3, 0, true);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let (slot, leader) = world.leader().expect("a leader");
+            assert_eq!(slot, 0);
+            let cut_off = world.net.node(3).expect("up");
+            (leader.replicator().map(|r| r.term()), cut_off.failover())
+        });
+        assert_eq!(term, Some(1));
+        let failover = failover.expect("n3 ran elections");
+        assert_eq!(failover.state, election::ElectionState::Refused);
+        assert_eq!(
+            failover.term, None,
+            "the pre-vote refused: no term was raised"
+        );
+        assert!(failover.why.contains("hear no leader"), "{failover:?}");
     }
 
     /// Makes n0 a deposed leader under after_sync at quorum 5 holding a write no follower

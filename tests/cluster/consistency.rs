@@ -166,6 +166,7 @@ async fn after_sync_shows_a_write_on_the_leader_only_once_its_quorum_acknowledge
             max_delay_ms: 300,
             replicate_timeout_ms: 1000,
             wait_point: WaitPoint::AfterSync,
+            auto_failover: false,
         },
         ..settings()
     })
