@@ -5,6 +5,7 @@
 mod common;
 mod consistency;
 mod dashboard;
+mod election;
 mod failover;
 mod helpers;
 mod input;
