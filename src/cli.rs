@@ -185,6 +185,28 @@ pub struct LeaderArg {
     /// `421 not_leader` answer and the command goes on there.
     #[arg(long = "leader", default_value = DEFAULT_LEADER, value_parser = parse_base_url)]
     pub url: Url,
+    /// The cluster's nodes, comma-separated: when the leader refuses the connection (it is
+    /// gone) or no leader is named, the command asks them for the new one, for up to 15 s (an
+    /// election, or a person's failover) [default: the compose ports, http://localhost:8000 to
+    /// 8005, while --leader is left at its default].
+    #[arg(long, value_delimiter = ',', value_parser = parse_base_url)]
+    pub nodes: Vec<Url>,
+}
+
+impl LeaderArg {
+    /// The nodes to ask for the leader: `--nodes`, else the compose ports when `--leader` is
+    /// the default.
+    pub fn nodes(&self) -> Vec<Url> {
+        if !self.nodes.is_empty() {
+            return self.nodes.clone();
+        }
+        if self.url.as_str().trim_end_matches('/') != DEFAULT_LEADER {
+            return Vec::new();
+        }
+        (8000..=8005)
+            .filter_map(|port| parse_base_url(&format!("http://localhost:{port}")).ok())
+            .collect()
+    }
 }
 
 /// `--node URL`.
@@ -389,12 +411,12 @@ async fn on_leader<T>(
     leader: &LeaderArg,
     request: impl AsyncFnOnce(&Client) -> Result<T, ClientError>,
 ) -> Result<T, ClientError> {
-    let client = Client::new(leader.url.clone())?;
+    let client = Client::new(leader.url.clone())?.with_nodes(leader.nodes());
     let answer = request(&client).await;
     let reached = client.base();
     if reached != leader.url {
         eprintln!(
-            "note: {} is a follower; the command went to the leader it named, {reached}",
+            "note: {} does not lead; the command went to the leader, {reached}",
             leader.url
         );
     }

@@ -34,6 +34,10 @@ pub enum ClientError {
         url: String,
         /// Why.
         reason: String,
+        /// Whether the connection was refused or could not be made: nothing was sent, so the
+        /// request can go to another node without being applied twice.
+        #[source]
+        not_sent: Option<NotSent>,
     },
     /// The node answered with an error (a JSON `{"error", "message"}` body).
     #[error("{code}: {message}")]
@@ -57,12 +61,27 @@ pub enum ClientError {
     },
 }
 
+/// Why a request was never sent: its node could not be connected to.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection could be made")]
+pub struct NotSent;
+
+/// How long a client with other nodes to ask ([`Client::with_nodes`]) looks for a leader when
+/// its own is gone: long enough for an election (`FAILOVER_AFTER_MS`, 1.5 s by default, and
+/// the election itself), or for a person's `failover`.
+const FIND_LEADER_FOR: Duration = Duration::from_secs(15);
+/// Pause between two rounds of asking the nodes for a leader.
+const FIND_LEADER_EVERY: Duration = Duration::from_millis(250);
+
 /// A client of one node, with pooled connections. Its clones share the node they talk to.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
     /// The node's base URL: the one given, until a `421 not_leader` names the leader.
     base: Arc<RwLock<Url>>,
+    /// The other nodes it asks for the leader when its node does not answer, or names no
+    /// leader that does ([`Client::with_nodes`]).
+    nodes: Arc<Vec<Url>>,
 }
 
 impl Client {
@@ -75,11 +94,46 @@ impl Client {
             .map_err(|err| ClientError::Unreachable {
                 url: base.to_string(),
                 reason: format!("cannot build an HTTP client: {err}"),
+                not_sent: None,
             })?;
         Ok(Self {
             http,
             base: Arc::new(RwLock::new(base)),
+            nodes: Arc::new(Vec::new()),
         })
+    }
+
+    /// This client, which asks `nodes` (the cluster's nodes, e.g. the compose ports) for the
+    /// leader when its node refuses the connection or names no leader that answers: after a
+    /// failover, the request goes to the new leader by itself. It waits up to 15 s for one,
+    /// and never resends a request that may have reached a node.
+    pub fn with_nodes(mut self, nodes: Vec<Url>) -> Self {
+        self.nodes = Arc::new(nodes);
+        self
+    }
+
+    /// Asks every node for its `/health`, round after round for up to [`FIND_LEADER_FOR`], until
+    /// one says it leads; `None` when none did.
+    async fn find_leader(&self) -> Option<Url> {
+        if self.nodes.is_empty() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + FIND_LEADER_FOR;
+        loop {
+            for node in self.nodes.iter() {
+                let url = at(node, "/health");
+                let request = self.http.get(url.clone()).timeout(PROBE_TIMEOUT);
+                if let Ok(health) = read::<Health>(request, &url).await {
+                    if health.role == "leader" {
+                        return Some(node.clone());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(FIND_LEADER_EVERY).await;
+        }
     }
 
     /// The node's base URL: the one given, or the leader a follower sent this client to.
@@ -224,20 +278,33 @@ impl Client {
         url: impl Fn(&Url) -> Url,
         body: Option<&Value>,
     ) -> Result<T, ClientError> {
-        let base = self.base();
-        let answer = self.send(method.clone(), &url(&base), body).await;
-        let leader = match &answer {
-            Err(ClientError::Api {
-                status: 421,
-                code,
-                body: error,
-                ..
-            }) if code == "not_leader" => leader_named(error, &base),
-            _ => None,
-        };
-        let Some(leader) = leader else { return answer };
-        *self.base.write().unwrap_or_else(PoisonError::into_inner) = leader.clone();
-        self.send(method, &url(&leader), body).await
+        let mut base = self.base();
+        let mut answer = self.send(method.clone(), &url(&base), body).await;
+        // A follower's 421 names its leader; a node that refused the connection, or a 421 that
+        // names none (an election is on), sends the client to look for one among its nodes.
+        // Three hops at most: a named leader that is gone, then the one found.
+        for _ in 0..3 {
+            let next = match &answer {
+                Err(ClientError::Api {
+                    status: 421,
+                    code,
+                    body: error,
+                    ..
+                }) if code == "not_leader" => match leader_named(error, &base) {
+                    Some(leader) => Some(leader),
+                    None => self.find_leader().await,
+                },
+                Err(ClientError::Unreachable {
+                    not_sent: Some(_), ..
+                }) => self.find_leader().await.filter(|leader| *leader != base),
+                _ => None,
+            };
+            let Some(leader) = next else { break };
+            *self.base.write().unwrap_or_else(PoisonError::into_inner) = leader.clone();
+            base = leader;
+            answer = self.send(method.clone(), &url(&base), body).await;
+        }
+        answer
     }
 
     async fn send<T: DeserializeOwned>(
@@ -288,6 +355,7 @@ async fn read<T: DeserializeOwned>(
     let unreachable = |err: reqwest::Error| ClientError::Unreachable {
         url: url.to_string(),
         reason: crate::replication::transport::describe(&err),
+        not_sent: err.is_connect().then_some(NotSent),
     };
     let response = request.send().await.map_err(unreachable)?;
     let status = response.status();

@@ -151,13 +151,18 @@ impl std::fmt::Display for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "write quorum {}, lag {}..{} ms, timeout {} ms, wait point {}, automatic failover {}",
+            "write quorum {}, lag {}..{} ms, timeout {} ms, wait point {}{}",
             self.write_quorum,
             self.min_delay_ms,
             self.max_delay_ms,
             self.replicate_timeout_ms,
             self.wait_point,
-            if self.auto_failover { "on" } else { "off" }
+            // Named only when on: the lab's lines stay as they were without it.
+            if self.auto_failover {
+                ", automatic failover on"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -15,7 +15,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "http://localhost:8000", value_parser = parse_base_url)]
     pub leader: Url,
     /// Comma-separated base URLs of the followers to compare with the leader (ignored with
-    /// --local).
+    /// --local). With --leader, they are the nodes the benchmark asks for the new leader when
+    /// its leader is gone (refuses connections) after a failover.
     #[arg(
         long,
         value_delimiter = ',',

@@ -53,8 +53,10 @@ impl Target {
     ) -> Result<Self, String> {
         if !args.local {
             let client = |url: &Url| Client::new(url.clone()).map_err(|err| err.to_string());
+            // After a failover, the leader's client finds the new leader among all the nodes.
+            let nodes = std::iter::once(&args.leader).chain(&args.followers).cloned();
             return Ok(Self {
-                leader: client(&args.leader)?,
+                leader: client(&args.leader)?.with_nodes(nodes.collect()),
                 followers: args
                     .followers
                     .iter()

@@ -64,7 +64,7 @@ async fn command_line_client() {
     assert!(out.starts_with(r#"OK k = "v" (version 1.3;"#), "{out}");
     assert!(
         err.contains(&format!(
-            "is a follower; the command went to the leader it named, {leader}/"
+            "does not lead; the command went to the leader, {leader}/"
         )),
         "{err}"
     );
@@ -267,11 +267,14 @@ async fn a_follower_cut_off_from_the_cli_misses_writes_and_catches_up_when_resto
         "2000",
         "--wait-point",
         "after_sync",
+        "--auto-failover",
+        "on",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out.trim(),
-        "write quorum 5, lag 0..20 ms, timeout 2000 ms, wait point after_sync"
+        "write quorum 5, lag 0..20 ms, timeout 2000 ms, wait point after_sync, automatic \
+         failover on"
     );
     let (code, _, err) = semisync_kv(&["settings", "--leader", &leader, "--wait-point", "later"]);
     assert_eq!(code, 2, "clap refuses an unknown wait point: {err}");
