@@ -54,7 +54,9 @@ impl Target {
         if !args.local {
             let client = |url: &Url| Client::new(url.clone()).map_err(|err| err.to_string());
             // After a failover, the leader's client finds the new leader among all the nodes.
-            let nodes = std::iter::once(&args.leader).chain(&args.followers).cloned();
+            let nodes = std::iter::once(&args.leader)
+                .chain(&args.followers)
+                .cloned();
             return Ok(Self {
                 leader: client(&args.leader)?.with_nodes(nodes.collect()),
                 followers: args
