@@ -294,8 +294,9 @@ pub struct NodeStatus {
     pub version: Version,
     /// Number of live keys it holds.
     pub keys: usize,
-    /// Whether it heard its leader within its `FAILOVER_AFTER_MS` (true on a leader): a
-    /// candidate asks for an election only when a majority hears none (the pre-vote).
+    /// Whether it heard its leader lately, within two thirds of its `FAILOVER_AFTER_MS` (true
+    /// on a leader): a candidate asks for an election only when a majority hears none (the
+    /// pre-vote).
     #[serde(default)]
     pub hears_leader: bool,
 }

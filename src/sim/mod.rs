@@ -1046,9 +1046,11 @@ mod tests {
             failover.why.contains("every write acknowledged"),
             "{failover:?}"
         );
-        // FAILOVER_AFTER plus at most half of it again, plus the election's own round trips.
+        // Simulated time: FAILOVER_AFTER from the last heartbeat heard (up to one 500 ms tick
+        // before the crash), plus at most half of it again, plus the election's round trips.
+        let tick = crate::recovery::HEARTBEAT_INTERVAL;
         assert!(
-            took >= FAILOVER_AFTER && took < FAILOVER_AFTER * 2 + Duration::from_millis(500),
+            took >= FAILOVER_AFTER - tick && took < FAILOVER_AFTER * 3 / 2 + tick,
             "{took:?}"
         );
         assert_eq!(value.expect("the acknowledged write is kept"), "kept");
