@@ -206,8 +206,8 @@ impl Metrics {
             );
             r.register(
                 "failover_duration_seconds",
-                "On an elected leader: time from the last heartbeat it heard of the old leader to \
-                 its own first acknowledged write",
+                "On an elected leader: time from the last news it had of a leader (the old one's \
+                 last heartbeat, or a refused candidate's fence) to its own first acknowledged write",
                 metrics.failover_seconds.clone(),
             );
         }

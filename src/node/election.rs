@@ -13,8 +13,10 @@
 //!   merge could not count are not enough.
 //!
 //! An election is never forced: when the count refuses, the candidate does not lead. It says why
-//! in `/health` (`failover`), and tries again after a backoff that doubles, up to
-//! [`MAX_BACKOFF`]. A person can still `failover --force`.
+//! in `/health` (`failover`) and tries again: after `FAILOVER_AFTER_MS` when the pre-vote refused
+//! (nothing changed anywhere), after a backoff that doubles up to [`MAX_BACKOFF`] when it had
+//! fenced (it raised the term). News of a leader starts the count afresh. A person can still
+//! `failover --force`.
 
 use std::time::Duration;
 
@@ -96,6 +98,8 @@ pub struct Outcome {
     pub silence: Duration,
     /// The promotion, or why there was none.
     pub result: Result<Promotion, Error>,
+    /// Whether it got as far as the fence, which raised the term on the nodes it reached.
+    pub fenced: bool,
 }
 
 impl Node {
@@ -151,11 +155,16 @@ impl Node {
         let mut retry_at: Option<Instant> = None;
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
-            let Some(since) = self.leaderless_since() else {
+            let now = Instant::now();
+            // A leader, automatic failover off, or news of a leader (or of a candidate's fence)
+            // within `FAILOVER_AFTER_MS`: the next silence starts afresh, backoff included.
+            let since = self
+                .leaderless_since()
+                .filter(|&since| now >= since + after);
+            let Some(since) = since else {
                 (retry_at, backoff) = (None, after);
                 continue;
             };
-            let now = Instant::now();
             let due = (since + after + extra).max(retry_at.unwrap_or(now));
             if now < due {
                 continue;
@@ -165,10 +174,20 @@ impl Node {
             extra = jitter();
             match &outcome.result {
                 Ok(_) => (retry_at, backoff) = (None, after),
+                // Refused by the pre-vote (or a live leader): nothing changed anywhere, so the
+                // next try comes as soon as a first one would. Refused after its fence raised
+                // the term: the pause doubles, so that candidates do not take term after term.
+                Err(_) if !outcome.fenced => {
+                    let at = Instant::now() + after + extra;
+                    retry_at = Some(at);
+                    if let Some(election) = self.election_lock().as_mut() {
+                        election.retry_at = Some(at);
+                    }
+                }
                 Err(_) => {
                     let at = Instant::now() + backoff + extra;
                     retry_at = Some(at);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(MAX_BACKOFF.max(after));
                     if let Some(election) = self.election_lock().as_mut() {
                         election.retry_at = Some(at);
                     }
@@ -229,6 +248,11 @@ impl Node {
             Ok(_) => "elected",
             Err(err) => err.status_and_code().1,
         });
-        Outcome { silence, result }
+        let fenced = self.replica().term > term_before;
+        Outcome {
+            silence,
+            result,
+            fenced,
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! - [`election`]: automatic failover, a promotion that followers run by themselves.
 //!
 //! # Lock order
-//! The replica's mutex first, then the role's lock; neither is held across an `.await`. A term
+//! The replica's mutex first, then the role's lock, then the last election's (`health` reads it
+//! under the replica lock); none is held across an `.await`. A term
 //! is adopted and the role changes under the replica lock, so that no message of a newer term
 //! can slip in between and find no leader to depose.
 

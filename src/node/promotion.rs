@@ -208,6 +208,8 @@ impl Node {
                 .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
             wake_reads: Arc::clone(&self.applied),
         };
+        // A new leadership: the failover time of an earlier election no longer applies.
+        *self.elected_lock() = None;
         let replicator = {
             // The term checked and the replicator installed under the replica lock (taken before
             // the role lock, as everywhere), so that no message of a newer term can slip

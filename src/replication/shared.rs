@@ -238,6 +238,9 @@ impl Shared {
         replica.smallest_quorum = Some(quorum);
         // Its live settings, as its followers heard them: what it leads with if promoted again.
         replica.leader_settings = Some(self.settings());
+        // It led until now: its silence, for automatic failover, counts from here, which gives
+        // the newer term's leader `FAILOVER_AFTER_MS` to reach it.
+        replica.heard_leader_at = Some(tokio::time::Instant::now());
         self.stop();
     }
 
