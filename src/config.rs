@@ -73,8 +73,8 @@ pub struct Config {
     pub leader_url: Option<Url>,
 
     /// This node's base URL as clients reach it, e.g. http://localhost:8000 in compose. A
-    /// leader sends it with its state transfers, and its followers name it in their
-    /// `421 not_leader` answers [default: none].
+    /// leader sends it with its heartbeats and state transfers, and its followers name it in
+    /// their `421 not_leader` answers [default: none].
     #[arg(long, env = "PUBLIC_URL", value_parser = parse_base_url)]
     pub public_url: Option<Url>,
 
