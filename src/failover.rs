@@ -444,6 +444,24 @@ pub fn live_leader(statuses: &[Result<NodeStatus, Failure>]) -> Option<&NodeStat
         .max_by_key(|status| status.term)
 }
 
+/// What to add to a refusal when peers answered `401`: this node's `CLUSTER_TOKEN` is not
+/// theirs, which no waiting fixes. Empty when none did.
+pub fn unauthorized_hint(statuses: &[Result<NodeStatus, Failure>]) -> String {
+    let refused = statuses
+        .iter()
+        .filter(|status| status.as_ref().is_err_and(Failure::unauthorized))
+        .count();
+    match refused {
+        0 => String::new(),
+        n => format!(
+            "; {n} of its {} peers answered 401 unauthorized: this node's CLUSTER_TOKEN is not \
+             theirs. Start every node with the same one (with compose, `export CLUSTER_TOKEN=...` \
+             in the shell that runs every `docker compose` command, not as a prefix of one)",
+            statuses.len()
+        ),
+    }
+}
+
 /// Refuses a promotion that cannot be tried at all, before any follower was counted.
 pub fn refused(reason: impl Into<String>) -> Error {
     Error::PromotionRefused {

@@ -38,8 +38,8 @@ pub struct FollowerLabels {
 pub struct ErrorLabels {
     /// The follower's base URL.
     pub follower: String,
-    /// `connect`, `timeout`, `not_synced`, `refused` (another 4xx), `server_error` (5xx) or
-    /// `other`.
+    /// `connect`, `timeout`, `not_synced`, `unauthorized` (401), `refused` (another 4xx),
+    /// `server_error` (5xx) or `other`.
     pub reason: &'static str,
 }
 

@@ -49,6 +49,7 @@ fn node() -> &'static Node {
             request_timeout_ms: None,
             max_concurrent_requests: 16,
             max_value_bytes: 64,
+            failover_after_ms: 1500,
         };
         let state = AppState::new(&config).unwrap();
         let node = Node { runtime, public: client_router(state.clone()), internal: internal_router(state) };

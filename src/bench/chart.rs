@@ -52,7 +52,13 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
     let highest = quorums.iter().map(|q| q.quorum).max().unwrap_or(1) as f64;
     let y_max = quorums
         .iter()
-        .flat_map(|q| q.samples_ms.iter().copied().chain([q.theoretical_mean_ms]))
+        .flat_map(|q| {
+            let theory = [Some(q.theoretical_mean_ms), q.theoretical_p99_ms];
+            q.samples_ms
+                .iter()
+                .copied()
+                .chain(theory.into_iter().flatten())
+        })
         .fold(1.0, f64::max)
         * 1.1;
     let title = format!(
@@ -111,8 +117,28 @@ pub fn latency(results: &Results, path: &Path) -> Result<(), String> {
     chart
         .draw_series(DashedLineSeries::new(theory, 14, 10, style))
         .map_err(draw_error)?
-        .label("theory: a + k(b - a)/(N + 1)")
+        .label("theory's mean: a + k(b - a)/(N + 1)")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+    // The theory's median and 99th percentile, dashed in the colours of the measured ones.
+    let quantiles = [
+        (
+            "theory's p50: Beta(k, N + 1 - k)",
+            GREEN,
+            series(|q| q.theoretical_p50_ms),
+        ),
+        ("theory's p99", VERMILLION, series(|q| q.theoretical_p99_ms)),
+    ];
+    for (label, color, points) in quantiles {
+        if points.is_empty() {
+            continue;
+        }
+        let style = color.stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new(points, 8, 8, style))
+            .map_err(draw_error)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 30, y)], style));
+    }
 
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(draw_error)

@@ -292,6 +292,10 @@ async fn bench(args: &BenchArgs) -> Result<Results, String> {
             failed: writes.failed,
             latency_ms: Latency::of(&writes.latencies_ms),
             theoretical_mean_ms: a + quorum as f64 * (b - a) / (followers as f64 + 1.0),
+            theoretical_p50_ms: (quorum > 0)
+                .then(|| a + (b - a) * stats::order_statistic_quantile(quorum, followers, 0.5)),
+            theoretical_p99_ms: (quorum > 0)
+                .then(|| a + (b - a) * stats::order_statistic_quantile(quorum, followers, 0.99)),
             immediate_mismatching_followers: immediate,
             settled_mismatching_followers: settled,
             samples_ms: writes.latencies_ms,

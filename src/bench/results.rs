@@ -64,6 +64,14 @@ pub struct QuorumResult {
     /// Expected mean latency for lag uniform in [a, b] with N followers: a + k(b - a)/(N + 1),
     /// the mean of the k-th smallest of N uniform delays.
     pub theoretical_mean_ms: f64,
+    /// The theory's median and 99th percentile of the same: the quantiles of the k-th smallest
+    /// of N uniform lags, a Beta(k, N + 1 - k) scaled to [a, b]; `null` in results written
+    /// before they were added.
+    #[serde(default)]
+    pub theoretical_p50_ms: Option<f64>,
+    /// See `theoretical_p50_ms`.
+    #[serde(default)]
+    pub theoretical_p99_ms: Option<f64>,
     /// Followers whose `/dump` differed from the leader's right after the writes.
     pub immediate_mismatching_followers: usize,
     /// Followers whose `/dump` differed from the leader's after the settle delay.

@@ -104,8 +104,9 @@ impl Node {
         if reached < majority {
             return self.wait(failover::refused(format!(
                 "it reached {reached} of the {} nodes (itself included); a term is taken by a \
-                 majority of all nodes ({majority})",
-                peers.urls.len() + 1
+                 majority of all nodes ({majority}){}",
+                peers.urls.len() + 1,
+                failover::unauthorized_hint(&statuses)
             )));
         }
         match self.take_over(peers, &statuses, false, false).await {

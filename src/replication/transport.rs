@@ -52,8 +52,8 @@ pub type Result<T> = std::result::Result<T, Failure>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
     /// What kind of failure, as the metrics' `reason` label says it: `connect`, `timeout`,
-    /// `not_synced`, `stale_term`, `term_taken`, `refused` (another 4xx), `server_error` (5xx),
-    /// `cut_off`, `partitioned` or `other`.
+    /// `not_synced`, `stale_term`, `term_taken`, `unauthorized` (401: another `CLUSTER_TOKEN`),
+    /// `refused` (another 4xx), `server_error` (5xx), `cut_off`, `partitioned` or `other`.
     pub kind: &'static str,
     /// What went wrong, for people.
     pub reason: String,
@@ -74,6 +74,11 @@ impl Failure {
     /// Whether a retry cannot change the outcome: the follower refused the message itself.
     pub fn permanent(&self) -> bool {
         self.kind == "refused"
+    }
+
+    /// Whether the peer refused this node's `CLUSTER_TOKEN` (`401`).
+    pub fn unauthorized(&self) -> bool {
+        self.kind == "unauthorized"
     }
 
     /// Whether another node took the sender's term at the follower (`409 term_taken`).
@@ -328,6 +333,9 @@ pub fn refusal(status: StatusCode, body: &str) -> Failure {
         Some("stale_term") if status == StatusCode::CONFLICT => "stale_term",
         Some("term_taken") if status == StatusCode::CONFLICT => "term_taken",
         Some("partitioned") if status == StatusCode::SERVICE_UNAVAILABLE => "partitioned",
+        // The peer requires another CLUSTER_TOKEN: a retry cannot change that either, but it
+        // is named on its own, since a person must fix the configuration.
+        _ if status == StatusCode::UNAUTHORIZED => "unauthorized",
         _ if status.is_client_error() => "refused",
         _ => "server_error",
     };

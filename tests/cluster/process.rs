@@ -145,3 +145,22 @@ fn a_node_whose_token_file_cannot_be_used_does_not_start() {
     );
     let _ = std::fs::remove_file(&good);
 }
+
+/// A leader started with another `CLUSTER_TOKEN` than its followers' (the lab's trap: a token set
+/// as the prefix of one `docker compose` command, then the leader recreated without it): every
+/// follower answers 401, the leader does not lead, and `/health` says why and what to do.
+#[tokio::test]
+async fn a_leader_whose_followers_refuse_its_token_says_so() {
+    let cluster = TestCluster::start(LocalSettings {
+        leader_env: vec![("CLUSTER_TOKEN".into(), "another-token".into())],
+        ..settings()
+    });
+    let health = cluster.leader_waiting(Duration::from_secs(15)).await;
+    assert_eq!(health["role"], "follower", "{health}");
+    let why = health["waiting"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("5 of its 5 peers answered 401 unauthorized")
+            && why.contains("export CLUSTER_TOKEN"),
+        "{health}"
+    );
+}
