@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::common;
-use crate::helpers::{NodeExt, TestCluster, base, eventually, semisync_kv, send, settings};
+use crate::helpers::{
+    NodeExt, TestCluster, base, eventually, partition, semisync_kv, send, settings,
+};
 use nix::sys::signal::Signal;
 
 /// A test cluster with automatic failover, writing with `write_quorum`.
@@ -144,20 +146,6 @@ async fn the_leader_killed_under_load_is_replaced_by_an_election_at_every_quorum
         assert_eq!(status, StatusCode::OK, "quorum {quorum}: {body}");
         assert!(common::version(&body) > common::version(&health));
     }
-}
-
-/// `semisync-kv partition --node URL... PEER...` (or `--heal` when `peers` is empty).
-fn partition(nodes: &[String], peers: &[&str]) {
-    let mut args = vec!["partition"];
-    for node in nodes {
-        args.extend(["--node", node]);
-    }
-    if peers.is_empty() {
-        args.push("--heal");
-    }
-    args.extend(peers);
-    let (code, stdout, stderr) = semisync_kv(&args);
-    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 /// The leader killed while the followers are split 3 | 2: neither side holds a majority of the

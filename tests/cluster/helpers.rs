@@ -220,6 +220,21 @@ pub fn semisync_kv(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `semisync-kv partition --node URL... PEER...` (or `--heal`); returns its stdout.
+pub fn partition(nodes: &[String], peers: &[&str]) -> String {
+    let mut args = vec!["partition"];
+    for node in nodes {
+        args.extend(["--node", node]);
+    }
+    if peers.is_empty() {
+        args.push("--heal");
+    }
+    args.extend(peers);
+    let (code, stdout, stderr) = semisync_kv(&args);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    stdout
+}
+
 /// Writes `count` keys `prefix0..` on the leader, `concurrency` at a time, with quorum 1; returns
 /// the versions of the writes that were acknowledged.
 pub async fn write_many(

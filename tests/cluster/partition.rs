@@ -10,22 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::common;
-use crate::helpers::{TestCluster, eventually, semisync_kv, send, with_quorum};
-
-/// `semisync-kv partition --node URL... PEER...` (or `--heal`); returns its stdout.
-fn partition(nodes: &[String], peers: &[&str]) -> String {
-    let mut args = vec!["partition"];
-    for node in nodes {
-        args.extend(["--node", node]);
-    }
-    if peers.is_empty() {
-        args.push("--heal");
-    }
-    args.extend(peers);
-    let (code, stdout, stderr) = semisync_kv(&args);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    stdout
-}
+use crate::helpers::{TestCluster, eventually, partition, semisync_kv, send, with_quorum};
 
 /// The scenario of THEORY section 8: six nodes, `WRITE_QUORUM=3`, split into {leader,
 /// follower4, follower5} and {follower1, follower2, follower3}. follower1 merges 3 >= 5 - 3 + 1
