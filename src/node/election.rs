@@ -172,26 +172,24 @@ impl Node {
             let outcome = self.elect(now - since).await;
             report(&outcome);
             extra = jitter();
-            match &outcome.result {
-                Ok(_) => (retry_at, backoff) = (None, after),
-                // Refused by the pre-vote (or a live leader): nothing changed anywhere, so the
-                // next try comes as soon as a first one would. Refused after its fence raised
-                // the term: the pause doubles, so that candidates do not take term after term.
-                Err(_) if !outcome.fenced => {
-                    let at = Instant::now() + after + extra;
-                    retry_at = Some(at);
-                    if let Some(election) = self.election_lock().as_mut() {
-                        election.retry_at = Some(at);
-                    }
+            if outcome.result.is_ok() {
+                (retry_at, backoff) = (None, after);
+                continue;
+            }
+            // Refused by the pre-vote (or a live leader): nothing changed anywhere, so the next
+            // try comes as soon as a first one would. Refused after its fence raised the term:
+            // the pause doubles, so that candidates do not take term after term.
+            let pause = match outcome.fenced {
+                false => after,
+                true => {
+                    let doubled = (backoff * 2).min(MAX_BACKOFF.max(after));
+                    std::mem::replace(&mut backoff, doubled)
                 }
-                Err(_) => {
-                    let at = Instant::now() + backoff + extra;
-                    retry_at = Some(at);
-                    backoff = (backoff * 2).min(MAX_BACKOFF.max(after));
-                    if let Some(election) = self.election_lock().as_mut() {
-                        election.retry_at = Some(at);
-                    }
-                }
+            };
+            let at = Instant::now() + pause + extra;
+            retry_at = Some(at);
+            if let Some(election) = self.election_lock().as_mut() {
+                election.retry_at = Some(at);
             }
         }
     }
@@ -214,6 +212,8 @@ impl Node {
         });
         let term_before = self.replica().term;
         let result = self.promote_by(false, true).await;
+        let term_after = self.replica().term;
+        let fenced = term_after > term_before;
         let (state, term, why) = match &result {
             Ok(promotion) => {
                 warn!(term = promotion.term, "elected: {}", promotion.guarantee);
@@ -229,7 +229,7 @@ impl Node {
             Err(err) => {
                 warn!(error = %err, "election refused: not leading");
                 // The term it fenced with, if it got that far.
-                let term = Some(self.replica().term).filter(|&term| term > term_before);
+                let term = Some(term_after).filter(|_| fenced);
                 (ElectionState::Refused, term, err.to_string())
             }
         };
@@ -248,7 +248,6 @@ impl Node {
             Ok(_) => "elected",
             Err(err) => err.status_and_code().1,
         });
-        let fenced = self.replica().term > term_before;
         Outcome {
             silence,
             result,
