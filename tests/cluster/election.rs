@@ -180,7 +180,14 @@ async fn a_partition_that_leaves_no_majority_elects_nobody_until_it_heals() {
     let (new, health) = elected(&cluster, Duration::from_secs(20))
         .await
         .expect("elected once healed");
-    assert_eq!(health["term"], 2, "{health}");
+    // Term 2 unless candidates met after the heal: two fencing at once can split the votes so
+    // that neither leads, and the next election takes a newer term (seen under load: term 4).
+    assert!(
+        health["term"].as_u64().is_some_and(|term| term >= 2),
+        "{health}"
+    );
+    assert_eq!(health["failover"]["state"], "elected", "{health}");
+    assert_eq!(health["failover"]["term"], health["term"], "{health}");
     let (status, body) = cluster
         .get(&cluster.followers[new].url(), "/kv/before")
         .await;
