@@ -24,6 +24,11 @@ pub struct Overhead {
     pub mean: Option<f64>,
     /// 99th percentile (nearest rank); `null` without samples.
     pub p99: Option<f64>,
+    /// The leader's share of `mean`: the mean of its own `latency_ms` (its answer's, from taking
+    /// the request in to answering) minus the ideal. The rest of `mean` is the client's: its
+    /// HTTP exchange with the leader, outside the leader's clock. `null` without samples.
+    #[serde(default)]
+    pub leader_mean: Option<f64>,
     /// Writes measured.
     pub samples: usize,
     /// Successful writes left out because the feed did not carry every first-attempt lag of
@@ -126,14 +131,9 @@ impl Feed {
         }
     }
 
-    /// The overhead of the `answered` writes (version, client-observed latency in ms) at
-    /// `quorum`, in a cluster of `followers` followers.
-    pub fn overhead(
-        &self,
-        answered: &[(Version, f64)],
-        quorum: usize,
-        followers: usize,
-    ) -> Overhead {
+    /// The overhead of the `answered` writes at `quorum`, in a cluster of `followers`
+    /// followers.
+    pub fn overhead(&self, answered: &[Answered], quorum: usize, followers: usize) -> Overhead {
         overhead(&self.lock().by_version, answered, quorum, followers)
     }
 
@@ -201,17 +201,33 @@ impl SseParser {
     }
 }
 
+/// One successful write, as the client and the leader measured it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Answered {
+    pub version: Version,
+    /// The client's latency: from sending the request to reading the answer, in ms.
+    pub latency_ms: f64,
+    /// The leader's: the `latency_ms` of its answer, in ms.
+    pub leader_ms: f64,
+}
+
 /// Each answered write's latency minus its ideal: the `quorum`-th smallest of its
 /// first-attempt lags, when all `followers` of them are known.
 fn overhead(
     lags: &HashMap<Version, HashMap<FollowerIndex, f64>>,
-    answered: &[(Version, f64)],
+    answered: &[Answered],
     quorum: usize,
     followers: usize,
 ) -> Overhead {
     let mut samples = Vec::with_capacity(answered.len());
+    let mut leader_samples = Vec::with_capacity(answered.len());
     let mut left_out = 0;
-    for (version, latency_ms) in answered {
+    for Answered {
+        version,
+        latency_ms,
+        leader_ms,
+    } in answered
+    {
         let ideal = lags.get(version).filter(|l| l.len() >= followers).map(|l| {
             let mut sorted: Vec<f64> = l.values().copied().collect();
             sorted.sort_by(f64::total_cmp);
@@ -221,7 +237,10 @@ fn overhead(
                 .unwrap_or(0.0)
         });
         match ideal {
-            Some(ideal) => samples.push(latency_ms - ideal),
+            Some(ideal) => {
+                samples.push(latency_ms - ideal);
+                leader_samples.push(leader_ms - ideal);
+            }
             None => left_out += 1,
         }
     }
@@ -229,6 +248,7 @@ fn overhead(
     Overhead {
         mean: summary.mean,
         p99: summary.p99,
+        leader_mean: Latency::of(&leader_samples).mean,
         samples: samples.len(),
         left_out,
     }
@@ -286,12 +306,19 @@ mod tests {
                 HashMap::from([(0, 5.0), (1, 1.0), (2, 3.0), (3, 2.0)]),
             ),
         ]);
-        let answered = [(v(1), 32.0), (v(2), 7.0), (v(3), 9.0), (v(4), 9.0)];
+        let answered = [(1, 32.0, 31.0), (2, 7.0, 3.5), (3, 9.0, 8.0), (4, 9.0, 8.0)].map(
+            |(counter, latency_ms, leader_ms)| Answered {
+                version: v(counter),
+                latency_ms,
+                leader_ms,
+            },
+        );
         let result = overhead(&lags, &answered, 3, 5);
         assert_eq!(result.samples, 2);
         assert_eq!(result.left_out, 2);
         assert_eq!(result.mean, Some(3.0)); // (32 - 30 + 7 - 3) / 2
         assert_eq!(result.p99, Some(4.0));
+        assert_eq!(result.leader_mean, Some(0.75)); // (31 - 30 + 3.5 - 3) / 2
         let first = overhead(&lags, &answered[..1], 1, 5);
         assert_eq!(first.mean, Some(22.0));
     }

@@ -260,6 +260,15 @@ pub fn table(results: &Results) -> String {
             String::new()
         }
     ));
+    let leader_means: Vec<f64> = (results.quorums.iter())
+        .filter_map(|q| q.overhead_ms.as_ref()?.leader_mean)
+        .collect();
+    if let Some(range) = range_ms(&leader_means) {
+        lines.push(format!(
+            "      of which the leader's own (its answer's latency_ms minus the ideal): {range} \
+             ms mean; the rest is the client's HTTP exchange with the leader"
+        ));
+    }
     if let Some(throughput) = &results.throughput {
         lines.push(format!(
             "throughput (lag {}..{} ms, {:.0} s per run):",
@@ -327,4 +336,17 @@ fn stale_table(stale: &StaleReads) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// `lo..hi` (or one figure when they round alike) of `values` in ms, with one decimal; `None`
+/// without values.
+fn range_ms(values: &[f64]) -> Option<String> {
+    let lo = values.iter().copied().reduce(f64::min)?;
+    let hi = values.iter().copied().reduce(f64::max)?;
+    let (lo, hi) = (format!("{lo:.1}"), format!("{hi:.1}"));
+    Some(if lo == hi {
+        lo
+    } else {
+        format!("{lo} to {hi}")
+    })
 }

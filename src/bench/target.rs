@@ -10,6 +10,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use super::args::BenchArgs;
+use super::feed::Answered;
 use crate::client::Client;
 use crate::local::{LocalCluster, LocalSettings};
 use crate::protocol::ClusterStatus;
@@ -213,6 +214,9 @@ pub(super) struct Writes {
     pub(super) latencies_ms: Vec<f64>,
     /// The version of each successful write, in the order of `latencies_ms` (empty for Redis).
     pub(super) versions: Vec<Version>,
+    /// The leader's own latency of each successful write (its answer's `latency_ms`), in the
+    /// order of `latencies_ms` (empty for Redis).
+    pub(super) leader_latencies_ms: Vec<f64>,
     /// Why the first failed write failed.
     pub(super) first_error: Option<String>,
 }
@@ -246,6 +250,7 @@ impl Writes {
                 self.latencies_ms
                     .push(started.elapsed().as_secs_f64() * 1000.0);
                 self.versions.push(answer.version);
+                self.leader_latencies_ms.push(answer.latency_ms);
             }
             Err(err) => self.fail(err.to_string()),
         }
@@ -257,12 +262,15 @@ impl Writes {
         self.first_error.get_or_insert(reason);
     }
 
-    /// Each successful write's version and latency.
-    pub(super) fn answered(&self) -> Vec<(Version, f64)> {
-        self.versions
-            .iter()
-            .copied()
-            .zip(self.latencies_ms.iter().copied())
+    /// Each successful write, as the client and the leader measured it.
+    pub(super) fn answered(&self) -> Vec<Answered> {
+        (self.versions.iter().zip(&self.latencies_ms))
+            .zip(&self.leader_latencies_ms)
+            .map(|((&version, &latency_ms), &leader_ms)| Answered {
+                version,
+                latency_ms,
+                leader_ms,
+            })
             .collect()
     }
 
@@ -272,6 +280,7 @@ impl Writes {
         self.failed += other.failed;
         self.latencies_ms.extend(other.latencies_ms);
         self.versions.extend(other.versions);
+        self.leader_latencies_ms.extend(other.leader_latencies_ms);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }

@@ -186,6 +186,14 @@ async fn benchmark_writes_results_and_charts() {
         let k = q["quorum"].as_f64().expect("quorum");
         assert_eq!(q["theoretical_mean_ms"].as_f64(), Some(k * 50.0 / 6.0));
         assert!(q["immediate_mismatching_followers"].is_u64(), "{q}");
+        // Over the ideal: the leader's clock runs inside the client's exchange, so its share
+        // of the overhead is at most the whole.
+        let overhead = &q["overhead_ms"];
+        let (whole, leader) = (overhead["mean"].as_f64(), overhead["leader_mean"].as_f64());
+        assert!(
+            matches!((whole, leader), (Some(whole), Some(leader)) if leader <= whole),
+            "the leader's share of the overhead: {q}"
+        );
         assert_eq!(
             q["settled_mismatching_followers"], 0,
             "replicas converged after settling: {q}"
