@@ -4,8 +4,8 @@
 //! translated: a bare `curl` (in Windows PowerShell the alias of `Invoke-WebRequest`), unbalanced
 //! quotes, bash's `NAME=value command`, `export`, `\` line continuations, and `&&` or `||`
 //! (PowerShell 7 only). It cannot tell whether a command works, nor whether PowerShell passes
-//! the quotes to a native program the way the text says: the README's note on quoting is the
-//! reference for that.
+//! the quotes to a native program the way the text says: the note on quoting traps in
+//! docs/powershell.md is the reference for that.
 
 use std::path::Path;
 
