@@ -24,9 +24,10 @@ pub struct Overhead {
     pub mean: Option<f64>,
     /// 99th percentile (nearest rank); `null` without samples.
     pub p99: Option<f64>,
-    /// The leader's share of `mean`: the mean of its own `latency_ms` (its answer's, from taking
-    /// the request in to answering) minus the ideal. The rest of `mean` is the client's: its
-    /// HTTP exchange with the leader, outside the leader's clock. `null` without samples.
+    /// The leader's share of `mean`: the mean of its own `latency_ms` (its answer's: the clock of
+    /// its write path, from the write's start to its outcome) minus the ideal. The rest of
+    /// `mean` is outside that clock: the HTTP exchange on both ends (the client's request, the
+    /// leader's routing, JSON parsing and answer). `null` without samples.
     #[serde(default)]
     pub leader_mean: Option<f64>,
     /// Writes measured.

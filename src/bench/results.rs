@@ -265,8 +265,8 @@ pub fn table(results: &Results) -> String {
         .collect();
     if let Some(range) = range_ms(&leader_means) {
         lines.push(format!(
-            "      of which the leader's own (its answer's latency_ms minus the ideal): {range} \
-             ms mean; the rest is the client's HTTP exchange with the leader"
+            "      of which the leader's write path (its answer's latency_ms minus the ideal): \
+             {range} ms mean; the rest is the HTTP exchange around it, on both ends"
         ));
     }
     if let Some(throughput) = &results.throughput {
@@ -338,7 +338,7 @@ fn stale_table(stale: &StaleReads) -> Vec<String> {
     lines
 }
 
-/// `lo..hi` (or one figure when they round alike) of `values` in ms, with one decimal; `None`
+/// "lo to hi" (or one figure when they round alike) of `values`, with one decimal; `None`
 /// without values.
 fn range_ms(values: &[f64]) -> Option<String> {
     let lo = values.iter().copied().reduce(f64::min)?;

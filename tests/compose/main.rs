@@ -641,26 +641,88 @@ fn the_guide_s_talk_fits_fifteen_minutes_with_slack() {
     assert_eq!(total, 15, "{table:?}");
     assert!(slack >= 2, "{table:?}");
     assert_eq!(steps.iter().map(|(_, m)| m).sum::<u32>() + slack, total);
-    for line in guide.lines() {
-        let Some(heading) = line.strip_prefix("## ") else {
-            continue;
-        };
-        let Some((number, _)) = heading.split_once(". ") else {
-            continue;
-        };
-        let in_table = steps.iter().find(|(step, _)| *step == number);
-        if heading.contains("Optional") {
-            assert!(
-                in_table.is_none(),
-                "an optional step in the talk: {heading}"
-            );
+    let minutes_said = |m: u32| format!("({m} minute{})", if m == 1 { "" } else { "s" });
+    let headings: Vec<(&str, &str)> = (guide.lines())
+        .filter_map(|line| line.strip_prefix("## ")?.split_once(". "))
+        .collect();
+    for (number, title) in &headings {
+        let in_table = steps.iter().find(|(step, _)| step == number);
+        if title.starts_with("Optional") {
+            assert!(in_table.is_none(), "an optional step in the talk: {title}");
         } else if let Some((_, m)) = in_table {
-            let said = format!("({m} minute{})", if *m == 1 { "" } else { "s" });
-            assert!(heading.ends_with(&said), "{heading}: the table says {m}");
+            assert!(
+                title.ends_with(&minutes_said(*m)),
+                "{title}: the table says {m}"
+            );
         } else {
-            panic!("a step of the talk missing from the table: {heading}");
+            panic!("a step of the talk missing from the table: {number}. {title}");
         }
     }
+    for (step, _) in &steps {
+        assert!(
+            headings.iter().any(|(number, _)| number == step),
+            "the table's step {step} has no heading"
+        );
+    }
+    // The extras' table: each names a step whose heading, or a `### Optional` part of it,
+    // takes what the table says.
+    let extras: Vec<Vec<&str>> = (guide.lines())
+        .skip_while(|line| !line.starts_with("| extra | for | minutes |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert!(extras.len() >= 4, "{extras:?}");
+    for extra in &extras {
+        let number = extra[0].split(',').next().unwrap_or_default();
+        let said = minutes_said(minutes(extra));
+        let heading = format!("## {number}. ");
+        let mut in_step = (guide.lines())
+            .skip_while(|line| !line.starts_with(&heading))
+            .enumerate()
+            .take_while(|(i, line)| *i == 0 || !line.starts_with("## "))
+            .map(|(_, line)| line);
+        assert!(
+            in_step.any(|line| line.contains("Optional") && line.ends_with(&said)),
+            "the extra {extra:?}: no optional heading of step {number} says {said}"
+        );
+    }
+}
+
+/// The guide's figures of its own length: the commands it counts for the talk, the talk with
+/// every cut, and the extras are those of its blocks (the seconds are the compose test's to
+/// measure and print).
+#[test]
+fn the_guide_counts_its_commands_right() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/PRESENTATION_GUIDE.md"
+    ))
+    .expect("guide");
+    let blocks = bash_blocks(&guide);
+    let count = |keep: &dyn Fn(&GuideBlock) -> bool| -> usize {
+        (blocks.iter())
+            .filter(|b| !b.off_stage() && keep(b))
+            .map(GuideBlock::commands)
+            .sum()
+    };
+    let talk = count(&|b| !b.extra);
+    let cut = count(&|b| !b.extra && b.cut.is_none());
+    let extras = count(&|b| b.extra);
+    let said = |row: &str| -> usize {
+        let line = (guide.lines())
+            .find(|line| line.starts_with(&format!("| {row} |")))
+            .unwrap_or_else(|| panic!("the guide's row {row:?}"));
+        (line.split('|').nth(2))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let rows = [
+        "the 15-minute talk, without its optional extras",
+        "the same with every cut applied",
+        "the optional extras, all four",
+    ];
+    assert_eq!(rows.map(said), [talk, cut, extras]);
 }
 
 /// Which parts of the guide a run takes.
@@ -812,7 +874,11 @@ function scripts/benchmark.sh {{ semisync-kv bench --out-dir '{out}' "$@"; }}
     report.push_str(&format!(
         "  the talk without its optional extras: {talk_waiting}\n  \
          its optional extras: {extras}\n  \
-         the whole run, set-up and benchmark included: {:.0} s of wall time\n",
+         the whole run, set-up{} included: {:.0} s of wall time\n",
+        match talk {
+            Talk::Whole => " and benchmark",
+            Talk::Cut => "",
+        },
         started.elapsed().as_secs_f64()
     ));
     if talk == Talk::Cut {
