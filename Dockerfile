@@ -12,7 +12,7 @@
 FROM scratch AS prebuilt
 # Copies dist/semisync-kv when scripts/build-static.sh has put it there (dist/ always exists).
 COPY dist/ /
-EXPOSE 8000
+EXPOSE 8000 6379
 HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD ["/semisync-kv", "health"]
 ENTRYPOINT ["/semisync-kv"]
 CMD ["serve"]
@@ -27,7 +27,7 @@ RUN cargo build --release --locked --no-default-features --bin semisync-kv \
 
 FROM scratch AS source
 COPY --from=builder /semisync-kv /semisync-kv
-EXPOSE 8000
+EXPOSE 8000 6379
 HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD ["/semisync-kv", "health"]
 ENTRYPOINT ["/semisync-kv"]
 CMD ["serve"]

@@ -56,6 +56,12 @@ pub struct Config {
     #[arg(long, env = "INTERNAL_LISTEN_ADDR", default_value = "0.0.0.0:9000")]
     pub internal_listen_addr: SocketAddr,
 
+    /// Address of the RESP listener (Redis's protocol: redis-cli and every Redis client), for
+    /// example 0.0.0.0:6379; unset, the node speaks HTTP only. Its connections count towards
+    /// MAX_CONCURRENT_REQUESTS, and MAX_VALUE_BYTES and HEADER_READ_TIMEOUT_MS apply to them.
+    #[arg(long, env = "RESP_LISTEN_ADDR")]
+    pub resp_listen_addr: Option<SocketAddr>,
+
     /// Comma-separated base URLs of every other node's internal listener, e.g.
     /// http://follower1:9000,http://follower2:9000. A leader replicates to them; a follower
     /// needs them to be promoted. Required on a leader.

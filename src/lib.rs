@@ -22,6 +22,8 @@
 //!   each message, reads and the leader's write path, start-up and promotion.
 //! - [`api`]: the axum routers (public routes, the dashboard and admin routes, internal routes),
 //!   their extractors, and the lingering close of early answers; each handler calls the node.
+//! - [`resp`]: the RESP front end (Redis's protocol, for `redis-cli` and Redis clients): its
+//!   wire format, its commands, and its listener; each command calls the node, as a handler does.
 //! - [`protocol`]: the public routes' answers, shared by the server and the client.
 //! - [`sim`]: the deterministic simulator: six real nodes in one process on a fake network, a
 //!   nemesis, and the checkers (`semisync-kv simulate`).
@@ -55,6 +57,7 @@ pub mod partition;
 pub mod protocol;
 pub mod recovery;
 pub mod replication;
+pub mod resp;
 pub mod server;
 pub mod settings;
 pub mod signal;

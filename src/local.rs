@@ -27,6 +27,8 @@ pub struct LocalSettings {
     pub leader_env: Vec<(String, String)>,
     /// The nodes' `RUST_LOG` filter (the start-up line is always logged).
     pub log_filter: String,
+    /// Whether every node also speaks RESP (`RESP_LISTEN_ADDR`, on a port of its own).
+    pub resp: bool,
 }
 
 impl Default for LocalSettings {
@@ -37,6 +39,7 @@ impl Default for LocalSettings {
             cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "info".into(),
+            resp: false,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct LocalNode {
     pub addr: SocketAddr,
     /// Where its internal API listens.
     pub internal_addr: Option<SocketAddr>,
+    /// Where its RESP listener listens, if it has one.
+    pub resp_addr: Option<SocketAddr>,
     binary: PathBuf,
     env: Vec<(String, String)>,
     log_filter: String,
@@ -70,6 +75,7 @@ impl LocalNode {
             id: id.to_owned(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             internal_addr: None,
+            resp_addr: None,
             binary: binary.to_owned(),
             env,
             log_filter: log_filter.to_owned(),
@@ -110,7 +116,7 @@ impl LocalNode {
                         value.split_whitespace().next().map(str::to_owned)
                     };
                     if let Some(addr) = field("addr") {
-                        let _ = addr_tx.send((addr, field("internal_addr")));
+                        let _ = addr_tx.send((addr, field("internal_addr"), field("resp_addr")));
                     }
                 }
                 log.lock()
@@ -121,13 +127,14 @@ impl LocalNode {
         let addrs = addr_rx
             .recv_timeout(START_TIMEOUT)
             .ok()
-            .and_then(|(addr, internal)| {
+            .and_then(|(addr, internal, resp)| {
                 Some((
                     addr.parse().ok()?,
                     internal.and_then(|internal| internal.parse().ok()),
+                    resp.and_then(|resp| resp.parse().ok()),
                 ))
             });
-        let Some((addr, internal_addr)) = addrs else {
+        let Some((addr, internal_addr, resp_addr)) = addrs else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(io::Error::other(format!(
@@ -138,13 +145,18 @@ impl LocalNode {
         };
         self.addr = addr;
         self.internal_addr = internal_addr;
+        self.resp_addr = resp_addr;
         // A restart reuses the addresses: the leader knows its followers by URL.
-        self.env
-            .retain(|(k, _)| k != "LISTEN_ADDR" && k != "INTERNAL_LISTEN_ADDR");
+        self.env.retain(|(k, _)| {
+            k != "LISTEN_ADDR" && k != "INTERNAL_LISTEN_ADDR" && k != "RESP_LISTEN_ADDR"
+        });
         self.env.push(("LISTEN_ADDR".into(), addr.to_string()));
         if let Some(internal) = internal_addr {
             self.env
                 .push(("INTERNAL_LISTEN_ADDR".into(), internal.to_string()));
+        }
+        if let Some(resp) = resp_addr {
+            self.env.push(("RESP_LISTEN_ADDR".into(), resp.to_string()));
         }
         self.child = Some(child);
         Ok(())
@@ -275,6 +287,9 @@ impl LocalCluster {
                 (settings.settings.env().into_iter()).map(|(name, value)| (name.to_owned(), value)),
             );
             env.extend(token.clone());
+            if settings.resp {
+                env.push(("RESP_LISTEN_ADDR".into(), "127.0.0.1:0".into()));
+            }
             env
         };
         let followers = (1..nodes)

@@ -26,6 +26,34 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the write counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `quorum_reached`, `quorum_timeout` or `quorum_not_announced`.
+    pub outcome: &'static str,
+    /// The front end the write came through: `http` or `resp`.
+    pub protocol: &'static str,
+}
+
+/// The front end a client's request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The HTTP API (`PUT` and `DELETE /kv/{key}`).
+    Http,
+    /// Redis's protocol (`SET`, `DEL`).
+    Resp,
+}
+
+impl Protocol {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Resp => "resp",
+        }
+    }
+}
+
 /// Labels of a per-follower metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FollowerLabels {
@@ -48,7 +76,7 @@ pub struct ErrorLabels {
 pub struct Metrics {
     /// Written only while `new` registers the metrics.
     registry: Registry,
-    writes: Family<OutcomeLabels, Counter>,
+    writes: Family<WriteLabels, Counter>,
     write_seconds: Histogram,
     ack_seconds: Family<FollowerLabels, Histogram>,
     errors: Family<ErrorLabels, Counter>,
@@ -112,7 +140,7 @@ impl Metrics {
             let r = &mut metrics.registry;
             r.register(
                 "writes",
-                "Writes answered, by outcome of the quorum wait",
+                "Writes answered, by outcome of the quorum wait and protocol",
                 metrics.writes.clone(),
             );
             r.register(
@@ -215,9 +243,12 @@ impl Metrics {
     }
 
     /// Records a write's outcome (`quorum_reached`, `quorum_timeout` or
-    /// `quorum_not_announced`) and latency.
-    pub fn write(&self, outcome: &'static str, latency: Duration) {
-        self.writes.get_or_create(&OutcomeLabels { outcome }).inc();
+    /// `quorum_not_announced`), the protocol it came by, and its latency.
+    pub fn write(&self, outcome: &'static str, protocol: Protocol, latency: Duration) {
+        let protocol = protocol.as_str();
+        self.writes
+            .get_or_create(&WriteLabels { outcome, protocol })
+            .inc();
         self.write_seconds.observe(latency.as_secs_f64());
     }
 

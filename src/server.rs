@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::error::StartError;
+use crate::resp::{self, RespLimits};
 
 /// How long requests still in flight may run after shutdown was asked for. A write waiting for
 /// its quorum would otherwise hold the node up to `REPLICATE_TIMEOUT_MS`; `docker stop` must
@@ -38,7 +39,11 @@ pub async fn serve(
     let state = AppState::new(&config)?;
     let public = bind(config.listen_addr).await?;
     let internal = Some(bind(config.internal_listen_addr).await?);
-    serve_state(state, public, internal, &config, shutdown).await
+    let resp = match config.resp_listen_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    serve_state(state, public, internal, resp, &config, shutdown).await
 }
 
 /// Serves a node configured by `config` until `shutdown` resolves: the client API on `public`,
@@ -50,7 +55,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let state = AppState::new(config)?;
-    serve_state(state, public, internal, config, shutdown).await
+    serve_state(state, public, internal, None, config, shutdown).await
 }
 
 /// Binds a listener; the error names the address.
@@ -60,12 +65,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|err| StartError::Setup(format!("cannot listen on {addr}: {err}")))
 }
 
-/// Serves `state` on the listeners until `shutdown` resolves; the public one once the node has
-/// started ([`Node::start`](crate::node::Node::start)).
+/// Serves `state` on the listeners until `shutdown` resolves; the public ones (HTTP and RESP)
+/// once the node has started ([`Node::start`](crate::node::Node::start)).
 async fn serve_state(
     state: AppState,
     public: TcpListener,
     internal: Option<TcpListener>,
+    resp: Option<TcpListener>,
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
@@ -82,9 +88,11 @@ async fn serve_state(
     };
     let public_addr = address(&public)?;
     let internal_addr = internal.as_ref().map(address).transpose()?;
+    let resp_addr = resp.as_ref().map(address).transpose()?;
     info!(
         addr = %public_addr,
         internal_addr = %internal_addr.map_or("none".to_owned(), |addr| addr.to_string()),
+        resp_addr = %resp_addr.map_or("none".to_owned(), |addr| addr.to_string()),
         node_id = state.node_id(),
         role = config.role.as_str(),
         peers = ?config.peers().iter().map(|url| url.as_str()).collect::<Vec<_>>(),
@@ -132,14 +140,24 @@ async fn serve_state(
             }
         });
         let router = api::client_router(state.clone());
-        accept(
+        let http = accept(
             public,
             router,
             header_read_timeout,
             &graceful,
             stop_rx.clone(),
-        )
-        .await;
+        );
+        let resp = async {
+            if let Some(listener) = resp {
+                let limits = RespLimits {
+                    max_value_bytes: config.max_value_bytes,
+                    max_connections: config.max_concurrent_requests,
+                    command_timeout: header_read_timeout,
+                };
+                resp::serve(listener, Arc::clone(state.node()), limits, stop_rx.clone()).await;
+            }
+        };
+        tokio::join!(http, resp);
     };
     tokio::join!(public, internal);
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())

@@ -38,6 +38,7 @@ fn config(role: Role) -> Config {
         },
         replication_backlog: 100,
         internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
+        resp_listen_addr: None,
         cluster_token: None,
         cluster_token_file: None,
         header_read_timeout_ms: 1000,
@@ -1191,8 +1192,8 @@ async fn metrics_count_writes_by_outcome() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     let after = scrape(&app).await;
-    let reached = r#"semisync_writes_total{outcome="quorum_reached"}"#;
-    let timed_out = r#"semisync_writes_total{outcome="quorum_timeout"}"#;
+    let reached = r#"semisync_writes_total{outcome="quorum_reached",protocol="http"}"#;
+    let timed_out = r#"semisync_writes_total{outcome="quorum_timeout",protocol="http"}"#;
     assert_eq!(sample(&after, reached), Some(1.0), "{after}");
     assert_eq!(sample(&after, timed_out), Some(1.0), "{after}");
     assert_eq!(

@@ -82,6 +82,7 @@ impl Target {
             cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "warn".into(),
+            resp: false,
         };
         let cluster = LocalCluster::start(&binary, &settings)
             .map_err(|err| format!("cannot start a local cluster: {err}"))?;

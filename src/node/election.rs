@@ -117,6 +117,12 @@ impl Node {
             || (replica.heard_leader_at).is_some_and(|at| at.elapsed() < window)
     }
 
+    /// [`Node::hears_leader_in`], locking the replica: what `INFO replication` shows as the link
+    /// to the leader.
+    pub fn hears_leader(&self) -> bool {
+        self.hears_leader_in(&self.replica())
+    }
+
     /// Whether automatic failover is on: as the leader's heartbeats last said, else as this
     /// node was configured.
     fn auto_failover_in(&self, replica: &Replica) -> bool {

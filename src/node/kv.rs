@@ -9,8 +9,11 @@ use tracing::debug;
 
 use super::Node;
 use crate::error::{Error, Result, Unconfirmed};
+use crate::metrics::Protocol;
 use crate::protocol::{ReadResponse, WriteResponse};
-use crate::replication::{Unannounced, Write};
+use crate::replication::quorum::Tally;
+use crate::replication::{Sending, Unannounced, Write};
+use crate::settings::WaitPoint;
 use crate::store::Version;
 
 /// Longest accepted key, in bytes.
@@ -92,6 +95,21 @@ impl Node {
         value: Option<String>,
         quorum: Option<usize>,
     ) -> Result<WriteResponse> {
+        (self.begin_write(key, value, quorum)?)
+            .finish(self, Protocol::Http)
+            .await
+    }
+
+    /// The first half of [`Node::write`], which does not wait: assigns the write a version,
+    /// applies it here and sends it to the followers, so that what this connection reads next
+    /// sees it (pipelined RESP commands answer in order, and a write's wait must not hold up
+    /// the reads behind it). [`Writing::finish`] waits for the quorum.
+    pub fn begin_write(
+        &self,
+        key: String,
+        value: Option<String>,
+        quorum: Option<usize>,
+    ) -> Result<Writing> {
         let started = Instant::now();
         let replicator = self.leader()?;
         let followers = replicator.follower_count();
@@ -101,13 +119,54 @@ impl Node {
                 "quorum must be between 0 and {followers} (the number of followers), got {quorum}"
             )));
         }
-
         let (entry, wait_point) = replicator.apply(&key, value, quorum)?;
         self.applied();
         let write = Arc::new(Write::new(key, entry));
-        let outcome = replicator
-            .replicate(Arc::clone(&write), quorum, wait_point)
-            .await;
+        // In the same poll as `apply`, which counts on it.
+        let sending = replicator.send(Arc::clone(&write), quorum, wait_point);
+        Ok(Writing {
+            write,
+            sending,
+            quorum,
+            wait_point,
+            started,
+        })
+    }
+}
+
+/// A write applied on the leader and sent to its followers ([`Node::begin_write`]), whose
+/// quorum [`Writing::finish`] waits for.
+#[derive(Debug)]
+pub struct Writing {
+    write: Arc<Write>,
+    sending: Sending,
+    quorum: usize,
+    wait_point: WaitPoint,
+    started: Instant,
+}
+
+impl Writing {
+    /// The write's version.
+    pub fn version(&self) -> Version {
+        self.write.version
+    }
+
+    /// The write's acks, late ones included: the followers that hold it.
+    pub fn tally(&self) -> &Arc<Tally> {
+        self.sending.tally()
+    }
+
+    /// Waits for the write's quorum on `node`, the leader that began it, and answers as
+    /// [`Node::write`] does; the metrics count it under `protocol`.
+    pub async fn finish(self, node: &Node, protocol: Protocol) -> Result<WriteResponse> {
+        let Writing {
+            write,
+            sending,
+            quorum,
+            wait_point,
+            started,
+        } = self;
+        let outcome = sending.outcome().await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let Write {
             key,
@@ -120,7 +179,7 @@ impl Node {
             (None, true) => "quorum_reached",
             (None, false) => "quorum_timeout",
         };
-        self.metrics.write(counted, started.elapsed());
+        node.metrics.write(counted, protocol, started.elapsed());
 
         if !outcome.reached() {
             let write = Box::new(Unconfirmed {
@@ -132,7 +191,7 @@ impl Node {
                 timeout_ms: outcome.timeout.as_millis() as u64,
                 wait_point,
                 // Asked now: a late ack or a state transfer may have shown it already.
-                visible_on_leader: !self.replica().hidden.hides(version),
+                visible_on_leader: !node.replica().hidden.hides(version),
             });
             return Err(match outcome.unannounced {
                 Some(Unannounced {
@@ -148,8 +207,8 @@ impl Node {
                 None => Error::QuorumTimeout(write),
             });
         }
-        if let Some(leaderless_from) = self.elected_lock().take() {
-            self.metrics.failover(leaderless_from.elapsed());
+        if let Some(leaderless_from) = node.elected_lock().take() {
+            node.metrics.failover(leaderless_from.elapsed());
         }
         Ok(WriteResponse {
             key,

@@ -347,6 +347,14 @@ impl Replicator {
         quorum: usize,
         wait_point: WaitPoint,
     ) -> QuorumOutcome {
+        self.send(write, quorum, wait_point).outcome().await
+    }
+
+    /// The first half of [`Replicator::replicate`], which does not wait: sends `write`, which
+    /// the leader has just applied, to every follower's pipeline. Call it in the same poll as
+    /// [`Replicator::apply`]. The returned [`Sending`] waits for the quorum, and counts every
+    /// follower that holds the write, later ones included (Redis's `WAIT` asks for those).
+    pub fn send(&self, write: Arc<Write>, quorum: usize, wait_point: WaitPoint) -> Sending {
         let applied_at = Instant::now();
         let shared = &self.shared;
         let settings = shared.settings();
@@ -387,7 +395,48 @@ impl Replicator {
             pipeline.schedule(shared, message, applied_at + lag);
         }
         shared.applying.fetch_sub(1, Ordering::SeqCst);
+        Sending {
+            shared: Arc::clone(shared),
+            version: write.version,
+            tally,
+            quorum,
+            applied_at,
+            timeout,
+        }
+    }
+}
 
+/// A write on its way to the followers: [`Replicator::send`] sent it, and
+/// [`Sending::outcome`] waits for its quorum.
+#[derive(Debug)]
+pub struct Sending {
+    shared: Arc<Shared>,
+    version: Version,
+    tally: Arc<Tally>,
+    quorum: usize,
+    applied_at: Instant,
+    timeout: Duration,
+}
+
+impl Sending {
+    /// The write's acks, the late ones included: how many followers hold it, and a way to wait
+    /// for more.
+    pub fn tally(&self) -> &Arc<Tally> {
+        &self.tally
+    }
+
+    /// Waits until `quorum` followers acknowledged the write or the replication timeout
+    /// passed, once. Delivery to the other followers goes on after this returns.
+    pub async fn outcome(&self) -> QuorumOutcome {
+        let Self {
+            shared,
+            version,
+            tally,
+            quorum,
+            applied_at,
+            timeout,
+        } = self;
+        let (quorum, applied_at, timeout) = (*quorum, *applied_at, *timeout);
         // A leader that steps down meanwhile answers at once: no more acks can come.
         let acked_by = tally.wait(applied_at + timeout, shared.deposed()).await;
         // Acked by its quorum: it counts once a promotion is sure to know that quorum. An
@@ -395,7 +444,7 @@ impl Replicator {
         let unannounced = match quorum > 0 && acked_by.len() >= quorum {
             true => {
                 shared
-                    .wait_for_floor(quorum, &tally, applied_at + timeout)
+                    .wait_for_floor(quorum, tally, applied_at + timeout)
                     .await
             }
             false => None,
@@ -410,7 +459,7 @@ impl Replicator {
                 .collect(),
         };
         shared.events.publish(|| Event::Outcome {
-            version: write.version,
+            version: *version,
             status: if outcome.reached() { 200 } else { 503 },
             quorum,
             acked_by,

@@ -15,4 +15,5 @@ mod partition;
 mod process;
 mod recovery;
 mod replication;
+mod resp;
 mod tools;

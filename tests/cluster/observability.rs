@@ -48,7 +48,7 @@ async fn metrics_follow_replication() {
     assert_eq!(
         line(
             &leader,
-            r#"semisync_writes_total{outcome="quorum_reached"}"#
+            r#"semisync_writes_total{outcome="quorum_reached",protocol="http"}"#
         ),
         Some(3.0),
         "{leader}"

@@ -87,8 +87,9 @@ impl Stack {
             eprintln!("removing the containers an interrupted run of this test left behind");
             run_ok(&mut stack.command(&["down", "-v", "--remove-orphans", "-t", "2"]));
         }
-        if let Some(port) =
-            (8000..=8005).find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
+        if let Some(port) = (8000..=8005)
+            .chain(6380..=6385)
+            .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
         {
             panic!(
                 "port {port} on 127.0.0.1 is taken: stop what listens there (the lab cluster? `docker compose down`)"
@@ -288,6 +289,34 @@ async fn lab_scenarios_against_the_compose_cluster() {
         })
         .await
         .expect("replicated to every follower");
+    }
+
+    // Redis's protocol on the published ports, as the README shows it: a SET on the leader
+    // (6380), answered once the quorum has it, and a GET on follower3 (6383).
+    match runs("redis-cli", &["--version"]) {
+        Ok(()) => {
+            let cli = |args: &[&str]| run_ok(Command::new("redis-cli").args(args));
+            assert_eq!(cli(&["-p", "6380", "set", "color", "blue"]).trim(), "OK");
+            eventually(settle(), || async {
+                match cli(&["-p", "6383", "get", "color"]).trim() {
+                    "blue" => Ok(()),
+                    other => Err(other.to_owned()),
+                }
+            })
+            .await
+            .expect("follower3 serves the write over RESP");
+            let refused = cli(&["-p", "6383", "set", "color", "red"]);
+            assert!(refused.starts_with("READONLY"), "{refused}");
+            let (_, body) = send(http.get(format!("{LEADER}/kv/color"))).await;
+            assert_eq!(body["value"], "blue", "the same store over HTTP");
+            let (status, _) = send(http.delete(format!("{LEADER}/kv/color"))).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        Err(why) => skip_without_tool(
+            "the compose test's redis-cli lines",
+            &why,
+            "install redis-cli (Debian: apt-get install redis-tools)",
+        ),
     }
 
     // A write to a follower is refused and changes nothing.

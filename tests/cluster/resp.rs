@@ -1,0 +1,331 @@
+//! The RESP front end against a real cluster, with a Redis client (the `redis` crate) and, where
+//! it is installed, `redis-cli`: `SET` waits for the write quorum, followers serve `GET` and
+//! refuse writes with `READONLY`, `WAIT` counts the followers that hold the connection's last
+//! write, pipelined commands answer in order, and bytes that are not RESP close the connection.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use reqwest::StatusCode;
+use semisync_kv::local::{LocalNode, LocalSettings};
+use semisync_kv::settings::Settings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{runs, skip_without_tool};
+use crate::helpers::{TestCluster, base, eventually, send, settings};
+
+/// A test cluster whose nodes speak RESP too, with these live settings.
+fn speaking_resp(settings_: Settings) -> LocalSettings {
+    LocalSettings {
+        settings: settings_,
+        resp: true,
+        ..settings()
+    }
+}
+
+fn resp_addr(node: &LocalNode) -> SocketAddr {
+    node.resp_addr.expect("the node listens for RESP")
+}
+
+/// A connection to `node`'s RESP listener, whose answers may take a quorum's wait (the
+/// client's default allows 500 ms).
+async fn connect(node: &LocalNode) -> MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(format!("redis://{}/", resp_addr(node)))
+        .expect("client")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect over RESP")
+}
+
+async fn query<T: redis::FromRedisValue>(
+    connection: &mut MultiplexedConnection,
+    command: &mut redis::Cmd,
+) -> redis::RedisResult<T> {
+    command.query_async(connection).await
+}
+
+#[tokio::test]
+async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
+    let cluster = TestCluster::start_up(speaking_resp(base())).await;
+    let mut leader = connect(&cluster.leader).await;
+
+    let pong: String = query(&mut leader, &mut redis::cmd("PING"))
+        .await
+        .expect("answered");
+    assert_eq!(pong, "PONG");
+    // SET answers once the write quorum (3) acknowledged, and the HTTP API sees the write.
+    let ok: String = query(&mut leader, redis::cmd("SET").arg("color").arg("blue"))
+        .await
+        .expect("answered");
+    assert_eq!(ok, "OK");
+    let (status, body) = cluster.get(&cluster.leader.url(), "/kv/color").await;
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (StatusCode::OK, Some("blue"))
+    );
+    let got: Option<String> = query(&mut leader, redis::cmd("GET").arg("color"))
+        .await
+        .expect("answered");
+    assert_eq!(got.as_deref(), Some("blue"));
+    // WAIT: every follower comes to hold the connection's last write.
+    let held: i64 = query(&mut leader, redis::cmd("WAIT").arg(5).arg(10_000))
+        .await
+        .expect("answered");
+    assert_eq!(held, 5);
+
+    // A follower serves reads, and refuses writes the Redis way, naming the leader.
+    let mut follower = connect(&cluster.followers[2]).await;
+    let got: Option<String> = query(&mut follower, redis::cmd("GET").arg("color"))
+        .await
+        .expect("answered");
+    assert_eq!(got.as_deref(), Some("blue"));
+    let refused = query::<String>(&mut follower, redis::cmd("SET").arg("color").arg("red"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Some("READONLY"), "{refused}");
+    assert!(
+        refused.to_string().contains(&cluster.leader.url()),
+        "{refused}"
+    );
+    let role: Vec<redis::Value> = query(&mut follower, &mut redis::cmd("ROLE"))
+        .await
+        .expect("answered");
+    assert_eq!(role[0], redis::Value::BulkString(b"slave".to_vec()));
+    let info: String = query(&mut follower, redis::cmd("INFO").arg("replication"))
+        .await
+        .expect("answered");
+    assert!(info.contains("role:slave"), "{info}");
+
+    // The leader's INFO tells the truth about its followers and its quorum.
+    let info: String = query(&mut leader, redis::cmd("INFO").arg("replication"))
+        .await
+        .expect("answered");
+    for line in [
+        "role:master",
+        "connected_slaves:5",
+        "write_quorum:3",
+        "term:1",
+    ] {
+        assert!(info.contains(line), "{line} in {info}");
+    }
+
+    // Pipelined: the answers come in order, and a read sees the writes sent before it.
+    let mut pipe = redis::pipe();
+    for i in 0..50 {
+        pipe.cmd("SET")
+            .arg(format!("k{}", i % 5))
+            .arg(format!("v{i}"));
+    }
+    pipe.cmd("GET").arg("k4").cmd("DBSIZE");
+    let answers: Vec<redis::Value> = pipe.query_async(&mut leader).await.expect("answered");
+    assert_eq!(answers.len(), 52);
+    assert!(
+        answers[..50].iter().all(|a| *a == redis::Value::Okay),
+        "{answers:?}"
+    );
+    assert_eq!(answers[50], redis::Value::BulkString(b"v49".to_vec()));
+    assert_eq!(answers[51], redis::Value::Int(6));
+
+    // DEL counts the keys it deleted; EXISTS and GET agree.
+    let deleted: i64 = query(&mut leader, redis::cmd("DEL").arg("color").arg("nothing"))
+        .await
+        .expect("answered");
+    assert_eq!(deleted, 1);
+    let exists: i64 = query(&mut leader, redis::cmd("EXISTS").arg("color").arg("k1"))
+        .await
+        .expect("answered");
+    assert_eq!(exists, 1);
+    let got: Option<String> = query(&mut leader, redis::cmd("GET").arg("color"))
+        .await
+        .expect("answered");
+    assert_eq!(got, None);
+
+    // What it does not do, it says by name.
+    let refused = query::<String>(
+        &mut leader,
+        redis::cmd("SET").arg("k").arg("v").arg("EX").arg(10),
+    )
+    .await
+    .expect_err("refused");
+    assert!(refused.to_string().contains("'EX'"), "{refused}");
+    let refused = query::<String>(&mut leader, &mut redis::cmd("FLUSHALL"))
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("unknown command 'flushall'"),
+        "{refused}"
+    );
+    let refused = query::<String>(&mut leader, redis::cmd("HELLO").arg(3))
+        .await
+        .expect_err("refused");
+    assert!(refused.to_string().contains("RESP2"), "{refused}");
+
+    // The metrics count them as RESP writes: the SET, 50 pipelined SETs and the DEL.
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.leader.url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let resp_writes = r#"semisync_writes_total{outcome="quorum_reached",protocol="resp"} 52"#;
+    assert!(metrics.contains(resp_writes), "{metrics}");
+
+    // Every answer went through the node's write path: the followers converge on it.
+    let state = cluster
+        .converged(Duration::from_secs(10))
+        .await
+        .expect("converged");
+    assert_eq!(state.len(), 5, "{state:?}");
+    assert_eq!(state["k4"], "v49");
+}
+
+/// A quorum the followers cannot give: `-NOQUORUM` with the facts of the HTTP 503, and the
+/// write still applied on the leader. With `WRITE_QUORUM=0`, `SET` answers at once and `WAIT`
+/// does the waiting, as in Redis.
+#[tokio::test]
+async fn noquorum_and_wait_after_an_asynchronous_set() {
+    let cluster = TestCluster::start_up(speaking_resp(Settings {
+        write_quorum: 5,
+        replicate_timeout_ms: 1000,
+        ..base()
+    }))
+    .await;
+    let mut leader = connect(&cluster.leader).await;
+    let (status, _) = send(cluster.http.post(format!(
+        "{}/admin/followers/follower5/cut",
+        cluster.leader.url()
+    )))
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let refused = query::<String>(&mut leader, redis::cmd("SET").arg("x").arg("1"))
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Some("NOQUORUM"), "{refused}");
+    assert!(refused.to_string().contains("4 of 5 acks"), "{refused}");
+    let got: Option<String> = query(&mut leader, redis::cmd("GET").arg("x"))
+        .await
+        .expect("answered");
+    assert_eq!(got.as_deref(), Some("1"), "applied on the leader");
+    // WAIT 5 cannot be met by four: it answers 4 when its timeout passes.
+    let held: i64 = query(&mut leader, redis::cmd("WAIT").arg(5).arg(300))
+        .await
+        .expect("answered");
+    assert_eq!(held, 4);
+
+    let (status, _) = send(
+        cluster
+            .http
+            .patch(format!("{}/admin/settings", cluster.leader.url()))
+            .body(r#"{"write_quorum":0}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let ok: String = query(&mut leader, redis::cmd("SET").arg("y").arg("2"))
+        .await
+        .expect("answered");
+    assert_eq!(ok, "OK");
+    let held: i64 = query(&mut leader, redis::cmd("WAIT").arg(3).arg(10_000))
+        .await
+        .expect("answered");
+    assert!((3..=4).contains(&held), "{held}");
+}
+
+/// Bytes that are not RESP get an error, then the connection closes; nothing is allocated
+/// for a length that was only announced, and the node goes on serving.
+#[tokio::test]
+async fn malformed_resp_is_answered_and_the_connection_closed() {
+    let cluster = TestCluster::start_up(speaking_resp(base())).await;
+    let addr = resp_addr(&cluster.leader);
+    for junk in [
+        &b"*1\r\n$1000000000000\r\n"[..],
+        b"*1\r\n*1\r\n$4\r\nPING\r\n",
+        b"*99999999\r\n",
+        b"*x\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(junk).await.expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the node closes the connection")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("-ERR Protocol error"),
+            "{:?}: {answer}",
+            String::from_utf8_lossy(junk)
+        );
+    }
+    // An inline command, as typed into telnet, works; the node is healthy.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(b"PING\r\nQUIT\r\n").await.expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    assert_eq!(answer, b"+PONG\r\n+OK\r\n");
+    let (status, _) = cluster.get(&cluster.leader.url(), "/health").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// `redis-cli`, as a user types it: SET on the leader, GET on a follower, WAIT, INFO and a
+/// follower's READONLY.
+#[tokio::test]
+async fn redis_cli_works_against_the_cluster() {
+    if let Err(why) = runs("redis-cli", &["--version"]) {
+        skip_without_tool(
+            "the redis-cli interop test",
+            &why,
+            "install redis-cli (Debian: apt-get install redis-tools)",
+        );
+        return;
+    }
+    let cluster = TestCluster::start_up(speaking_resp(base())).await;
+    let cli = |node: &LocalNode, args: &[&str]| -> String {
+        let addr = resp_addr(node);
+        let out = Command::new("redis-cli")
+            .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(&cluster.leader, &["set", "color", "blue"]), "OK");
+    let follower = &cluster.followers[2];
+    eventually(Duration::from_secs(5), || async {
+        match cli(follower, &["get", "color"]) {
+            value if value == "blue" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await
+    .expect("the follower serves the write");
+    let refused = cli(follower, &["set", "color", "red"]);
+    assert!(refused.starts_with("READONLY"), "{refused}");
+    let info = cli(&cluster.leader, &["info", "replication"]);
+    assert!(info.contains("connected_slaves:5"), "{info}");
+    // One connection for both, as WAIT counts that connection's last write: redis-cli reads
+    // commands from standard input.
+    let addr = resp_addr(&cluster.leader);
+    let mut child = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"set shade green\nwait 5 10000\n")
+            .expect("write");
+    }
+    let out = child.wait_with_output().expect("redis-cli ends");
+    // Without a terminal, redis-cli prints an integer reply bare.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK\n5");
+}
