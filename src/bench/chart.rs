@@ -288,34 +288,59 @@ pub fn stale_reads(lesson: &StaleReads, path: &Path) -> Result<(), String> {
 pub fn versus_redis(versus: &Versus, path: &Path) -> Result<(), String> {
     register()?;
     let runs = &versus.runs;
+    let quorums: std::collections::BTreeSet<usize> = runs.iter().map(|r| r.quorum).collect();
     let title = format!(
-        "Redis {} (SET + WAIT) vs semisync-kv at zero lag: {} replicas, {} s per load",
-        versus.redis_version, versus.replicas, versus.seconds
+        "Redis {} (SET + WAIT) vs semisync-kv at zero lag: {} replicas, quorum {}, {} s per load",
+        versus.redis_version,
+        versus.replicas,
+        quorums
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        versus.seconds
     );
-    let systems = [
+    // semisync-kv over RESP too, when every run drove it (a run of an earlier version did not).
+    let resp = runs.iter().all(|r| r.resp.is_some());
+    let mut systems = vec![
         ("Redis, SET then WAIT", ORANGE),
         ("Redis, SET + WAIT pipelined", VERMILLION),
-        ("semisync-kv", BLUE),
+        ("semisync-kv, HTTP", BLUE),
     ];
+    if resp {
+        systems.push(("semisync-kv, RESP SET then WAIT", SKY_BLUE));
+        systems.push(("semisync-kv, RESP SET at the quorum", GREEN));
+    }
     let several_quorums = runs.windows(2).any(|w| w[0].quorum != w[1].quorum);
+    let several_rounds = runs.iter().any(|r| r.round > 1);
+    // Short, so that four or more categories fit under the bars: the title names the quorum,
+    // and "r2" is the second round.
     let labels: Vec<String> = runs
         .iter()
         .map(|r| {
-            if several_quorums {
-                format!("quorum {}, {} clients", r.quorum, r.concurrency)
-            } else {
-                format!("{} clients, quorum {}", r.concurrency, r.quorum)
+            let mut label = match several_quorums {
+                true => format!("q{}, {} clients", r.quorum, r.concurrency),
+                false => format!("{} clients", r.concurrency),
+            };
+            if several_rounds {
+                label = label.replace(" clients", &format!(" clients, r{}", r.round));
             }
+            label
         })
         .collect();
     let of_each = |value: fn(&super::results::ThroughputRun) -> f64| -> Vec<Vec<f64>> {
         runs.iter()
             .map(|r| {
-                vec![
+                let mut values = vec![
                     value(&r.redis_two_trips),
                     value(&r.redis),
                     value(&r.semisync),
-                ]
+                ];
+                if let (true, Some(over_resp)) = (resp, &r.resp) {
+                    values.push(value(&over_resp.set_then_wait));
+                    values.push(value(&over_resp.set_at_quorum));
+                }
+                values
             })
             .collect()
     };

@@ -167,6 +167,63 @@ pub struct VersusRun {
     pub rate_ratio_two_trips: Option<f64>,
     /// semisync-kv's p99 latency over two-round-trip Redis's.
     pub p99_ratio_two_trips: Option<f64>,
+    /// The same load over RESP, when the cluster spoke it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<RespRuns>,
+    /// Which round of the comparison (1, 2, ...): Redis and semisync-kv alternate.
+    #[serde(default)]
+    pub round: usize,
+}
+
+/// semisync-kv driven over RESP by the very client code that drives Redis.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RespRuns {
+    /// `SET`, then `WAIT quorum timeout`, with `WRITE_QUORUM=0`: `SET` answers at once and
+    /// `WAIT` waits, as in Redis.
+    pub set_then_wait: ThroughputRun,
+    /// The same two commands sent together.
+    pub pipelined: ThroughputRun,
+    /// `SET` alone at `WRITE_QUORUM=quorum`: it answers once the quorum acknowledged it.
+    pub set_at_quorum: ThroughputRun,
+    /// `set_then_wait`'s writes per second over Redis's `SET` then `WAIT`.
+    pub rate_ratio_set_then_wait: Option<f64>,
+    /// `set_then_wait`'s p99 over Redis's `SET` then `WAIT`.
+    pub p99_ratio_set_then_wait: Option<f64>,
+    /// `pipelined`'s writes per second over Redis's pipelined form.
+    pub rate_ratio_pipelined: Option<f64>,
+    /// `pipelined`'s p99 over Redis's pipelined form.
+    pub p99_ratio_pipelined: Option<f64>,
+}
+
+impl RespRuns {
+    pub(super) fn new(
+        set_then_wait: ThroughputRun,
+        pipelined: ThroughputRun,
+        set_at_quorum: ThroughputRun,
+        redis: &ThroughputRun,
+        redis_two_trips: &ThroughputRun,
+    ) -> Self {
+        Self {
+            rate_ratio_set_then_wait: rate_ratio(&set_then_wait, redis_two_trips),
+            p99_ratio_set_then_wait: p99_ratio(&set_then_wait, redis_two_trips),
+            rate_ratio_pipelined: rate_ratio(&pipelined, redis),
+            p99_ratio_pipelined: p99_ratio(&pipelined, redis),
+            set_then_wait,
+            pipelined,
+            set_at_quorum,
+        }
+    }
+}
+
+/// `ours`'s writes per second over `theirs`; `None` when `theirs` made none.
+fn rate_ratio(ours: &ThroughputRun, theirs: &ThroughputRun) -> Option<f64> {
+    (theirs.writes_per_sec > 0.0).then(|| ours.writes_per_sec / theirs.writes_per_sec)
+}
+
+/// `ours`'s p99 latency over `theirs`; `None` when either has none.
+fn p99_ratio(ours: &ThroughputRun, theirs: &ThroughputRun) -> Option<f64> {
+    let (ours, theirs) = (ours.latency_ms.p99?, theirs.latency_ms.p99?);
+    (theirs > 0.0).then(|| ours / theirs)
 }
 
 impl VersusRun {
@@ -175,24 +232,18 @@ impl VersusRun {
         redis_two_trips: ThroughputRun,
         semisync: ThroughputRun,
     ) -> Self {
-        let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
-        let p99_ratio = |redis: &ThroughputRun| {
-            semisync
-                .latency_ms
-                .p99
-                .zip(redis.latency_ms.p99)
-                .and_then(|(s, r)| ratio(s, r))
-        };
         Self {
             quorum: redis.quorum,
             concurrency: redis.concurrency,
-            rate_ratio: ratio(semisync.writes_per_sec, redis.writes_per_sec),
-            p99_ratio: p99_ratio(&redis),
-            rate_ratio_two_trips: ratio(semisync.writes_per_sec, redis_two_trips.writes_per_sec),
-            p99_ratio_two_trips: p99_ratio(&redis_two_trips),
+            rate_ratio: rate_ratio(&semisync, &redis),
+            p99_ratio: p99_ratio(&semisync, &redis),
+            rate_ratio_two_trips: rate_ratio(&semisync, &redis_two_trips),
+            p99_ratio_two_trips: p99_ratio(&semisync, &redis_two_trips),
             redis,
             redis_two_trips,
             semisync,
+            resp: None,
+            round: 1,
         }
     }
 }

@@ -27,6 +27,22 @@ pub(super) struct Target {
 }
 
 impl Target {
+    /// The local cluster leader's RESP listener, when it has one.
+    pub(super) fn resp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local.as_ref()?.leader.resp_addr
+    }
+
+    /// Sets the leader's live write quorum.
+    pub(super) async fn set_write_quorum(&self, write_quorum: usize) -> Result<(), String> {
+        let change = crate::settings::SettingsChange {
+            write_quorum: Some(write_quorum),
+            ..Default::default()
+        };
+        (self.leader.change_settings(&change).await)
+            .map(|_| ())
+            .map_err(|err| format!("cannot set the write quorum to {write_quorum}: {err}"))
+    }
+
     /// The cluster under test with its leader's status; a local cluster of its own (with the
     /// given lag) once every follower is up, since followers take writes only after the
     /// leader's first state transfer.
@@ -82,7 +98,8 @@ impl Target {
             cluster_token: None,
             leader_env: Vec::new(),
             log_filter: "warn".into(),
-            resp: false,
+            // The comparison with Redis drives it with Redis's own protocol too.
+            resp: args.versus_redis,
         };
         let cluster = LocalCluster::start(&binary, &settings)
             .map_err(|err| format!("cannot start a local cluster: {err}"))?;

@@ -10,7 +10,7 @@
 //! measure something else.
 
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::args::{BenchArgs, or_default};
 use super::chart;
 use super::output::{progress_bar, write};
-use super::results::{ThroughputRun, Versus, VersusRun};
+use super::results::{RespRuns, ThroughputRun, Versus, VersusRun};
 use super::target::{Target, Writes};
 
 /// The JSON file's name in the output folder.
@@ -43,7 +43,12 @@ enum Form {
     Pipelined,
     /// `SET`, then `WAIT` once `SET` answered.
     TwoTrips,
+    /// `SET` alone: semisync-kv's, which waits for the write quorum itself.
+    SetAlone,
 }
+
+/// Rounds of the comparison: Redis, then semisync-kv, twice.
+const ROUNDS: usize = 2;
 
 /// Runs the comparison and returns the exit code: 2 without redis-server, 130 on Ctrl-C.
 pub async fn run(args: &BenchArgs) -> ExitCode {
@@ -100,55 +105,91 @@ async fn compare(args: &BenchArgs, server: &Path) -> Result<Versus, String> {
         .iter()
         .flat_map(|&q| concurrencies.iter().map(move |&c| (q, c)))
         .collect();
-    let progress = progress_bar(3 * loads.len() as u64);
+    // Per load and round: Redis in two forms; semisync-kv over HTTP, and over RESP in three.
+    let progress = progress_bar((ROUNDS * 6 * loads.len()) as u64);
+    let mut runs = Vec::new();
+    // Redis and semisync-kv alternate, so that a drift of the machine's speed shows as a
+    // difference between rounds rather than between systems. Each runs alone: both would
+    // compete for the same cores.
+    for round in 1..=ROUNDS {
+        progress.set_message(format!("round {round}: starting Redis"));
+        let redis = RedisGroup::start(server).await?;
+        let mut redis_runs = Vec::new();
+        for &(quorum, concurrency) in &loads {
+            let run = |form| {
+                let redis = &redis;
+                let progress = &progress;
+                async move {
+                    progress.set_message(format!(
+                        "round {round}, Redis: quorum {quorum}, {concurrency} clients"
+                    ));
+                    let connections = redis.connect(concurrency, args.timeout_ms).await?;
+                    let started = Instant::now();
+                    let writes =
+                        closed_loop(connections, duration, quorum, args.timeout_ms, form).await;
+                    report_failures("Redis", progress, &writes);
+                    progress.inc(1);
+                    Ok::<_, String>(ThroughputRun::of(quorum, concurrency, &writes, started))
+                }
+            };
+            let pipelined = run(Form::Pipelined).await?;
+            let two_trips = run(Form::TwoTrips).await?;
+            redis_runs.push((pipelined, two_trips));
+        }
+        drop(redis);
 
-    progress.set_message("starting Redis");
-    let redis = RedisGroup::start(server).await?;
-    let mut redis_runs = Vec::new();
-    for &(quorum, concurrency) in &loads {
-        let run = |form| {
-            let redis = &redis;
-            let progress = &progress;
-            async move {
-                progress.set_message(format!("Redis: quorum {quorum}, {concurrency} clients"));
-                let connections = redis.connect(concurrency, args.timeout_ms).await?;
+        progress.set_message(format!("round {round}: starting the local cluster"));
+        let cluster_args = BenchArgs {
+            local: true,
+            local_followers: REPLICAS,
+            ..args.clone()
+        };
+        let (target, _) = Target::connect(&cluster_args, 0, 0).await?;
+        let resp = target
+            .resp_addr()
+            .ok_or("the local cluster does not speak RESP")?;
+        for (&(quorum, concurrency), (redis, redis_two_trips)) in loads.iter().zip(redis_runs) {
+            let label = |what: &str| {
+                format!("round {round}, semisync-kv {what}: quorum {quorum}, {concurrency} clients")
+            };
+            progress.set_message(label("over HTTP"));
+            let started = Instant::now();
+            let writes = target
+                .closed_loop(duration, concurrency, KEYS, quorum)
+                .await;
+            report_failures("semisync-kv", &progress, &writes);
+            let semisync = ThroughputRun::of(quorum, concurrency, &writes, started);
+            progress.inc(1);
+
+            // Over RESP, by Redis's client code: with WRITE_QUORUM=0, SET answers at once and
+            // WAIT waits, as in Redis; then SET alone at WRITE_QUORUM=quorum.
+            let resp_run = async |live_quorum: usize, form: Form, what: &str| {
+                progress.set_message(label(what));
+                target.set_write_quorum(live_quorum).await?;
+                let connections = connect(resp, concurrency, args.timeout_ms).await?;
                 let started = Instant::now();
                 let writes =
                     closed_loop(connections, duration, quorum, args.timeout_ms, form).await;
-                report_failures("Redis", progress, &writes);
+                report_failures("semisync-kv over RESP", &progress, &writes);
                 progress.inc(1);
                 Ok::<_, String>(ThroughputRun::of(quorum, concurrency, &writes, started))
-            }
-        };
-        let pipelined = run(Form::Pipelined).await?;
-        let two_trips = run(Form::TwoTrips).await?;
-        redis_runs.push((pipelined, two_trips));
+            };
+            let set_then_wait = resp_run(0, Form::TwoTrips, "over RESP, SET then WAIT").await?;
+            let pipelined = resp_run(0, Form::Pipelined, "over RESP, SET + WAIT").await?;
+            let set_at_quorum = resp_run(quorum, Form::SetAlone, "over RESP, SET").await?;
+            let mut run = VersusRun::new(redis, redis_two_trips, semisync);
+            run.resp = Some(RespRuns::new(
+                set_then_wait,
+                pipelined,
+                set_at_quorum,
+                &run.redis,
+                &run.redis_two_trips,
+            ));
+            run.round = round;
+            runs.push(run);
+        }
+        drop(target);
     }
-    // Stopped before the cluster starts: both would compete for the same cores.
-    drop(redis);
-
-    progress.set_message("starting the local cluster");
-    let cluster_args = BenchArgs {
-        local: true,
-        local_followers: REPLICAS,
-        ..args.clone()
-    };
-    let (target, _) = Target::connect(&cluster_args, 0, 0).await?;
-    let mut runs = Vec::new();
-    for (&(quorum, concurrency), (redis, redis_two_trips)) in loads.iter().zip(redis_runs) {
-        progress.set_message(format!(
-            "semisync-kv: quorum {quorum}, {concurrency} clients"
-        ));
-        let started = Instant::now();
-        let writes = target
-            .closed_loop(duration, concurrency, KEYS, quorum)
-            .await;
-        report_failures("semisync-kv", &progress, &writes);
-        let semisync = ThroughputRun::of(quorum, concurrency, &writes, started);
-        runs.push(VersusRun::new(redis, redis_two_trips, semisync));
-        progress.inc(1);
-    }
-    drop(target);
     progress.finish_and_clear();
 
     let versus = Versus {
@@ -220,6 +261,14 @@ async fn closed_loop(
                             Err(err) => Err(err),
                         }
                     }
+                    // semisync-kv's `SET` answers once the write quorum has it: `+OK` counts
+                    // as the quorum, an error (`-NOQUORUM`) as a failure.
+                    Form::SetAlone => redis::cmd("SET")
+                        .arg(&key)
+                        .arg(&value)
+                        .query_async::<redis::Value>(&mut connection)
+                        .await
+                        .map(|set| (set, quorum)),
                 };
                 writes.sent += 1;
                 match result {
@@ -325,20 +374,31 @@ impl RedisGroup {
         count: usize,
         timeout_ms: u64,
     ) -> Result<Vec<MultiplexedConnection>, String> {
-        let client = self.primary.client()?;
-        let config = AsyncConnectionConfig::new().set_response_timeout(Some(
-            Duration::from_millis(timeout_ms) + Duration::from_secs(5),
-        ));
-        let mut connections = Vec::with_capacity(count);
-        for _ in 0..count {
-            let connection = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|err| format!("cannot connect to Redis: {err}"))?;
-            connections.push(connection);
-        }
-        Ok(connections)
+        let primary = SocketAddr::from(([127, 0, 0, 1], self.primary.port));
+        connect(primary, count, timeout_ms).await
     }
+}
+
+/// `count` connections to the RESP server at `addr` (Redis, or a semisync-kv leader), whose
+/// answers may take `WAIT`'s timeout and more.
+async fn connect(
+    addr: SocketAddr,
+    count: usize,
+    timeout_ms: u64,
+) -> Result<Vec<MultiplexedConnection>, String> {
+    let client = redis::Client::open(format!("redis://{addr}/")).map_err(|err| err.to_string())?;
+    let config = AsyncConnectionConfig::new().set_response_timeout(Some(
+        Duration::from_millis(timeout_ms) + Duration::from_secs(5),
+    ));
+    let mut connections = Vec::with_capacity(count);
+    for _ in 0..count {
+        let connection = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
+        connections.push(connection);
+    }
+    Ok(connections)
 }
 
 /// One `redis-server` process with a scratch folder; dropping it kills the process and removes
@@ -468,18 +528,30 @@ fn is_executable(path: &Path) -> bool {
 pub fn table(versus: &Versus) -> String {
     let ms = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}"));
     let times = |value: Option<f64>| value.map_or("-".to_owned(), |v| format!("{v:.2}x"));
-    let row =
-        |quorum: usize, clients: usize, system: &str, run: &ThroughputRun, ratios: [String; 2]| {
-            format!(
-                "{quorum:>6} {clients:>7}  {system:<26} {:>9.0} {:>8} {:>8} {:>6}  {:>13} {:>9}",
-                run.writes_per_sec,
-                ms(run.latency_ms.p50),
-                ms(run.latency_ms.p99),
-                run.failed,
-                ratios[0],
-                ratios[1],
-            )
-        };
+    let ratios = |ours: &ThroughputRun, theirs: &ThroughputRun| {
+        let rate =
+            (theirs.writes_per_sec > 0.0).then(|| ours.writes_per_sec / theirs.writes_per_sec);
+        let p99 = ours
+            .latency_ms
+            .p99
+            .zip(theirs.latency_ms.p99)
+            .and_then(|(o, t)| (t > 0.0).then(|| o / t));
+        [times(rate), times(p99)]
+    };
+    let row = |run: &VersusRun, system: &str, of: &ThroughputRun, ratios: [String; 2]| {
+        format!(
+            "{:>5} {:>6} {:>7}  {system:<40} {:>9.0} {:>8} {:>8} {:>6}  {:>10} {:>9}",
+            run.round,
+            run.quorum,
+            run.concurrency,
+            of.writes_per_sec,
+            ms(of.latency_ms.p50),
+            ms(of.latency_ms.p99),
+            of.failed,
+            ratios[0],
+            ratios[1],
+        )
+    };
     let mut lines = vec![
         format!(
             "Redis {} (SET + WAIT) vs semisync-kv (zero lag), {} replicas each, {} keys, {:.0} s \
@@ -487,7 +559,8 @@ pub fn table(versus: &Versus) -> String {
             versus.redis_version, versus.replicas, versus.keys, versus.seconds, versus.timeout_ms
         ),
         format!(
-            "{:>6} {:>7}  {:<26} {:>9} {:>8} {:>8} {:>6}  {:>13} {:>9}",
+            "{:>5} {:>6} {:>7}  {:<40} {:>9} {:>8} {:>8} {:>6}  {:>10} {:>9}",
+            "round",
             "quorum",
             "clients",
             "system",
@@ -495,32 +568,52 @@ pub fn table(versus: &Versus) -> String {
             "p50 ms",
             "p99 ms",
             "failed",
-            "semi/it rate",
-            "semi/it p99"
+            "vs Redis",
+            "p99 vs"
         ),
     ];
+    let blank = || [String::new(), String::new()];
     for run in &versus.runs {
-        let (q, c) = (run.quorum, run.concurrency);
-        let none = || ["".to_owned(), "".to_owned()];
+        let q = run.quorum;
         lines.push(row(
-            q,
-            c,
+            run,
             "Redis, SET then WAIT",
             &run.redis_two_trips,
-            [
-                times(run.rate_ratio_two_trips),
-                times(run.p99_ratio_two_trips),
-            ],
+            blank(),
         ));
+        lines.push(row(run, "Redis, SET + WAIT pipelined", &run.redis, blank()));
         lines.push(row(
-            q,
-            c,
-            "Redis, SET + WAIT pipelined",
-            &run.redis,
-            [times(run.rate_ratio), times(run.p99_ratio)],
+            run,
+            &format!("semisync-kv HTTP, PUT ?quorum={q}"),
+            &run.semisync,
+            ratios(&run.semisync, &run.redis_two_trips),
         ));
-        lines.push(row(q, c, "semisync-kv", &run.semisync, none()));
+        if let Some(resp) = &run.resp {
+            lines.push(row(
+                run,
+                "semisync-kv RESP, SET then WAIT (W=0)",
+                &resp.set_then_wait,
+                ratios(&resp.set_then_wait, &run.redis_two_trips),
+            ));
+            lines.push(row(
+                run,
+                "semisync-kv RESP, SET + WAIT pipelined",
+                &resp.pipelined,
+                ratios(&resp.pipelined, &run.redis),
+            ));
+            lines.push(row(
+                run,
+                &format!("semisync-kv RESP, SET at W={q}"),
+                &resp.set_at_quorum,
+                ratios(&resp.set_at_quorum, &run.redis_two_trips),
+            ));
+        }
     }
+    lines.push(
+        "vs Redis: the row's rate and p99 over Redis's in the same form (SET then WAIT, or \
+         pipelined); HTTP and SET at W over SET then WAIT"
+            .into(),
+    );
     lines.join("\n")
 }
 
@@ -561,6 +654,17 @@ mod tests {
         assert_eq!(versus.p99_ratio, Some(2.5));
         assert_eq!(versus.rate_ratio_two_trips, Some(1.25));
         assert_eq!(versus.p99_ratio_two_trips, Some(1.25));
+        let resp = RespRuns::new(
+            run(800.0, Some(2.0)),
+            run(3000.0, Some(1.0)),
+            run(600.0, Some(3.0)),
+            &versus.redis,
+            &versus.redis_two_trips,
+        );
+        assert_eq!(resp.rate_ratio_set_then_wait, Some(2.0));
+        assert_eq!(resp.p99_ratio_set_then_wait, Some(0.5));
+        assert_eq!(resp.rate_ratio_pipelined, Some(3.0));
+        assert_eq!(resp.p99_ratio_pipelined, Some(0.5));
         let none = VersusRun::new(run(0.0, None), run(0.0, None), run(500.0, Some(5.0)));
         assert_eq!((none.rate_ratio, none.p99_ratio), (None, None));
         assert_eq!(none.rate_ratio_two_trips, None);
