@@ -12,7 +12,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -180,23 +180,8 @@ async fn accept(
     graceful: &GracefulShutdown,
     stop: watch::Receiver<bool>,
 ) {
-    let mut stopping = std::pin::pin!(stopped(stop));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stopping => return,
-        };
-        if let Err(err) = stream.set_nodelay(true) {
-            debug!(%err, "could not set TCP_NODELAY");
-        }
+    let mut stop = stop;
+    while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
         let service = TowerToHyperService::new(router.clone());
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -210,6 +195,33 @@ async fn accept(
                 debug!(%peer, %err, "connection ended with an error");
             }
         });
+    }
+}
+
+/// The next connection on `listener`, with `TCP_NODELAY` set; `None` once `stop` turns true.
+/// An accept error (out of file descriptors and the like) pauses rather than spins. The HTTP
+/// listeners and the RESP listener accept by it.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(err) = stream.set_nodelay(true) {
+                        debug!(%err, "could not set TCP_NODELAY");
+                    }
+                    return Some((stream, peer));
+                }
+                Err(err) => {
+                    warn!(%err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // An error means the sender is gone, which only happens after it sent `true`.
+            _ = stop.wait_for(|stop| *stop) => return None,
+        }
     }
 }
 

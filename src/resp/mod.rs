@@ -24,10 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::node::Node;
 use crate::node::kv::MAX_KEY_BYTES;
+use crate::server::next_connection;
 use command::{Answer, Context, Session};
 use wire::{Limits, Reply};
 
@@ -69,19 +70,7 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let ids = AtomicU64::new(1);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(%err, "RESP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|stop| *stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
         let context = Context {
             node: Arc::clone(&node),
             max_value_bytes: limits.max_value_bytes,

@@ -639,6 +639,16 @@ fn the_guide_s_steps_extras_and_cuts_are_read() {
     assert_eq!(blocks[1].expected.len(), 1);
 }
 
+/// The cells of each row of the Markdown table whose header line is `header`.
+fn table_rows<'a>(markdown: &'a str, header: &str) -> Vec<Vec<&'a str>> {
+    (markdown.lines())
+        .skip_while(|line| !line.starts_with(header))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
+}
+
 /// The guide's timing table adds up: its steps and the slack make 15 minutes, with at least 2
 /// to spare, and each step of the talk takes there what its heading says; an optional step is
 /// not in it.
@@ -649,12 +659,7 @@ fn the_guide_s_talk_fits_fifteen_minutes_with_slack() {
         "/PRESENTATION_GUIDE.md"
     ))
     .expect("guide");
-    let table: Vec<Vec<&str>> = (guide.lines())
-        .skip_while(|line| !line.starts_with("| step | on stage | minutes |"))
-        .skip(2)
-        .take_while(|line| line.starts_with('|'))
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let table = table_rows(&guide, "| step | on stage | minutes |");
     let minutes = |row: &Vec<&str>| -> u32 {
         row[2]
             .trim_matches('*')
@@ -695,12 +700,7 @@ fn the_guide_s_talk_fits_fifteen_minutes_with_slack() {
     }
     // The extras' table: each names a step whose heading, or a `### Optional` part of it,
     // takes what the table says.
-    let extras: Vec<Vec<&str>> = (guide.lines())
-        .skip_while(|line| !line.starts_with("| extra | for | minutes |"))
-        .skip(2)
-        .take_while(|line| line.starts_with('|'))
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let extras = table_rows(&guide, "| extra | for | minutes |");
     assert!(extras.len() >= 4, "{extras:?}");
     for extra in &extras {
         let number = extra[0].split(',').next().unwrap_or_default();
