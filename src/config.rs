@@ -57,8 +57,9 @@ pub struct Config {
     pub internal_listen_addr: SocketAddr,
 
     /// Address of the RESP listener (Redis's protocol: redis-cli and every Redis client), for
-    /// example 0.0.0.0:6379; unset, the node speaks HTTP only. Its connections count towards
-    /// MAX_CONCURRENT_REQUESTS, and MAX_VALUE_BYTES and HEADER_READ_TIMEOUT_MS apply to them.
+    /// example 0.0.0.0:6379; unset, the node speaks HTTP only. It takes at most
+    /// MAX_CONCURRENT_REQUESTS connections (counted apart from HTTP's requests), and
+    /// MAX_VALUE_BYTES and HEADER_READ_TIMEOUT_MS apply to them.
     #[arg(long, env = "RESP_LISTEN_ADDR")]
     pub resp_listen_addr: Option<SocketAddr>,
 

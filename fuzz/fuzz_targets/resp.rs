@@ -9,6 +9,7 @@ use semisync_kv::resp::wire::{Limits, parse};
 const LIMITS: Limits = Limits {
     max_bulk: 4096,
     max_parts: 64,
+    max_command: 16 * 1024,
 };
 
 /// The commands in `buf`, as the connection loop reads them, and how it ended.

@@ -117,8 +117,8 @@ impl Node {
             || (replica.heard_leader_at).is_some_and(|at| at.elapsed() < window)
     }
 
-    /// [`Node::hears_leader_in`], locking the replica: what `INFO replication` shows as the link
-    /// to the leader.
+    /// Whether this node heard of its leader lately (or leads), as its status and its vote say:
+    /// what `INFO replication` shows as the link to the leader.
     pub fn hears_leader(&self) -> bool {
         self.hears_leader_in(&self.replica())
     }

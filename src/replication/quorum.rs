@@ -43,7 +43,12 @@ pub fn established(floor: usize, heard: impl IntoIterator<Item = usize>) -> usiz
 #[derive(Debug)]
 pub struct Tally {
     state: Mutex<State>,
+    /// Wakes the write's own quorum wait ([`Tally::wait`]), its one waiter: `notify_one` keeps
+    /// a permit for a wake-up that comes before it waits.
     changed: Notify,
+    /// Wakes every watcher of [`Tally::held`] at each ack: the floor's wait, and any number of
+    /// Redis `WAIT`s of the connection's last write.
+    held_changed: Notify,
 }
 
 #[derive(Debug)]
@@ -73,6 +78,7 @@ impl Tally {
                 held: 0,
             }),
             changed: Notify::new(),
+            held_changed: Notify::new(),
         }
     }
 
@@ -96,6 +102,8 @@ impl Tally {
         if state.acked_by.len() >= state.quorum || state.answered || state.outstanding == 0 {
             self.changed.notify_one();
         }
+        drop(state);
+        self.held_changed.notify_waiters();
         counted
     }
 
@@ -104,10 +112,11 @@ impl Tally {
         self.state().held
     }
 
-    /// Waits until more than `held` followers hold the write.
+    /// Waits until more than `held` followers hold the write. Any number of tasks may wait.
     pub async fn held_by_more_than(&self, held: usize) {
         loop {
-            let changed = self.changed.notified();
+            // Created before the check: `notify_waiters` wakes it from then on.
+            let changed = self.held_changed.notified();
             let mut changed = std::pin::pin!(changed);
             // Registered before the check: an ack right after it wakes this task.
             changed.as_mut().enable();
@@ -254,6 +263,47 @@ mod tests {
         assert!(!tally.ack(2), "past the quorum, before the handler woke");
         assert_eq!(waiter.await.expect("joined"), vec![3, 1]);
         assert!(!tally.ack(0), "an ack after the answer is not counted");
+    }
+
+    /// The write's quorum wait and any number of watchers of its holders (Redis `WAIT`s of the
+    /// connection's last write, the floor's wait) all wake: one ack is not one wake-up.
+    #[tokio::test(start_paused = true)]
+    async fn every_watcher_of_the_holders_wakes_beside_the_quorum_wait() {
+        let tally = Arc::new(Tally::new(3, 5));
+        let quorum = tokio::spawn({
+            let tally = Arc::clone(&tally);
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let acked = tally.wait(deadline, std::future::pending()).await;
+                (acked, Instant::now() < deadline)
+            }
+        });
+        let watchers: Vec<_> = (0..3)
+            .map(|_| {
+                let tally = Arc::clone(&tally);
+                tokio::spawn(async move {
+                    while tally.held() < 3 {
+                        let held = tally.held();
+                        tally.held_by_more_than(held).await;
+                    }
+                    tally.held()
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for follower in [4, 0, 2] {
+            tally.ack(follower);
+            tokio::task::yield_now().await;
+        }
+        for watcher in watchers {
+            let held = tokio::time::timeout(Duration::from_secs(1), watcher).await;
+            assert_eq!(held.expect("woken").expect("joined"), 3);
+        }
+        assert_eq!(
+            quorum.await.expect("joined"),
+            (vec![4, 0, 2], true),
+            "the quorum wait answered at its third ack, not at its deadline"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -60,8 +60,10 @@ pub enum Answer {
     Later {
         /// The task.
         task: JoinHandle<Reply>,
-        /// Whether the task may stop when the client goes: it changes nothing (`WAIT`).
-        abort_on_close: bool,
+        /// A blocking command (`WAIT`): as in Redis, the connection runs nothing after it
+        /// until it answers, and it stops when the client goes (it changes nothing). A write
+        /// is not: the commands behind it run while it waits for its quorum.
+        blocking: bool,
     },
 }
 
@@ -69,7 +71,7 @@ impl Answer {
     fn write(task: JoinHandle<Reply>) -> Self {
         Self::Later {
             task,
-            abort_on_close: false,
+            blocking: false,
         }
     }
 }
@@ -195,9 +197,9 @@ pub fn error_reply(err: &Error) -> Reply {
              back, it keeps replicating, only not confirmed",
             write.acks, write.quorum, write.timeout_ms, write.version
         )),
-        Error::QuorumNotAnnounced { .. } | Error::TooManyHidden { .. } => {
-            Reply::Error(format!("NOQUORUM {err}"))
-        }
+        Error::QuorumNotAnnounced { .. } => Reply::Error(format!("NOQUORUM {err}")),
+        // Refused before it was applied, as Redis refuses a write its replicas cannot take.
+        Error::TooManyHidden { .. } => Reply::Error(format!("NOREPLICAS {err}")),
         err => Reply::err(err),
     }
 }
@@ -274,22 +276,45 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
     }
     // Checked first: a follower deletes nothing, and says so even for a key it lacks.
     context.node.leader().map_err(|err| error_reply(&err))?;
+    // Each deletion waits for its quorum in a task of its own, so that they wait side by
+    // side, and every deletion begun is finished (its outcome counted and published), even
+    // when a later one is refused.
+    let finish = |writing: Writing| {
+        let node = Arc::clone(&context.node);
+        tokio::spawn(async move { writing.finish(&node, Protocol::Resp).await })
+    };
     let mut deleting = Vec::new();
+    let mut refused = None;
     for key in keys {
-        // A key deleted twice in one command counts once, as in Redis.
-        if exists(&context.node, &key) {
-            deleting.push(begin(context, session, key, None)?);
+        // The store's newest entry, a write the wait point still hides included: a key
+        // written and not yet confirmed is deleted too, as `DELETE /kv/{key}` would. A key
+        // named twice counts once, as in Redis.
+        let exists = (context.node.replica().store.entry(&key)).is_some_and(|e| e.value.is_some());
+        if !exists {
+            continue;
         }
-    }
-    let node = Arc::clone(&context.node);
-    Ok(Answer::write(tokio::spawn(async move {
-        let deleted = deleting.len() as i64;
-        for writing in deleting {
-            if let Err(err) = writing.finish(&node, Protocol::Resp).await {
-                return error_reply(&err);
+        match begin(context, session, key, None) {
+            Ok(writing) => deleting.push(finish(writing)),
+            Err(reply) => {
+                refused = Some(reply);
+                break;
             }
         }
-        Reply::Integer(deleted)
+    }
+    Ok(Answer::write(tokio::spawn(async move {
+        let deleted = deleting.len() as i64;
+        let mut failed = refused;
+        for deletion in deleting {
+            let outcome = deletion.await;
+            if failed.is_none() {
+                failed = match outcome {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(error_reply(&err)),
+                    Err(err) => Some(Reply::err(format!("the deletion failed: {err}"))),
+                };
+            }
+        }
+        failed.unwrap_or(Reply::Integer(deleted))
     })))
 }
 
@@ -331,7 +356,7 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
     });
     Ok(Answer::Later {
         task,
-        abort_on_close: true,
+        blocking: true,
     })
 }
 

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
@@ -52,11 +53,15 @@ pub struct RespLimits {
 }
 
 impl RespLimits {
-    /// What a command may hold: a key and a value, and up to 1024 keys (`MGET`, `DEL`).
+    /// What a command may hold: a key and a value (`SET`), or up to 1024 keys (`MGET`,
+    /// `DEL`, `EXISTS`), with room for their headers.
     fn wire(&self) -> Limits {
+        let max_parts = 1 + 1024;
         Limits {
             max_bulk: self.max_value_bytes.max(MAX_KEY_BYTES),
-            max_parts: 1 + 1024,
+            max_parts,
+            max_command: (self.max_value_bytes.max(MAX_KEY_BYTES) + max_parts * MAX_KEY_BYTES)
+                .saturating_add(max_parts * 32),
         }
     }
 }
@@ -111,16 +116,25 @@ enum Slot {
     Ready(Reply),
     Waiting {
         task: tokio::task::JoinHandle<Reply>,
-        /// Whether to stop the task when the client goes (`WAIT`). A write's task is left to
-        /// finish: its outcome goes to the metrics and the event feed.
-        abort_on_close: bool,
+        /// A blocking command (`WAIT`): nothing after it runs until it answers, and its task
+        /// stops when the client goes. A write's task is left to finish: its outcome goes to
+        /// the metrics and the event feed.
+        blocking: bool,
     },
+}
+
+impl Slot {
+    /// Whether it holds up the commands behind it: a blocking command not yet answered.
+    fn blocks(&self) -> bool {
+        matches!(self, Self::Waiting { blocking: true, .. })
+    }
 }
 
 /// What woke a connection.
 enum Event {
     Answered(Reply),
     Read(std::io::Result<usize>),
+    Wrote(std::io::Result<usize>),
     Late,
 }
 
@@ -129,7 +143,7 @@ fn abort_waits(replies: &VecDeque<Slot>) {
     for slot in replies {
         if let Slot::Waiting {
             task,
-            abort_on_close: true,
+            blocking: true,
         } = slot
         {
             task.abort();
@@ -137,41 +151,52 @@ fn abort_waits(replies: &VecDeque<Slot>) {
     }
 }
 
-/// Serves one connection: reads commands, runs them, answers in order. Returns why it closed.
-async fn connection(
-    mut stream: TcpStream,
-    context: Context,
-    limits: RespLimits,
-) -> Result<(), String> {
+/// Most bytes of replies a connection holds for a client that does not read them: past it,
+/// the connection runs no more commands until the client has read some.
+const MAX_OUTPUT: usize = 64 * 1024 * 1024;
+
+/// Serves one connection: reads commands, runs them, answers in order. Reading and writing go
+/// on side by side, so that a client that sends a long pipeline before it reads a reply is
+/// not stuck behind its own replies. Returns why it closed.
+async fn connection(stream: TcpStream, context: Context, limits: RespLimits) -> Result<(), String> {
     let wire = limits.wire();
+    let (mut reader, mut writer) = stream.into_split();
     let mut session = Session::default();
     let mut input: Vec<u8> = Vec::with_capacity(4096);
-    let mut output: Vec<u8> = Vec::with_capacity(4096);
+    // Replies encoded, and how much of them the client has taken.
+    let (mut output, mut sent): (Vec<u8>, usize) = (Vec::with_capacity(4096), 0);
     let mut replies: VecDeque<Slot> = VecDeque::new();
-    // When the first byte of a command not yet whole arrived.
+    // The bytes of the ready replies queued behind a waiting one.
+    let mut queued = 0;
+    // When the first byte of a command not yet whole arrived, and when the client last took
+    // some of its replies.
     let mut partial_since: Option<Instant> = None;
+    let mut taken_at = Instant::now();
+    // After `QUIT` or a protocol error: answer what came before, then close.
     let mut closing = false;
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
-        // Every whole command in the buffer, in order.
+        // Every whole command in the buffer, in order, while the client reads its replies.
         let mut used = 0;
-        while !closing && replies.len() < MAX_IN_FLIGHT {
+        while !closing
+            && replies.len() < MAX_IN_FLIGHT
+            && output.len() + queued < MAX_OUTPUT
+            && !replies.iter().any(Slot::blocks)
+        {
             match wire::parse(&input[used..], &wire) {
                 Ok(Some((parts, taken))) => {
                     used += taken;
                     if parts.is_empty() {
                         continue;
                     }
-                    replies.push_back(match command::run(parts, &mut session, &context) {
+                    let slot = match command::run(parts, &mut session, &context) {
                         Answer::Now(reply) => Slot::Ready(reply),
-                        Answer::Later {
-                            task,
-                            abort_on_close,
-                        } => Slot::Waiting {
-                            task,
-                            abort_on_close,
-                        },
-                    });
+                        Answer::Later { task, blocking } => Slot::Waiting { task, blocking },
+                    };
+                    if let Slot::Ready(reply) = &slot {
+                        queued += reply.size();
+                    }
+                    replies.push_back(slot);
                     closing = session.quit;
                 }
                 Ok(None) => break,
@@ -183,35 +208,37 @@ async fn connection(
             }
         }
         input.drain(..used);
-        partial_since = match (input.is_empty(), partial_since) {
+        partial_since = match (input.is_empty() || closing, partial_since) {
             (true, _) => None,
             (false, Some(since)) if used == 0 => Some(since),
             (false, _) => Some(Instant::now()),
         };
 
-        // The replies that are ready, in order; then send them.
+        // The replies that are ready, in order, into the output.
         while let Some(Slot::Ready(_)) = replies.front() {
             if let Some(Slot::Ready(reply)) = replies.pop_front() {
+                queued = queued.saturating_sub(reply.size());
                 reply.encode(&mut output);
             }
         }
-        if !output.is_empty() {
-            stream
-                .write_all(&output)
-                .await
-                .map_err(|err| err.to_string())?;
-            output.clear();
-        }
-        if closing && replies.is_empty() {
+        if closing && replies.is_empty() && sent == output.len() {
+            linger(reader, writer).await;
             return Ok(());
         }
 
-        // Then wait for the oldest reply, or more bytes, or a deadline.
-        let deadline = match partial_since {
-            Some(since) => since + limits.command_timeout,
-            None => Instant::now() + IDLE_TIMEOUT,
+        // Then whichever comes first: the oldest reply, more bytes, the client taking some of
+        // its replies, or a deadline.
+        let deadline = match (partial_since, sent < output.len()) {
+            (Some(since), _) => since + limits.command_timeout,
+            (None, true) => taken_at + IDLE_TIMEOUT,
+            (None, false) => Instant::now() + IDLE_TIMEOUT,
         };
-        let reading = !closing && replies.len() < MAX_IN_FLIGHT;
+        // Input waits behind a blocking command up to one command's worth; it is read on
+        // meanwhile to notice the client leave.
+        let reading = replies.len() < MAX_IN_FLIGHT
+            && output.len() + queued < MAX_OUTPUT
+            && input.len() < wire.max_command + wire::MAX_LINE;
+        let writing = sent < output.len();
         let idle = replies.is_empty();
         let oldest = async {
             match replies.front_mut() {
@@ -223,29 +250,61 @@ async fn connection(
             reply = oldest => Event::Answered(
                 reply.unwrap_or_else(|err| Reply::err(format!("the command failed: {err}"))),
             ),
-            read = stream.read(&mut chunk), if reading => Event::Read(read),
+            read = reader.read(&mut chunk), if reading => Event::Read(read),
+            wrote = writer.write(&output[sent..]), if writing => Event::Wrote(wrote),
             () = tokio::time::sleep_until(deadline), if idle => Event::Late,
         };
         match event {
             Event::Answered(reply) => {
                 replies.pop_front();
+                queued += reply.size();
                 replies.push_front(Slot::Ready(reply));
             }
             Event::Read(Ok(0)) => {
                 abort_waits(&replies);
                 return Ok(());
             }
-            Event::Read(Ok(n)) => input.extend_from_slice(&chunk[..n]),
-            Event::Read(Err(err)) => {
+            // While closing, what else comes is read to notice the client leave, and dropped.
+            Event::Read(Ok(n)) if !closing => input.extend_from_slice(&chunk[..n]),
+            Event::Read(Ok(_)) => {}
+            Event::Wrote(Ok(n)) => {
+                sent += n;
+                taken_at = Instant::now();
+                if sent == output.len() {
+                    output.clear();
+                    sent = 0;
+                }
+            }
+            Event::Read(Err(err)) | Event::Wrote(Err(err)) => {
                 abort_waits(&replies);
                 return Err(err.to_string());
             }
             Event::Late => {
                 return Err(match partial_since {
                     Some(_) => "a command did not arrive whole in time".into(),
+                    None if sent < output.len() => "the client read no reply in time".into(),
                     None => "idle".into(),
                 });
             }
         }
     }
+}
+
+/// Closes a connection so that its last replies arrive: the write side first, then what the
+/// client still sends is read and dropped (for up to 2 s or 1 MiB) until it closes too. A
+/// socket closed with unread bytes would send a reset instead, and the client could lose the
+/// error that says why (a command too long), as the HTTP listener's lingering close explains.
+async fn linger(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
+    let _ = writer.shutdown().await;
+    let drain = async {
+        let mut chunk = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < 1024 * 1024 {
+            match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }

@@ -16,6 +16,9 @@ pub struct Limits {
     pub max_bulk: usize,
     /// Most parts in one command (the name included).
     pub max_parts: usize,
+    /// Most bytes of one whole command, headers included: a command of many parts, each at
+    /// most `max_bulk`, would otherwise be `max_parts` times that.
+    pub max_command: usize,
 }
 
 /// Longest line: an inline command, or the `*N` and `$N` headers of an array (64 KiB, as
@@ -52,6 +55,11 @@ pub enum ProtocolError {
         /// The type byte found where `$` belongs.
         found: u8,
     },
+    /// A command longer than [`Limits::max_command`].
+    CommandTooLong {
+        /// The limit.
+        limit: usize,
+    },
     /// A bulk string not followed by CRLF.
     NoCrlf,
     /// A line longer than [`MAX_LINE`].
@@ -81,6 +89,9 @@ impl fmt::Display for ProtocolError {
                 ),
                 found => write!(f, "expected '$', got {:?}", char::from(*found)),
             },
+            Self::CommandTooLong { limit } => {
+                write!(f, "a command longer than {limit} bytes")
+            }
             Self::NoCrlf => write!(f, "a bulk string must end with CRLF"),
             Self::LineTooLong => write!(f, "a line longer than {MAX_LINE} bytes"),
             Self::UnbalancedQuotes => write!(f, "unbalanced quotes in an inline command"),
@@ -141,8 +152,10 @@ fn parse_array(buf: &[u8], limits: &Limits) -> Result<Option<(Parts, usize)>, Pr
             limit: limits.max_parts,
         });
     }
-    // What the parts' headers promise is not trusted before their bytes arrive.
-    let mut parts = Vec::with_capacity((count as usize).min(16));
+    // Where each part lies, found first: nothing is copied, nor allocated for what a header
+    // promises, before the whole command has arrived (a large one arrives in many reads, and
+    // is looked at again at each).
+    let mut spans = Vec::with_capacity((count as usize).min(16));
     for _ in 0..count {
         let Some(&marker) = buf.get(at) else {
             return Ok(None);
@@ -161,15 +174,21 @@ fn parse_array(buf: &[u8], limits: &Limits) -> Result<Option<(Parts, usize)>, Pr
             });
         }
         let end = start + len as usize;
+        if end + 2 > limits.max_command {
+            return Err(ProtocolError::CommandTooLong {
+                limit: limits.max_command,
+            });
+        }
         if buf.len() < end + 2 {
             return Ok(None);
         }
         if &buf[end..end + 2] != b"\r\n" {
             return Err(ProtocolError::NoCrlf);
         }
-        parts.push(buf[start..end].to_vec());
+        spans.push(start..end);
         at = end + 2;
     }
+    let parts = spans.into_iter().map(|span| buf[span].to_vec()).collect();
     Ok(Some((parts, at)))
 }
 
@@ -258,6 +277,17 @@ impl Reply {
         Self::Bulk(Some(bytes.into()))
     }
 
+    /// About how many bytes the reply takes: its payload, without the headers.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Simple(text) => text.len(),
+            Self::Error(text) => text.len(),
+            Self::Integer(_) | Self::Bulk(None) => 8,
+            Self::Bulk(Some(bytes)) => bytes.len(),
+            Self::Array(items) => items.iter().map(Self::size).sum(),
+        }
+    }
+
     /// Appends the reply's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -312,6 +342,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_bulk: 64,
         max_parts: 8,
+        max_command: 256,
     };
 
     /// The command at the front of `buf`, which must be whole.
@@ -393,6 +424,19 @@ mod tests {
             parse(b"*1\r\n$4\r\nPINGxx", &LIMITS),
             Err(ProtocolError::NoCrlf)
         );
+        // Many parts, each within its limit, but too many bytes in all: refused as soon as a
+        // header says so, before the bytes arrive.
+        let mut many = b"*8\r\n".to_vec();
+        for _ in 0..4 {
+            many.extend_from_slice(b"$64\r\n");
+            many.extend_from_slice(&[b'x'; 64]);
+            many.extend_from_slice(b"\r\n");
+        }
+        many.extend_from_slice(b"$64\r\n");
+        assert_eq!(
+            parse(&many, &LIMITS),
+            Err(ProtocolError::CommandTooLong { limit: 256 })
+        );
         // A header that never ends.
         let endless = vec![b'*'; MAX_LINE + 2];
         assert_eq!(parse(&endless, &LIMITS), Err(ProtocolError::LineTooLong));
@@ -423,7 +467,7 @@ mod tests {
         /// nothing while a byte is missing.
         #[test]
         fn encode_then_parse_gives_the_command_back(
-            command in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..8),
+            command in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 1..8),
         ) {
             let refs: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
             let mut buf = Vec::new();

@@ -130,6 +130,30 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
     assert_eq!(answers[50], redis::Value::BulkString(b"v49".to_vec()));
     assert_eq!(answers[51], redis::Value::Int(6));
 
+    // A WAIT pipelined behind its SET: the SET's own quorum wait and the WAIT both wake, so
+    // the SET answers at its quorum and the WAIT once all five hold the write (0: no limit).
+    let answers: Vec<redis::Value> = redis::pipe()
+        .cmd("SET")
+        .arg("shade")
+        .arg("green")
+        .cmd("WAIT")
+        .arg(5)
+        .arg(0)
+        .cmd("WAIT")
+        .arg(4)
+        .arg(0)
+        .query_async(&mut leader)
+        .await
+        .expect("answered");
+    assert_eq!(
+        answers,
+        [
+            redis::Value::Okay,
+            redis::Value::Int(5),
+            redis::Value::Int(5)
+        ]
+    );
+
     // DEL counts the keys it deleted; EXISTS and GET agree.
     let deleted: i64 = query(&mut leader, redis::cmd("DEL").arg("color").arg("nothing"))
         .await
@@ -164,7 +188,7 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
         .expect_err("refused");
     assert!(refused.to_string().contains("RESP2"), "{refused}");
 
-    // The metrics count them as RESP writes: the SET, 50 pipelined SETs and the DEL.
+    // The metrics count them as RESP writes: two SETs, 50 pipelined SETs and the DEL.
     let metrics = cluster
         .http
         .get(format!("{}/metrics", cluster.leader.url()))
@@ -174,7 +198,7 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
         .text()
         .await
         .expect("metrics text");
-    let resp_writes = r#"semisync_writes_total{outcome="quorum_reached",protocol="resp"} 52"#;
+    let resp_writes = r#"semisync_writes_total{outcome="quorum_reached",protocol="resp"} 53"#;
     assert!(metrics.contains(resp_writes), "{metrics}");
 
     // Every answer went through the node's write path: the followers converge on it.
@@ -182,7 +206,7 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
         .converged(Duration::from_secs(10))
         .await
         .expect("converged");
-    assert_eq!(state.len(), 5, "{state:?}");
+    assert_eq!(state.len(), 6, "{state:?}");
     assert_eq!(state["k4"], "v49");
 }
 
@@ -271,6 +295,42 @@ async fn malformed_resp_is_answered_and_the_connection_closed() {
     assert_eq!(answer, b"+PONG\r\n+OK\r\n");
     let (status, _) = cluster.get(&cluster.leader.url(), "/health").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A client that sends a long pipeline before it reads a reply, as many clients do: the node
+/// reads on while it writes, so neither side waits for the other forever (here 12.8 MB of
+/// commands, and as much of replies, far more than the sockets' buffers hold).
+#[tokio::test]
+async fn a_long_pipeline_sent_before_any_reply_is_read_is_answered_whole() {
+    let cluster = TestCluster::start_up(speaking_resp(base())).await;
+    let mut stream = tokio::net::TcpStream::connect(resp_addr(&cluster.leader))
+        .await
+        .expect("connect");
+    let value = vec![b'x'; 64 * 1024];
+    let mut commands = Vec::new();
+    for _ in 0..200 {
+        semisync_kv::resp::wire::encode_command(&[b"ECHO", &value], &mut commands);
+    }
+    let mut expected = Vec::new();
+    for _ in 0..200 {
+        semisync_kv::resp::wire::Reply::bulk(value.clone()).encode(&mut expected);
+    }
+    let exchange = async {
+        stream
+            .write_all(&commands)
+            .await
+            .expect("send every command");
+        let mut answer = vec![0; expected.len()];
+        stream
+            .read_exact(&mut answer)
+            .await
+            .expect("read every reply");
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the node reads while it writes");
+    assert!(answer == expected, "200 echoes, in order");
 }
 
 /// `redis-cli`, as a user types it: SET on the leader, GET on a follower, WAIT, INFO and a
