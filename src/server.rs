@@ -178,9 +178,8 @@ async fn accept(
     router: Router,
     header_read_timeout: Duration,
     graceful: &GracefulShutdown,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let mut stop = stop;
     while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
         let service = TowerToHyperService::new(router.clone());
         let connection = http1::Builder::new()
@@ -226,7 +225,7 @@ pub(crate) async fn next_connection(
 }
 
 /// Resolves once `stop` has turned true.
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens after it sent `true`.
     let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -146,11 +146,6 @@ pub struct Writing {
 }
 
 impl Writing {
-    /// The write's version.
-    pub fn version(&self) -> Version {
-        self.write.version
-    }
-
     /// The write's acks, late ones included: the followers that hold it.
     pub fn tally(&self) -> &Arc<Tally> {
         self.sending.tally()

@@ -115,10 +115,9 @@ impl Tally {
     /// Waits until more than `held` followers hold the write. Any number of tasks may wait.
     pub async fn held_by_more_than(&self, held: usize) {
         loop {
-            // Created before the check: `notify_waiters` wakes it from then on.
+            // Registered before the check: an ack right after it wakes this task.
             let changed = self.held_changed.notified();
             let mut changed = std::pin::pin!(changed);
-            // Registered before the check: an ack right after it wakes this task.
             changed.as_mut().enable();
             if self.held() > held {
                 return;

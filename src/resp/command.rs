@@ -17,7 +17,7 @@ use crate::replication::FollowerState;
 use crate::replication::quorum::Tally;
 use crate::settings::WaitPoint;
 
-/// The commands this server knows, for `COMMAND COUNT` and the error of an unknown one.
+/// The commands this server knows, for `COMMAND COUNT`.
 pub const COMMANDS: [&str; 19] = [
     "PING",
     "ECHO",
@@ -176,6 +176,13 @@ fn text(bytes: &[u8], what: &str) -> Result<String, Reply> {
     })
 }
 
+/// A key argument: UTF-8, 1 to 1024 bytes, as a key in the HTTP API's path.
+fn key_of(bytes: &[u8]) -> Result<String, Reply> {
+    let key = text(bytes, "key")?;
+    check_key(&key).map_err(|err| error_reply(&err))?;
+    Ok(key)
+}
+
 /// An argument as an integer, with Redis's error.
 fn integer(bytes: &[u8]) -> Result<i64, Reply> {
     std::str::from_utf8(bytes)
@@ -205,8 +212,7 @@ pub fn error_reply(err: &Error) -> Reply {
 }
 
 fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
-    let key = text(key, "key")?;
-    check_key(&key).map_err(|err| error_reply(&err))?;
+    let key = key_of(key)?;
     // What `GET /kv/{key}` shows, without waiting: under `after_sync` the leader's readers see
     // a write only once its quorum acknowledged it.
     let replica = node.replica();
@@ -232,8 +238,7 @@ fn set(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
             String::from_utf8_lossy(option)
         )));
     }
-    let key = text(&args[0], "key")?;
-    check_key(&key).map_err(|err| error_reply(&err))?;
+    let key = key_of(&args[0])?;
     let value = text(&args[1], "value")?;
     if value.len() > context.max_value_bytes {
         return Err(error_reply(&Error::PayloadTooLarge {
@@ -270,9 +275,7 @@ fn begin(
 fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Answer, Reply> {
     let mut keys = Vec::with_capacity(args.len());
     for key in args {
-        let key = text(key, "key")?;
-        check_key(&key).map_err(|err| error_reply(&err))?;
-        keys.push(key);
+        keys.push(key_of(key)?);
     }
     // Checked first: a follower deletes nothing, and says so even for a key it lacks.
     context.node.leader().map_err(|err| error_reply(&err))?;

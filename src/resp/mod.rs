@@ -29,7 +29,7 @@ use tracing::debug;
 
 use crate::node::Node;
 use crate::node::kv::MAX_KEY_BYTES;
-use crate::server::next_connection;
+use crate::server::{next_connection, stopped};
 use command::{Answer, Context, Session};
 use wire::{Limits, Reply};
 
@@ -98,10 +98,6 @@ pub async fn serve(
             }
         });
     }
-}
-
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// Redis's answer past `maxclients`.
