@@ -170,6 +170,23 @@ pub enum Error {
         waited_ms: u64,
     },
 
+    /// A read on a new leader under `after_sync` before enough followers of its term hold the
+    /// state it took over: showing it, the leader could show a write that only it holds and
+    /// that the next safe promotion does not have.
+    #[error(
+        "this leader's term is new: under after_sync it shows the state it took over once \
+         {needed} followers of its term hold it, and {held} did after {waited_ms} ms; retry \
+         shortly (a follower that is down or cut off keeps it from counting)"
+    )]
+    StateNotReplicated {
+        /// Followers of the term that hold the state.
+        held: usize,
+        /// How many must.
+        needed: usize,
+        /// How long the read waited, in milliseconds.
+        waited_ms: u64,
+    },
+
     /// A state transfer meant for an earlier run of this follower (it restarted since the
     /// leader's heartbeat); the leader sends a fresh one.
     #[error("this state transfer was meant for an earlier run of this follower")]
@@ -354,6 +371,9 @@ impl Error {
             Error::NotYetReplicated { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "not_yet_replicated")
             }
+            Error::StateNotReplicated { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "state_not_replicated")
+            }
             Error::InvalidSettings(_) => (StatusCode::BAD_REQUEST, "invalid_settings"),
             Error::UnknownFollower { .. } => (StatusCode::NOT_FOUND, "unknown_follower"),
             Error::AmbiguousFollower { .. } => (StatusCode::CONFLICT, "ambiguous_follower"),
@@ -394,6 +414,11 @@ impl Error {
                 "version": version,
                 "waited_ms": waited_ms,
             }),
+            Error::StateNotReplicated {
+                held,
+                needed,
+                waited_ms,
+            } => json!({ "held": held, "needed": needed, "waited_ms": waited_ms }),
             Error::PromotionRefused {
                 merged,
                 needed,

@@ -102,8 +102,9 @@ pub(super) struct ReadParams {
     /// waits for the newer one.
     #[param(value_type = Option<String>, pattern = r"^[0-9]{1,16}\.[0-9]{1,16}$", example = "3.42")]
     min_version: Option<Version>,
-    /// How long to wait for `min_version`, in milliseconds, below `REQUEST_TIMEOUT_MS`; unless
-    /// given, 1000, or half of `REQUEST_TIMEOUT_MS` if that is less.
+    /// How long to wait for `min_version` (and, on a new leader under `after_sync`, for enough
+    /// followers of its term to hold the state it took over), in milliseconds, below
+    /// `REQUEST_TIMEOUT_MS`; unless given, 1000, or half of `REQUEST_TIMEOUT_MS` if that is less.
     #[param(minimum = 0)]
     wait_ms: Option<u64>,
 }
@@ -120,7 +121,7 @@ const DEFAULT_WAIT_MS: u64 = 1000;
     (status = 200, body = ReadResponse),
     (status = 400, description = "invalid key or query", body = ErrorBody),
     (status = 404, description = "no such key (at min_version or newer: deleted)", body = ErrorBody),
-    (status = 503, description = "not_yet_replicated: the key is older than min_version here", body = ErrorBody),
+    (status = 503, description = "not_yet_replicated: the key is older than min_version here; or state_not_replicated: a new leader under after_sync shows the state it took over once enough followers of its term hold it", body = ErrorBody),
 ))]
 pub(super) async fn read(
     State(state): State<AppState>,
@@ -140,10 +141,20 @@ pub(super) async fn read(
 }
 
 /// The node's whole state: every live key and its value, as `GET /kv/{key}` shows them.
-#[utoipa::path(get, path = "/dump", responses((status = 200, body = BTreeMap<String, String>)))]
-pub(super) async fn dump(State(state): State<AppState>) -> axum::Json<BTreeMap<String, String>> {
-    axum::Json(state.dump())
+#[utoipa::path(get, path = "/dump", responses(
+    (status = 200, body = BTreeMap<String, String>),
+    (status = 503, description = STATE_NOT_REPLICATED, body = ErrorBody),
+))]
+pub(super) async fn dump(
+    State(state): State<AppState>,
+) -> Result<axum::Json<BTreeMap<String, String>>> {
+    state.dump().map(axum::Json)
 }
+
+/// The 503 of a read on a new leader under `after_sync`, for the OpenAPI document.
+const STATE_NOT_REPLICATED: &str = "state_not_replicated: a new leader under after_sync shows \
+    the state it took over once enough followers of its term hold it (the read waits up to \
+    wait_ms for them)";
 
 async fn empty_key() -> Error {
     Error::InvalidKey("key must not be empty: use /kv/{key}".into())

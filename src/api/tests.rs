@@ -240,6 +240,44 @@ async fn quorum_timeout_is_503_and_the_write_stays_applied() {
     assert_error(&app, "GET", "/kv/k", None, 404, "not_found").await;
 }
 
+/// A leader whose term began under `after_sync` with a state it took over (a key it held
+/// before it led) shows that state once enough followers of its term hold it. Its one follower
+/// is down: `GET` waits `wait_ms`, then answers `503 state_not_replicated`, and so does `/dump`;
+/// under `after_commit` it shows the state at once.
+#[tokio::test]
+async fn a_new_leader_under_after_sync_shows_what_it_took_over_once_its_followers_hold_it() {
+    let mut config = config(Role::Leader);
+    config.settings.wait_point = WaitPoint::AfterSync;
+    config.settings.write_quorum = 1;
+    let state = AppState::new(&config).expect("a valid configuration");
+    let held = crate::store::Entry {
+        value: Some("taken over".into()),
+        version: crate::Version::new(0, 7),
+    };
+    state.replica().store.apply("k", held);
+    state.lead_at_once();
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state),
+    };
+    let uri = "/kv/k?wait_ms=30";
+    let json = assert_error(&app, "GET", uri, None, 503, "state_not_replicated").await;
+    assert_eq!(
+        (json["held"].as_u64(), json["needed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(json["waited_ms"].as_u64() >= Some(30), "{json}");
+    assert_error(&app, "GET", "/dump", None, 503, "state_not_replicated").await;
+    let change = r#"{"wait_point":"after_commit"}"#;
+    let (status, _) = call(&app, "PATCH", "/admin/settings", Some(change)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = call(&app, "GET", "/kv/k", None).await;
+    assert_eq!(
+        (status, &json["value"]),
+        (StatusCode::OK, &json!("taken over"))
+    );
+}
+
 #[tokio::test]
 async fn writes_to_a_follower_are_refused_and_change_nothing() {
     let app = app(Role::Follower);

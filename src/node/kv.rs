@@ -37,7 +37,9 @@ impl Node {
     /// The value of `key` on this node (a follower may lag behind the leader; a leader under
     /// the wait point `after_sync` shows the key's newest write its quorum acknowledged). The
     /// answer waits until the key holds `min_version` or a newer one here, and is never older;
-    /// if it does not get there within `wait`, it is `503 not_yet_replicated`.
+    /// if it does not get there within `wait`, it is `503 not_yet_replicated`. On a new leader
+    /// under `after_sync` it also waits, as long, until enough followers of its term hold the
+    /// state it took over ([`Node::readable`]).
     pub async fn read(
         &self,
         key: String,
@@ -52,6 +54,22 @@ impl Node {
             let applied = self.applied.notified();
             let mut applied = std::pin::pin!(applied);
             applied.as_mut().enable();
+            if let Err(err) = self.readable() {
+                if Instant::now() >= deadline {
+                    return Err(match err {
+                        Error::StateNotReplicated { held, needed, .. } => {
+                            Error::StateNotReplicated {
+                                held,
+                                needed,
+                                waited_ms: started.elapsed().as_millis() as u64,
+                            }
+                        }
+                        err => err,
+                    });
+                }
+                let _ = tokio::time::timeout_at(deadline, applied).await;
+                continue;
+            }
             {
                 let replica = self.replica();
                 let entry = replica.read(&key);
@@ -81,9 +99,29 @@ impl Node {
 
     /// Every live key this node's readers see, with its value, sorted by key (`GET /dump`):
     /// read from a snapshot, after the lock, so that a large store holds up no other request.
-    pub fn dump(&self) -> BTreeMap<String, String> {
+    /// `503 state_not_replicated` when they may not see it yet ([`Node::readable`]).
+    pub fn dump(&self) -> Result<BTreeMap<String, String>> {
+        self.readable()?;
         let snapshot = self.replica().snapshot();
-        snapshot.dump()
+        Ok(snapshot.dump())
+    }
+
+    /// Whether this node's readers may see what it holds: `503 state_not_replicated` on a new
+    /// leader under `after_sync` while too few followers of its term hold the state it took
+    /// over (the writes of older terms it held and merged, some of which no quorum
+    /// acknowledged). Shown at once, a reader could see a write that only this leader holds and
+    /// that the next safe promotion, merging followers of the older term, does not have. Once
+    /// as many followers of its term as the floor hold it, it counts as a write of the term
+    /// would, and stays readable.
+    pub fn readable(&self) -> Result<()> {
+        let Some((held, needed)) = self.replicator().and_then(|leader| leader.unreadable()) else {
+            return Ok(());
+        };
+        Err(Error::StateNotReplicated {
+            held,
+            needed,
+            waited_ms: 0,
+        })
     }
 
     /// The leader's write path: writes `value` to `key` (`None` deletes it), waiting for

@@ -197,18 +197,6 @@ impl Node {
         counter_from: u64,
     ) -> Option<Replicator> {
         let settings = failover::settings_for(heard, self.identity.settings, peers.urls.len());
-        let leadership = Leadership {
-            term,
-            incarnation: self.identity.incarnation,
-            public_url: self.identity.public_url.clone(),
-            settings,
-            backlog: self.identity.backlog,
-            // Asynchronous writes promised nothing: a quorum of 0 is not inherited.
-            smallest_quorum: inherited
-                .filter(|&quorum| quorum > 0)
-                .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
-            wake_reads: Arc::clone(&self.applied),
-        };
         // A new leadership: the failover time of an earlier election no longer applies.
         *self.elected_lock() = None;
         let replicator = {
@@ -219,6 +207,20 @@ impl Node {
             if replica.term != term {
                 return None;
             }
+            let leadership = Leadership {
+                term,
+                incarnation: self.identity.incarnation,
+                public_url: self.identity.public_url.clone(),
+                settings,
+                backlog: self.identity.backlog,
+                // Asynchronous writes promised nothing: a quorum of 0 is not inherited.
+                smallest_quorum: inherited
+                    .filter(|&quorum| quorum > 0)
+                    .map_or(settings.write_quorum, |q| q.min(settings.write_quorum)),
+                wake_reads: Arc::clone(&self.applied),
+                // What it held and merged, tombstones included.
+                inherits: replica.store.entries().next().is_some(),
+            };
             replica.following = None;
             replica.filled = true;
             replica.store.begin_term(term, counter_from);

@@ -86,6 +86,22 @@ impl Announcement {
         (synced, followers + 1 - majority(followers))
     }
 
+    /// Followers known to hold this term's state, and how many must before that state counts
+    /// as a write of the term does: as many as the floor, and at least as many as
+    /// [`Announcement::synced`] asks; none when the term began at quorum 0, which promises
+    /// nothing.
+    pub fn holds_term_state(&self) -> (usize, usize) {
+        let (synced, needed) = self.synced();
+        (
+            synced,
+            if self.floor == 0 {
+                0
+            } else {
+                needed.max(self.floor)
+            },
+        )
+    }
+
     /// A write of `quorum` was made: announces it if it is the smallest yet; returns whether it
     /// was (the followers should hear of it at once).
     pub fn lower(&mut self, quorum: usize) -> bool {
@@ -206,6 +222,23 @@ mod tests {
         );
         assert_eq!(announcement.heard(0, 0, 2), Some(2), "three heard of it");
         assert_eq!(announcement.heard(1, 0, 2), None, "no lower");
+    }
+
+    /// A new leader's state counts, as a write of its term does, once as many followers as the
+    /// floor hold it, and never fewer than two of five; a term begun at quorum 0 promised
+    /// nothing, and needs none.
+    #[test]
+    fn the_term_state_counts_once_as_many_followers_as_the_floor_hold_it() {
+        let mut announcement = Announcement::new(5, 3);
+        assert_eq!(announcement.holds_term_state(), (0, 3));
+        announcement.heard(0, 0, 3);
+        announcement.heard(1, 0, 3);
+        assert_eq!(announcement.holds_term_state(), (2, 3), "the floor is 3");
+        announcement.heard(2, 0, 3);
+        assert_eq!(announcement.holds_term_state(), (3, 3));
+        let low = Announcement::new(5, 1);
+        assert_eq!(low.holds_term_state(), (0, 2), "two of five at least");
+        assert_eq!(Announcement::new(5, 0).holds_term_state(), (0, 0));
     }
 
     /// A candidate that reaches only followers of the previous term would count with that

@@ -64,7 +64,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -118,6 +118,10 @@ pub struct Leadership {
     /// Woken when a write hidden by the wait point `after_sync` becomes visible: reads waiting
     /// for a `min_version`.
     pub wake_reads: Arc<Notify>,
+    /// Whether it leads with a state it inherited (what it held and merged), which readers
+    /// under `after_sync` see only once enough of its term's followers hold it
+    /// ([`Replicator::unreadable`]).
+    pub inherits: bool,
 }
 
 impl Replicator {
@@ -141,6 +145,7 @@ impl Replicator {
             backlog,
             smallest_quorum: leadership_quorum,
             wake_reads,
+            inherits,
         } = leadership;
         let links = followers
             .iter()
@@ -167,6 +172,7 @@ impl Replicator {
             raise_to: settings.write_quorum,
             deposed: Signal::new(false),
             wake_reads,
+            inherited_shown: AtomicBool::new(!inherits),
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -258,6 +264,16 @@ impl Replicator {
     /// The term this replicator leads.
     pub fn term(&self) -> Term {
         self.shared.term
+    }
+
+    /// Under `after_sync`, while too few of this term's followers hold the state this leader
+    /// inherited: how many do, and how many must (`Shared::inherited_unshown`). `None` when
+    /// its readers may see it.
+    pub fn unreadable(&self) -> Option<(usize, usize)> {
+        if self.settings().wait_point != WaitPoint::AfterSync {
+            return None;
+        }
+        self.shared.inherited_unshown()
     }
 
     /// Whether this leader stepped down, having learned of a newer term.

@@ -1,7 +1,7 @@
 //! What a leader's fan-out, its pipelines and recovery share: its term and identity, the
 //! replica, the links to the followers, the live settings, and the announced quorum and floor.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use tokio::sync::Notify;
@@ -52,8 +52,12 @@ pub(crate) struct Shared {
     pub(super) applying: AtomicUsize,
     /// Turns true once this leader stepped down: its tasks end.
     pub(super) deposed: Signal<bool>,
-    /// Woken when a hidden write becomes visible: reads waiting for a `min_version`.
+    /// Woken when a hidden write becomes visible: reads waiting for a `min_version`, and for
+    /// the state this leader inherited.
     pub(super) wake_reads: Arc<Notify>,
+    /// Whether readers under `after_sync` may see the state this leader inherited; true from
+    /// the start when it inherited nothing, and true for good once it is.
+    pub(super) inherited_shown: AtomicBool,
 }
 
 impl Shared {
@@ -84,8 +88,29 @@ impl Shared {
         self.announcement().floor()
     }
 
+    /// How many of this term's followers hold the state this leader inherited, and how many
+    /// must before its readers under `after_sync` see it; `None` once they may (and from then
+    /// on). A leader's inherited state is what it held and merged when its term began: writes of
+    /// older terms, some of which no quorum acknowledged. Shown at once, a reader could see one
+    /// that only this node holds, which the next safe promotion, merging followers of the older
+    /// term, does not have: a phantom read. Every follower that accepted a message of this term
+    /// took its state transfer first, so it holds that state; once as many of them as the floor
+    /// do, the state counts as a write of this term would ([`Announcement::holds_term_state`]).
+    pub(crate) fn inherited_unshown(&self) -> Option<(usize, usize)> {
+        if self.inherited_shown.load(Ordering::SeqCst) {
+            return None;
+        }
+        let (held, needed) = self.announcement().holds_term_state();
+        if held < needed {
+            return Some((held, needed));
+        }
+        self.inherited_shown.store(true, Ordering::SeqCst);
+        None
+    }
+
     /// Records that `follower` accepted a message that carried `quorum` in `epoch`; when that
-    /// lowers the floor, shows the hidden writes that now count and wakes the writes waiting.
+    /// lowers the floor, shows the hidden writes that now count and wakes the writes waiting;
+    /// when it makes the inherited state readable, wakes the reads waiting for it.
     pub(crate) fn heard(&self, follower: FollowerIndex, epoch: Epoch, quorum: usize) {
         let lowered = {
             let mut announcement = self.announcement();
@@ -99,6 +124,9 @@ impl Shared {
         if lowered {
             // The floor read again under the replica lock: a raise may have come in between.
             self.reveal(|hidden| hidden.lower_floor(self.floor()));
+        }
+        if !self.inherited_shown.load(Ordering::SeqCst) && self.inherited_unshown().is_none() {
+            self.wake_reads.notify_waiters();
         }
     }
 

@@ -234,6 +234,7 @@ fn leader(followers: usize, settings: Settings, backlog: usize) -> (Replicator, 
         backlog,
         smallest_quorum: settings.write_quorum,
         wake_reads: Arc::default(),
+        inherits: false,
     };
     let replica = SharedReplica::default();
     lock(&replica).term = 7;

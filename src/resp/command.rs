@@ -136,6 +136,7 @@ pub fn run(parts: Parts, session: &mut Session, context: &Context) -> Answer {
             Ok(Reply::Array(values?).into())
         }),
         "EXISTS" => arity(1..=usize::MAX).and_then(|()| {
+            node.readable().map_err(|err| error_reply(&err))?;
             let mut found = 0;
             for key in args {
                 found += i64::from(exists(node, &text(key, "key")?));
@@ -207,6 +208,8 @@ pub fn error_reply(err: &Error) -> Reply {
         Error::QuorumNotAnnounced { .. } => Reply::Error(format!("NOQUORUM {err}")),
         // Refused before it was applied, as Redis refuses a write its replicas cannot take.
         Error::TooManyHidden { .. } => Reply::Error(format!("NOREPLICAS {err}")),
+        // Not readable yet, as Redis answers while it loads its dataset: clients retry.
+        Error::StateNotReplicated { .. } => Reply::Error(format!("LOADING {err}")),
         err => Reply::err(err),
     }
 }
@@ -214,7 +217,9 @@ pub fn error_reply(err: &Error) -> Reply {
 fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
     let key = key_of(key)?;
     // What `GET /kv/{key}` shows, without waiting: under `after_sync` the leader's readers see
-    // a write only once its quorum acknowledged it.
+    // a write only once its quorum acknowledged it, and a new leader's state once enough
+    // followers of its term hold it.
+    node.readable().map_err(|err| error_reply(&err))?;
     let replica = node.replica();
     Ok(Reply::Bulk((replica.read(&key)).and_then(|entry| {
         entry.value.clone().map(String::into_bytes)

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use super::linearizability::{self, Kind, Operation};
 use crate::store::Version;
 
 /// A write a client was told succeeded (200).
@@ -72,12 +73,35 @@ pub struct History {
     /// With automatic failover: why no leader was elected in time, when a person's safe
     /// promotion then led.
     pub not_elected: Option<String>,
+    /// Every operation on every key for the linearizability checker, timed by a counter stepped
+    /// at each call and each return: the writes that took effect or may have, and the reads a
+    /// leader answered under `after_sync` while no node held a newer term.
+    pub operations: Vec<(String, Operation)>,
+    /// Keys the linearizability checker cannot judge, with why: a write on them that readers
+    /// could see and that a safe promotion may still lose, as its quorum or wait point allows.
+    pub unjudged: BTreeMap<String, String>,
 }
 
 impl History {
     /// Records one line for people.
     pub fn log(&mut self, at_ms: u64, line: impl std::fmt::Display) {
         self.lines.push(format!("{at_ms:>7} ms  {line}"));
+    }
+
+    /// The operations on each key the linearizability checker judges, or none when a promotion
+    /// said it may have lost acknowledged writes: a read after it may then miss one, as the
+    /// promotion said.
+    pub fn judged(&self) -> BTreeMap<&str, Vec<Operation>> {
+        let mut judged: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
+        if self.leadings.iter().any(|leading| leading.may_lose) {
+            return judged;
+        }
+        for (key, operation) in &self.operations {
+            if !self.unjudged.contains_key(key) {
+                judged.entry(key).or_default().push(operation.clone());
+            }
+        }
+        judged
     }
 
     /// Records a node's latest version; notes it when it went back.
@@ -227,7 +251,43 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
             }
         }
     }
+    violations.extend(check_linearizable(history));
     violations
+}
+
+/// Linearizability: the leader's reads under after_sync, with the writes, pass the checker the
+/// cluster tests use, key by key. A leader replaced by a newer term still answers reads until it
+/// hears of it (it holds no lease): those reads are not judged ([`History::judged`]).
+pub fn check_linearizable(history: &History) -> Vec<String> {
+    (history.judged().into_iter())
+        .filter(|(_, operations)| !linearizability::linearizable(operations))
+        .map(|(key, operations)| {
+            format!(
+                "{key} is not linearizable: {}",
+                describe_operations(&operations)
+            )
+        })
+        .collect()
+}
+
+/// A key's operations, one short item each: `w v7 3..9` (a write answered at 9), `w v8 12..?`
+/// (no answer, or not confirmed), `r v7 14..15`, `r - 16..17` (not found).
+fn describe_operations(operations: &[Operation]) -> String {
+    let items: Vec<String> = (operations.iter())
+        .map(|op| {
+            let (kind, value) = match &op.kind {
+                Kind::Write(value) => ("w", value),
+                Kind::Read(value) => ("r", value),
+            };
+            let ret = op.ret.map_or_else(|| "?".to_owned(), |ret| ret.to_string());
+            format!(
+                "{kind} {} {}..{ret}",
+                value.as_deref().unwrap_or("-"),
+                op.call
+            )
+        })
+        .collect();
+    items.join(", ")
 }
 
 fn describe_nodes(nodes: &BTreeSet<(usize, u64)>) -> String {
