@@ -48,7 +48,9 @@ pub enum ClientCommand {
         key: String,
         /// Answer only once the node holds this version of the key or a newer one (the version
         /// `put` printed, `term.counter` such as 3.42: read-your-writes on a follower); waits up
-        /// to 1 s, then fails with not_yet_replicated.
+        /// to 1 s, then fails with not_yet_replicated. (A leader that just took over under
+        /// after_sync also waits, as long, for its followers to hold the state it took over, then
+        /// fails with state_not_replicated: retry.)
         #[arg(long)]
         min_version: Option<Version>,
         /// The node to ask.
