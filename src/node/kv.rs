@@ -54,24 +54,26 @@ impl Node {
             let applied = self.applied.notified();
             let mut applied = std::pin::pin!(applied);
             applied.as_mut().enable();
-            if let Err(err) = self.readable() {
-                if Instant::now() >= deadline {
-                    return Err(match err {
-                        Error::StateNotReplicated { held, needed, .. } => {
-                            Error::StateNotReplicated {
-                                held,
-                                needed,
-                                waited_ms: started.elapsed().as_millis() as u64,
-                            }
-                        }
-                        err => err,
-                    });
-                }
-                let _ = tokio::time::timeout_at(deadline, applied).await;
-                continue;
-            }
             {
                 let replica = self.replica();
+                // Asked under the replica lock, under which a promotion installs its leader.
+                if let Err(err) = self.readable() {
+                    if Instant::now() >= deadline {
+                        return Err(match err {
+                            Error::StateNotReplicated { held, needed, .. } => {
+                                Error::StateNotReplicated {
+                                    held,
+                                    needed,
+                                    waited_ms: started.elapsed().as_millis() as u64,
+                                }
+                            }
+                            err => err,
+                        });
+                    }
+                    drop(replica);
+                    let _ = tokio::time::timeout_at(deadline, applied).await;
+                    continue;
+                }
                 let entry = replica.read(&key);
                 let held = entry.map(|entry| entry.version);
                 if held.unwrap_or_default() >= min_version {
@@ -101,8 +103,11 @@ impl Node {
     /// read from a snapshot, after the lock, so that a large store holds up no other request.
     /// `503 state_not_replicated` when they may not see it yet ([`Node::readable`]).
     pub fn dump(&self) -> Result<BTreeMap<String, String>> {
-        self.readable()?;
-        let snapshot = self.replica().snapshot();
+        let snapshot = {
+            let replica = self.replica();
+            self.readable()?;
+            replica.snapshot()
+        };
         Ok(snapshot.dump())
     }
 
@@ -112,7 +117,8 @@ impl Node {
     /// acknowledged). Shown at once, a reader could see a write that only this leader holds and
     /// that the next safe promotion, merging followers of the older term, does not have. Once
     /// as many followers of its term as the floor hold it, it counts as a write of the term
-    /// would, and stays readable.
+    /// would, and stays readable. Ask it under the replica lock, as the readers do: a promotion
+    /// installs its leader under that lock.
     pub fn readable(&self) -> Result<()> {
         let Some((held, needed)) = self.replicator().and_then(|leader| leader.unreadable()) else {
             return Ok(());

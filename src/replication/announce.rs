@@ -87,19 +87,13 @@ impl Announcement {
     }
 
     /// Followers known to hold this term's state, and how many must before that state counts
-    /// as a write of the term does: as many as the floor, and at least as many as
-    /// [`Announcement::synced`] asks; none when the term began at quorum 0, which promises
-    /// nothing.
+    /// as a write of the term does: as many as the floor, and never fewer than
+    /// [`Announcement::synced`] asks, so that every majority of the nodes includes one of them
+    /// or this leader, whatever the floor (a floor lowered to 0 by asynchronous writes
+    /// included: a candidate that reaches none of them counts with the older term's quorum).
     pub fn holds_term_state(&self) -> (usize, usize) {
         let (synced, needed) = self.synced();
-        (
-            synced,
-            if self.floor == 0 {
-                0
-            } else {
-                needed.max(self.floor)
-            },
-        )
+        (synced, needed.max(self.floor))
     }
 
     /// A write of `quorum` was made: announces it if it is the smallest yet; returns whether it
@@ -225,8 +219,7 @@ mod tests {
     }
 
     /// A new leader's state counts, as a write of its term does, once as many followers as the
-    /// floor hold it, and never fewer than two of five; a term begun at quorum 0 promised
-    /// nothing, and needs none.
+    /// floor hold it, and never fewer than two of five, a floor of 0 included.
     #[test]
     fn the_term_state_counts_once_as_many_followers_as_the_floor_hold_it() {
         let mut announcement = Announcement::new(5, 3);
@@ -238,7 +231,15 @@ mod tests {
         assert_eq!(announcement.holds_term_state(), (3, 3));
         let low = Announcement::new(5, 1);
         assert_eq!(low.holds_term_state(), (0, 2), "two of five at least");
-        assert_eq!(Announcement::new(5, 0).holds_term_state(), (0, 0));
+        let mut asynchronous = Announcement::new(5, 1);
+        asynchronous.lower(0);
+        asynchronous.heard(0, 0, 0);
+        assert_eq!(
+            asynchronous.holds_term_state(),
+            (1, 2),
+            "one follower heard of quorum 0: still two must hold the state"
+        );
+        assert_eq!(Announcement::new(5, 0).holds_term_state(), (0, 2));
     }
 
     /// A candidate that reaches only followers of the previous term would count with that

@@ -222,6 +222,10 @@ impl Replicator {
             (changed, revealed)
         };
         self.shared.announce(revealed);
+        if changed.wait_point == WaitPoint::AfterCommit {
+            // Reads waiting for the state this leader took over may show it now.
+            self.shared.wake_reads.notify_waiters();
+        }
         // A heartbeat now, rather than within 500 ms: the followers hold the settings a
         // promoted one carries on with.
         self.shared.wake_heartbeats();

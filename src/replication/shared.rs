@@ -104,7 +104,10 @@ impl Shared {
         if held < needed {
             return Some((held, needed));
         }
-        self.inherited_shown.store(true, Ordering::SeqCst);
+        // Whoever shows it first wakes the reads waiting for it.
+        if !self.inherited_shown.swap(true, Ordering::SeqCst) {
+            self.wake_reads.notify_waiters();
+        }
         None
     }
 
@@ -125,8 +128,8 @@ impl Shared {
             // The floor read again under the replica lock: a raise may have come in between.
             self.reveal(|hidden| hidden.lower_floor(self.floor()));
         }
-        if !self.inherited_shown.load(Ordering::SeqCst) && self.inherited_unshown().is_none() {
-            self.wake_reads.notify_waiters();
+        if !self.inherited_shown.load(Ordering::SeqCst) {
+            self.inherited_unshown();
         }
     }
 

@@ -136,10 +136,12 @@ pub fn run(parts: Parts, session: &mut Session, context: &Context) -> Answer {
             Ok(Reply::Array(values?).into())
         }),
         "EXISTS" => arity(1..=usize::MAX).and_then(|()| {
+            let replica = node.replica();
             node.readable().map_err(|err| error_reply(&err))?;
             let mut found = 0;
             for key in args {
-                found += i64::from(exists(node, &text(key, "key")?));
+                let entry = replica.read(&text(key, "key")?);
+                found += i64::from(entry.is_some_and(|entry| entry.value.is_some()));
             }
             Ok(Reply::Integer(found).into())
         }),
@@ -219,17 +221,11 @@ fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
     // What `GET /kv/{key}` shows, without waiting: under `after_sync` the leader's readers see
     // a write only once its quorum acknowledged it, and a new leader's state once enough
     // followers of its term hold it.
-    node.readable().map_err(|err| error_reply(&err))?;
     let replica = node.replica();
+    node.readable().map_err(|err| error_reply(&err))?;
     Ok(Reply::Bulk((replica.read(&key)).and_then(|entry| {
         entry.value.clone().map(String::into_bytes)
     })))
-}
-
-fn exists(node: &Node, key: &str) -> bool {
-    node.replica()
-        .read(key)
-        .is_some_and(|entry| entry.value.is_some())
 }
 
 /// `SET key value`: a write at the live write quorum, answered `+OK` once the quorum
