@@ -21,10 +21,10 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::resp::{self, RespLimits};
 
-/// How long requests still in flight may run after shutdown was asked for. A write waiting for
-/// its quorum would otherwise hold the node up to `REPLICATE_TIMEOUT_MS`; `docker stop` must
-/// return in well under a second.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
+/// How long requests still in flight (HTTP requests, and RESP commands already read) may run
+/// after shutdown was asked for. A write waiting for its quorum would otherwise hold the node up
+/// to `REPLICATE_TIMEOUT_MS`; `docker stop` must return in well under a second.
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_millis(300);
 /// Most headers a request may carry.
 const MAX_HEADERS: usize = 64;
 /// Most bytes a request's head (request line and headers) may take; hyper's minimum is 8 KiB.

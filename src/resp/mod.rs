@@ -24,12 +24,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::node::Node;
 use crate::node::kv::MAX_KEY_BYTES;
-use crate::server::{next_connection, stopped};
+use crate::server::{SHUTDOWN_GRACE, next_connection, stopped};
 use command::{Answer, Context, Session};
 use wire::{Limits, Reply};
 
@@ -66,7 +67,11 @@ impl RespLimits {
     }
 }
 
-/// Accepts connections on `listener` and serves each until `stop` turns true.
+/// Accepts connections on `listener` and serves each until `stop` turns true. Then, as the
+/// HTTP listener does, gives the commands in flight a short grace (`SHUTDOWN_GRACE`): each
+/// connection reads no more commands, answers those it read (a `SET` waiting for its quorum
+/// gets its `+OK` if the quorum comes in time) and closes; what is still open after the grace
+/// is cut off.
 pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
@@ -75,7 +80,10 @@ pub async fn serve(
 ) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let ids = AtomicU64::new(1);
+    let mut open = JoinSet::new();
     while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
+        // The connections that ended, reaped as new ones come.
+        while open.try_join_next().is_some() {}
         let context = Context {
             node: Arc::clone(&node),
             max_value_bytes: limits.max_value_bytes,
@@ -83,21 +91,26 @@ pub async fn serve(
         };
         let permit = Arc::clone(&connections).try_acquire_owned();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        open.spawn(async move {
             let Ok(_permit) = permit else {
                 refuse(stream).await;
                 return;
             };
-            tokio::select! {
-                ended = connection(stream, context, limits) => {
-                    if let Err(why) = ended {
-                        debug!(%peer, %why, "RESP connection closed");
-                    }
-                }
-                _ = stopped(stop) => {}
+            if let Err(why) = connection(stream, context, limits, stop).await {
+                debug!(%peer, %why, "RESP connection closed");
             }
         });
     }
+    // No new connections during the grace: they are refused, not left in the backlog.
+    drop(listener);
+    let drained = async { while open.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        debug!(
+            connections = open.len(),
+            "RESP connections still open at shutdown were cut off"
+        );
+    }
+    open.abort_all();
 }
 
 /// Redis's answer past `maxclients`.
@@ -132,6 +145,8 @@ enum Event {
     Read(std::io::Result<usize>),
     Wrote(std::io::Result<usize>),
     Late,
+    /// The node is shutting down.
+    Stop,
 }
 
 /// Stops the `WAIT`s of a connection that closed: nobody reads their replies.
@@ -153,8 +168,14 @@ const MAX_OUTPUT: usize = 64 * 1024 * 1024;
 
 /// Serves one connection: reads commands, runs them, answers in order. Reading and writing go
 /// on side by side, so that a client that sends a long pipeline before it reads a reply is
-/// not stuck behind its own replies. Returns why it closed.
-async fn connection(stream: TcpStream, context: Context, limits: RespLimits) -> Result<(), String> {
+/// not stuck behind its own replies. Once `stop` turns true, it runs no more commands, answers
+/// those it ran, and closes. Returns why it closed.
+async fn connection(
+    stream: TcpStream,
+    context: Context,
+    limits: RespLimits,
+    stop: watch::Receiver<bool>,
+) -> Result<(), String> {
     let wire = limits.wire();
     let (mut reader, mut writer) = stream.into_split();
     let mut session = Session::default();
@@ -249,6 +270,7 @@ async fn connection(stream: TcpStream, context: Context, limits: RespLimits) -> 
             read = reader.read(&mut chunk), if reading => Event::Read(read),
             wrote = writer.write(&output[sent..]), if writing => Event::Wrote(wrote),
             () = tokio::time::sleep_until(deadline), if idle => Event::Late,
+            () = stopped(stop.clone()), if !closing => Event::Stop,
         };
         match event {
             Event::Answered(reply) => {
@@ -275,6 +297,8 @@ async fn connection(stream: TcpStream, context: Context, limits: RespLimits) -> 
                 abort_waits(&replies);
                 return Err(err.to_string());
             }
+            // As after `QUIT`: answer what came before, then close.
+            Event::Stop => closing = true,
             Event::Late => {
                 return Err(match partial_since {
                     Some(_) => "a command did not arrive whole in time".into(),

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use redis::aio::MultiplexedConnection;
 use reqwest::StatusCode;
 use semisync_kv::local::{LocalNode, LocalSettings};
@@ -14,7 +15,7 @@ use semisync_kv::settings::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{runs, skip_without_tool};
-use crate::helpers::{TestCluster, base, eventually, send, settings};
+use crate::helpers::{NodeExt, TestCluster, base, eventually, send, settings};
 
 /// A test cluster whose nodes speak RESP too, with these live settings.
 fn speaking_resp(settings_: Settings) -> LocalSettings {
@@ -388,4 +389,67 @@ async fn redis_cli_works_against_the_cluster() {
     let out = child.wait_with_output().expect("redis-cli ends");
     // Without a terminal, redis-cli prints an integer reply bare.
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK\n5");
+}
+
+/// A node told to stop answers the RESP commands it already read, within the short grace the
+/// HTTP listener gives its requests: a `SET` waiting for its quorum when `SIGTERM` comes gets its
+/// `+OK` once the quorum arrives. Its one follower is stopped (`SIGSTOP`) so that the `SET`
+/// waits, and resumed once the leader stopped accepting connections.
+#[tokio::test]
+async fn a_set_waiting_for_its_quorum_is_answered_when_the_node_stops() {
+    let mut cluster = TestCluster::start_up(LocalSettings {
+        followers: 1,
+        ..speaking_resp(Settings {
+            write_quorum: 1,
+            replicate_timeout_ms: 30_000,
+            ..base()
+        })
+    })
+    .await;
+    cluster.followers[0].signal(Signal::SIGSTOP);
+    let mut stream = tokio::net::TcpStream::connect(resp_addr(&cluster.leader))
+        .await
+        .expect("connect over RESP");
+    stream
+        .write_all(b"*3\r\n$3\r\nSET\r\n$4\r\ngone\r\n$4\r\nsoon\r\n")
+        .await
+        .expect("send SET");
+    // Applied on the leader (version 1.1), waiting for the stopped follower.
+    eventually(Duration::from_secs(5), || async {
+        let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
+        if health["version"] == "1.1" {
+            Ok(())
+        } else {
+            Err(format!("not yet applied: {health}"))
+        }
+    })
+    .await
+    .expect("the SET is in flight");
+
+    cluster.leader.signal(Signal::SIGTERM);
+    // The follower goes on only once the leader stopped taking connections, so that the
+    // quorum comes during the grace, not before the stop.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(resp_addr(&cluster.leader))
+        .await
+        .is_ok()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "still accepting");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    cluster.followers[0].signal(Signal::SIGCONT);
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    assert!(read.is_ok(), "the connection closes after the reply");
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "+OK\r\n",
+        "{}",
+        cluster.leader.log_text()
+    );
+    let status = (cluster.leader)
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the leader exited");
+    assert!(status.success(), "clean exit: {status:?}");
 }

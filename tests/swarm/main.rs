@@ -1,7 +1,8 @@
 //! Swarm test: the real `deploy/swarm-stack.yml` and the real image (built by the no-registry
 //! path) on a one-node Docker swarm that the test creates, driven the way the classroom recipe
-//! drives it: a follower scaled to 0 and back (cases A and B), a follower's task killed (Swarm
-//! starts a new one, which the recovery catches up), and a failover with the leader scaled to 0.
+//! drives it: writes and reads over HTTP and over RESP (redis-cli), a follower scaled to 0 and
+//! back (cases A and B), a follower's task killed (Swarm starts a new one, which the recovery
+//! catches up), and a failover with the leader scaled to 0.
 //!
 //! It runs only on an engine that is in no swarm, and never touches one it did not create. It
 //! removes the stack, the secret and the swarm, and the network the swarm made, when it ends,
@@ -79,8 +80,9 @@ impl Swarm {
             );
             return None;
         }
-        if let Some(port) =
-            (8000..=8005).find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
+        if let Some(port) = (8000..=8005)
+            .chain(6380..=6385)
+            .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_err())
         {
             panic!("port {port} on 127.0.0.1 is taken: stop what listens there (the lab cluster?)");
         }
@@ -391,6 +393,28 @@ async fn the_stack_on_a_one_node_swarm() {
             (status, &read["value"]),
             (StatusCode::OK, &json!("greeting-value"))
         );
+    }
+
+    // Redis's protocol on the published ports, as in compose: a SET on the leader (6380) and a
+    // GET on follower3 (6383).
+    match runs("redis-cli", &["--version"]) {
+        Ok(()) => {
+            let cli = |args: &[&str]| run_ok(Command::new("redis-cli").args(args));
+            assert_eq!(cli(&["-p", "6380", "set", "swarm", "resp"]).trim(), "OK");
+            eventually(WITHIN, || async {
+                match cli(&["-p", "6383", "get", "swarm"]).trim() {
+                    "resp" => Ok(()),
+                    other => Err(other.to_owned()),
+                }
+            })
+            .await
+            .expect("follower3 serves the write over RESP");
+        }
+        Err(why) => skip_without_tool(
+            "the swarm test's redis-cli lines",
+            &why,
+            "install redis-cli (Debian: apt-get install redis-tools)",
+        ),
     }
 
     // Case A and B with follower5 scaled to 0: quorum 3 still reached, quorum 5 a 503; scaled
