@@ -1189,13 +1189,7 @@ mod tests {
     /// once, and once n1 is back and the new term's transfers went out.
     async fn promote_after_a_hidden_write(world: Arc<World>, candidate: usize) -> (String, String) {
         let node = |slot| world.net.node(slot).expect("up");
-        world.change(SettingsChange {
-            write_quorum: Some(5),
-            wait_point: Some(WaitPoint::AfterSync),
-            ..SettingsChange::default()
-        });
-        let acked = node(0).write("x".into(), Some("acked".into()), None).await;
-        assert!(acked.is_ok(), "{acked:?}");
+        acked_under_after_sync(&world, 5).await;
         // n0 alone: its next write reaches no follower, and stays hidden.
         world.strike(Fault::Split(vec![0]));
         let hidden = node(0).write("x".into(), Some("hidden".into()), None).await;
@@ -1213,18 +1207,32 @@ mod tests {
         assert!(node(0).replicator().is_none(), "n0 stepped down");
         let promoted = node(candidate).promote(false).await.expect("promoted");
         assert_eq!(promoted.term, 3);
-        // Waiting, as `GET /kv` does, for the new term's followers to hold its state.
-        let read = |node: Arc<Node>| async move {
-            let read = node
-                .read("x".into(), Version::ZERO, Duration::from_secs(1))
-                .await;
-            read.map_or_else(|err| err.to_string(), |read| read.value)
-        };
-        let shown = read(node(candidate)).await;
+        let shown = read_x(node(candidate)).await;
         // n1 back: five followers hold the state of term 3, and the write its quorum.
         world.boot(1, Role::Follower);
         tokio::time::sleep(Duration::from_secs(3)).await;
-        (shown, read(node(candidate)).await)
+        (shown, read_x(node(candidate)).await)
+    }
+
+    /// Switches n0, the leader, to after_sync at `quorum` and writes `x = acked` there.
+    async fn acked_under_after_sync(world: &World, quorum: usize) {
+        world.change(SettingsChange {
+            write_quorum: Some(quorum),
+            wait_point: Some(WaitPoint::AfterSync),
+            ..SettingsChange::default()
+        });
+        let node = world.net.node(0).expect("up");
+        let acked = node.write("x".into(), Some("acked".into()), None).await;
+        assert!(acked.is_ok(), "{acked:?}");
+    }
+
+    /// What a read of `x` on `node` shows, or its error's code: waiting, as `GET /kv` does,
+    /// for a new leader's followers to hold its state.
+    async fn read_x(node: Arc<Node>) -> String {
+        let read = node
+            .read("x".into(), Version::ZERO, Duration::from_secs(1))
+            .await;
+        read.map_or_else(|err| err.status_and_code().1.to_owned(), |read| read.value)
     }
 
     /// A leader under after_sync, deposed with a write no follower holds, and promoted again:
@@ -1298,18 +1306,7 @@ mod tests {
     fn a_new_leader_under_after_sync_shows_what_it_inherited_once_its_followers_hold_it() {
         let (shown, kept) = scripted(async |world| {
             let node = |slot| world.net.node(slot).expect("up");
-            let read = |node: Arc<Node>| async move {
-                let wait = Duration::from_secs(1);
-                let read = node.read("x".into(), Version::ZERO, wait).await;
-                read.map_or_else(|err| err.status_and_code().1.to_owned(), |read| read.value)
-            };
-            world.change(SettingsChange {
-                write_quorum: Some(3),
-                wait_point: Some(WaitPoint::AfterSync),
-                ..SettingsChange::default()
-            });
-            let acked = node(0).write("x".into(), Some("acked".into()), None).await;
-            assert!(acked.is_ok(), "{acked:?}");
+            acked_under_after_sync(&world, 3).await;
             world.strike(Fault::Split(vec![0, 1]));
             let unconfirmed = node(0)
                 .write("x".into(), Some("n1 only".into()), None)
@@ -1323,14 +1320,14 @@ mod tests {
             let promoted = node(1).promote(false).await.expect("a safe promotion");
             assert!(promoted.safe, "{promoted:?}");
             world.strike(Fault::Split(vec![1]));
-            let shown = read(node(1)).await;
+            let shown = read_x(node(1)).await;
             world.crash(1);
             world.boot(0, Role::Follower);
             world.boot(1, Role::Follower);
             world.strike(Fault::Heal);
             let promoted = node(2).promote(false).await.expect("a safe promotion");
             assert!(promoted.safe, "{promoted:?}");
-            (shown, read(node(2)).await)
+            (shown, read_x(node(2)).await)
         });
         assert_eq!(
             kept, "acked",

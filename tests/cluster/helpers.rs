@@ -152,6 +152,21 @@ impl TestCluster {
         send(self.http.get(format!("{base}{path}"))).await
     }
 
+    /// Waits until the leader has applied the cluster's first write (its `/health` says version
+    /// 1.1): a write that cannot reach its quorum is then in flight.
+    pub async fn first_write_applied(&self) {
+        eventually(Duration::from_secs(5), || async {
+            let (_, health) = self.get(&self.leader.url(), "/health").await;
+            if health["version"] == "1.1" {
+                Ok(())
+            } else {
+                Err(format!("not yet applied: {health}"))
+            }
+        })
+        .await
+        .expect("the write is in flight");
+    }
+
     /// The leader's `GET /cluster`.
     pub async fn cluster_status(&self) -> Value {
         let (status, body) = self.get(&self.leader.url(), "/cluster").await;

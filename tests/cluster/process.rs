@@ -10,7 +10,7 @@ use semisync_kv::local::LocalSettings;
 use semisync_kv::settings::Settings;
 use serde_json::json;
 
-use crate::helpers::{NodeExt, TestCluster, base, eventually, settings};
+use crate::helpers::{NodeExt, TestCluster, base, settings};
 
 /// SIGTERM stops a node promptly, even with a write still waiting for its quorum.
 #[tokio::test]
@@ -29,16 +29,7 @@ async fn sigterm_stops_a_node_with_a_write_in_flight() {
     let url = format!("{}/kv/k", cluster.leader.url());
     let pending = tokio::spawn(cluster.http.put(url).json(&json!({"value": "v"})).send());
     // The leader applies a write before waiting for its quorum: version 1.1 means it is waiting.
-    eventually(Duration::from_secs(5), || async {
-        let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
-        if health["version"] == "1.1" {
-            Ok(())
-        } else {
-            Err(format!("not yet applied: {health}"))
-        }
-    })
-    .await
-    .expect("write in flight");
+    cluster.first_write_applied().await;
 
     cluster.leader.signal(Signal::SIGTERM);
     // Far less than the 30 s the write would otherwise wait.

@@ -414,17 +414,8 @@ async fn a_set_waiting_for_its_quorum_is_answered_when_the_node_stops() {
         .write_all(b"*3\r\n$3\r\nSET\r\n$4\r\ngone\r\n$4\r\nsoon\r\n")
         .await
         .expect("send SET");
-    // Applied on the leader (version 1.1), waiting for the stopped follower.
-    eventually(Duration::from_secs(5), || async {
-        let (_, health) = cluster.get(&cluster.leader.url(), "/health").await;
-        if health["version"] == "1.1" {
-            Ok(())
-        } else {
-            Err(format!("not yet applied: {health}"))
-        }
-    })
-    .await
-    .expect("the SET is in flight");
+    // Applied on the leader, waiting for the stopped follower.
+    cluster.first_write_applied().await;
 
     cluster.leader.signal(Signal::SIGTERM);
     // The follower goes on only once the leader stopped taking connections, so that the
