@@ -160,4 +160,7 @@ async fn transfer(shared: &Shared, link: &Link, incarnation: u64) {
         }
     }
     link.end_transfer(result.as_ref(), version);
+    if result.is_ok() {
+        shared.transfers.notify_waiters();
+    }
 }

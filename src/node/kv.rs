@@ -195,6 +195,11 @@ impl Writing {
         self.sending.tally()
     }
 
+    /// The version the leader gave the write.
+    pub fn version(&self) -> Version {
+        self.write.version
+    }
+
     /// Waits for the write's quorum on `node`, the leader that began it, and answers as
     /// [`Node::write`] does; the metrics count it under `protocol`.
     pub async fn finish(self, node: &Node, protocol: Protocol) -> Result<WriteResponse> {

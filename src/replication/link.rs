@@ -131,6 +131,9 @@ struct LinkState {
     /// leader copies its map, so that every write given up is in that copy.
     transfer_due: bool,
     transfers: u64,
+    /// The version of the newest state transfer the follower acknowledged: it holds every
+    /// write up to it.
+    transferred: Version,
     last_error: Option<String>,
 }
 
@@ -159,6 +162,7 @@ impl Link {
                 retrying: 0,
                 transfer_due: false,
                 transfers: 0,
+                transferred: Version::ZERO,
                 last_error: None,
             }),
         }
@@ -184,6 +188,11 @@ impl Link {
         }
         state.pending += 1;
         true
+    }
+
+    /// The version of the newest state transfer the follower acknowledged.
+    pub fn transferred(&self) -> Version {
+        self.state().transferred
     }
 
     /// Whether a state transfer is due: pending writes are dropped rather than sent.
@@ -318,6 +327,7 @@ impl Link {
                 state.acked_version = state.acked_version.max(version);
                 state.applied_version = state.applied_version.max(ack.version);
                 state.transfers += 1;
+                state.transferred = state.transferred.max(version);
                 state.last_contact = Some(Instant::now());
                 state.failing_since = None;
                 state.last_error = None;

@@ -73,7 +73,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::events::{Event, Events, millis, shorten};
+use crate::events::{Event, Events, FollowerIndex, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::signal::Signal;
@@ -173,6 +173,7 @@ impl Replicator {
             deposed: Signal::new(false),
             wake_reads,
             inherited_shown: AtomicBool::new(!inherits),
+            transfers: Notify::new(),
         });
         let pipelines = (0..followers.len())
             .map(|index| Pipeline::spawn(Arc::clone(&shared), index))
@@ -278,6 +279,25 @@ impl Replicator {
             return None;
         }
         self.shared.inherited_unshown()
+    }
+
+    /// The followers that hold a write of this leader (its `tally`, at `version`): those that
+    /// acknowledged it, late acks included, and those it gave up on in favour of a state
+    /// transfer that has since carried it. What Redis's `WAIT` counts.
+    pub fn holders(&self, tally: &Tally, version: Version) -> usize {
+        let mut transferred: Vec<FollowerIndex> = (tally.given_up().into_iter())
+            .filter(|&follower| {
+                (self.shared.links.get(follower)).is_some_and(|link| link.transferred() >= version)
+            })
+            .collect();
+        transferred.sort_unstable();
+        transferred.dedup();
+        tally.held() + transferred.len()
+    }
+
+    /// Woken each time a follower acknowledges a state transfer.
+    pub fn transfer_acked(&self) -> &Notify {
+        &self.shared.transfers
     }
 
     /// Whether this leader stepped down, having learned of a newer term.
@@ -396,7 +416,7 @@ impl Replicator {
                     reason: "a state transfer is due; it will carry this write".into(),
                     gave_up: true,
                 });
-                tally.give_up();
+                tally.give_up(link.index);
                 continue;
             }
             let lag = settings.draw_lag();
@@ -411,6 +431,7 @@ impl Replicator {
                 tally: Arc::clone(&tally),
                 applied_at,
                 attempt: 1,
+                follower: link.index,
             };
             pipeline.schedule(shared, message, applied_at + lag);
         }

@@ -54,6 +54,8 @@ pub struct Message {
     /// 1 for the first attempt, then 2, 3, ... for retries: raised by each failure, so a
     /// write past 1 counts as retrying on its link.
     pub attempt: u32,
+    /// The follower it goes to.
+    pub follower: FollowerIndex,
 }
 
 /// The sending end of one follower's pipeline.
@@ -94,7 +96,7 @@ fn schedule(shared: &Arc<Shared>, queue: UnboundedSender<Message>, message: Mess
 /// or is shutting down), no ack can come for it: its write stops waiting for this follower.
 fn hand_over(queue: &UnboundedSender<Message>, message: Message) {
     if let Err(unsent) = queue.send(message) {
-        unsent.0.tally.give_up();
+        unsent.0.tally.give_up(unsent.0.follower);
     }
 }
 
@@ -348,7 +350,7 @@ impl Worker {
         let retried = messages.iter().filter(|m| m.attempt > 1).count();
         for message in &messages {
             self.publish_failure(message, reason, true);
-            message.tally.give_up();
+            message.tally.give_up(message.follower);
         }
         self.shared.links[self.index].release(messages.len(), retried);
     }

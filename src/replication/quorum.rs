@@ -64,6 +64,9 @@ struct State {
     /// Followers that acknowledged, before or after the answer: those that hold the write.
     /// Each follower's message is acknowledged at most once.
     held: usize,
+    /// Followers whose delivery gave up in favour of a state transfer: they never acknowledge
+    /// this write, but a transfer may carry it ([`Replicator::holders`](super::Replicator::holders)).
+    given_up: Vec<FollowerIndex>,
 }
 
 impl Tally {
@@ -76,6 +79,7 @@ impl Tally {
                 outstanding: followers,
                 answered: false,
                 held: 0,
+                given_up: Vec::new(),
             }),
             changed: Notify::new(),
             held_changed: Notify::new(),
@@ -112,6 +116,12 @@ impl Tally {
         self.state().held
     }
 
+    /// The followers that will not acknowledge the write: their delivery gave up in favour of
+    /// a state transfer.
+    pub fn given_up(&self) -> Vec<FollowerIndex> {
+        self.state().given_up.clone()
+    }
+
     /// Waits until more than `held` followers hold the write. Any number of tasks may wait.
     pub async fn held_by_more_than(&self, held: usize) {
         loop {
@@ -128,8 +138,9 @@ impl Tally {
 
     /// Records that `follower` will not acknowledge this write (its delivery gave up in favour
     /// of a state transfer).
-    pub fn give_up(&self) {
+    pub fn give_up(&self, follower: FollowerIndex) {
         let mut state = self.state();
+        state.given_up.push(follower);
         state.outstanding = state.outstanding.saturating_sub(1);
         if state.outstanding == 0 {
             self.changed.notify_one();
@@ -321,8 +332,8 @@ mod tests {
     async fn answers_early_when_no_more_acks_can_come() {
         let tally = Tally::new(3, 3);
         tally.ack(0);
-        tally.give_up();
-        tally.give_up();
+        tally.give_up(1);
+        tally.give_up(2);
         let started = Instant::now();
         assert_eq!(
             tally

@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Whether readers under `after_sync` may see the state this leader inherited; true from
     /// the start when it inherited nothing, and true for good once it is.
     pub(super) inherited_shown: AtomicBool,
+    /// Woken each time a follower acknowledges a state transfer: the `WAIT`s counting the
+    /// followers that hold a write.
+    pub(crate) transfers: Notify,
 }
 
 impl Shared {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::wire::{Parts, Reply};
+use crate::Version;
 use crate::error::Error;
 use crate::metrics::Protocol;
 use crate::node::Node;
@@ -43,8 +44,8 @@ pub const COMMANDS: [&str; 19] = [
 /// What one connection remembers between its commands.
 #[derive(Debug, Default)]
 pub struct Session {
-    /// The acks of the connection's last write, which `WAIT` counts.
-    last_write: Option<Arc<Tally>>,
+    /// The acks of the connection's last write and its version, which `WAIT` counts.
+    last_write: Option<(Arc<Tally>, Version)>,
     /// `CLIENT SETNAME`.
     name: Option<Vec<u8>>,
     /// `QUIT` was sent: close after answering it.
@@ -267,7 +268,7 @@ fn begin(
     let writing = (context.node)
         .begin_write(key, value, None)
         .map_err(|err| error_reply(&err))?;
-    session.last_write = Some(Arc::clone(writing.tally()));
+    session.last_write = Some((Arc::clone(writing.tally()), writing.version()));
     Ok(writing)
 }
 
@@ -334,7 +335,7 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
     let replicator = node
         .leader()
         .map_err(|_| Reply::err("WAIT cannot be used with replica instances"))?;
-    let Some(tally) = session.last_write.clone() else {
+    let Some((tally, version)) = session.last_write.clone() else {
         let up = (replicator.followers().iter())
             .filter(|follower| follower.state == FollowerState::Up)
             .count();
@@ -342,13 +343,21 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
     };
     let wanted = usize::try_from(wanted).unwrap_or(0);
     let task = tokio::spawn(async move {
+        // The followers that acknowledged the write, and those a state transfer carried it to.
         let enough = async {
             loop {
+                // Registered before the count: a transfer acknowledged right after it wakes this.
+                let transferred = replicator.transfer_acked().notified();
+                let mut transferred = std::pin::pin!(transferred);
+                transferred.as_mut().enable();
                 let held = tally.held();
-                if held >= wanted {
+                if replicator.holders(&tally, version) >= wanted {
                     return;
                 }
-                tally.held_by_more_than(held).await;
+                tokio::select! {
+                    () = tally.held_by_more_than(held) => {}
+                    () = transferred => {}
+                }
             }
         };
         if timeout == 0 {
@@ -356,7 +365,7 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
         } else {
             let _ = tokio::time::timeout(Duration::from_millis(timeout as u64), enough).await;
         }
-        Reply::Integer(tally.held() as i64)
+        Reply::Integer(replicator.holders(&tally, version) as i64)
     });
     Ok(Answer::Later {
         task,

@@ -444,3 +444,51 @@ async fn a_set_waiting_for_its_quorum_is_answered_when_the_node_stops() {
         .expect("the leader exited");
     assert!(status.success(), "clean exit: {status:?}");
 }
+
+/// `WAIT` counts a follower that got the connection's last write by a state transfer, as Redis
+/// counts a replica that resynchronized. With a backlog of one write per follower, a write made
+/// while follower5 is down (one write already pending for it) is not sent to it at all: its
+/// delivery gives up, and the transfer that catches follower5 up once restarted carries it.
+#[tokio::test]
+async fn wait_counts_a_follower_that_a_state_transfer_gave_the_write() {
+    let mut cluster = TestCluster::start_up(LocalSettings {
+        leader_env: vec![("REPLICATION_BACKLOG".into(), "1".into())],
+        ..speaking_resp(Settings {
+            write_quorum: 0,
+            ..base()
+        })
+    })
+    .await;
+    cluster.followers[4].kill();
+    cluster
+        .wait_follower(4, "down", Duration::from_secs(10))
+        .await;
+    let mut leader = connect(&cluster.leader).await;
+    let mut set_then_wait = async |key: &str, wanted: usize| -> i64 {
+        let () = query(&mut leader, redis::cmd("SET").arg(key).arg("v"))
+            .await
+            .expect("SET at quorum 0");
+        query(&mut leader, redis::cmd("WAIT").arg(wanted).arg(10_000))
+            .await
+            .expect("WAIT")
+    };
+    assert_eq!(
+        set_then_wait("pending", 4).await,
+        4,
+        "four followers are up"
+    );
+    // follower5's backlog is full: this write is not sent to it.
+    assert_eq!(set_then_wait("caught", 4).await, 4);
+
+    cluster.followers[4].restart().expect("restart follower5");
+    cluster
+        .wait_follower(4, "up", Duration::from_secs(10))
+        .await;
+    let held: i64 = query(&mut leader, redis::cmd("WAIT").arg(5).arg(10_000))
+        .await
+        .expect("WAIT");
+    assert_eq!(
+        held, 5,
+        "follower5 holds the write since its state transfer"
+    );
+}
