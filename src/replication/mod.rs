@@ -73,7 +73,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::events::{Event, Events, FollowerIndex, millis, shorten};
+use crate::events::{Event, Events, millis, shorten};
 use crate::metrics::Metrics;
 use crate::settings::{Settings, SettingsChange, WaitPoint};
 use crate::signal::Signal;
@@ -283,16 +283,15 @@ impl Replicator {
 
     /// The followers that hold a write of this leader (its `tally`, at `version`): those that
     /// acknowledged it, late acks included, and those it gave up on in favour of a state
-    /// transfer that has since carried it. What Redis's `WAIT` counts.
+    /// transfer that has since carried it. What Redis's `WAIT` counts. Each follower has one
+    /// message per write, acknowledged or given up, never both, so none counts twice.
     pub fn holders(&self, tally: &Tally, version: Version) -> usize {
-        let mut transferred: Vec<FollowerIndex> = (tally.given_up().into_iter())
+        let transferred = (tally.given_up().into_iter())
             .filter(|&follower| {
                 (self.shared.links.get(follower)).is_some_and(|link| link.transferred() >= version)
             })
-            .collect();
-        transferred.sort_unstable();
-        transferred.dedup();
-        tally.held() + transferred.len()
+            .count();
+        tally.held() + transferred
     }
 
     /// Woken each time a follower acknowledges a state transfer.
