@@ -10,10 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, AppState};
@@ -75,10 +75,11 @@ async fn serve_state(
     config: &Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = state.stopping();
+    let stopper = state.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        stopper.stop();
     });
 
     let address = |listener: &TcpListener| {
@@ -107,19 +108,11 @@ async fn serve_state(
     // Before serving the public API: a starting leader must not issue versions its followers
     // already hold, nor answer reads with an empty map. The internal listener serves already, so
     // that two nodes starting at once can answer each other.
-    let graceful = GracefulShutdown::new();
     let header_read_timeout = config.header_read_timeout();
     let internal = async {
         if let Some(listener) = internal {
             let router = api::internal_router(state.clone());
-            accept(
-                listener,
-                router,
-                header_read_timeout,
-                &graceful,
-                stop_rx.clone(),
-            )
-            .await;
+            accept(listener, router, header_read_timeout, stop_rx.clone()).await;
         }
     };
     let public = async {
@@ -140,13 +133,7 @@ async fn serve_state(
             }
         });
         let router = api::client_router(state.clone());
-        let http = accept(
-            public,
-            router,
-            header_read_timeout,
-            &graceful,
-            stop_rx.clone(),
-        );
+        let http = accept(public, router, header_read_timeout, stop_rx.clone());
         let resp = async {
             if let Some(listener) = resp {
                 let limits = RespLimits {
@@ -160,40 +147,54 @@ async fn serve_state(
         tokio::join!(http, resp);
     };
     tokio::join!(public, internal);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("requests still in flight at shutdown were cut off");
-    }
     info!("stopped");
     Ok(())
 }
 
 /// Accepts connections on `listener` and serves `router` on each until `stop` turns true. Each
 /// connection gets hyper's protections that `axum::serve` leaves off: a deadline for the
-/// request headers (against slowloris), and caps on their number and size.
+/// request headers (against slowloris), and caps on their number and size. A connection may be
+/// upgraded (the replication stream is); the upgraded one is its route's to serve.
+///
+/// At stop, each connection finishes the request it is serving and closes; requests still
+/// running after [`SHUTDOWN_GRACE`] are cut off.
 async fn accept(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
-    graceful: &GracefulShutdown,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut connections = JoinSet::new();
     while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
+        // Reap the connections that have ended, so that the set holds only live ones.
+        while connections.try_join_next().is_some() {}
         let service = TowerToHyperService::new(router.clone());
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
             .max_headers(MAX_HEADERS)
             .max_buf_size(MAX_HEADER_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = stopped(stop) => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = ended {
                 debug!(%peer, %err, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        warn!("requests still in flight at shutdown were cut off");
     }
 }
 

@@ -106,9 +106,10 @@ fn batch(mut data: &[u8]) -> (serde_json::Value, usize) {
 
 const METHODS: [Method; 5] = [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH];
 // A read with `min_version` is fuzzed with `wait_ms=0`: a wait would only slow the fuzzer down.
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "/kv/", "/internal/replicate", "/internal/transfer", "/internal/status", "/dump", "/health",
     "/internal/fence", "/internal/heartbeat", "/cluster", "/kv/k?wait_ms=0&min_version=",
+    "/internal/stream",
 ];
 
 fuzz_target!(|data: &[u8]| {

@@ -12,7 +12,7 @@ use super::state::AppState;
 use crate::error::{ErrorBody, Result};
 use crate::replication::wire::{
     Batch, BatchAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
-    REPLICATE_PATH, STATUS_PATH, StateTransfer, TRANSFER_PATH, TransferAck,
+    REPLICATE_PATH, STATUS_PATH, STREAM_PATH, StateTransfer, TRANSFER_PATH, TransferAck,
 };
 
 /// Largest body an internal route accepts, in bytes: a state transfer can be large. The leader
@@ -23,6 +23,7 @@ pub(super) const BODY_LIMIT: usize = 4 << 30;
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route(REPLICATE_PATH, post(replicate))
+        .route(STREAM_PATH, post(super::stream::open))
         .route(TRANSFER_PATH, post(transfer))
         .route(HEARTBEAT_PATH, post(heartbeat))
         .route(STATUS_PATH, get(status))

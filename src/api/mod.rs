@@ -11,6 +11,7 @@ mod linger;
 pub mod openapi;
 mod public;
 mod state;
+mod stream;
 #[cfg(test)]
 mod tests;
 

@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::{Content, ObjectBuilder, Ref, RefOr, ResponseBuilder, Schema};
 
 use super::state::AppState;
-use super::{internal, public};
+use super::{internal, public, stream};
 use crate::config::Role;
 use crate::error::ErrorBody;
 
@@ -42,7 +42,12 @@ struct ApiDoc;
         `Authorization: Bearer <CLUSTER_TOKEN>` when a token is set. Errors are JSON objects \
         with `error` and `message`."
     ),
-    paths(internal::replicate, internal::heartbeat, internal::status),
+    paths(
+        internal::replicate,
+        stream::open,
+        internal::heartbeat,
+        internal::status
+    ),
     components(schemas(ErrorBody))
 )]
 struct InternalApiDoc;

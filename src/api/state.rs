@@ -4,7 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::error::{Error, StartError};
@@ -13,6 +13,9 @@ use crate::node::kv::MAX_KEY_BYTES;
 
 /// Event streams (the dashboard's) open at once; more are refused with `503 overloaded`.
 pub(super) const MAX_EVENT_STREAMS: usize = 32;
+/// Replication streams open at once: one per leader that reaches this node, and a few more while
+/// a broken one closes. More are refused with `503 overloaded`.
+pub(super) const MAX_REPLICATION_STREAMS: usize = 32;
 
 /// The node behind the routers, and what only HTTP needs: the cluster token and the request
 /// limits. Dereferences to the [`Node`].
@@ -31,6 +34,11 @@ pub(super) struct Http {
     pub(super) max_concurrent_requests: usize,
     /// Bounds the dashboard's event streams.
     pub(super) event_streams: Arc<Semaphore>,
+    /// Bounds the replication streams.
+    pub(super) replication_streams: Arc<Semaphore>,
+    /// Turns true when the node stops: what ends the connections that outlive a request (the
+    /// replication streams) and the listeners.
+    stop: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -49,6 +57,8 @@ impl AppState {
                 request_timeout: config.request_timeout(),
                 max_concurrent_requests: config.max_concurrent_requests,
                 event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+                replication_streams: Arc::new(Semaphore::new(MAX_REPLICATION_STREAMS)),
+                stop: watch::channel(false).0,
             }),
         })
     }
@@ -61,6 +71,16 @@ impl AppState {
     /// The HTTP layer's configuration.
     pub(super) fn http(&self) -> &Http {
         &self.http
+    }
+
+    /// Tells the node's listeners and long-lived connections to stop.
+    pub fn stop(&self) {
+        self.http.stop.send_replace(true);
+    }
+
+    /// Turns true once [`AppState::stop`] was called.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.http.stop.subscribe()
     }
 
     /// Whether internal requests must carry the cluster token.

@@ -584,6 +584,117 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"k": "v"}));
 }
 
+/// The replication stream answers each batch as `POST /internal/replicate` does, in order, and
+/// answers a frame that is not a batch with a 400 before it closes. Opening one needs the
+/// `Upgrade` header.
+#[tokio::test]
+async fn the_replication_stream_answers_batches_as_the_json_route_does() {
+    use crate::replication::wire::Batch;
+    use crate::replication::wire::binary::{self, Answer, Frames};
+    use tokio::io::AsyncWriteExt;
+
+    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state.clone()),
+    };
+    let json = assert_error(&app, "POST", "/internal/stream", None, 400, "invalid_body").await;
+    assert!(
+        json["message"]
+            .as_str()
+            .expect("a message")
+            .contains("Upgrade")
+    );
+
+    let (mut leader, follower) = tokio::io::duplex(1 << 16);
+    let serving = tokio::spawn(async move {
+        super::stream::serve(&state, follower, Some("leader-1")).await;
+    });
+    let mut frames = Frames::new(1 << 20);
+    // The frames of `payloads`, one after the other.
+    let framed = |payloads: Vec<Vec<u8>>| {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&payload);
+        }
+        bytes
+    };
+    let encoded = |json: &str| {
+        let batch: Batch = serde_json::from_str(json).expect("a batch");
+        let mut bytes = Vec::new();
+        binary::encode_batch(&batch, &mut bytes);
+        bytes[8..].to_vec()
+    };
+    let body = batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]);
+
+    // Not synced with term 7 yet, then synced: two batches sent together, answered in order.
+    let bytes = framed(vec![encoded(&body)]);
+    leader.write_all(&bytes).await.expect("sent");
+    let frame = frames
+        .next(&mut leader)
+        .await
+        .expect("read")
+        .expect("an answer");
+    let Answer::Refused {
+        status,
+        body: error,
+    } = binary::decode_answer(&frame).expect("read")
+    else {
+        panic!("a batch of a leader it does not follow was acked");
+    };
+    assert_eq!(status, 409);
+    assert_eq!(
+        serde_json::from_str::<Value>(&error).expect("JSON")["error"],
+        "not_synced"
+    );
+
+    follow_leader_7(&app).await;
+    let second = batch(&[r#"{"key":"k","value":"w","version":"7.2"}"#]);
+    let bytes = framed(vec![encoded(&body), encoded(&second)]);
+    leader.write_all(&bytes).await.expect("sent");
+    for (counter, applied) in [(1, true), (2, true)] {
+        let frame = frames
+            .next(&mut leader)
+            .await
+            .expect("read")
+            .expect("an answer");
+        let Answer::Acked(ack) = binary::decode_answer(&frame).expect("read") else {
+            panic!("batch 7.{counter} was refused");
+        };
+        assert_eq!(ack.node_id, "follower-1");
+        assert_eq!(ack.acks[0].version.to_string(), format!("7.{counter}"));
+        assert_eq!(ack.acks[0].applied, applied);
+    }
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"k": "w"}));
+
+    // Not a batch: a 400, then the stream ends.
+    let bytes = framed(vec![vec![1, 2, 3]]);
+    leader.write_all(&bytes).await.expect("sent");
+    let frame = frames
+        .next(&mut leader)
+        .await
+        .expect("read")
+        .expect("an answer");
+    let Answer::Refused {
+        status,
+        body: error,
+    } = binary::decode_answer(&frame).expect("read")
+    else {
+        panic!("a malformed frame was acked");
+    };
+    assert_eq!(status, 400);
+    assert!(error.contains("invalid_body"), "{error}");
+    assert!(
+        frames
+            .next(&mut leader)
+            .await
+            .expect("a clean end")
+            .is_none()
+    );
+    serving.await.expect("the stream's task ended");
+}
+
 /// A follower names its `LEADER_URL` in a 421 until a leader's state transfer gives that
 /// leader's `PUBLIC_URL`; then it names that.
 #[tokio::test]

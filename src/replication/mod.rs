@@ -58,6 +58,7 @@ pub mod pipeline;
 pub mod quorum;
 pub mod replica;
 mod shared;
+pub mod stream;
 pub mod transport;
 pub mod wire;
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use reqwest::{StatusCode, Url};
 
+use super::stream::Stream;
 use super::wire::{
     Batch, BatchAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
-    REPLICATE_PATH, STATUS_PATH, StateTransfer, TRANSFER_PATH, Term, TransferAck,
+    STATUS_PATH, STREAM_PATH, STREAM_PROTOCOL, StateTransfer, TRANSFER_PATH, Term, TransferAck,
 };
 use crate::events::FollowerIndex;
 use crate::partition::{NODE_HEADER, Partition};
@@ -128,20 +129,23 @@ const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// waits for its retry. Well below that, so this side lets go first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The real transport: JSON over HTTP/1.1 to each follower's internal listener, on one pooled
-/// client with keep-alive, no proxy (a proxy variable in the environment must not reroute
-/// traffic between nodes), and the cluster token on every request.
+/// The real transport: HTTP/1.1 to each follower's internal listener, on one pooled client with
+/// keep-alive, no proxy (a proxy variable in the environment must not reroute traffic between
+/// nodes), and the cluster token on every request. Batches travel on a replication stream per
+/// follower ([`Stream`]), a connection upgraded once and kept; everything else is JSON.
 #[derive(Debug)]
 pub struct HttpTransport {
     client: reqwest::Client,
     followers: Vec<FollowerUrls>,
+    /// Each follower's replication stream, once opened; the lock is held while one opens.
+    streams: Vec<tokio::sync::Mutex<Option<Arc<Stream>>>>,
     /// The peers this node is cut off from, which learns their node ids from their answers.
     partition: Arc<Partition>,
 }
 
 #[derive(Debug)]
 struct FollowerUrls {
-    replicate: Url,
+    stream: Url,
     heartbeat: Url,
     status: Url,
     fence: Url,
@@ -184,11 +188,11 @@ impl HttpTransport {
             url.join(path)
                 .map_err(|err| format!("{url}{path} is not a URL: {err}"))
         };
-        let followers = followers
+        let followers: Vec<FollowerUrls> = followers
             .iter()
             .map(|url| {
                 Ok(FollowerUrls {
-                    replicate: join(url, REPLICATE_PATH)?,
+                    stream: join(url, STREAM_PATH)?,
                     heartbeat: join(url, HEARTBEAT_PATH)?,
                     status: join(url, STATUS_PATH)?,
                     fence: join(url, FENCE_PATH)?,
@@ -198,9 +202,55 @@ impl HttpTransport {
             .collect::<std::result::Result<_, String>>()?;
         Ok(Self {
             client,
+            streams: followers.iter().map(|_| Default::default()).collect(),
             followers,
             partition,
         })
+    }
+
+    /// The replication stream to `follower`: the open one, or a new one if it has ended or sat
+    /// unused for [`IDLE`](super::stream::IDLE).
+    async fn stream(&self, follower: FollowerIndex, url: Url) -> Result<Arc<Stream>> {
+        let mut slot = self.streams[follower].lock().await;
+        if let Some(stream) = slot.as_ref().filter(|stream| stream.usable()) {
+            return Ok(Arc::clone(stream));
+        }
+        *slot = None;
+        let request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, STREAM_PROTOCOL);
+        let response = tokio::time::timeout(BATCH_TIMEOUT, self.send(follower, request))
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    "timeout",
+                    format!("the replication stream did not open within {BATCH_TIMEOUT:?}"),
+                )
+            })??;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let body = response.text().await.unwrap_or_default();
+            return Err(refusal(status, &body));
+        }
+        let upgraded = tokio::time::timeout(BATCH_TIMEOUT, response.upgrade())
+            .await
+            .map_err(|_| Failure::new("timeout", "the replication stream did not open"))?
+            .map_err(|err| Failure::from_reqwest(&err))?;
+        let stream = Arc::new(Stream::start(upgraded));
+        *slot = Some(Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    /// Forgets `stream` if it is still `follower`'s, and ends it: a batch on it took too long,
+    /// so the ones behind it would wait as long. The next batch opens a new one.
+    async fn drop_stream(&self, follower: FollowerIndex, stream: &Arc<Stream>) {
+        let mut slot = self.streams[follower].lock().await;
+        if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, stream)) {
+            *slot = None;
+        }
+        stream.abort();
     }
 
     /// The URLs of peer `follower`; fails at once when the partition isolates it.
@@ -247,9 +297,18 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>> {
         Box::pin(async move {
-            let url = self.urls(follower)?.replicate.clone();
-            let request = self.client.post(url).timeout(BATCH_TIMEOUT).json(&batch);
-            self.exchange(follower, request).await
+            let url = self.urls(follower)?.stream.clone();
+            let stream = self.stream(follower, url).await?;
+            match tokio::time::timeout(BATCH_TIMEOUT, stream.send(batch)).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    self.drop_stream(follower, &stream).await;
+                    Err(Failure::new(
+                        "timeout",
+                        format!("no answer within {BATCH_TIMEOUT:?}"),
+                    ))
+                }
+            }
         })
     }
 

@@ -1,5 +1,6 @@
 //! The node-to-node wire format, defined once and used by both sides: the routes of each node's
-//! internal listener and the JSON bodies that travel on them.
+//! internal listener and the JSON bodies that travel on them, and ([`binary`]) the form batches
+//! take on the replication stream.
 
 use std::sync::Arc;
 
@@ -21,6 +22,14 @@ pub const HEARTBEAT_PATH: &str = "/internal/heartbeat";
 pub const FENCE_PATH: &str = "/internal/fence";
 /// The follower route that receives a state transfer.
 pub const TRANSFER_PATH: &str = "/internal/transfer";
+/// The follower route a leader opens its replication stream on: a `POST` that asks to upgrade
+/// the connection to [`STREAM_PROTOCOL`], on which batches and their answers then travel in the
+/// [`binary`] form, many in flight, for as long as the connection lasts.
+pub const STREAM_PATH: &str = "/internal/stream";
+/// The protocol the replication stream upgrades its connection to (the `Upgrade` header).
+pub const STREAM_PROTOCOL: &str = "semisync-stream/1";
+
+pub mod binary;
 
 /// Identifies one run of a node: a random number drawn at start-up. A follower that restarts
 /// comes back with a new one, so that a state transfer meant for its earlier run is refused.
