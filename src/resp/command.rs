@@ -69,10 +69,24 @@ pub enum Answer {
 }
 
 impl Answer {
-    fn write(task: JoinHandle<Reply>) -> Self {
-        Self::Later {
-            task,
-            blocking: false,
+    /// The answer of a write, which does not block the connection.
+    fn write(reply: impl Future<Output = Reply> + Send + 'static) -> Self {
+        Self::later(reply, false)
+    }
+
+    /// The answer `reply` resolves to: at once when it is ready at its first poll (a write at
+    /// quorum 0, a `WAIT` its followers already satisfy), otherwise from a task that waits for
+    /// it. The first poll costs nothing to undo: the task polls the same future again, with a
+    /// waker that wakes it.
+    fn later(reply: impl Future<Output = Reply> + Send + 'static, blocking: bool) -> Self {
+        let mut reply = Box::pin(reply);
+        let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+        match reply.as_mut().poll(&mut first) {
+            std::task::Poll::Ready(reply) => Self::Now(reply),
+            std::task::Poll::Pending => Self::Later {
+                task: tokio::spawn(reply),
+                blocking,
+            },
         }
     }
 }
@@ -250,12 +264,12 @@ fn set(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
     }
     let writing = begin(context, session, key, Some(value))?;
     let node = Arc::clone(&context.node);
-    Ok(Answer::write(tokio::spawn(async move {
+    Ok(Answer::write(async move {
         match writing.finish(&node, Protocol::Resp).await {
             Ok(_) => Reply::Simple("OK"),
             Err(err) => error_reply(&err),
         }
-    })))
+    }))
 }
 
 /// Begins a write and makes it the one `WAIT` counts.
@@ -306,7 +320,7 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
             }
         }
     }
-    Ok(Answer::write(tokio::spawn(async move {
+    Ok(Answer::write(async move {
         let deleted = deleting.len() as i64;
         let mut failed = refused;
         for deletion in deleting {
@@ -320,7 +334,7 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
             }
         }
         failed.unwrap_or(Reply::Integer(deleted))
-    })))
+    }))
 }
 
 /// `WAIT numreplicas timeout`: the number of followers that hold this connection's last
@@ -342,7 +356,7 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
         return Ok(Reply::Integer(up as i64).into());
     };
     let wanted = usize::try_from(wanted).unwrap_or(0);
-    let task = tokio::spawn(async move {
+    let reply = async move {
         // The followers that acknowledged the write, and those a state transfer carried it to.
         let enough = async {
             loop {
@@ -366,11 +380,8 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
             let _ = tokio::time::timeout(Duration::from_millis(timeout as u64), enough).await;
         }
         Reply::Integer(replicator.holders(&tally, version) as i64)
-    });
-    Ok(Answer::Later {
-        task,
-        blocking: true,
-    })
+    };
+    Ok(Answer::later(reply, true))
 }
 
 /// `INFO [section]`: the replication section (role, term, followers, the quorum and the wait
