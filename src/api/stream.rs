@@ -6,9 +6,10 @@
 //! and answered in order: its acks, or the refusal that route would have answered, as status
 //! and JSON body. Answers to batches that arrived together go out in one write.
 //!
-//! A stream closes when the leader closes it, when the node stops, after [`IDLE`] without a
-//! batch, after a frame that is not a batch (answered `400 invalid_body` first), and when a
-//! partition cuts this node off from the sender (answered `503 partitioned` first).
+//! A stream closes when the leader closes it, when the node stops (a batch read but not yet
+//! applied is not applied then), after [`IDLE`] without a batch or a byte of answer written,
+//! after a frame that is not a batch (answered `400 invalid_body` first), and when a partition
+//! cuts this node off from the sender (answered `503 partitioned` first).
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::internal::BODY_LIMIT;
@@ -31,6 +33,10 @@ use crate::server::stopped;
 /// limit ([`replication::stream::IDLE`](crate::replication::stream::IDLE)), so that the leader
 /// lets go first.
 pub(super) const IDLE: Duration = Duration::from_secs(60);
+/// Most bytes of answers waiting to be written before the stream stops reading batches.
+const MAX_UNSENT: usize = 1 << 20;
+/// How long the answers still unwritten when a stream closes may take to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Opens a replication stream: answers `101 Switching Protocols` and serves the upgraded
 /// connection in a task of its own.
@@ -85,7 +91,8 @@ pub(super) async fn open(State(state): State<AppState>, mut request: Request) ->
 }
 
 /// Serves one stream: reads each batch, applies it, answers it; see the module's doc for when it
-/// closes.
+/// closes. It writes while it reads, so that a leader slow to read its answers never blocks
+/// the batches behind them, and reads no more batches while [`MAX_UNSENT`] bytes of answers wait.
 pub(super) async fn serve<IO: AsyncRead + AsyncWrite>(
     state: &AppState,
     io: IO,
@@ -93,60 +100,77 @@ pub(super) async fn serve<IO: AsyncRead + AsyncWrite>(
 ) {
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut frames = Frames::new(BODY_LIMIT as u64);
-    let mut out = Vec::new();
+    // The answers not yet written, from `sent` on.
+    let (mut out, mut sent) = (Vec::new(), 0);
     let stop = state.stopping();
-    loop {
-        let frame = tokio::select! {
-            frame = tokio::time::timeout(IDLE, frames.next(&mut reader)) => frame,
+    let idle = tokio::time::sleep(IDLE);
+    let mut idle = std::pin::pin!(idle);
+    let mut last = false;
+    while !last {
+        tokio::select! {
+            // After stop, no batch is applied, even one already read.
+            biased;
             () = stopped(stop.clone()) => break,
-        };
-        let payload = match frame {
-            Ok(Ok(Some(payload))) => payload,
-            Ok(Ok(None)) => break,
-            Ok(Err(err)) => {
-                debug!(%err, "the replication stream broke");
-                break;
+            frame = frames.next(&mut reader), if out.len() - sent < MAX_UNSENT => {
+                let payload = match frame {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => break,
+                    Err(err) => {
+                        debug!(%err, "the replication stream broke");
+                        break;
+                    }
+                };
+                idle.as_mut().reset(Instant::now() + IDLE);
+                let answer;
+                (answer, last) = apply(state, peer, &payload);
+                binary::encode_answer(&answer, &mut out);
             }
-            Err(_) => {
+            written = writer.write(&out[sent..]), if sent < out.len() => match written {
+                Ok(written) if written > 0 => {
+                    sent += written;
+                    if sent == out.len() {
+                        (out, sent) = (Vec::new(), 0);
+                    }
+                    idle.as_mut().reset(Instant::now() + IDLE);
+                }
+                Ok(_) => break,
+                Err(err) => {
+                    debug!(%err, "the replication stream broke");
+                    break;
+                }
+            },
+            () = &mut idle => {
                 debug!("the replication stream was idle for {IDLE:?}: closed");
                 break;
             }
-        };
-        let (answer, last) = match peer {
-            Some(peer) if state.isolates(peer) => (
-                refused(&Error::Partitioned {
-                    peer: peer.to_owned(),
-                }),
-                true,
-            ),
-            _ => match binary::decode_batch(&payload) {
-                Ok(batch) => match state.receive_batch(batch) {
-                    Ok(ack) => (Answer::Acked(ack), false),
-                    Err(error) => (refused(&error), false),
-                },
-                Err(malformed) => (
-                    refused(&Error::InvalidBody(format!("not a batch: {malformed}"))),
-                    true,
-                ),
-            },
-        };
-        binary::encode_answer(&answer, &mut out);
-        if last || !frames.has_frame() {
-            if let Err(err) = writer.write_all(&out).await {
-                debug!(%err, "the replication stream broke");
-                break;
-            }
-            out.clear();
-        }
-        if last {
-            break;
         }
     }
-    // Answers held back for the next frame's go out before the stream closes.
-    if !out.is_empty() {
-        let _ = writer.write_all(&out).await;
+    // The answers not written yet go out before the stream closes, if the leader reads them.
+    let flush = async {
+        writer.write_all(&out[sent..]).await?;
+        writer.shutdown().await
+    };
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, flush).await;
+}
+
+/// Applies one frame from `peer`: the answer, and whether the stream closes after it.
+fn apply(state: &AppState, peer: Option<&str>, payload: &[u8]) -> (Answer, bool) {
+    if let Some(peer) = peer.filter(|peer| state.isolates(peer)) {
+        let error = Error::Partitioned {
+            peer: peer.to_owned(),
+        };
+        return (refused(&error), true);
     }
-    let _ = writer.shutdown().await;
+    match binary::decode_batch(payload) {
+        Ok(batch) => match state.receive_batch(batch) {
+            Ok(ack) => (Answer::Acked(ack), false),
+            Err(error) => (refused(&error), false),
+        },
+        Err(malformed) => {
+            let error = Error::InvalidBody(format!("not a batch: {malformed}"));
+            (refused(&error), true)
+        }
+    }
 }
 
 /// The refusal `error` is, as the JSON route answers it: its status and JSON body.

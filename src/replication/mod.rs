@@ -7,9 +7,9 @@
 //! in `MIN_DELAY_MS..=MAX_DELAY_MS` with sub-millisecond resolution, and a spawned task sleeps
 //! until the write's application time plus that lag (not for the lag after the task happened to
 //! start). Then the message joins that follower's [`pipeline`], which sends every write then due
-//! in one batch (`POST /internal/replicate`) and keeps a few batches in flight, so that at zero
-//! lag concurrent writes share a batch (group commit) while at the lab's 0..1000 ms lag batches
-//! are mostly of one write. The follower applies a batch under one lock and acknowledges each
+//! in one batch (on the follower's replication [`stream`]) and keeps a few batches in flight, so
+//! that at zero lag concurrent writes share a batch (group commit) while at the lab's 0..1000 ms
+//! lag batches are mostly of one write. The follower applies a batch under one lock and acknowledges each
 //! write in one answer; each ack is counted on the write's [`quorum`] tally, and the request
 //! handler answers as soon as `quorum` of them have arrived, or gives up when
 //! `REPLICATE_TIMEOUT_MS` has passed.
@@ -49,6 +49,8 @@
 //! - [`hidden`]: the wait point `after_sync`, which hides a write from the leader's readers
 //!   until its quorum acknowledged it.
 //! - [`transport`]: the seam to the network, and its HTTP implementation.
+//! - [`stream`]: the leader's end of the replication stream to one follower, on which that
+//!   implementation sends the batches.
 
 pub mod announce;
 pub mod hidden;

@@ -1,15 +1,16 @@
 //! One follower's pipeline: the writes whose simulated lag has passed queue up here, and the
-//! pipeline sends everything then due in **one** batch (`POST /internal/replicate`), bounded in
-//! writes and bytes. While a batch is on its way, the writes that become due wait for its answer
-//! and then go together in the next one (group commit), unless it is slow: once the oldest batch
-//! in flight has been out for [`SLOW_BATCH`], the next one leaves without waiting, up to
-//! [`MAX_IN_FLIGHT`] at once, so that one slow batch does not hold back the next. At zero lag
-//! batches hold whatever the clients wrote meanwhile; at the lab's 0..1000 ms lag they are
-//! mostly of one write.
+//! pipeline sends everything then due in **one** batch (on the follower's replication stream),
+//! bounded in writes and bytes. While a batch is on its way, the writes that become due wait for
+//! its answer and then go together in the next one (group commit), unless it is slow: once the
+//! oldest batch in flight has been out for [`SLOW_BATCH`], the next one leaves without waiting,
+//! up to [`MAX_IN_FLIGHT`] at once, so that it is already at the follower when the slow one's
+//! answer comes (the stream answers in order). At zero lag batches hold whatever the clients
+//! wrote meanwhile; at the lab's 0..1000 ms lag they are mostly of one write.
 //!
 //! Why not always keep several batches in flight: on a 2-core machine every extra batch is a
-//! request the follower parses and answers, and one at a time with large batches wrote about a
-//! fifth more per second than four at a time (docs/measured.md).
+//! message the follower reads, applies under its lock and answers, and one at a time with large
+//! batches wrote about a fifth more per second than four at a time (docs/measured.md, measured
+//! when each batch was an HTTP request of its own).
 //!
 //! A batch that fails is not lost: each of its writes draws a new lag and comes back after the
 //! follower's backoff, until the follower acknowledges it or a state transfer is due, which then
@@ -236,14 +237,18 @@ impl Worker {
         (epoch, quorum): (Epoch, usize),
         result: Result<BatchAck>,
     ) {
+        // Each ack must name its write: an answer meant for another batch counts nothing.
         let answer = result.and_then(|answer| {
-            if answer.acks.len() == messages.len() {
+            let matches = (answer.acks.iter())
+                .zip(&messages)
+                .all(|(ack, message)| ack.version == message.write.version);
+            if answer.acks.len() == messages.len() && matches {
                 Ok(answer)
             } else {
                 Err(Failure::new(
                     "other",
                     format!(
-                        "the answer has {} acks for a batch of {} writes",
+                        "the answer's {} acks do not name the batch's {} writes in order",
                         answer.acks.len(),
                         messages.len()
                     ),

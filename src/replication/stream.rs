@@ -6,8 +6,9 @@
 //! new stream.
 //!
 //! One task per stream owns the connection: it writes the batches handed to it, all those
-//! waiting in one write, and hands each answer frame to the oldest batch still waiting. It ends
-//! when the connection breaks or closes, or when the [`Stream`] is dropped or aborted.
+//! waiting in one write, and hands each answer frame to the oldest batch still waiting; it
+//! reads answers while it writes. It ends when the connection breaks or closes, or when the
+//! [`Stream`] is dropped or aborted.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -82,10 +83,16 @@ impl Drop for Stream {
 
 /// What a batch gets when its stream ended before its answer came.
 fn ended() -> Failure {
-    Failure::new(
-        "other",
-        "the replication stream ended before the answer came",
-    )
+    other("the replication stream ended before the answer came")
+}
+
+/// What the batches on a stream get when reading or writing it failed.
+fn broke(err: &std::io::Error) -> Failure {
+    other(&format!("the replication stream broke: {err}"))
+}
+
+fn other(reason: &str) -> Failure {
+    Failure::new("other", reason)
 }
 
 /// The stream's task: writes the batches, matches the answers to them in order.
@@ -96,9 +103,24 @@ async fn run<IO: AsyncRead + AsyncWrite>(
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut frames = Frames::new(MAX_ANSWER_BYTES);
     let mut waiting: VecDeque<Reply> = VecDeque::new();
+    // The bytes of the batches not yet written. They go out a write at a time inside the loop,
+    // so that answers are read while a large batch is being written, and neither side can
+    // block the other with a full socket buffer.
     let mut out = Vec::new();
+    let mut sent = 0;
     let failure = loop {
         tokio::select! {
+            biased;
+            frame = frames.next(&mut reader) => match frame {
+                Ok(Some(payload)) => {
+                    let Some(reply) = waiting.pop_front() else {
+                        break Some(other("the follower answered a batch it was not sent"));
+                    };
+                    let _ = reply.send(answer(&payload));
+                }
+                Ok(None) => break Some(other("the follower closed the replication stream")),
+                Err(err) => break Some(broke(&err)),
+            },
             request = requests.recv() => {
                 // `None`: the `Stream` was dropped, and nobody waits for an answer any more.
                 let Some((batch, reply)) = request else { break None };
@@ -108,20 +130,17 @@ async fn run<IO: AsyncRead + AsyncWrite>(
                     binary::encode_batch(&batch, &mut out);
                     waiting.push_back(reply);
                 }
-                if let Err(err) = writer.write_all(&out).await {
-                    break Some(Failure::new("other", format!("the replication stream broke: {err}")));
-                }
-                out.clear();
             }
-            frame = frames.next(&mut reader) => match frame {
-                Ok(Some(payload)) => {
-                    let Some(reply) = waiting.pop_front() else {
-                        break Some(Failure::new("other", "the follower answered a batch it was not sent"));
-                    };
-                    let _ = reply.send(answer(&payload));
+            written = writer.write(&out[sent..]), if sent < out.len() => match written {
+                Ok(0) => break Some(other("the follower stopped reading the replication stream")),
+                Ok(written) => {
+                    sent += written;
+                    if sent == out.len() {
+                        out.clear();
+                        sent = 0;
+                    }
                 }
-                Ok(None) => break Some(Failure::new("other", "the follower closed the replication stream")),
-                Err(err) => break Some(Failure::new("other", format!("the replication stream broke: {err}"))),
+                Err(err) => break Some(broke(&err)),
             },
         }
     };

@@ -42,6 +42,9 @@ struct Fake {
     failing_batches: Mutex<HashSet<FollowerIndex>>,
     /// How many of its next batches each follower fails before it answers again.
     fail_next: Mutex<HashMap<FollowerIndex, usize>>,
+    /// How many of its next batches each follower answers with acks that name other versions
+    /// (as an answer meant for another batch would).
+    misanswer_next: Mutex<HashMap<FollowerIndex, usize>>,
     /// Versions every follower refuses.
     refused: Mutex<HashSet<Version>>,
     /// How long a batch takes.
@@ -146,12 +149,23 @@ impl Transport for Fake {
             if fail {
                 return Err(Failure::new("server_error", "HTTP 500"));
             }
+            let misanswer = (self.misanswer_next.lock().expect("not poisoned"))
+                .get_mut(&follower)
+                .is_some_and(|n| {
+                    let misanswer = *n > 0;
+                    *n = n.saturating_sub(1);
+                    misanswer
+                });
             let refused = self.refused.lock().expect("not poisoned");
             let acks = batch
                 .writes
                 .iter()
                 .map(|write| EntryAck {
-                    version: write.version,
+                    version: if misanswer {
+                        Version::new(write.version.term, write.version.counter + 1000)
+                    } else {
+                        write.version
+                    },
                     applied: !refused.contains(&write.version),
                     refused: refused
                         .contains(&write.version)
@@ -379,6 +393,38 @@ async fn a_message_is_due_its_lag_after_the_write_was_applied() {
         assert_eq!(received[0].at - started, Duration::from_millis(120));
     }
     assert_eq!(started.elapsed(), Duration::from_millis(120));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_names_other_writes_counts_none_of_them() {
+    let (replicator, fake) = leader(1, NO_LAG, 10_000);
+    let mut events = replicator.events().subscribe();
+    fake.misanswer_next
+        .lock()
+        .expect("not poisoned")
+        .insert(0, 1);
+    let outcomes = concurrent_writes(&replicator, 10, 1).await;
+    for outcome in &outcomes {
+        assert_eq!(outcome.acked_by, vec!["f0".to_owned()]);
+    }
+    let received = fake.received(0);
+    assert!(
+        received.len() >= 2,
+        "the misanswered writes were sent again: {received:?}"
+    );
+    let acks: Vec<Version> = (drain(&mut events).iter())
+        .filter_map(|e| match e {
+            Event::Ack { version, .. } => Some(*version),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = acks.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (1..=10).map(v).collect::<Vec<_>>(),
+        "acked once each"
+    );
 }
 
 #[tokio::test(start_paused = true)]

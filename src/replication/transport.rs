@@ -14,7 +14,8 @@ use reqwest::{StatusCode, Url};
 use super::stream::Stream;
 use super::wire::{
     Batch, BatchAck, FENCE_PATH, Fence, FenceAck, HEARTBEAT_PATH, Heartbeat, NodeStatus,
-    STATUS_PATH, STREAM_PATH, STREAM_PROTOCOL, StateTransfer, TRANSFER_PATH, Term, TransferAck,
+    REPLICATE_PATH, STATUS_PATH, STREAM_PATH, STREAM_PROTOCOL, StateTransfer, TRANSFER_PATH, Term,
+    TransferAck,
 };
 use crate::events::FollowerIndex;
 use crate::partition::{NODE_HEADER, Partition};
@@ -113,8 +114,11 @@ impl std::fmt::Display for Failure {
 
 /// How long the leader waits to connect to a follower.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one batch may take in all.
+/// How long one batch may take in all: waiting for its stream to open, and for its answer.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the leader sends a follower that has no stream route its batches as JSON before it
+/// tries to open a stream again.
+const NO_STREAM_RETRY: Duration = Duration::from_secs(30);
 /// How long a heartbeat may take before the follower counts as down.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long one state transfer, or one fence with the replica it answers, may take.
@@ -124,9 +128,9 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a pooled connection may sit idle before it is dropped rather than reused. A node
 /// closes a connection idle for its `HEADER_READ_TIMEOUT_MS` (5 s by default: hyper's header
-/// deadline also runs while it waits for the next request), and a batch sent on a connection
-/// that the follower is closing fails with "connection closed before message completed", and
-/// waits for its retry. Well below that, so this side lets go first.
+/// deadline also runs while it waits for the next request), and a heartbeat sent on a
+/// connection that the follower is closing fails with "connection closed before message
+/// completed". Well below that, so this side lets go first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The real transport: HTTP/1.1 to each follower's internal listener, on one pooled client with
@@ -137,15 +141,29 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct HttpTransport {
     client: reqwest::Client,
     followers: Vec<FollowerUrls>,
-    /// Each follower's replication stream, once opened; the lock is held while one opens.
-    streams: Vec<tokio::sync::Mutex<Option<Arc<Stream>>>>,
+    /// Each follower's replication stream; the lock is held while one opens.
+    streams: Vec<tokio::sync::Mutex<Slot>>,
     /// The peers this node is cut off from, which learns their node ids from their answers.
     partition: Arc<Partition>,
+}
+
+/// One follower's replication stream, as the leader knows it.
+#[derive(Debug, Default)]
+enum Slot {
+    /// None is open.
+    #[default]
+    Closed,
+    /// Open, or ended without the leader having noticed yet ([`Stream::usable`] says).
+    Open(Arc<Stream>),
+    /// The follower answered `404` to `POST /internal/stream` at this moment: it runs a version
+    /// without the stream (a rolling upgrade), and takes its batches as JSON.
+    Unsupported(tokio::time::Instant),
 }
 
 #[derive(Debug)]
 struct FollowerUrls {
     stream: Url,
+    replicate: Url,
     heartbeat: Url,
     status: Url,
     fence: Url,
@@ -193,6 +211,7 @@ impl HttpTransport {
             .map(|url| {
                 Ok(FollowerUrls {
                     stream: join(url, STREAM_PATH)?,
+                    replicate: join(url, REPLICATE_PATH)?,
                     heartbeat: join(url, HEARTBEAT_PATH)?,
                     status: join(url, STATUS_PATH)?,
                     fence: join(url, FENCE_PATH)?,
@@ -209,48 +228,65 @@ impl HttpTransport {
     }
 
     /// The replication stream to `follower`: the open one, or a new one if it has ended or sat
-    /// unused for [`IDLE`](super::stream::IDLE).
-    async fn stream(&self, follower: FollowerIndex, url: Url) -> Result<Arc<Stream>> {
+    /// unused for [`IDLE`](super::stream::IDLE). `None` when the follower has no stream route
+    /// (it runs an older version): its batches then go as JSON, and the stream is tried again
+    /// after [`NO_STREAM_RETRY`]. Its caller bounds the time it takes.
+    async fn stream(&self, follower: FollowerIndex, url: Url) -> Result<Option<Arc<Stream>>> {
         let mut slot = self.streams[follower].lock().await;
-        if let Some(stream) = slot.as_ref().filter(|stream| stream.usable()) {
-            return Ok(Arc::clone(stream));
+        match &*slot {
+            Slot::Open(stream) if stream.usable() => return Ok(Some(Arc::clone(stream))),
+            Slot::Unsupported(since) if since.elapsed() < NO_STREAM_RETRY => return Ok(None),
+            _ => *slot = Slot::Closed,
         }
-        *slot = None;
         let request = self
             .client
             .post(url)
             .header(reqwest::header::CONNECTION, "upgrade")
             .header(reqwest::header::UPGRADE, STREAM_PROTOCOL);
-        let response = tokio::time::timeout(BATCH_TIMEOUT, self.send(follower, request))
-            .await
-            .map_err(|_| {
-                Failure::new(
-                    "timeout",
-                    format!("the replication stream did not open within {BATCH_TIMEOUT:?}"),
-                )
-            })??;
+        let response = self.send(follower, request).await?;
         let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            *slot = Slot::Unsupported(tokio::time::Instant::now());
+            return Ok(None);
+        }
         if status != StatusCode::SWITCHING_PROTOCOLS {
             let body = response.text().await.unwrap_or_default();
             return Err(refusal(status, &body));
         }
-        let upgraded = tokio::time::timeout(BATCH_TIMEOUT, response.upgrade())
-            .await
-            .map_err(|_| Failure::new("timeout", "the replication stream did not open"))?
-            .map_err(|err| Failure::from_reqwest(&err))?;
+        let upgraded = (response.upgrade().await).map_err(|err| Failure::from_reqwest(&err))?;
         let stream = Arc::new(Stream::start(upgraded));
-        *slot = Some(Arc::clone(&stream));
-        Ok(stream)
+        *slot = Slot::Open(Arc::clone(&stream));
+        Ok(Some(stream))
     }
 
-    /// Forgets `stream` if it is still `follower`'s, and ends it: a batch on it took too long,
+    /// Sends `batch` on `follower`'s stream, or as JSON to a follower without one.
+    async fn send_batch(
+        &self,
+        follower: FollowerIndex,
+        urls: &FollowerUrls,
+        batch: Batch,
+        used: &mut Option<Arc<Stream>>,
+    ) -> Result<BatchAck> {
+        match self.stream(follower, urls.stream.clone()).await? {
+            Some(stream) => {
+                *used = Some(Arc::clone(&stream));
+                stream.send(batch).await
+            }
+            None => {
+                let request = self.client.post(urls.replicate.clone()).json(&batch);
+                self.exchange(follower, request).await
+            }
+        }
+    }
+
+    /// Ends `stream`, and forgets it if it is still `follower`'s: a batch on it took too long,
     /// so the ones behind it would wait as long. The next batch opens a new one.
     async fn drop_stream(&self, follower: FollowerIndex, stream: &Arc<Stream>) {
-        let mut slot = self.streams[follower].lock().await;
-        if slot.as_ref().is_some_and(|open| Arc::ptr_eq(open, stream)) {
-            *slot = None;
-        }
         stream.abort();
+        let mut slot = self.streams[follower].lock().await;
+        if matches!(&*slot, Slot::Open(open) if Arc::ptr_eq(open, stream)) {
+            *slot = Slot::Closed;
+        }
     }
 
     /// The URLs of peer `follower`; fails at once when the partition isolates it.
@@ -297,12 +333,16 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>> {
         Box::pin(async move {
-            let url = self.urls(follower)?.stream.clone();
-            let stream = self.stream(follower, url).await?;
-            match tokio::time::timeout(BATCH_TIMEOUT, stream.send(batch)).await {
+            let urls = self.urls(follower)?;
+            // One deadline for all of it: the stream's lock, its opening, the batch's answer.
+            let mut used = None;
+            let sent = self.send_batch(follower, urls, batch, &mut used);
+            match tokio::time::timeout(BATCH_TIMEOUT, sent).await {
                 Ok(answer) => answer,
                 Err(_) => {
-                    self.drop_stream(follower, &stream).await;
+                    if let Some(stream) = used {
+                        self.drop_stream(follower, &stream).await;
+                    }
                     Err(Failure::new(
                         "timeout",
                         format!("no answer within {BATCH_TIMEOUT:?}"),
@@ -416,4 +456,60 @@ pub(crate) fn describe(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::wire::{EntryAck, Write};
+    use crate::store::Version;
+
+    /// A follower that runs a version without the stream route (a rolling upgrade) answers
+    /// `POST /internal/stream` with a 404: it gets its batches as JSON, and the leader does not
+    /// ask again for a while.
+    #[tokio::test]
+    async fn a_follower_without_the_stream_route_gets_its_batches_as_json() {
+        let acks = |axum::Json(batch): axum::Json<Batch>| async move {
+            axum::Json(BatchAck {
+                node_id: "older".to_owned(),
+                acks: (batch.writes.iter())
+                    .map(|write| EntryAck {
+                        version: write.version,
+                        applied: true,
+                        refused: None,
+                    })
+                    .collect(),
+            })
+        };
+        let older = axum::Router::new().route(REPLICATE_PATH, axum::routing::post(acks));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let url = Url::parse(&format!(
+            "http://{}/",
+            listener.local_addr().expect("bound")
+        ))
+        .expect("a URL");
+        tokio::spawn(async move { axum::serve(listener, older).await });
+        let partition = Arc::new(Partition::new(std::slice::from_ref(&url)));
+        let transport = HttpTransport::new(&[url], "leader", None, partition).expect("built");
+        for counter in 1..=2 {
+            let batch = Batch {
+                term: 1,
+                smallest_quorum: 1,
+                quorum_epoch: 0,
+                leader: 1,
+                writes: vec![Arc::new(Write {
+                    key: "k".to_owned(),
+                    value: Some("v".to_owned()),
+                    version: Version::new(1, counter),
+                })],
+            };
+            let ack = transport.replicate(0, batch).await.expect("acked");
+            assert_eq!(ack.node_id, "older");
+            assert_eq!(ack.acks[0].version, Version::new(1, counter));
+            let slot = transport.streams[0].lock().await;
+            assert!(matches!(*slot, Slot::Unsupported(_)), "{slot:?}");
+        }
+    }
 }

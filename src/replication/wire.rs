@@ -197,8 +197,8 @@ fn writes_of(store: &Store) -> Vec<Write> {
         .collect()
 }
 
-/// What the leader sends a follower: `POST /internal/replicate` with every write whose
-/// simulated lag has passed, in one request.
+/// What the leader sends a follower: every write whose simulated lag has passed, in one message,
+/// on the follower's replication stream ([`binary`]), or as JSON to `POST /internal/replicate`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
