@@ -289,12 +289,16 @@ impl Replicator {
     /// transfer that has since carried it. What Redis's `WAIT` counts. Each follower has one
     /// message per write, acknowledged or given up, never both, so none counts twice.
     pub fn holders(&self, tally: &Tally, version: Version) -> usize {
-        let transferred = (tally.given_up().into_iter())
+        tally.held() + self.transferred(tally, version)
+    }
+
+    /// Of a write's [holders](Replicator::holders), those a state transfer carried it to.
+    pub fn transferred(&self, tally: &Tally, version: Version) -> usize {
+        (tally.given_up().into_iter())
             .filter(|&follower| {
                 (self.shared.links.get(follower)).is_some_and(|link| link.transferred() >= version)
             })
-            .count();
-        tally.held() + transferred
+            .count()
     }
 
     /// Woken each time a follower acknowledges a state transfer.

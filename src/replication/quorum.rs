@@ -6,7 +6,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::events::FollowerIndex;
@@ -67,6 +67,9 @@ struct State {
     /// Followers whose delivery gave up in favour of a state transfer: they never acknowledge
     /// this write, but a transfer may carry it ([`Replicator::holders`](super::Replicator::holders)).
     given_up: Vec<FollowerIndex>,
+    /// The waits of [`Tally::held_by`], each with its number: dropping its sender, once `held`
+    /// reaches that number, wakes it.
+    watchers: Vec<(usize, oneshot::Sender<()>)>,
 }
 
 impl Tally {
@@ -80,6 +83,7 @@ impl Tally {
                 answered: false,
                 held: 0,
                 given_up: Vec::new(),
+                watchers: Vec::new(),
             }),
             changed: Notify::new(),
             held_changed: Notify::new(),
@@ -106,6 +110,8 @@ impl Tally {
         if state.acked_by.len() >= state.quorum || state.answered || state.outstanding == 0 {
             self.changed.notify_one();
         }
+        let held = state.held;
+        state.watchers.retain_mut(|(wanted, _)| *wanted > held);
         drop(state);
         self.held_changed.notify_waiters();
         counted
@@ -120,6 +126,26 @@ impl Tally {
     /// a state transfer.
     pub fn given_up(&self) -> Vec<FollowerIndex> {
         self.state().given_up.clone()
+    }
+
+    /// Waits until at least `wanted` followers hold the write (Redis's `WAIT`). Any number of
+    /// tasks may wait, and each is woken once, when the count reaches its number, rather than at
+    /// every ack.
+    pub async fn held_by(&self, wanted: usize) {
+        let reached = {
+            let mut state = self.state();
+            if state.held >= wanted {
+                return;
+            }
+            // The waits given up (a `WAIT` that timed out) go first.
+            state.watchers.retain(|(_, sender)| !sender.is_closed());
+            let (sender, reached) = oneshot::channel();
+            state.watchers.push((wanted, sender));
+            reached
+        };
+        // Its sender is dropped once `held` reaches `wanted` (or with the tally, which the
+        // caller's `&self` keeps alive): either way the wait is over.
+        let _ = reached.await;
     }
 
     /// Waits until more than `held` followers hold the write. Any number of tasks may wait.
@@ -277,6 +303,37 @@ mod tests {
 
     /// The write's quorum wait and any number of watchers of its holders (Redis `WAIT`s of the
     /// connection's last write, the floor's wait) all wake: one ack is not one wake-up.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_holders_ends_when_the_count_reaches_its_number() {
+        let tally = Arc::new(Tally::new(0, 5));
+        let wait = |wanted| {
+            let tally = Arc::clone(&tally);
+            tokio::spawn(async move { tally.held_by(wanted).await })
+        };
+        let (two, three) = (wait(2), wait(3));
+        // A wait given up is dropped from the list at the next one.
+        let given_up = wait(4);
+        tokio::task::yield_now().await;
+        given_up.abort();
+        let _ = given_up.await;
+        let four = wait(4);
+        tokio::task::yield_now().await;
+        assert_eq!(tally.state().watchers.len(), 3);
+
+        tally.ack(0);
+        tokio::task::yield_now().await;
+        assert!(!two.is_finished() && !three.is_finished());
+        tally.ack(1);
+        tokio::task::yield_now().await;
+        assert!(two.is_finished() && !three.is_finished());
+        tally.ack(2);
+        tokio::task::yield_now().await;
+        assert!(three.is_finished() && !four.is_finished());
+        assert_eq!(tally.state().watchers.len(), 1);
+        // A number already reached ends at once.
+        tally.held_by(3).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn every_watcher_of_the_holders_wakes_beside_the_quorum_wait() {
         let tally = Arc::new(Tally::new(3, 5));

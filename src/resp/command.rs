@@ -361,16 +361,15 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
         let enough = async {
             loop {
                 // Registered before the count: a transfer acknowledged right after it wakes this.
-                let transferred = replicator.transfer_acked().notified();
-                let mut transferred = std::pin::pin!(transferred);
-                transferred.as_mut().enable();
-                let held = tally.held();
-                if replicator.holders(&tally, version) >= wanted {
-                    return;
-                }
+                let transfer = replicator.transfer_acked().notified();
+                let mut transfer = std::pin::pin!(transfer);
+                transfer.as_mut().enable();
+                // The acks still wanted, beside the followers a transfer gave the write: the
+                // wait wakes once, when the last of them comes.
+                let acks = wanted.saturating_sub(replicator.transferred(&tally, version));
                 tokio::select! {
-                    () = tally.held_by_more_than(held) => {}
-                    () = transferred => {}
+                    () = tally.held_by(acks) => return,
+                    () = transfer => {}
                 }
             }
         };
