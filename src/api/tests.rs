@@ -591,7 +591,40 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
 async fn the_replication_stream_answers_batches_as_the_json_route_does() {
     use crate::replication::wire::Batch;
     use crate::replication::wire::binary::{self, Answer, Frames};
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    /// Sends `payloads` as frames and reads as many answers.
+    async fn exchange(
+        leader: &mut DuplexStream,
+        frames: &mut Frames,
+        payloads: &[Vec<u8>],
+    ) -> Vec<Answer> {
+        let mut bytes = Vec::new();
+        for payload in payloads {
+            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(payload);
+        }
+        leader.write_all(&bytes).await.expect("sent");
+        let mut answers = Vec::new();
+        for _ in payloads {
+            let frame = frames.next(leader).await.expect("read").expect("an answer");
+            answers.push(binary::decode_answer(&frame).expect("an answer"));
+        }
+        answers
+    }
+    /// The status and JSON body of a refusal.
+    fn refusal(answer: &Answer) -> (u16, Value) {
+        let Answer::Refused { status, body } = answer else {
+            panic!("acked where a refusal was expected: {answer:?}");
+        };
+        (*status, serde_json::from_str(body).expect("a JSON body"))
+    }
+    let encoded = |json: &str| {
+        let batch: Batch = serde_json::from_str(json).expect("a batch");
+        let mut bytes = Vec::new();
+        binary::encode_batch(&batch, &mut bytes);
+        bytes[8..].to_vec()
+    };
 
     let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
     let app = Node {
@@ -611,80 +644,29 @@ async fn the_replication_stream_answers_batches_as_the_json_route_does() {
         super::stream::serve(&state, follower, Some("leader-1")).await;
     });
     let mut frames = Frames::new(1 << 20);
-    // The frames of `payloads`, one after the other.
-    let framed = |payloads: Vec<Vec<u8>>| {
-        let mut bytes = Vec::new();
-        for payload in payloads {
-            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(&payload);
-        }
-        bytes
-    };
-    let encoded = |json: &str| {
-        let batch: Batch = serde_json::from_str(json).expect("a batch");
-        let mut bytes = Vec::new();
-        binary::encode_batch(&batch, &mut bytes);
-        bytes[8..].to_vec()
-    };
-    let body = batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]);
+    let first = encoded(&batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]));
+    let second = encoded(&batch(&[r#"{"key":"k","value":"w","version":"7.2"}"#]));
 
     // Not synced with term 7 yet, then synced: two batches sent together, answered in order.
-    let bytes = framed(vec![encoded(&body)]);
-    leader.write_all(&bytes).await.expect("sent");
-    let frame = frames
-        .next(&mut leader)
-        .await
-        .expect("read")
-        .expect("an answer");
-    let Answer::Refused {
-        status,
-        body: error,
-    } = binary::decode_answer(&frame).expect("read")
-    else {
-        panic!("a batch of a leader it does not follow was acked");
-    };
-    assert_eq!(status, 409);
-    assert_eq!(
-        serde_json::from_str::<Value>(&error).expect("JSON")["error"],
-        "not_synced"
-    );
-
+    let answers = exchange(&mut leader, &mut frames, std::slice::from_ref(&first)).await;
+    let (status, error) = refusal(&answers[0]);
+    assert_eq!((status, &error["error"]), (409, &json!("not_synced")));
     follow_leader_7(&app).await;
-    let second = batch(&[r#"{"key":"k","value":"w","version":"7.2"}"#]);
-    let bytes = framed(vec![encoded(&body), encoded(&second)]);
-    leader.write_all(&bytes).await.expect("sent");
-    for (counter, applied) in [(1, true), (2, true)] {
-        let frame = frames
-            .next(&mut leader)
-            .await
-            .expect("read")
-            .expect("an answer");
-        let Answer::Acked(ack) = binary::decode_answer(&frame).expect("read") else {
-            panic!("batch 7.{counter} was refused");
+    let answers = exchange(&mut leader, &mut frames, &[first, second]).await;
+    for (counter, answer) in (1..).zip(&answers) {
+        let Answer::Acked(ack) = answer else {
+            panic!("batch 7.{counter} was refused: {answer:?}");
         };
         assert_eq!(ack.node_id, "follower-1");
         assert_eq!(ack.acks[0].version.to_string(), format!("7.{counter}"));
-        assert_eq!(ack.acks[0].applied, applied);
+        assert!(ack.acks[0].applied);
     }
     assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({"k": "w"}));
 
     // Not a batch: a 400, then the stream ends.
-    let bytes = framed(vec![vec![1, 2, 3]]);
-    leader.write_all(&bytes).await.expect("sent");
-    let frame = frames
-        .next(&mut leader)
-        .await
-        .expect("read")
-        .expect("an answer");
-    let Answer::Refused {
-        status,
-        body: error,
-    } = binary::decode_answer(&frame).expect("read")
-    else {
-        panic!("a malformed frame was acked");
-    };
-    assert_eq!(status, 400);
-    assert!(error.contains("invalid_body"), "{error}");
+    let answers = exchange(&mut leader, &mut frames, &[vec![1, 2, 3]]).await;
+    let (status, error) = refusal(&answers[0]);
+    assert_eq!((status, &error["error"]), (400, &json!("invalid_body")));
     assert!(
         frames
             .next(&mut leader)
