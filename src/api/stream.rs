@@ -4,7 +4,8 @@
 //! [binary form](crate::replication::wire::binary), and each is applied by the very method
 //! `POST /internal/replicate` calls ([`Node::receive_batch`](crate::node::Node::receive_batch))
 //! and answered in order: its acks, or the refusal that route would have answered, as status
-//! and JSON body. Answers to batches that arrived together go out in one write.
+//! and JSON body. Answers wait to be written while the batches already read are applied, so
+//! that those of batches that arrived together mostly go out in one write.
 //!
 //! A stream closes when the leader closes it, when the node stops (a batch read but not yet
 //! applied is not applied then), after [`IDLE`] without a batch or a byte of answer written,

@@ -46,8 +46,8 @@ pub struct Tally {
     /// Wakes the write's own quorum wait ([`Tally::wait`]), its one waiter: `notify_one` keeps
     /// a permit for a wake-up that comes before it waits.
     changed: Notify,
-    /// Wakes every watcher of [`Tally::held`] at each ack: the floor's wait, and any number of
-    /// Redis `WAIT`s of the connection's last write.
+    /// Wakes every watcher of [`Tally::held`] at each ack: the floor's wait. (A Redis `WAIT`
+    /// uses [`Tally::held_by`], which wakes it once.)
     held_changed: Notify,
 }
 
@@ -301,8 +301,8 @@ mod tests {
         assert!(!tally.ack(0), "an ack after the answer is not counted");
     }
 
-    /// The write's quorum wait and any number of watchers of its holders (Redis `WAIT`s of the
-    /// connection's last write, the floor's wait) all wake: one ack is not one wake-up.
+    /// A wait for a number of holders (Redis `WAIT`) ends when the count reaches it, not before,
+    /// and a wait given up leaves the list at the next one.
     #[tokio::test(start_paused = true)]
     async fn a_wait_for_holders_ends_when_the_count_reaches_its_number() {
         let tally = Arc::new(Tally::new(0, 5));
@@ -334,6 +334,8 @@ mod tests {
         tally.held_by(3).await;
     }
 
+    /// The write's quorum wait and any number of watchers of its holders (the floor's wait) all
+    /// wake: one ack is not one wake-up.
     #[tokio::test(start_paused = true)]
     async fn every_watcher_of_the_holders_wakes_beside_the_quorum_wait() {
         let tally = Arc::new(Tally::new(3, 5));

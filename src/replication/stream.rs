@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::transport::{Failure, Result, refusal};
 use super::wire::binary::{self, Answer, Frames};
 use super::wire::{Batch, BatchAck};
+use crate::store::Version;
 
 /// How long a stream may go unused before the leader opens a new one instead: well below how
 /// long a follower keeps a silent stream open (`api::stream`'s idle limit), so that this side
@@ -102,7 +103,8 @@ async fn run<IO: AsyncRead + AsyncWrite>(
 ) {
     let (mut reader, mut writer) = tokio::io::split(io);
     let mut frames = Frames::new(MAX_ANSWER_BYTES);
-    let mut waiting: VecDeque<Reply> = VecDeque::new();
+    // Each batch waiting for its answer, with the versions of its writes.
+    let mut waiting: VecDeque<(Reply, Vec<Version>)> = VecDeque::new();
     // The bytes of the batches not yet written. They go out a write at a time inside the loop,
     // so that answers are read while a large batch is being written, and neither side can
     // block the other with a full socket buffer.
@@ -113,10 +115,19 @@ async fn run<IO: AsyncRead + AsyncWrite>(
             biased;
             frame = frames.next(&mut reader) => match frame {
                 Ok(Some(payload)) => {
-                    let Some(reply) = waiting.pop_front() else {
+                    let Some((reply, versions)) = waiting.pop_front() else {
                         break Some(other("the follower answered a batch it was not sent"));
                     };
-                    let _ = reply.send(answer(&payload));
+                    let answer = answer(&payload);
+                    // Acks that name other writes: the answers are out of step with the
+                    // batches, and every later one would be too.
+                    if let Ok(ack) = &answer
+                        && !ack.acks.iter().map(|ack| ack.version).eq(versions)
+                    {
+                        waiting.push_front((reply, Vec::new()));
+                        break Some(other("the follower's answers are out of step with the batches"));
+                    }
+                    let _ = reply.send(answer);
                 }
                 Ok(None) => break Some(other("the follower closed the replication stream")),
                 Err(err) => break Some(broke(&err)),
@@ -125,10 +136,10 @@ async fn run<IO: AsyncRead + AsyncWrite>(
                 // `None`: the `Stream` was dropped, and nobody waits for an answer any more.
                 let Some((batch, reply)) = request else { break None };
                 binary::encode_batch(&batch, &mut out);
-                waiting.push_back(reply);
+                waiting.push_back((reply, versions(&batch)));
                 while let Ok((batch, reply)) = requests.try_recv() {
                     binary::encode_batch(&batch, &mut out);
-                    waiting.push_back(reply);
+                    waiting.push_back((reply, versions(&batch)));
                 }
             }
             written = writer.write(&out[sent..]), if sent < out.len() => match written {
@@ -147,12 +158,16 @@ async fn run<IO: AsyncRead + AsyncWrite>(
     // Close the channel first, so that no batch joins a stream that has ended.
     requests.close();
     let failure = failure.unwrap_or_else(ended);
-    for reply in waiting
-        .into_iter()
+    for reply in (waiting.into_iter().map(|(reply, _)| reply))
         .chain(std::iter::from_fn(|| requests.try_recv().ok()).map(|(_, reply)| reply))
     {
         let _ = reply.send(Err(failure.clone()));
     }
+}
+
+/// The versions of a batch's writes, in order: what its answer's acks must name.
+fn versions(batch: &Batch) -> Vec<Version> {
+    batch.writes.iter().map(|write| write.version).collect()
 }
 
 /// The batch's result that an answer frame carries.
@@ -255,6 +270,35 @@ mod tests {
                 assert_eq!(ack.acks[0].version, Version::new(1, counter));
             }
         }
+    }
+
+    #[tokio::test]
+    async fn answers_out_of_step_with_the_batches_end_the_stream() {
+        let (leader, mut follower) = tokio::io::duplex(1 << 16);
+        let stream = Arc::new(Stream::start(leader));
+        let sends: Vec<_> = (1..=2)
+            .map(|counter| {
+                let stream = Arc::clone(&stream);
+                tokio::spawn(async move { stream.send(batch(counter)).await })
+            })
+            .collect();
+        let mut frames = Frames::new(1 << 20);
+        for _ in 0..2 {
+            frames
+                .next(&mut follower)
+                .await
+                .expect("read")
+                .expect("a frame");
+        }
+        // The first answer names a write that neither batch holds.
+        let mut out = Vec::new();
+        binary::encode_answer(&acked(9), &mut out);
+        follower.write_all(&out).await.expect("written");
+        for send in sends {
+            let failure = send.await.expect("joined").expect_err("out of step");
+            assert!(failure.reason.contains("out of step"), "{failure}");
+        }
+        assert!(!stream.usable());
     }
 
     #[tokio::test]

@@ -114,7 +114,7 @@ impl std::fmt::Display for Failure {
 
 /// How long the leader waits to connect to a follower.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one batch may take in all: waiting for its stream to open, and for its answer.
+/// How long a batch may wait for its stream to open, and then for its answer.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the leader sends a follower that has no stream route its batches as JSON before it
 /// tries to open a stream again.
@@ -128,9 +128,10 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 const FENCE_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a pooled connection may sit idle before it is dropped rather than reused. A node
 /// closes a connection idle for its `HEADER_READ_TIMEOUT_MS` (5 s by default: hyper's header
-/// deadline also runs while it waits for the next request), and a heartbeat sent on a
-/// connection that the follower is closing fails with "connection closed before message
-/// completed". Well below that, so this side lets go first.
+/// deadline also runs while it waits for the next request), and a heartbeat (or a batch sent as
+/// JSON to a follower without the stream) sent on a connection that the follower is closing
+/// fails with "connection closed before message completed". Well below that, so this side lets
+/// go first.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The real transport: HTTP/1.1 to each follower's internal listener, on one pooled client with
@@ -230,7 +231,8 @@ impl HttpTransport {
     /// The replication stream to `follower`: the open one, or a new one if it has ended or sat
     /// unused for [`IDLE`](super::stream::IDLE). `None` when the follower has no stream route
     /// (it runs an older version): its batches then go as JSON, and the stream is tried again
-    /// after [`NO_STREAM_RETRY`]. Its caller bounds the time it takes.
+    /// after [`NO_STREAM_RETRY`]. Its caller bounds the time it takes, the wait for the lock
+    /// included.
     async fn stream(&self, follower: FollowerIndex, url: Url) -> Result<Option<Arc<Stream>>> {
         let mut slot = self.streams[follower].lock().await;
         match &*slot {
@@ -257,26 +259,6 @@ impl HttpTransport {
         let stream = Arc::new(Stream::start(upgraded));
         *slot = Slot::Open(Arc::clone(&stream));
         Ok(Some(stream))
-    }
-
-    /// Sends `batch` on `follower`'s stream, or as JSON to a follower without one.
-    async fn send_batch(
-        &self,
-        follower: FollowerIndex,
-        urls: &FollowerUrls,
-        batch: Batch,
-        used: &mut Option<Arc<Stream>>,
-    ) -> Result<BatchAck> {
-        match self.stream(follower, urls.stream.clone()).await? {
-            Some(stream) => {
-                *used = Some(Arc::clone(&stream));
-                stream.send(batch).await
-            }
-            None => {
-                let request = self.client.post(urls.replicate.clone()).json(&batch);
-                self.exchange(follower, request).await
-            }
-        }
     }
 
     /// Ends `stream`, and forgets it if it is still `follower`'s: a batch on it took too long,
@@ -334,19 +316,27 @@ impl Transport for HttpTransport {
     fn replicate(&self, follower: FollowerIndex, batch: Batch) -> BoxFuture<'_, Result<BatchAck>> {
         Box::pin(async move {
             let urls = self.urls(follower)?;
-            // One deadline for all of it: the stream's lock, its opening, the batch's answer.
-            let mut used = None;
-            let sent = self.send_batch(follower, urls, batch, &mut used);
-            match tokio::time::timeout(BATCH_TIMEOUT, sent).await {
+            let no_answer =
+                || Failure::new("timeout", format!("no answer within {BATCH_TIMEOUT:?}"));
+            // Each step has its deadline: the stream's lock and its opening, then the answer.
+            let opened =
+                tokio::time::timeout(BATCH_TIMEOUT, self.stream(follower, urls.stream.clone()));
+            let opened = opened.await.map_err(|_| {
+                Failure::new(
+                    "timeout",
+                    format!("the replication stream did not open within {BATCH_TIMEOUT:?}"),
+                )
+            })??;
+            let Some(stream) = opened else {
+                let request = self.client.post(urls.replicate.clone()).json(&batch);
+                let answer = tokio::time::timeout(BATCH_TIMEOUT, self.exchange(follower, request));
+                return answer.await.map_err(|_| no_answer())?;
+            };
+            match tokio::time::timeout(BATCH_TIMEOUT, stream.send(batch)).await {
                 Ok(answer) => answer,
                 Err(_) => {
-                    if let Some(stream) = used {
-                        self.drop_stream(follower, &stream).await;
-                    }
-                    Err(Failure::new(
-                        "timeout",
-                        format!("no answer within {BATCH_TIMEOUT:?}"),
-                    ))
+                    self.drop_stream(follower, &stream).await;
+                    Err(no_answer())
                 }
             }
         })

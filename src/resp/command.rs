@@ -74,19 +74,24 @@ impl Answer {
         Self::later(reply, false)
     }
 
-    /// The answer `reply` resolves to: at once when it is ready at its first poll (a write at
+    /// The answer `reply` resolves to: at once when it is ready at its first poll (a `SET` at
     /// quorum 0, a `WAIT` its followers already satisfy), otherwise from a task that waits for
     /// it. The first poll costs nothing to undo: the task polls the same future again, with a
-    /// waker that wakes it.
+    /// waker that wakes it. A panic in the first poll is answered as one in the task would be,
+    /// and the connection goes on.
     fn later(reply: impl Future<Output = Reply> + Send + 'static, blocking: bool) -> Self {
         let mut reply = Box::pin(reply);
         let mut first = std::task::Context::from_waker(std::task::Waker::noop());
-        match reply.as_mut().poll(&mut first) {
-            std::task::Poll::Ready(reply) => Self::Now(reply),
-            std::task::Poll::Pending => Self::Later {
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reply.as_mut().poll(&mut first)
+        }));
+        match polled {
+            Ok(std::task::Poll::Ready(reply)) => Self::Now(reply),
+            Ok(std::task::Poll::Pending) => Self::Later {
                 task: tokio::spawn(reply),
                 blocking,
             },
+            Err(_) => Self::Now(Reply::err("the command failed: it panicked")),
         }
     }
 }

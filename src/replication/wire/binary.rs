@@ -346,13 +346,6 @@ impl Frames {
         }
     }
 
-    /// Whether a whole frame is waiting: then its answer can wait for the next one's, in one
-    /// write.
-    pub fn has_frame(&self) -> bool {
-        self.declared()
-            .is_some_and(|length| (self.buffer.len() - HEADER_BYTES) as u64 >= length)
-    }
-
     fn declared(&self) -> Option<u64> {
         let header = self.buffer.get(..HEADER_BYTES)?;
         Some(u64::from_le_bytes(header.try_into().expect("8 bytes")))
