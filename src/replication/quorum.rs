@@ -68,7 +68,7 @@ struct State {
     /// this write, but a transfer may carry it ([`Replicator::holders`](super::Replicator::holders)).
     given_up: Vec<FollowerIndex>,
     /// The waits of [`Tally::held_by`], each with its number: dropping its sender, once `held`
-    /// reaches that number, wakes it.
+    /// reaches that number or a follower is given up, wakes it.
     watchers: Vec<(usize, oneshot::Sender<()>)>,
 }
 
@@ -128,9 +128,10 @@ impl Tally {
         self.state().given_up.clone()
     }
 
-    /// Waits until at least `wanted` followers hold the write (Redis's `WAIT`). Any number of
-    /// tasks may wait, and each is woken once, when the count reaches its number, rather than at
-    /// every ack.
+    /// Waits until at least `wanted` followers hold the write (Redis's `WAIT`), or until one
+    /// is given up ([`Tally::give_up`]): its caller counts again, since a state transfer may
+    /// already hold the write for that follower. Any number of tasks may wait, and each is woken
+    /// once, rather than at every ack.
     pub async fn held_by(&self, wanted: usize) {
         let reached = {
             let mut state = self.state();
@@ -143,8 +144,8 @@ impl Tally {
             state.watchers.push((wanted, sender));
             reached
         };
-        // Its sender is dropped once `held` reaches `wanted` (or with the tally, which the
-        // caller's `&self` keeps alive): either way the wait is over.
+        // Its sender is dropped once `held` reaches `wanted` or a follower is given up (or with
+        // the tally, which the caller's `&self` keeps alive): either way the wait is over.
         let _ = reached.await;
     }
 
@@ -171,6 +172,8 @@ impl Tally {
         if state.outstanding == 0 {
             self.changed.notify_one();
         }
+        // Every `held_by` counts again: a transfer may already have given the write to it.
+        state.watchers.clear();
     }
 
     /// Waits until the quorum is reached, no more acks can come, `deadline` passes or `stop`
@@ -332,6 +335,10 @@ mod tests {
         assert_eq!(tally.state().watchers.len(), 1);
         // A number already reached ends at once.
         tally.held_by(3).await;
+        // A follower given up ends every wait: its caller counts again, transfers included.
+        tally.give_up(3);
+        tokio::task::yield_now().await;
+        assert!(four.is_finished());
     }
 
     /// The write's quorum wait and any number of watchers of its holders (the floor's wait) all

@@ -370,10 +370,13 @@ fn wait(args: &[Vec<u8>], session: &Session, node: &Arc<Node>) -> Result<Answer,
                 let mut transfer = std::pin::pin!(transfer);
                 transfer.as_mut().enable();
                 // The acks still wanted, beside the followers a transfer gave the write: the
-                // wait wakes once, when the last of them comes.
+                // wait wakes once, when the last of them comes (or a follower is given up).
                 let acks = wanted.saturating_sub(replicator.transferred(&tally, version));
+                if tally.held() >= acks {
+                    return;
+                }
                 tokio::select! {
-                    () = tally.held_by(acks) => return,
+                    () = tally.held_by(acks) => {}
                     () = transfer => {}
                 }
             }
