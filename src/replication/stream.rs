@@ -190,7 +190,8 @@ fn answer(payload: &[u8]) -> Result<BatchAck> {
 mod tests {
     use std::sync::Arc;
 
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+    use tokio::task::JoinHandle;
 
     use super::*;
     use crate::replication::wire::{EntryAck, Write};
@@ -221,31 +222,39 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn batches_in_flight_get_their_own_answers_in_order_and_a_refusal_is_a_failure() {
-        let (leader, mut follower) = tokio::io::duplex(1 << 16);
+    /// A stream to a follower at the other end of a pipe, and the sends of the batches
+    /// `1..=count` on it, each in a task of its own.
+    fn sending(count: u64) -> (Arc<Stream>, DuplexStream, Vec<JoinHandle<Result<BatchAck>>>) {
+        let (leader, follower) = tokio::io::duplex(1 << 16);
         let stream = Arc::new(Stream::start(leader));
-        let sends: Vec<_> = (1..=3)
+        let sends = (1..=count)
             .map(|counter| {
                 let stream = Arc::clone(&stream);
                 tokio::spawn(async move { stream.send(batch(counter)).await })
             })
             .collect();
-        // The follower reads the three batches, then answers them in the order they came.
+        (stream, follower, sends)
+    }
+
+    /// The counters of the next `count` batches the follower reads, in the order they came.
+    async fn received(follower: &mut DuplexStream, count: usize) -> Vec<u64> {
         let mut frames = Frames::new(1 << 20);
         let mut counters = Vec::new();
-        for _ in 0..3 {
-            let frame = frames
-                .next(&mut follower)
-                .await
+        for _ in 0..count {
+            let frame = (frames.next(follower).await)
                 .expect("read")
                 .expect("a frame");
-            counters.push(
-                binary::decode_batch(&frame).expect("a batch").writes[0]
-                    .version
-                    .counter,
-            );
+            let batch = binary::decode_batch(&frame).expect("a batch");
+            counters.push(batch.writes[0].version.counter);
         }
+        counters
+    }
+
+    #[tokio::test]
+    async fn batches_in_flight_get_their_own_answers_in_order_and_a_refusal_is_a_failure() {
+        let (_stream, mut follower, sends) = sending(3);
+        // The follower reads the three batches, then answers them in the order they came.
+        let counters = received(&mut follower, 3).await;
         let mut out = Vec::new();
         for &counter in &counters {
             let answer = if counter == 2 {
@@ -274,22 +283,8 @@ mod tests {
 
     #[tokio::test]
     async fn answers_out_of_step_with_the_batches_end_the_stream() {
-        let (leader, mut follower) = tokio::io::duplex(1 << 16);
-        let stream = Arc::new(Stream::start(leader));
-        let sends: Vec<_> = (1..=2)
-            .map(|counter| {
-                let stream = Arc::clone(&stream);
-                tokio::spawn(async move { stream.send(batch(counter)).await })
-            })
-            .collect();
-        let mut frames = Frames::new(1 << 20);
-        for _ in 0..2 {
-            frames
-                .next(&mut follower)
-                .await
-                .expect("read")
-                .expect("a frame");
-        }
+        let (stream, mut follower, sends) = sending(2);
+        received(&mut follower, 2).await;
         // The first answer names a write that neither batch holds.
         let mut out = Vec::new();
         binary::encode_answer(&acked(9), &mut out);
@@ -303,15 +298,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_breaks_fails_the_batches_waiting_on_it_and_takes_no_more() {
-        let (leader, follower) = tokio::io::duplex(1 << 16);
-        let stream = Arc::new(Stream::start(leader));
-        let waiting = {
-            let stream = Arc::clone(&stream);
-            tokio::spawn(async move { stream.send(batch(1)).await })
-        };
+        let (stream, follower, mut sends) = sending(1);
         tokio::task::yield_now().await;
         drop(follower);
-        let failure = waiting
+        let failure = (sends.pop().expect("one send"))
             .await
             .expect("joined")
             .expect_err("the stream broke");

@@ -252,8 +252,7 @@ impl HttpTransport {
             return Ok(None);
         }
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            let body = response.text().await.unwrap_or_default();
-            return Err(refusal(status, &body));
+            return Err(refused(response).await);
         }
         let upgraded = (response.upgrade().await).map_err(|err| Failure::from_reqwest(&err))?;
         let stream = Arc::new(Stream::start(upgraded));
@@ -408,8 +407,15 @@ async fn read<T: serde::de::DeserializeOwned>(response: reqwest::Response) -> Re
             Failure::new("other", format!("unreadable answer: {}", describe(&err)))
         });
     }
+    Err(refused(response).await)
+}
+
+/// The failure an answer that is not the one asked for means: its status and body, read by
+/// [`refusal`].
+async fn refused(response: reqwest::Response) -> Failure {
+    let status = response.status();
     let body = response.text().await.unwrap_or_default();
-    Err(refusal(status, &body))
+    refusal(status, &body)
 }
 
 /// The failure an error answer of a peer means: its status and JSON body (`{"error": code,
