@@ -16,7 +16,8 @@ use crate::settings::{Settings, WaitPoint};
 /// Nothing listens on port 1: messages to this "follower" fail at once.
 const DEAD_FOLLOWER: &str = "http://127.0.0.1:1";
 
-fn config(role: Role) -> Config {
+/// A node's configuration for tests that need no running cluster.
+pub(crate) fn config(role: Role) -> Config {
     Config {
         role,
         node_id: Some(format!("{}-1", role.as_str())),

@@ -328,3 +328,71 @@ async fn linger(mut reader: OwnedReadHalf, mut writer: OwnedWriteHalf) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::api::AppState;
+    use crate::config::Role;
+
+    /// Reads until the server closes the connection; returns what came.
+    async fn until_closed(client: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("a clean close");
+        got
+    }
+
+    /// On a paused clock, which jumps to the next deadline whenever every task waits: a
+    /// connection that sends a command now and then stays open however long it lasts, one that
+    /// goes silent is closed `IDLE_TIMEOUT` after its last command, and one that stalls half-way
+    /// through a command is closed `command_timeout` after the command's first byte.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_closes_when_idle_or_stalled_and_not_before() {
+        let command_timeout = Duration::from_secs(2);
+        let state = AppState::new(&crate::api::tests::config(Role::Follower)).expect("valid");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("bound");
+        let limits = RespLimits {
+            max_value_bytes: 16,
+            max_connections: 4,
+            command_timeout,
+        };
+        let (_stop, stop) = watch::channel(false);
+        let server = serve(listener, Arc::clone(state.node()), limits, stop);
+
+        let clients = async {
+            let mut steady = TcpStream::connect(addr).await.expect("connects");
+            for _ in 0..4 {
+                tokio::time::sleep(IDLE_TIMEOUT * 2 / 3).await;
+                steady.write_all(b"PING\r\n").await.expect("sent");
+                let mut pong = [0u8; 7];
+                steady.read_exact(&mut pong).await.expect("still open");
+                assert_eq!(&pong, b"+PONG\r\n");
+            }
+            let silent_from = Instant::now();
+            assert_eq!(until_closed(&mut steady).await, b"");
+            let silent_for = silent_from.elapsed();
+            assert!(
+                silent_for >= IDLE_TIMEOUT && silent_for < IDLE_TIMEOUT + command_timeout,
+                "closed after {silent_for:?} of silence"
+            );
+
+            let mut stalled = TcpStream::connect(addr).await.expect("connects");
+            tokio::time::sleep(command_timeout * 10).await;
+            let stalled_from = Instant::now();
+            stalled.write_all(b"*1\r\n$4\r\nPI").await.expect("sent");
+            assert_eq!(until_closed(&mut stalled).await, b"");
+            let stalled_for = stalled_from.elapsed();
+            assert!(
+                stalled_for >= command_timeout && stalled_for < command_timeout * 2,
+                "closed after {stalled_for:?} of a stalled command"
+            );
+        };
+        tokio::select! {
+            () = server => panic!("the listener stopped"),
+            () = clients => {}
+        }
+    }
+}
