@@ -63,6 +63,13 @@ pub struct Config {
     #[arg(long, env = "RESP_LISTEN_ADDR")]
     pub resp_listen_addr: Option<SocketAddr>,
 
+    /// This node's RESP address as clients reach it, host:port, e.g. 127.0.0.1:6380 in
+    /// compose. A leader sends it with its heartbeats, and its followers name it in their
+    /// READONLY errors and as master_host and master_port in INFO and ROLE. Unset, it is
+    /// RESP_LISTEN_ADDR when that names one interface (not 0.0.0.0 or ::) [default: none].
+    #[arg(long, env = "RESP_PUBLIC_ADDR", value_parser = parse_host_port)]
+    pub resp_public_addr: Option<String>,
+
     /// Comma-separated base URLs of every other node's internal listener, e.g.
     /// http://follower1:9000,http://follower2:9000. A leader replicates to them; a follower
     /// needs them to be promoted. Required on a leader.
@@ -263,6 +270,25 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Checks a `host:port` address as clients would dial it (a name, an IPv4 address or a
+/// bracketed IPv6 one, and a port from 1 to 65535), and returns it as given.
+pub fn parse_host_port(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let wrong = || format!("{text:?} is not host:port (e.g. 127.0.0.1:6380 or kv-leader:6379)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && (host.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && host_ok => Ok(text.to_owned()),
+        _ => Err(wrong()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +324,37 @@ mod tests {
             }
         );
         assert_eq!(config.max_value_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn a_resp_public_address_is_host_and_port() {
+        for good in [
+            "127.0.0.1:6380",
+            "kv-leader:6379",
+            "[::1]:6380",
+            "a.example_1-b:1",
+        ] {
+            let config = parse(&["--role", "follower", "--resp-public-addr", good]);
+            assert_eq!(config.expect(good).resp_public_addr.as_deref(), Some(good));
+        }
+        for bad in [
+            "",
+            "6380",
+            "host",
+            "host:0",
+            "host:65536",
+            ":6380",
+            "a b:1",
+            "[zz]:1",
+        ] {
+            let refused = parse(&["--role", "follower", "--resp-public-addr", bad]);
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|err| err.contains("is not host:port")),
+                "{bad:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl Shared {
             term: self.term,
             leader: self.incarnation,
             leader_url: self.public_url.clone(),
+            leader_resp_addr: self.resp_public_addr.clone(),
             smallest_quorum,
             quorum_epoch,
             settings: self.settings(),

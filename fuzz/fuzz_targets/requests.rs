@@ -32,6 +32,7 @@ fn node() -> &'static Node {
             listen_addr: "127.0.0.1:0".parse().unwrap(),
             internal_listen_addr: "127.0.0.1:0".parse().unwrap(),
             resp_listen_addr: None,
+            resp_public_addr: None,
             followers: vec![],
             peers: vec![],
             leader_url: Some(parse_base_url("http://leader:8000").unwrap()),

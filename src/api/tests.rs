@@ -40,6 +40,7 @@ pub(crate) fn config(role: Role) -> Config {
         replication_backlog: 100,
         internal_listen_addr: "127.0.0.1:0".parse().expect("valid address"),
         resp_listen_addr: None,
+        resp_public_addr: None,
         cluster_token: None,
         cluster_token_file: None,
         header_read_timeout_ms: 1000,

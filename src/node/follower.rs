@@ -64,8 +64,8 @@ impl Node {
         })
     }
 
-    /// The leader's heartbeat: this follower adopts its term, hears of its public URL, smallest
-    /// quorum and live settings, and answers its status.
+    /// The leader's heartbeat: this follower adopts its term, hears of its public URL and RESP
+    /// address, smallest quorum and live settings, and answers its status.
     pub fn receive_heartbeat(&self, heartbeat: Heartbeat) -> Result<NodeStatus> {
         let mut replica = self.replica();
         self.accept_term(
@@ -74,6 +74,7 @@ impl Node {
             heartbeat.leader_url.as_deref(),
             heartbeat.leader,
         )?;
+        replica.leader_resp_addr = heartbeat.leader_resp_addr;
         // A follower that does not hold this leader's state yet lacks writes of this term: what
         // it would report of their quorum could not be trusted by a candidate.
         if replica.following == Some(heartbeat.term) {

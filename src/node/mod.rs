@@ -71,6 +71,8 @@ pub struct Identity {
     pub leader_url: Option<String>,
     /// `PUBLIC_URL`: where clients reach this node when it leads.
     pub public_url: Option<String>,
+    /// `RESP_PUBLIC_ADDR`: where Redis clients reach this node when it leads.
+    pub resp_public_addr: Option<String>,
     /// The live settings a leader starts with when it has heard of none.
     pub settings: Settings,
     /// `REPLICATION_BACKLOG`.
@@ -131,6 +133,7 @@ impl Node {
             incarnation: crate::entropy::incarnation(),
             leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
             public_url: config.public_url.as_ref().map(|url| url.to_string()),
+            resp_public_addr: config.resp_public_addr.clone(),
             settings: config.settings,
             backlog: config.replication_backlog,
             failover_after: config.failover_after(),
@@ -317,6 +320,12 @@ impl Node {
     /// follower's `LEADER_URL`.
     pub fn leader_url(&self) -> Option<String> {
         self.leader_url_in(&self.replica())
+    }
+
+    /// The leader's RESP address as a follower names it: the `RESP_PUBLIC_ADDR` its leader's
+    /// latest heartbeat gave, if any.
+    pub fn leader_resp_addr(&self) -> Option<String> {
+        self.replica().leader_resp_addr.clone()
     }
 
     /// [`Node::leader_url`], with the replica locked.

@@ -110,6 +110,8 @@ pub struct Leadership {
     pub incarnation: Incarnation,
     /// Its `PUBLIC_URL`, which its state transfers and heartbeats name.
     pub public_url: Option<String>,
+    /// Its `RESP_PUBLIC_ADDR`, which its heartbeats name.
+    pub resp_public_addr: Option<String>,
     /// The live settings it starts with.
     pub settings: Settings,
     /// Most writes pending for one follower (`REPLICATION_BACKLOG`).
@@ -144,6 +146,7 @@ impl Replicator {
             term,
             incarnation,
             public_url,
+            resp_public_addr,
             settings,
             backlog,
             smallest_quorum: leadership_quorum,
@@ -169,6 +172,7 @@ impl Replicator {
             events: Events::new(),
             clock,
             public_url,
+            resp_public_addr,
             announcement: Mutex::new(announcement),
             floor: Signal::new(floor),
             applying: AtomicUsize::new(0),

@@ -33,6 +33,9 @@ pub struct Replica {
     pub filled: bool,
     /// Where clients reach the leader of `term`: its `PUBLIC_URL`, when it has one.
     pub leader_url: Option<String>,
+    /// Where Redis clients reach the leader of `term`: its `RESP_PUBLIC_ADDR`, as its latest
+    /// heartbeat named it.
+    pub leader_resp_addr: Option<String>,
     /// The node (by incarnation) that took `term` here: the candidate whose fence this node
     /// accepted, or the leader whose message came first, or this node while it leads. A message
     /// of `term` from any other node is refused (`409 term_taken`).
@@ -100,6 +103,7 @@ impl Replica {
         if newer {
             self.term = term;
             self.leader_url = None;
+            self.leader_resp_addr = None;
             self.term_owner = None;
             // Not `hidden`: a leader that steps down keeps hiding its unacknowledged writes
             // until the new leader's state transfer replaces them.

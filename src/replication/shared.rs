@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(super) clock: Arc<LagClock>,
     /// The leader's `PUBLIC_URL`, sent with its state transfers and heartbeats.
     pub(crate) public_url: Option<String>,
+    /// The leader's `RESP_PUBLIC_ADDR`, sent with its heartbeats.
+    pub(crate) resp_public_addr: Option<String>,
     /// The term's smallest quorum as announced to the followers, and the floor at which a write
     /// counts. Locked after the replica lock, when both are taken.
     pub(super) announcement: Mutex<Announcement>,

@@ -262,6 +262,10 @@ pub struct Heartbeat {
     /// The leader's `PUBLIC_URL`, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_url: Option<String>,
+    /// The leader's `RESP_PUBLIC_ADDR` (host:port), if it has one: its followers name it in
+    /// their `READONLY` errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_resp_addr: Option<String>,
     /// The smallest write quorum of this term, as announced.
     #[serde(deserialize_with = "count")]
     #[schema(value_type = u64, maximum = 9_007_199_254_740_991_i64)]

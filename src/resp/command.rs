@@ -157,7 +157,7 @@ pub fn run(parts: Parts, session: &mut Session, context: &Context) -> Answer {
         }),
         "EXISTS" => arity(1..=usize::MAX).and_then(|()| {
             let replica = node.replica();
-            node.readable().map_err(|err| error_reply(&err))?;
+            node.readable().map_err(|err| error_reply(node, &err))?;
             let mut found = 0;
             for key in args {
                 let entry = replica.read(&text(key, "key")?);
@@ -202,7 +202,7 @@ fn text(bytes: &[u8], what: &str) -> Result<String, Reply> {
 /// A key argument: UTF-8, 1 to 1024 bytes, as a key in the HTTP API's path.
 fn key_of(bytes: &[u8]) -> Result<String, Reply> {
     let key = text(bytes, "key")?;
-    check_key(&key).map_err(|err| error_reply(&err))?;
+    check_key(&key).map_err(Reply::err)?;
     Ok(key)
 }
 
@@ -214,14 +214,22 @@ fn integer(bytes: &[u8]) -> Result<i64, Reply> {
         .ok_or_else(|| Reply::err("value is not an integer or out of range"))
 }
 
-/// The reply to a node's error, Redis's way: `READONLY` on a follower, `NOQUORUM` when the
-/// quorum was not reached, `ERR` with the message otherwise.
-pub fn error_reply(err: &Error) -> Reply {
+/// The reply to `node`'s error, Redis's way: `READONLY` on a follower (naming the leader's RESP
+/// address and URL, as far as it knows them), `NOQUORUM` when the quorum was not reached, `ERR`
+/// with the message otherwise.
+pub fn error_reply(node: &Node, err: &Error) -> Reply {
     match err {
-        Error::NotLeader { leader } => Reply::Error(format!(
-            "READONLY You can't write against a read only replica. The leader is {}",
-            leader.as_deref().unwrap_or("unknown to this node")
-        )),
+        Error::NotLeader { leader } => {
+            let leader = match (node.leader_resp_addr(), leader) {
+                (Some(resp), Some(url)) => format!("at {resp} (HTTP: {url})"),
+                (Some(resp), None) => format!("at {resp}"),
+                (None, Some(url)) => format!("at {url} (its RESP address is unknown here)"),
+                (None, None) => "unknown to this node".to_owned(),
+            };
+            Reply::Error(format!(
+                "READONLY You can't write against a read only replica. The leader is {leader}"
+            ))
+        }
         Error::QuorumTimeout(write) => Reply::Error(format!(
             "NOQUORUM applied on the leader, {} of {} acks after {} ms (version {}): not rolled \
              back, it keeps replicating, only not confirmed",
@@ -242,7 +250,7 @@ fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
     // a write only once its quorum acknowledged it, and a new leader's state once enough
     // followers of its term hold it.
     let replica = node.replica();
-    node.readable().map_err(|err| error_reply(&err))?;
+    node.readable().map_err(|err| error_reply(node, &err))?;
     Ok(Reply::Bulk((replica.read(&key)).and_then(|entry| {
         entry.value.clone().map(String::into_bytes)
     })))
@@ -262,17 +270,20 @@ fn set(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
     let key = key_of(&args[0])?;
     let value = text(&args[1], "value")?;
     if value.len() > context.max_value_bytes {
-        return Err(error_reply(&Error::PayloadTooLarge {
-            what: "value",
-            limit: context.max_value_bytes,
-        }));
+        return Err(error_reply(
+            &context.node,
+            &Error::PayloadTooLarge {
+                what: "value",
+                limit: context.max_value_bytes,
+            },
+        ));
     }
     let writing = begin(context, session, key, Some(value))?;
     let node = Arc::clone(&context.node);
     Ok(Answer::write(async move {
         match writing.finish(&node, Protocol::Resp).await {
             Ok(_) => Reply::Simple("OK"),
-            Err(err) => error_reply(&err),
+            Err(err) => error_reply(&node, &err),
         }
     }))
 }
@@ -286,7 +297,7 @@ fn begin(
 ) -> Result<Writing, Reply> {
     let writing = (context.node)
         .begin_write(key, value, None)
-        .map_err(|err| error_reply(&err))?;
+        .map_err(|err| error_reply(&context.node, &err))?;
     session.last_write = Some((Arc::clone(writing.tally()), writing.version()));
     Ok(writing)
 }
@@ -299,7 +310,10 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
         keys.push(key_of(key)?);
     }
     // Checked first: a follower deletes nothing, and says so even for a key it lacks.
-    context.node.leader().map_err(|err| error_reply(&err))?;
+    context
+        .node
+        .leader()
+        .map_err(|err| error_reply(&context.node, &err))?;
     // Each deletion waits for its quorum in a task of its own, so that they wait side by
     // side, and every deletion begun is finished (its outcome counted and published), even
     // when a later one is refused.
@@ -325,6 +339,7 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
             }
         }
     }
+    let node = Arc::clone(&context.node);
     Ok(Answer::write(async move {
         let deleted = deleting.len() as i64;
         let mut failed = refused;
@@ -333,7 +348,7 @@ fn del(args: &[Vec<u8>], session: &mut Session, context: &Context) -> Result<Ans
             if failed.is_none() {
                 failed = match outcome {
                     Ok(Ok(_)) => None,
-                    Ok(Err(err)) => Some(error_reply(&err)),
+                    Ok(Err(err)) => Some(error_reply(&node, &err)),
                     Err(err) => Some(Reply::err(format!("the deletion failed: {err}"))),
                 };
             }
@@ -450,7 +465,7 @@ fn info(node: &Node, args: &[Vec<u8>]) -> Vec<u8> {
             }
             None => {
                 let leader = health.leader.unwrap_or_default();
-                let (host, port) = host_and_port(&leader);
+                let (host, port) = leader_host_and_port(node);
                 out.push_str(&format!(
                     "role:slave\r\nterm:{}\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_url:{leader}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\nversion:{}\r\n",
                     health.term,
@@ -475,6 +490,17 @@ fn host_and_port(url: &str) -> (String, String) {
     })
 }
 
+/// The host and port of a follower's leader's RESP address, as its heartbeat named it
+/// (`RESP_PUBLIC_ADDR`), or empty strings while it is unknown.
+fn leader_host_and_port(node: &Node) -> (String, String) {
+    let addr = node.leader_resp_addr().unwrap_or_default();
+    addr.rsplit_once(':')
+        .map_or((String::new(), String::new()), |(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            (host.to_owned(), port.to_owned())
+        })
+}
+
 /// `ROLE`, as Redis answers it: a leader's offset and followers, or a follower's leader.
 fn role(node: &Node) -> Reply {
     let health = node.health();
@@ -497,7 +523,7 @@ fn role(node: &Node) -> Reply {
             ),
         ]),
         None => {
-            let (host, port) = host_and_port(&health.leader.unwrap_or_default());
+            let (host, port) = leader_host_and_port(node);
             Reply::Array(vec![
                 Reply::bulk("slave"),
                 Reply::bulk(host),

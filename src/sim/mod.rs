@@ -425,6 +425,7 @@ impl World {
             incarnation,
             leader_url: None,
             public_url: Some(format!("http://n{slot}:8080/")),
+            resp_public_addr: Some(format!("n{slot}:6379")),
             settings: Settings {
                 auto_failover: self.profile.auto_failover,
                 ..SETTINGS

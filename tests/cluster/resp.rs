@@ -84,22 +84,51 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
         .await
         .expect("answered");
     assert_eq!(got.as_deref(), Some("blue"));
-    let refused = query::<String>(&mut follower, redis::cmd("SET").arg("color").arg("red"))
-        .await
-        .expect_err("refused");
-    assert_eq!(refused.code(), Some("READONLY"), "{refused}");
-    assert!(
-        refused.to_string().contains(&cluster.leader.url()),
-        "{refused}"
+    // The leader's RESP address (its RESP_LISTEN_ADDR here, bound on 127.0.0.1) comes with
+    // its heartbeats; its URL with its state transfer.
+    let leader_resp = resp_addr(&cluster.leader);
+    let readonly = format!(
+        "The leader is at {leader_resp} (HTTP: {}",
+        cluster.leader.url()
     );
+    let refused = eventually(Duration::from_secs(5), || {
+        let mut follower = follower.clone();
+        let readonly = readonly.clone();
+        async move {
+            let refused = query::<String>(&mut follower, redis::cmd("SET").arg("color").arg("red"))
+                .await
+                .expect_err("refused");
+            match refused.to_string().contains(&readonly) {
+                true => Ok(refused),
+                false => Err(refused.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("READONLY names the leader's RESP address and URL");
+    assert_eq!(refused.code(), Some("READONLY"), "{refused}");
     let role: Vec<redis::Value> = query(&mut follower, &mut redis::cmd("ROLE"))
         .await
         .expect("answered");
-    assert_eq!(role[0], redis::Value::BulkString(b"slave".to_vec()));
+    assert_eq!(
+        role[..3],
+        [
+            redis::Value::BulkString(b"slave".to_vec()),
+            redis::Value::BulkString(leader_resp.ip().to_string().into_bytes()),
+            redis::Value::Int(leader_resp.port().into()),
+        ]
+    );
     let info: String = query(&mut follower, redis::cmd("INFO").arg("replication"))
         .await
         .expect("answered");
-    assert!(info.contains("role:slave"), "{info}");
+    for line in [
+        "role:slave".to_owned(),
+        format!("master_host:{}\r\n", leader_resp.ip()),
+        format!("master_port:{}\r\n", leader_resp.port()),
+        format!("master_url:{}", cluster.leader.url()),
+    ] {
+        assert!(info.contains(&line), "{line} in {info}");
+    }
 
     // The leader's INFO tells the truth about its followers and its quorum.
     let info: String = query(&mut leader, redis::cmd("INFO").arg("replication"))

@@ -305,8 +305,13 @@ async fn lab_scenarios_against_the_compose_cluster() {
             })
             .await
             .expect("follower3 serves the write over RESP");
+            // The README's line: READONLY names the leader's published RESP address.
             let refused = cli(&["-p", "6383", "set", "color", "red"]);
-            assert!(refused.starts_with("READONLY"), "{refused}");
+            assert!(
+                refused.starts_with("READONLY")
+                    && refused.contains("The leader is at 127.0.0.1:6380 (HTTP: "),
+                "{refused}"
+            );
             let (_, body) = send(http.get(format!("{LEADER}/kv/color"))).await;
             assert_eq!(body["value"], "blue", "the same store over HTTP");
             let (status, _) = send(http.delete(format!("{LEADER}/kv/color"))).await;
