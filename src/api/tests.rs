@@ -679,6 +679,131 @@ async fn the_replication_stream_answers_batches_as_the_json_route_does() {
     serving.await.expect("the stream's task ended");
 }
 
+/// A leader that sends batches and reads no answers holds its follower back: the stream stops
+/// reading (and applying) batches once 1 MiB of answers waits to be written, and goes on,
+/// answering every batch in order, once the leader reads. On tokio's paused clock, a sleep
+/// returns only once every task waits.
+#[tokio::test(start_paused = true)]
+async fn a_stream_whose_answers_are_not_read_stops_reading_at_its_limit() {
+    use crate::replication::wire::binary::{self, Answer, Frames};
+    use crate::replication::wire::{Batch, BatchAck, EntryAck};
+    use crate::store::Version;
+    use tokio::io::AsyncWriteExt;
+
+    const BATCHES: u64 = 60_000;
+    const PIPE: usize = 1 << 16;
+    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state.clone()),
+    };
+    follow_leader_7(&app).await;
+    let mut frames_out = Vec::new();
+    for counter in 1..=BATCHES {
+        let write = format!(r#"{{"key":"k{counter}","value":"v","version":"7.{counter}"}}"#);
+        let batch: Batch = serde_json::from_str(&batch(&[&write])).expect("a batch");
+        binary::encode_batch(&batch, &mut frames_out);
+    }
+    let answer_bytes = {
+        let mut one = Vec::new();
+        let ack = BatchAck {
+            node_id: "follower-1".to_owned(),
+            acks: vec![EntryAck {
+                version: Version::new(7, 1),
+                applied: true,
+                refused: None,
+            }],
+        };
+        binary::encode_answer(&Answer::Acked(ack), &mut one);
+        one.len() as u64
+    };
+    let applied = || async {
+        let version = call(&app, "GET", "/health", None).await.1["version"].clone();
+        let version = version.as_str().expect("a version").to_owned();
+        version
+            .strip_prefix("7.")
+            .expect("term 7")
+            .parse::<u64>()
+            .expect("a counter")
+    };
+
+    let (leader, follower) = tokio::io::duplex(PIPE);
+    let (mut leader_reads, mut leader_writes) = tokio::io::split(leader);
+    let serving = tokio::spawn(async move {
+        super::stream::serve(&state, follower, Some("leader-1")).await;
+    });
+    let mut sending = Box::pin(async move {
+        leader_writes.write_all(&frames_out).await.expect("sent");
+        leader_writes
+    });
+    // The leader sends, and reads nothing, until every task waits.
+    tokio::select! {
+        _ = &mut sending => panic!("every batch went in without a read: nothing held it back"),
+        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+    }
+    let held = applied().await;
+    let limit = (1 << 20) + PIPE as u64 + answer_bytes;
+    assert!(
+        held < BATCHES && held * answer_bytes <= limit && held * answer_bytes > 1 << 20,
+        "{held} batches of {BATCHES} applied with their answers unread ({answer_bytes} bytes each)"
+    );
+
+    // The leader reads: every batch is then applied and answered, in order.
+    let reading = async {
+        let mut frames = Frames::new(1 << 20);
+        for counter in 1..=BATCHES {
+            let frame = frames
+                .next(&mut leader_reads)
+                .await
+                .expect("read")
+                .expect("an answer");
+            let Answer::Acked(ack) = binary::decode_answer(&frame).expect("an answer") else {
+                panic!("batch 7.{counter} was refused");
+            };
+            assert_eq!(ack.acks[0].version, Version::new(7, counter));
+        }
+    };
+    let (leader_writes, ()) = tokio::join!(sending, reading);
+    assert_eq!(applied().await, BATCHES);
+    // The leader closes the stream: the follower's end ends.
+    drop((leader_reads, leader_writes));
+    serving.await.expect("the stream's task ended");
+}
+
+/// A node that is stopping applies no batch that reaches its stream, even one already there: the
+/// stream closes without applying or answering it.
+#[tokio::test]
+async fn a_stopping_node_applies_no_batch_from_its_stream() {
+    use crate::replication::wire::Batch;
+    use crate::replication::wire::binary::{self, Frames};
+    use tokio::io::AsyncWriteExt;
+
+    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state.clone()),
+    };
+    follow_leader_7(&app).await;
+    let (mut leader, follower) = tokio::io::duplex(1 << 16);
+    let batch: Batch =
+        serde_json::from_str(&batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]))
+            .expect("a batch");
+    let mut frame = Vec::new();
+    binary::encode_batch(&batch, &mut frame);
+    // The batch is there before the stream is served, and the node is stopping.
+    leader.write_all(&frame).await.expect("sent");
+    state.stop();
+    let serving = {
+        let state = state.clone();
+        tokio::spawn(async move { super::stream::serve(&state, follower, Some("leader-1")).await })
+    };
+    let mut frames = Frames::new(1 << 20);
+    let answer = frames.next(&mut leader).await.expect("a clean end");
+    assert!(answer.is_none(), "the stopping node answered a batch");
+    serving.await.expect("the stream's task ended");
+    assert_eq!(call(&app, "GET", "/dump", None).await.1, json!({}));
+}
+
 /// A follower names its `LEADER_URL` in a 421 until a leader's state transfer gives that
 /// leader's `PUBLIC_URL`; then it names that.
 #[tokio::test]
