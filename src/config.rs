@@ -166,6 +166,13 @@ impl Config {
                 self.failover_after_ms
             ));
         }
+        if self.resp_public_addr.is_some() && self.resp_listen_addr.is_none() {
+            return Err(
+                "RESP_PUBLIC_ADDR (--resp-public-addr) is set, but RESP_LISTEN_ADDR is not: \
+                 this node speaks no RESP to be reached at"
+                    .into(),
+            );
+        }
         if self.cluster_token.is_some() && self.cluster_token_file.is_some() {
             return Err("set CLUSTER_TOKEN or CLUSTER_TOKEN_FILE, not both".into());
         }
@@ -270,22 +277,27 @@ pub fn parse_base_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-/// Checks a `host:port` address as clients would dial it (a name, an IPv4 address or a
-/// bracketed IPv6 one, and a port from 1 to 65535), and returns it as given.
+/// Checks a `host:port` address as clients would dial it: a name or an IPv4 address (labels of
+/// letters, digits, `-` and `_`, joined by dots) or a bracketed IPv6 address, and a port from 1
+/// to 65535 written in plain digits. Returns it without the spaces around it.
 pub fn parse_host_port(text: &str) -> Result<String, String> {
     let text = text.trim();
     let wrong = || format!("{text:?} is not host:port (e.g. 127.0.0.1:6380 or kv-leader:6379)");
     let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
-        None => {
-            !host.is_empty()
-                && (host.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        }
+        None => host.split('.').all(|label| {
+            !label.is_empty()
+                && (label.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        }),
     };
-    match port.parse::<u16>() {
-        Ok(port) if port > 0 && host_ok => Ok(text.to_owned()),
-        _ => Err(wrong()),
+    let port_ok = !port.starts_with('0')
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|port| port > 0);
+    if host_ok && port_ok {
+        Ok(text.to_owned())
+    } else {
+        Err(wrong())
     }
 }
 
@@ -334,7 +346,14 @@ mod tests {
             "[::1]:6380",
             "a.example_1-b:1",
         ] {
-            let config = parse(&["--role", "follower", "--resp-public-addr", good]);
+            let config = parse(&[
+                "--role",
+                "follower",
+                "--resp-listen-addr",
+                "0.0.0.0:6379",
+                "--resp-public-addr",
+                good,
+            ]);
             assert_eq!(config.expect(good).resp_public_addr.as_deref(), Some(good));
         }
         for bad in [
@@ -342,8 +361,12 @@ mod tests {
             "6380",
             "host",
             "host:0",
+            "host:06380",
+            "host:+6380",
             "host:65536",
             ":6380",
+            "a..b:1",
+            "::1:6380",
             "a b:1",
             "[zz]:1",
         ] {
@@ -355,6 +378,14 @@ mod tests {
                 "{bad:?}: {refused:?}"
             );
         }
+        // An address for a listener the node does not have.
+        let refused = parse(&["--role", "follower", "--resp-public-addr", "127.0.0.1:6380"]);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|err| err.contains("RESP_LISTEN_ADDR is not")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -34,9 +34,12 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// (`INTERNAL_LISTEN_ADDR`) and the RESP one (`RESP_LISTEN_ADDR`, if set), and serves the node
 /// until `shutdown` resolves.
 pub async fn serve(
-    mut config: Config,
+    config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let state = AppState::new(&config)?;
+    let public = bind(config.listen_addr).await?;
+    let internal = Some(bind(config.internal_listen_addr).await?);
     let resp = match config.resp_listen_addr {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -44,15 +47,12 @@ pub async fn serve(
     // Without RESP_PUBLIC_ADDR, a RESP listener on one interface is reached where it listens
     // (its port as bound, when RESP_LISTEN_ADDR asked for port 0). One on every interface
     // (0.0.0.0 in a container) is reached through an address only its operator knows.
-    if config.resp_public_addr.is_none() {
-        config.resp_public_addr = (resp.as_ref())
-            .and_then(|listener| listener.local_addr().ok())
-            .filter(|addr| !addr.ip().is_unspecified())
-            .map(|addr| addr.to_string());
+    if let Some(addr) = (resp.as_ref())
+        .and_then(|listener| listener.local_addr().ok())
+        .filter(|addr| !addr.ip().is_unspecified())
+    {
+        state.node().advertise_resp(addr.to_string());
     }
-    let state = AppState::new(&config)?;
-    let public = bind(config.listen_addr).await?;
-    let internal = Some(bind(config.internal_listen_addr).await?);
     serve_state(state, public, internal, resp, &config, shutdown).await
 }
 

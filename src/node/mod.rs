@@ -23,7 +23,9 @@ mod follower;
 pub mod kv;
 mod promotion;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -71,8 +73,10 @@ pub struct Identity {
     pub leader_url: Option<String>,
     /// `PUBLIC_URL`: where clients reach this node when it leads.
     pub public_url: Option<String>,
-    /// `RESP_PUBLIC_ADDR`: where Redis clients reach this node when it leads.
-    pub resp_public_addr: Option<String>,
+    /// `RESP_PUBLIC_ADDR`: where Redis clients reach this node when it leads. Set once: from
+    /// the configuration, or else from the RESP listener's address once it is bound
+    /// ([`Node::advertise_resp`]).
+    pub resp_public_addr: OnceLock<String>,
     /// The live settings a leader starts with when it has heard of none.
     pub settings: Settings,
     /// `REPLICATION_BACKLOG`.
@@ -133,7 +137,8 @@ impl Node {
             incarnation: crate::entropy::incarnation(),
             leader_url: config.leader_url.as_ref().map(|url| url.to_string()),
             public_url: config.public_url.as_ref().map(|url| url.to_string()),
-            resp_public_addr: config.resp_public_addr.clone(),
+            resp_public_addr: (config.resp_public_addr.clone())
+                .map_or_else(OnceLock::new, OnceLock::from),
             settings: config.settings,
             backlog: config.replication_backlog,
             failover_after: config.failover_after(),
@@ -322,10 +327,21 @@ impl Node {
         self.leader_url_in(&self.replica())
     }
 
-    /// The leader's RESP address as a follower names it: the `RESP_PUBLIC_ADDR` its leader's
-    /// latest heartbeat gave, if any.
-    pub fn leader_resp_addr(&self) -> Option<String> {
-        self.replica().leader_resp_addr.clone()
+    /// Makes `addr` this node's RESP address, unless `RESP_PUBLIC_ADDR` gave one: the RESP
+    /// listener's, once bound. Call it before the node starts, so that its first heartbeats
+    /// name it.
+    pub fn advertise_resp(&self, addr: String) {
+        let _ = self.identity.resp_public_addr.set(addr);
+    }
+
+    /// The leader as a follower names it, as of one moment: its URL ([`Node::leader_url`]) and
+    /// the `RESP_PUBLIC_ADDR` its latest heartbeat gave, if any.
+    pub fn leader_addresses(&self) -> (Option<String>, Option<String>) {
+        let replica = self.replica();
+        (
+            self.leader_url_in(&replica),
+            replica.leader_resp_addr.clone(),
+        )
     }
 
     /// [`Node::leader_url`], with the replica locked.

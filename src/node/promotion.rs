@@ -211,7 +211,7 @@ impl Node {
                 term,
                 incarnation: self.identity.incarnation,
                 public_url: self.identity.public_url.clone(),
-                resp_public_addr: self.identity.resp_public_addr.clone(),
+                resp_public_addr: self.identity.resp_public_addr.get().cloned(),
                 settings,
                 backlog: self.identity.backlog,
                 // Asynchronous writes promised nothing: a quorum of 0 is not inherited.

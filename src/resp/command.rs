@@ -157,7 +157,11 @@ pub fn run(parts: Parts, session: &mut Session, context: &Context) -> Answer {
         }),
         "EXISTS" => arity(1..=usize::MAX).and_then(|()| {
             let replica = node.replica();
-            node.readable().map_err(|err| error_reply(node, &err))?;
+            if let Err(err) = node.readable() {
+                // Released first: a reply may read the replica.
+                drop(replica);
+                return Err(error_reply(node, &err));
+            }
             let mut found = 0;
             for key in args {
                 let entry = replica.read(&text(key, "key")?);
@@ -216,11 +220,13 @@ fn integer(bytes: &[u8]) -> Result<i64, Reply> {
 
 /// The reply to `node`'s error, Redis's way: `READONLY` on a follower (naming the leader's RESP
 /// address and URL, as far as it knows them), `NOQUORUM` when the quorum was not reached, `ERR`
-/// with the message otherwise.
+/// with the message otherwise. It reads the replica: call it without holding it.
 pub fn error_reply(node: &Node, err: &Error) -> Reply {
     match err {
-        Error::NotLeader { leader } => {
-            let leader = match (node.leader_resp_addr(), leader) {
+        Error::NotLeader { .. } => {
+            // Both as of one moment, so that they name the same leader.
+            let (url, resp) = node.leader_addresses();
+            let leader = match (resp, url) {
                 (Some(resp), Some(url)) => format!("at {resp} (HTTP: {url})"),
                 (Some(resp), None) => format!("at {resp}"),
                 (None, Some(url)) => format!("at {url} (its RESP address is unknown here)"),
@@ -250,7 +256,11 @@ fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
     // a write only once its quorum acknowledged it, and a new leader's state once enough
     // followers of its term hold it.
     let replica = node.replica();
-    node.readable().map_err(|err| error_reply(node, &err))?;
+    if let Err(err) = node.readable() {
+        // Released first: a reply may read the replica.
+        drop(replica);
+        return Err(error_reply(node, &err));
+    }
     Ok(Reply::Bulk((replica.read(&key)).and_then(|entry| {
         entry.value.clone().map(String::into_bytes)
     })))
@@ -464,8 +474,9 @@ fn info(node: &Node, args: &[Vec<u8>]) -> Vec<u8> {
                 ));
             }
             None => {
-                let leader = health.leader.unwrap_or_default();
-                let (host, port) = leader_host_and_port(node);
+                let (leader, resp) = node.leader_addresses();
+                let leader = leader.unwrap_or_default();
+                let (host, port) = host_and_port_of(resp.as_deref());
                 out.push_str(&format!(
                     "role:slave\r\nterm:{}\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_url:{leader}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\nversion:{}\r\n",
                     health.term,
@@ -490,15 +501,16 @@ fn host_and_port(url: &str) -> (String, String) {
     })
 }
 
-/// The host and port of a follower's leader's RESP address, as its heartbeat named it
-/// (`RESP_PUBLIC_ADDR`), or empty strings while it is unknown.
-fn leader_host_and_port(node: &Node) -> (String, String) {
-    let addr = node.leader_resp_addr().unwrap_or_default();
-    addr.rsplit_once(':')
-        .map_or((String::new(), String::new()), |(host, port)| {
+/// The host and port of a RESP address (`RESP_PUBLIC_ADDR`, host:port), or empty strings
+/// without one.
+fn host_and_port_of(addr: Option<&str>) -> (String, String) {
+    addr.and_then(|addr| addr.rsplit_once(':')).map_or(
+        (String::new(), String::new()),
+        |(host, port)| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             (host.to_owned(), port.to_owned())
-        })
+        },
+    )
 }
 
 /// `ROLE`, as Redis answers it: a leader's offset and followers, or a follower's leader.
@@ -523,7 +535,7 @@ fn role(node: &Node) -> Reply {
             ),
         ]),
         None => {
-            let (host, port) = leader_host_and_port(node);
+            let (host, port) = host_and_port_of(node.leader_addresses().1.as_deref());
             Reply::Array(vec![
                 Reply::bulk("slave"),
                 Reply::bulk(host),

@@ -34,7 +34,7 @@ mod nemesis;
 mod network;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use rand::RngExt;
@@ -425,7 +425,7 @@ impl World {
             incarnation,
             leader_url: None,
             public_url: Some(format!("http://n{slot}:8080/")),
-            resp_public_addr: Some(format!("n{slot}:6379")),
+            resp_public_addr: OnceLock::from(format!("n{slot}:6379")),
             settings: Settings {
                 auto_failover: self.profile.auto_failover,
                 ..SETTINGS
