@@ -188,6 +188,11 @@ impl Hidden {
             .collect()
     }
 
+    /// Each hidden write: its key and version, by version.
+    pub fn writes(&self) -> impl Iterator<Item = (&str, Version)> {
+        (self.writes.iter()).map(|(&version, pending)| (pending.key.as_str(), version))
+    }
+
     /// Forgets every hidden write, with the state that held them: a state transfer replaced
     /// it, or the node begins to lead with what it merged.
     pub fn clear(&mut self) {

@@ -61,6 +61,10 @@ pub struct History {
     pub synced_reads: Vec<SyncedRead>,
     /// Every write the leaders applied, by version.
     pub applied: BTreeMap<Version, Applied>,
+    /// The writes made under `after_sync` that a switch back to `after_commit` showed before
+    /// their quorum held them: from then on readers could see them, as writes made under
+    /// `after_commit`, and they promise no more than those.
+    pub shown_early: BTreeSet<Version>,
     pub leadings: Vec<Leading>,
     /// Per node slot and incarnation: the highest version seen, to catch one going back.
     pub versions: BTreeMap<(usize, u64), Version>,
@@ -231,13 +235,13 @@ pub fn check(history: &History, finals: &[State], leaders: &[usize]) -> Vec<Stri
         }
         // A leader's read under after_sync shows a write made under after_sync only once its
         // quorum acknowledged it: such a write must survive as a write answered 200 does. (A
-        // write made before the switch to after_sync showed at once, and one of quorum 0
-        // promised nothing.)
+        // write made before the switch to after_sync showed at once, one that a switch back to
+        // after_commit showed before its quorum did so too, and one of quorum 0 promised
+        // nothing.)
         for read in &history.synced_reads {
-            let promised = history
-                .applied
-                .get(&read.version)
-                .is_some_and(|write| write.after_sync && write.quorum > 0);
+            let promised = (history.applied.get(&read.version))
+                .is_some_and(|write| write.after_sync && write.quorum > 0)
+                && !history.shown_early.contains(&read.version);
             if !promised || excused(read.term, read.node, read.incarnation) {
                 continue;
             }
