@@ -770,6 +770,63 @@ async fn a_stream_whose_answers_are_not_read_stops_reading_at_its_limit() {
     serving.await.expect("the stream's task ended");
 }
 
+/// Both ends of a replication stream over a pipe far smaller than what crosses it, with more
+/// answers than the follower holds unsent (1 MiB): the leader's end reads answers while it
+/// writes batches, the follower's end writes answers while it reads, so neither blocks the other
+/// with a full buffer, and every batch gets its own answer. (Were the leader to write all its
+/// batches before reading, the follower would stop reading at 1 MiB of answers: on the paused
+/// clock, its idle limit would then close the stream and the batches would fail.)
+#[tokio::test(start_paused = true)]
+async fn a_stream_through_a_small_pipe_carries_more_than_either_buffer_both_ways() {
+    use std::sync::Arc;
+
+    use crate::replication::pipeline::MAX_BATCH_WRITES;
+    use crate::replication::stream::Stream;
+    use crate::replication::wire::{Batch, Write};
+    use crate::store::Version;
+
+    const BATCHES: u64 = 80;
+    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
+    let app = Node {
+        public: client_router(state.clone()),
+        internal: internal_router(state.clone()),
+    };
+    follow_leader_7(&app).await;
+    let (leader, follower) = tokio::io::duplex(1024);
+    let serving = tokio::spawn(async move {
+        super::stream::serve(&state, follower, Some("leader-1")).await;
+    });
+    let stream = Stream::start(leader);
+    let per_batch = MAX_BATCH_WRITES as u64;
+    let batches = (0..BATCHES).map(|b| Batch {
+        term: 7,
+        smallest_quorum: 1,
+        quorum_epoch: 0,
+        leader: 0,
+        writes: (1..=per_batch)
+            .map(|w| {
+                let counter = b * per_batch + w;
+                Arc::new(Write {
+                    key: format!("k{}", counter % 100),
+                    value: Some(counter.to_string()),
+                    version: Version::new(7, counter),
+                })
+            })
+            .collect(),
+    });
+    let answers = futures::future::join_all(batches.map(|batch| stream.send(batch))).await;
+    for (b, answer) in (0..).zip(answers) {
+        let ack = answer.unwrap_or_else(|err| panic!("batch {b} failed: {err:?}"));
+        assert_eq!(ack.acks.len(), MAX_BATCH_WRITES);
+        assert_eq!(ack.acks[0].version, Version::new(7, b * per_batch + 1));
+    }
+    let total = BATCHES * per_batch;
+    let health = call(&app, "GET", "/health", None).await.1;
+    assert_eq!(health["version"], format!("7.{total}"));
+    drop(stream);
+    serving.await.expect("the stream's task ended");
+}
+
 /// A node that is stopping applies no batch that reaches its stream, even one already there: the
 /// stream closes without applying or answering it.
 #[tokio::test]
