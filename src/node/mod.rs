@@ -379,6 +379,7 @@ impl Node {
             filled: replica.filled,
             leader_url: replica.leader_url.clone(),
             public_url: self.identity.public_url.clone(),
+            resp_addr: self.identity.resp_public_addr.get().cloned(),
             version: replica.store.latest_version(),
             keys: replica.store.len(),
             hears_leader: self.hears_leader_in(replica),

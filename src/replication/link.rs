@@ -51,6 +51,8 @@ pub struct FollowerView {
     /// Where clients reach the follower (its `PUBLIC_URL`), once it told; the dashboard asks
     /// these nodes where the leader went when its own stream ends.
     pub public_url: Option<String>,
+    /// Where Redis clients reach the follower (its `RESP_PUBLIC_ADDR`), once it told.
+    pub resp_addr: Option<String>,
     /// `up`, `down` or `catching_up`.
     pub state: FollowerState,
     /// Highest version the follower acknowledged (a write or a state transfer).
@@ -114,6 +116,7 @@ pub struct Link {
 struct LinkState {
     node_id: Option<String>,
     public_url: Option<String>,
+    resp_addr: Option<String>,
     health: FollowerState,
     acked_version: Version,
     applied_version: Version,
@@ -149,6 +152,7 @@ impl Link {
             state: Mutex::new(LinkState {
                 node_id: None,
                 public_url: None,
+                resp_addr: None,
                 // Unknown until the first heartbeat; a follower starts out needing a transfer.
                 health: FollowerState::CatchingUp,
                 acked_version: Version::ZERO,
@@ -301,6 +305,9 @@ impl Link {
         state.failing_since = None;
         state.node_id = Some(status.node_id.clone());
         state.public_url = status.public_url.clone();
+        // Only an address a client could dial: INFO and ROLE show it as it came.
+        state.resp_addr =
+            (status.resp_addr.clone()).filter(|addr| crate::config::parse_host_port(addr).is_ok());
         state.applied_version = status.version;
         state.keys = Some(status.keys);
         let needs_transfer = state.transfer_due || status.following != Some(term);
@@ -391,6 +398,7 @@ impl Link {
             node_id,
             url: self.url.to_string(),
             public_url: state.public_url.clone(),
+            resp_addr: state.resp_addr.clone(),
             state: state.health,
             acked_version: state.acked_version,
             applied_version: state.applied_version,

@@ -108,6 +108,7 @@ impl Fake {
             filled: true,
             leader_url: None,
             public_url: None,
+            resp_addr: None,
             version: Version::ZERO,
             keys: 0,
             hears_leader: true,

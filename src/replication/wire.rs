@@ -303,6 +303,9 @@ pub struct NodeStatus {
     pub leader_url: Option<String>,
     /// Where clients reach this node (its `PUBLIC_URL`), if it has one.
     pub public_url: Option<String>,
+    /// Where Redis clients reach this node (its `RESP_PUBLIC_ADDR`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp_addr: Option<String>,
     /// Highest version it has applied.
     pub version: Version,
     /// Number of live keys it holds.

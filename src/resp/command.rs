@@ -14,8 +14,8 @@ use crate::error::Error;
 use crate::metrics::Protocol;
 use crate::node::Node;
 use crate::node::kv::{Writing, check_key};
-use crate::replication::FollowerState;
 use crate::replication::quorum::Tally;
+use crate::replication::{FollowerState, FollowerView};
 use crate::settings::WaitPoint;
 
 /// The commands this server knows, for `COMMAND COUNT`.
@@ -447,7 +447,7 @@ fn info(node: &Node, args: &[Vec<u8>]) -> Vec<u8> {
                 out.push_str(&format!("role:master\r\nterm:{}\r\n", health.term));
                 out.push_str(&format!("connected_slaves:{up}\r\n"));
                 for (i, follower) in followers.iter().enumerate() {
-                    let (host, port) = host_and_port(&follower.url);
+                    let (host, port) = follower_host_and_port(follower);
                     let state = match follower.state {
                         FollowerState::Up => "online",
                         FollowerState::Down => "down",
@@ -501,6 +501,15 @@ fn host_and_port(url: &str) -> (String, String) {
     })
 }
 
+/// Where a follower is reached, as `INFO` and `ROLE` name it: its RESP address
+/// (`RESP_PUBLIC_ADDR`), or its internal URL's host and port until it told one.
+fn follower_host_and_port(follower: &FollowerView) -> (String, String) {
+    match follower.resp_addr.as_deref() {
+        Some(addr) => host_and_port_of(Some(addr)),
+        None => host_and_port(&follower.url),
+    }
+}
+
 /// The host and port of a RESP address (`RESP_PUBLIC_ADDR`, host:port), or empty strings
 /// without one.
 fn host_and_port_of(addr: Option<&str>) -> (String, String) {
@@ -524,7 +533,7 @@ fn role(node: &Node) -> Reply {
             Reply::Array(
                 (replicator.followers().iter())
                     .map(|follower| {
-                        let (host, port) = host_and_port(&follower.url);
+                        let (host, port) = follower_host_and_port(follower);
                         Reply::Array(vec![
                             Reply::bulk(host),
                             Reply::bulk(port),

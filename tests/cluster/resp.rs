@@ -142,6 +142,12 @@ async fn redis_commands_read_write_and_wait_through_the_same_write_path() {
     ] {
         assert!(info.contains(line), "{line} in {info}");
     }
+    // Each follower's line names where Redis clients reach it, as its heartbeat answers said.
+    for follower in &cluster.followers {
+        let addr = resp_addr(follower);
+        let named = format!("ip={},port={},state=online", addr.ip(), addr.port());
+        assert!(info.contains(&named), "{named} in {info}");
+    }
 
     // Pipelined: the answers come in order, and a read sees the writes sent before it.
     let mut pipe = redis::pipe();
