@@ -239,10 +239,7 @@ impl Worker {
     ) {
         // Each ack must name its write: an answer meant for another batch counts nothing.
         let answer = result.and_then(|answer| {
-            let matches = (answer.acks.iter())
-                .zip(&messages)
-                .all(|(ack, message)| ack.version == message.write.version);
-            if answer.acks.len() == messages.len() && matches {
+            if answer.names(messages.iter().map(|message| message.write.version)) {
                 Ok(answer)
             } else {
                 Err(Failure::new(

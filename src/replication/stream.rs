@@ -122,7 +122,7 @@ async fn run<IO: AsyncRead + AsyncWrite>(
                     // Acks that name other writes: the answers are out of step with the
                     // batches, and every later one would be too.
                     if let Ok(ack) = &answer
-                        && !ack.acks.iter().map(|ack| ack.version).eq(versions)
+                        && !ack.names(versions)
                     {
                         waiting.push_front((reply, Vec::new()));
                         break Some(other("the follower's answers are out of step with the batches"));

@@ -235,6 +235,14 @@ pub struct BatchAck {
     pub acks: Vec<EntryAck>,
 }
 
+impl BatchAck {
+    /// Whether its acks name exactly `versions`, in order: it answers the batch of those
+    /// writes, and not another.
+    pub fn names(&self, versions: impl IntoIterator<Item = Version>) -> bool {
+        self.acks.iter().map(|ack| ack.version).eq(versions)
+    }
+}
+
 /// What became of one write of a batch on the follower.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EntryAck {
