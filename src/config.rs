@@ -301,6 +301,12 @@ pub fn parse_host_port(text: &str) -> Result<String, String> {
     }
 }
 
+/// A RESP address a peer sent, kept only when it is host:port as [`parse_host_port`] accepts
+/// it: `READONLY`, `INFO` and `ROLE` show it as it came.
+pub fn dialable(addr: Option<String>) -> Option<String> {
+    addr.filter(|addr| parse_host_port(addr).is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,9 +74,7 @@ impl Node {
             heartbeat.leader_url.as_deref(),
             heartbeat.leader,
         )?;
-        // Only an address a client could dial: it goes into INFO and ROLE as it came.
-        replica.leader_resp_addr = (heartbeat.leader_resp_addr)
-            .filter(|addr| crate::config::parse_host_port(addr).is_ok());
+        replica.leader_resp_addr = crate::config::dialable(heartbeat.leader_resp_addr);
         // A follower that does not hold this leader's state yet lacks writes of this term: what
         // it would report of their quorum could not be trusted by a candidate.
         if replica.following == Some(heartbeat.term) {

@@ -305,9 +305,7 @@ impl Link {
         state.failing_since = None;
         state.node_id = Some(status.node_id.clone());
         state.public_url = status.public_url.clone();
-        // Only an address a client could dial: INFO and ROLE show it as it came.
-        state.resp_addr =
-            (status.resp_addr.clone()).filter(|addr| crate::config::parse_host_port(addr).is_ok());
+        state.resp_addr = crate::config::dialable(status.resp_addr.clone());
         state.applied_version = status.version;
         state.keys = Some(status.keys);
         let needs_transfer = state.transfer_due || status.following != Some(term);

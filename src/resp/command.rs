@@ -3,7 +3,7 @@
 //! routes call). A command either answers at once or hands back a task whose reply comes later
 //! (a write waiting for its quorum, `WAIT`); the connection answers both in order.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::metrics::Protocol;
 use crate::node::Node;
 use crate::node::kv::{Writing, check_key};
+use crate::replication::Replica;
 use crate::replication::quorum::Tally;
 use crate::replication::{FollowerState, FollowerView};
 use crate::settings::WaitPoint;
@@ -156,12 +157,7 @@ pub fn run(parts: Parts, session: &mut Session, context: &Context) -> Answer {
             Ok(Reply::Array(values?).into())
         }),
         "EXISTS" => arity(1..=usize::MAX).and_then(|()| {
-            let replica = node.replica();
-            if let Err(err) = node.readable() {
-                // Released first: a reply may read the replica.
-                drop(replica);
-                return Err(error_reply(node, &err));
-            }
+            let replica = readable(node)?;
             let mut found = 0;
             for key in args {
                 let entry = replica.read(&text(key, "key")?);
@@ -250,17 +246,26 @@ pub fn error_reply(node: &Node, err: &Error) -> Reply {
     }
 }
 
+/// The replica, locked, for a read: refused while `GET /kv/{key}` would be
+/// ([`Node::readable`]). The refusal is made once the lock is released, since a reply may read
+/// the replica.
+fn readable(node: &Node) -> Result<MutexGuard<'_, Replica>, Reply> {
+    let replica = node.replica();
+    match node.readable() {
+        Ok(()) => Ok(replica),
+        Err(err) => {
+            drop(replica);
+            Err(error_reply(node, &err))
+        }
+    }
+}
+
 fn get(node: &Node, key: &[u8]) -> Result<Reply, Reply> {
     let key = key_of(key)?;
     // What `GET /kv/{key}` shows, without waiting: under `after_sync` the leader's readers see
     // a write only once its quorum acknowledged it, and a new leader's state once enough
     // followers of its term hold it.
-    let replica = node.replica();
-    if let Err(err) = node.readable() {
-        // Released first: a reply may read the replica.
-        drop(replica);
-        return Err(error_reply(node, &err));
-    }
+    let replica = readable(node)?;
     Ok(Reply::Bulk((replica.read(&key)).and_then(|entry| {
         entry.value.clone().map(String::into_bytes)
     })))
