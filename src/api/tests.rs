@@ -60,14 +60,20 @@ struct Node {
 }
 
 fn node(config: &Config) -> Node {
+    node_and_state(config).1
+}
+
+/// [`node`], with its state, for the tests that serve a replication stream on it.
+fn node_and_state(config: &Config) -> (AppState, Node) {
     let state = AppState::new(config).expect("a valid configuration");
     if config.role == Role::Leader {
         state.lead_at_once();
     }
-    Node {
+    let node = Node {
         public: client_router(state.clone()),
-        internal: internal_router(state),
-    }
+        internal: internal_router(state.clone()),
+    };
+    (state, node)
 }
 
 fn app(role: Role) -> Node {
@@ -453,6 +459,13 @@ fn batch(writes: &[&str]) -> String {
     batch_of(7, writes)
 }
 
+/// Appends the batch `json` (as `POST /internal/replicate` takes it) to `out` as a frame of the
+/// replication stream.
+fn stream_frame(json: &str, out: &mut Vec<u8>) {
+    let batch: crate::replication::wire::Batch = serde_json::from_str(json).expect("a batch");
+    crate::replication::wire::binary::encode_batch(&batch, out);
+}
+
 /// A batch from the leader of `term` of the writes (JSON objects) `writes`.
 fn batch_of(term: u64, writes: &[&str]) -> String {
     format!(
@@ -591,7 +604,6 @@ async fn follower_refuses_writes_of_a_leader_it_is_not_synced_with() {
 /// `Upgrade` header.
 #[tokio::test]
 async fn the_replication_stream_answers_batches_as_the_json_route_does() {
-    use crate::replication::wire::Batch;
     use crate::replication::wire::binary::{self, Answer, Frames};
     use tokio::io::{AsyncWriteExt, DuplexStream};
 
@@ -621,18 +633,14 @@ async fn the_replication_stream_answers_batches_as_the_json_route_does() {
         };
         (*status, serde_json::from_str(body).expect("a JSON body"))
     }
+    // A frame's payload: `exchange` adds the header.
     let encoded = |json: &str| {
-        let batch: Batch = serde_json::from_str(json).expect("a batch");
         let mut bytes = Vec::new();
-        binary::encode_batch(&batch, &mut bytes);
+        stream_frame(json, &mut bytes);
         bytes[8..].to_vec()
     };
 
-    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
-    let app = Node {
-        public: client_router(state.clone()),
-        internal: internal_router(state.clone()),
-    };
+    let (state, app) = node_and_state(&config(Role::Follower));
     let json = assert_error(&app, "POST", "/internal/stream", None, 400, "invalid_body").await;
     assert!(
         json["message"]
@@ -686,23 +694,18 @@ async fn the_replication_stream_answers_batches_as_the_json_route_does() {
 #[tokio::test(start_paused = true)]
 async fn a_stream_whose_answers_are_not_read_stops_reading_at_its_limit() {
     use crate::replication::wire::binary::{self, Answer, Frames};
-    use crate::replication::wire::{Batch, BatchAck, EntryAck};
+    use crate::replication::wire::{BatchAck, EntryAck};
     use crate::store::Version;
     use tokio::io::AsyncWriteExt;
 
     const BATCHES: u64 = 60_000;
     const PIPE: usize = 1 << 16;
-    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
-    let app = Node {
-        public: client_router(state.clone()),
-        internal: internal_router(state.clone()),
-    };
+    let (state, app) = node_and_state(&config(Role::Follower));
     follow_leader_7(&app).await;
     let mut frames_out = Vec::new();
     for counter in 1..=BATCHES {
         let write = format!(r#"{{"key":"k{counter}","value":"v","version":"7.{counter}"}}"#);
-        let batch: Batch = serde_json::from_str(&batch(&[&write])).expect("a batch");
-        binary::encode_batch(&batch, &mut frames_out);
+        stream_frame(&batch(&[&write]), &mut frames_out);
     }
     let answer_bytes = {
         let mut one = Vec::new();
@@ -786,11 +789,7 @@ async fn a_stream_through_a_small_pipe_carries_more_than_either_buffer_both_ways
     use crate::store::Version;
 
     const BATCHES: u64 = 80;
-    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
-    let app = Node {
-        public: client_router(state.clone()),
-        internal: internal_router(state.clone()),
-    };
+    let (state, app) = node_and_state(&config(Role::Follower));
     follow_leader_7(&app).await;
     let (leader, follower) = tokio::io::duplex(1024);
     let serving = tokio::spawn(async move {
@@ -831,22 +830,17 @@ async fn a_stream_through_a_small_pipe_carries_more_than_either_buffer_both_ways
 /// stream closes without applying or answering it.
 #[tokio::test]
 async fn a_stopping_node_applies_no_batch_from_its_stream() {
-    use crate::replication::wire::Batch;
-    use crate::replication::wire::binary::{self, Frames};
+    use crate::replication::wire::binary::Frames;
     use tokio::io::AsyncWriteExt;
 
-    let state = AppState::new(&config(Role::Follower)).expect("a valid configuration");
-    let app = Node {
-        public: client_router(state.clone()),
-        internal: internal_router(state.clone()),
-    };
+    let (state, app) = node_and_state(&config(Role::Follower));
     follow_leader_7(&app).await;
     let (mut leader, follower) = tokio::io::duplex(1 << 16);
-    let batch: Batch =
-        serde_json::from_str(&batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]))
-            .expect("a batch");
     let mut frame = Vec::new();
-    binary::encode_batch(&batch, &mut frame);
+    stream_frame(
+        &batch(&[r#"{"key":"k","value":"v","version":"7.1"}"#]),
+        &mut frame,
+    );
     // The batch is there before the stream is served, and the node is stopping.
     leader.write_all(&frame).await.expect("sent");
     state.stop();
